@@ -1,0 +1,150 @@
+"""InstaNAS as a Gymnasium contextual bandit: one image per episode, one mask per image."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from instanas_gym.bandit import ImageOrder, InstaNASBandit
+from instanas_gym.reward import RewardShape
+from instanas_gym.search_space import MASK_SHAPE, validate_mask
+from instanas_gym.supernet import ExecutionMode
+
+from .render import draw
+
+
+class InstaNASEnv(gym.Env):
+    """Pick a sub-network of a pre-trained one-shot supernet for one image.
+
+    ## Description
+    Instance-aware neural architecture search (InstaNAS, Cheng et al., AAAI 2020) as a contextual
+    bandit. Each episode shows one image; the agent answers with a mask choosing, in each of the 17
+    cells of a MobileNetV2-style supernet, which of 5 candidate ops run. The supernet classifies the
+    image with that sub-network; the reward trades correctness against the sub-network's latency.
+
+    ## Action Space
+    ``MultiBinary((17, 5))``: row = cell, column = op (inverted residual 3x3 expand 6, 3x3 expand 3,
+    5x5 expand 6, 5x5 expand 3, basic block). Several ops in a cell are summed, plus one residual
+    where shapes allow. An empty cell is the identity, except where the cell changes stride or
+    channels: there the basic block runs instead (and its latency counts). Values must be 0/1
+    (bool or integer dtype).
+
+    ## Observation Space
+    ``Box(0, 255, (H, W, C), uint8)``: the image, (28, 28, 1) for Fashion-MNIST, (32, 32, 3) for CIFAR.
+
+    ## Rewards
+    With L the latency table's latency of the mask's 17 cells in ms and [LB, UB] the latency bounds:
+
+        R_T = +c if the prediction is right, else -c                 (c = ``correct_reward`` = 10)
+        R_A = max(0, (UB - L)(L - LB)) / ((UB - LB) / 2)^2            (``reward_shape="parabola"``)
+        R_A = clip((UB - L) / (UB - LB), 0, 1)^2                      (``reward_shape="monotone"``)
+        R   = R_T * R_A if right, else R_T
+
+    LB defaults to the fastest mask's latency and UB to 0.7 x the all-ops latency; an agent anneals
+    UB with :meth:`set_latency_bounds` (towards 0.5 x the MobileNetV2 path's latency in the paper).
+
+    ## Starting State
+    ``reset`` draws an image of the split through ``self.np_random`` (``order="random"``) or takes the
+    next one in order (``order="sequential"``); ``options={"index": i}`` picks image ``i``.
+
+    ## Episode End
+    Every episode is one step: ``terminated=True``, ``truncated=False``.
+
+    ## Info
+    ``step`` returns: ``correct``, ``label``, ``prediction``, ``confidence`` (softmax probability of
+    the prediction), ``latency_ms`` (L), ``network_latency_ms`` (L plus stem, head and classifier),
+    ``reward_task`` (R_T), ``reward_arch`` (R_A), ``macs`` (of the sub-network, batch 1),
+    ``empty_cells``, and the constants ``reward_shape``, ``correct_reward``, ``lower_ms``, ``upper_ms``.
+    ``reset`` returns ``image_index``.
+
+    ## Arguments
+    ``dataset`` ("fashion_mnist", "cifar10", "cifar100"), ``split``, ``data_root``, ``download``,
+    ``supernet`` and ``latency_table`` (paths; the bundled ones for Fashion-MNIST), ``correct_reward``,
+    ``reward_shape``, ``lower_ms``, ``upper_ms``, ``mode`` ("dynamic" or "masked" execution),
+    ``device``, ``threads`` (torch threads, process-wide), ``order``, ``render_mode`` ("rgb_array").
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 2}
+
+    def __init__(
+        self,
+        dataset: str = "fashion_mnist",
+        split: str = "search",
+        data_root: str | os.PathLike | None = None,
+        download: bool = False,
+        supernet: str | os.PathLike | None = None,
+        latency_table: str | os.PathLike | None = None,
+        correct_reward: float = 10.0,
+        reward_shape: RewardShape = "parabola",
+        lower_ms: float | None = None,
+        upper_ms: float | None = None,
+        mode: ExecutionMode = "dynamic",
+        device: str = "cpu",
+        threads: int | None = None,
+        order: ImageOrder = "random",
+        render_mode: str | None = None,
+    ) -> None:
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
+        if order not in ("random", "sequential"):
+            raise ValueError(f"order must be 'random' or 'sequential', got {order!r}")
+        self.bandit = InstaNASBandit(
+            dataset, split, data_root, download, supernet, latency_table,
+            correct_reward, reward_shape, lower_ms, upper_ms, mode, device, threads,
+        )
+        self.order: ImageOrder = order
+        self.render_mode = render_mode
+        self.observation_space = spaces.Box(0, 255, self.bandit.data.spec.image_shape, np.uint8)
+        self.action_space = spaces.MultiBinary(MASK_SHAPE)
+        self._cursor = 0
+        self._index: int | None = None  # the image awaiting an action
+        self._shown: int | None = None  # the image last shown (for render)
+        self._last_mask: np.ndarray | None = None
+
+    # ---- latency bounds -------------------------------------------------------------------------
+    def set_latency_bounds(self, lower_ms: float | None = None, upper_ms: float | None = None) -> None:
+        """Set the reward's latency bounds LB/UB in ms (None keeps the current one)."""
+        self.bandit.reward.set_bounds(lower_ms, upper_ms)
+
+    @property
+    def latency_bounds(self) -> tuple[float, float]:
+        """(LB, UB) in ms."""
+        return self.bandit.reward.lower_ms, self.bandit.reward.upper_ms
+
+    # ---- Gymnasium API --------------------------------------------------------------------------
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        if seed is not None:
+            self._cursor = 0
+        if options and "index" in options:
+            index = int(options["index"])
+            if not 0 <= index < self.bandit.num_images:
+                raise ValueError(f"options['index'] must be in [0, {self.bandit.num_images}), got {index}")
+            self._index = index
+        else:
+            self._index, self._cursor = self.bandit.draw(self.np_random, self.order, self._cursor)
+        self._last_mask, self._shown = None, self._index
+        return self.bandit.data.images[self._index], {"image_index": self._index}
+
+    def step(self, action):
+        if self._index is None:
+            raise RuntimeError("call reset() before step(): every episode is one step on one image")
+        mask = validate_mask(action)
+        out = self.bandit.evaluate(np.array([self._index]), mask[None])
+        obs = self.bandit.data.images[self._index]
+        self._last_mask, self._index = mask, None
+        info = {k: (v[0].item() if isinstance(v, np.ndarray) else v) for k, v in out.items() if k != "reward"}
+        return obs, float(out["reward"][0]), True, False, info
+
+    def render(self):
+        if self.render_mode != "rgb_array":
+            return None
+        if self._shown is None:
+            raise RuntimeError("call reset() before render()")
+        mask = self._last_mask
+        effective = None if mask is None else self.bandit.model.space.effective_mask(mask)
+        return draw(self.bandit.data.images[self._shown], mask, effective)

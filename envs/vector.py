@@ -1,0 +1,143 @@
+"""A natively batched vector environment: N images, N masks, one supernet call per step."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+from gymnasium.utils import seeding
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from instanas_gym.bandit import ImageOrder, InstaNASBandit
+from instanas_gym.search_space import MASK_SHAPE, validate_mask
+
+from .render import draw
+
+
+class InstaNASVectorEnv(VectorEnv):
+    """``num_envs`` copies of :class:`envs.instanas_env.InstaNASEnv` evaluated in one batched call.
+
+    Every episode is one step, so every step ends every sub-environment: autoreset is
+    ``AutoresetMode.SAME_STEP``. ``step`` returns the next images as observations; the images the
+    actions were taken on are in ``info["final_obs"]`` and their step infos in ``info["final_info"]``
+    (the same keys also at the top level of ``info``), exactly as ``gymnasium.make_vec(...,
+    vectorization_mode="sync", vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP})`` lays
+    them out, with the same images and rewards for the same seed (sub-environment i is seeded
+    ``seed + i``). Keyword arguments are those of ``InstaNASEnv``.
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "autoreset_mode": AutoresetMode.SAME_STEP}
+
+    def __init__(
+        self, num_envs: int = 1, order: ImageOrder = "random", render_mode: str | None = None, **kwargs: Any
+    ) -> None:
+        if num_envs < 1:
+            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        if order not in ("random", "sequential"):
+            raise ValueError(f"order must be 'random' or 'sequential', got {order!r}")
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
+        self.bandit = InstaNASBandit(**kwargs)
+        self.num_envs = num_envs
+        self.order: ImageOrder = order
+        self.render_mode = render_mode
+        self.single_observation_space = spaces.Box(0, 255, self.bandit.data.spec.image_shape, np.uint8)
+        self.single_action_space = spaces.MultiBinary(MASK_SHAPE)
+        self.observation_space = batch_space(self.single_observation_space, num_envs)
+        self.action_space = batch_space(self.single_action_space, num_envs)
+        self._rngs: list[np.random.Generator] = [seeding.np_random()[0] for _ in range(num_envs)]
+        self._cursors = np.zeros(num_envs, dtype=np.int64)
+        self._indices: np.ndarray | None = None
+        self._last_masks: np.ndarray | None = None
+
+    # ---- latency bounds -------------------------------------------------------------------------
+    def set_latency_bounds(self, lower_ms: float | None = None, upper_ms: float | None = None) -> None:
+        """Set the reward's latency bounds LB/UB in ms for every sub-environment."""
+        self.bandit.reward.set_bounds(lower_ms, upper_ms)
+
+    @property
+    def latency_bounds(self) -> tuple[float, float]:
+        return self.bandit.reward.lower_ms, self.bandit.reward.upper_ms
+
+    # ---- Gymnasium API --------------------------------------------------------------------------
+    def _draw(self) -> np.ndarray:
+        out = np.empty(self.num_envs, dtype=np.int64)
+        for i, rng in enumerate(self._rngs):
+            out[i], self._cursors[i] = self.bandit.draw(rng, self.order, int(self._cursors[i]))
+        return out
+
+    def reset(self, *, seed: int | list[int | None] | None = None, options: dict[str, Any] | None = None):
+        if seed is None:
+            seeds: list[int | None] = [None] * self.num_envs
+        elif isinstance(seed, int):
+            seeds = [seed + i for i in range(self.num_envs)]
+        else:
+            seeds = list(seed)
+            if len(seeds) != self.num_envs:
+                raise ValueError(f"got {len(seeds)} seeds for {self.num_envs} environments")
+        for i, s in enumerate(seeds):
+            if s is not None:
+                self._rngs[i], _ = seeding.np_random(s)
+                self._cursors[i] = 0
+        if seed is not None:
+            self._np_random, self._np_random_seed = seeding.np_random(seeds[0])
+        if options and "index" in options:
+            indices = np.broadcast_to(np.asarray(options["index"], dtype=np.int64), (self.num_envs,)).copy()
+            if ((indices < 0) | (indices >= self.bandit.num_images)).any():
+                raise ValueError(f"options['index'] must be in [0, {self.bandit.num_images})")
+        else:
+            indices = self._draw()
+        self._indices, self._last_masks = indices, None
+        return self.bandit.data.images[indices], self._reset_info(indices)
+
+    def step(self, actions):
+        if self._indices is None:
+            raise RuntimeError("call reset() before step()")
+        masks = validate_mask(actions, batched=True)
+        if masks.shape[0] != self.num_envs:
+            raise ValueError(f"actions must have shape ({self.num_envs}, 17, 5), got {masks.shape}")
+        out = self.bandit.evaluate(self._indices, masks)
+        rewards = out.pop("reward").astype(np.float64)
+        step_info = self._batch(out)
+        final_obs = np.empty(self.num_envs, dtype=object)
+        final_obs[:] = list(self.bandit.data.images[self._indices])
+        all_true = np.ones(self.num_envs, dtype=bool)
+        new = self._draw()
+        self._indices, self._last_masks = new, masks
+        info = {**step_info, "final_obs": final_obs, "_final_obs": all_true.copy()}
+        info["final_info"], info["_final_info"] = dict(step_info), all_true.copy()
+        info.update(self._reset_info(new))
+        terminated = np.ones(self.num_envs, dtype=bool)
+        truncated = np.zeros(self.num_envs, dtype=bool)
+        return self.bandit.data.images[new], rewards, terminated, truncated, info
+
+    def render(self) -> tuple[np.ndarray, ...] | None:
+        if self.render_mode != "rgb_array":
+            return None
+        if self._indices is None:
+            raise RuntimeError("call reset() before render()")
+        space = self.bandit.model.space
+        masks = [None] * self.num_envs if self._last_masks is None else list(self._last_masks)
+        return tuple(
+            draw(self.bandit.data.images[i], m, None if m is None else space.effective_mask(m))
+            for i, m in zip(self._indices, masks)
+        )
+
+    # ---- info layout ----------------------------------------------------------------------------
+    def _batch(self, out: dict[str, Any]) -> dict[str, Any]:
+        """Arrays of length num_envs with a '_key' mask each, as Gymnasium's vector envs lay infos out."""
+        info: dict[str, Any] = {}
+        for key, value in out.items():
+            if isinstance(value, np.ndarray):
+                arr = value
+            elif isinstance(value, str):
+                arr = np.full(self.num_envs, value, dtype=object)
+            else:
+                arr = np.full(self.num_envs, value, dtype=type(value))
+            info[key], info[f"_{key}"] = arr, np.ones(self.num_envs, dtype=bool)
+        return info
+
+    def _reset_info(self, indices: np.ndarray) -> dict[str, Any]:
+        return {"image_index": indices.copy(), "_image_index": np.ones(self.num_envs, dtype=bool)}

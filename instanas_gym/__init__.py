@@ -1,0 +1,28 @@
+"""instanas-gym: instance-aware neural architecture search (InstaNAS) as a Gymnasium environment.
+
+Importing the package registers the environments::
+
+    import gymnasium, instanas_gym
+    env = gymnasium.make("InstaNAS-FashionMNIST-v0")        # bundled: works offline
+    venv = gymnasium.make_vec("InstaNAS-FashionMNIST-v0", num_envs=64, vectorization_mode="vector_entry_point")
+"""
+
+from gymnasium.envs.registration import register, registry
+
+__version__ = "0.1.0"
+
+#: Environment id -> keyword arguments of ``envs.instanas_env.InstaNASEnv``.
+ENV_IDS: dict[str, dict[str, str]] = {
+    "InstaNAS-FashionMNIST-v0": {"dataset": "fashion_mnist", "split": "search"},
+    "InstaNAS-CIFAR10-v0": {"dataset": "cifar10", "split": "train"},
+    "InstaNAS-CIFAR100-v0": {"dataset": "cifar100", "split": "train"},
+}
+
+for _id, _kwargs in ENV_IDS.items():
+    if _id not in registry:
+        register(
+            id=_id,
+            entry_point="envs.instanas_env:InstaNASEnv",
+            vector_entry_point="envs.vector:InstaNASVectorEnv",
+            kwargs=dict(_kwargs),
+        )

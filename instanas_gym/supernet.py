@@ -1,0 +1,168 @@
+"""The one-shot supernet, with per-image masks and two execution modes.
+
+``Supernet(space)(images, masks)`` returns logits. ``images`` are float NCHW in [0, 1] (or uint8,
+converted here); per-dataset normalisation is the model's first step. ``masks`` are either one mask
+``(17, 5)`` for the whole batch or one mask per image ``(B, 17, 5)``.
+
+Execution modes (same results in eval mode):
+
+* ``"masked"``: every op runs on every image and is multiplied by its bit, as in the paper's code.
+  Nothing gets faster for smaller masks.
+* ``"dynamic"``: per cell and op, the images that selected the op are gathered, the op runs on that
+  sub-batch only, and the result is scatter-added back. Unselected ops cost nothing; an op chosen by
+  every image (always the case at batch 1, or with one mask for the batch) runs without any gather.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from .blocks import build_op, conv_bn
+from .search_space import FALLBACK_OP, OPS, CellSpec, SearchSpace, validate_mask
+
+ExecutionMode = Literal["masked", "dynamic"]
+EXECUTION_MODES = ("masked", "dynamic")
+
+
+class Cell(nn.Module):
+    """One cell: the 5 candidate ops; output = sum of selected ops (+ the input where shapes match)."""
+
+    def __init__(self, spec: CellSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        self.residual = not spec.opens_stage
+        self.ops = nn.ModuleList(build_op(op, spec.in_channels, spec.out_channels, spec.stride) for op in OPS)
+
+    def forward_dynamic(self, x: torch.Tensor, mask: torch.Tensor, counts: list[int]) -> torch.Tensor:
+        """``mask``: bool (B, 5) of effective ops; ``counts``: images per op (python ints)."""
+        batch = x.shape[0]
+        out = x if self.residual else None
+        for j, op in enumerate(self.ops):
+            n = counts[j]
+            if n == 0:
+                continue
+            if n == batch:
+                y = op(x)
+                out = y if out is None else out + y
+                continue
+            idx = mask[:, j].nonzero().squeeze(1)
+            y = op(x.index_select(0, idx))
+            if out is None:
+                out = y.new_zeros((batch, *y.shape[1:]))
+            out = out.index_add(0, idx, y)
+        assert out is not None, "effective masks always select an op in stage-opening cells"
+        return out
+
+    def forward_masked(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Every op on every image, multiplied by its 0/1 bit (B, 5)."""
+        weights = mask.to(x.dtype)
+        out = x if self.residual else 0
+        for j, op in enumerate(self.ops):
+            out = out + op(x) * weights[:, j].view(-1, 1, 1, 1)
+        return out
+
+
+class Supernet(nn.Module):
+    """MobileNetV2-based one-shot supernet over :class:`SearchSpace`.
+
+    Args:
+        space: the search space (width, input size, channels, classes).
+        mean, std: per-channel normalisation of [0, 1] inputs (the dataset's statistics).
+        mode: ``"dynamic"`` (default) or ``"masked"`` execution; see the module docstring.
+    """
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        mean: tuple[float, ...] | None = None,
+        std: tuple[float, ...] | None = None,
+        mode: ExecutionMode = "dynamic",
+    ) -> None:
+        super().__init__()
+        self.space = space
+        self.mode = mode
+        c = space.in_channels
+        self.register_buffer("mean", torch.tensor(mean or (0.5,) * c, dtype=torch.float32).view(1, c, 1, 1))
+        self.register_buffer("std", torch.tensor(std or (0.5,) * c, dtype=torch.float32).view(1, c, 1, 1))
+        self.stem = conv_bn(c, space.stem_channels, 3)
+        self.cells = nn.ModuleList(Cell(spec) for spec in space.cells)
+        self.head = conv_bn(space.cells[-1].out_channels, space.head_channels, 1)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(space.head_channels, space.num_classes)
+        self._opens_stage = torch.from_numpy(space.opens_stage)
+        self._init_weights()
+
+    @property
+    def mode(self) -> ExecutionMode:
+        return self._mode
+
+    @mode.setter
+    def mode(self, mode: ExecutionMode) -> None:
+        if mode not in EXECUTION_MODES:
+            raise ValueError(f"mode must be one of {EXECUTION_MODES}, got {mode!r}")
+        self._mode = mode
+
+    def _init_weights(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, 0, 0.01)
+                nn.init.zeros_(m.bias)
+
+    def prepare_masks(self, masks: torch.Tensor | np.ndarray, batch: int) -> torch.Tensor:
+        """Validate and expand masks to the effective bool (B, 17, 5) tensor (fallbacks added)."""
+        if isinstance(masks, torch.Tensor) and masks.dtype == torch.bool and masks.shape[-2:] == (17, 5):
+            m = masks  # trusted fast path: bool tensors cannot hold values other than 0/1
+        else:
+            m = torch.from_numpy(validate_mask(masks, batched=None)).bool()
+        if m.dim() == 2:
+            m = m.unsqueeze(0).expand(batch, -1, -1)
+        elif m.shape[0] != batch:
+            raise ValueError(f"got {m.shape[0]} masks for {batch} images; pass one (17, 5) mask or one per image")
+        empty = ~m.any(-1) & self._opens_stage
+        if empty.any():
+            m = m.clone()
+            m[..., FALLBACK_OP] |= empty
+        return m
+
+    def op_params(self) -> np.ndarray:
+        """Parameters (weights and BatchNorm affine) of each (cell, op), shape (17, 5), int64."""
+        return np.array([[sum(p.numel() for p in op.parameters()) for op in cell.ops] for cell in self.cells])
+
+    def params(self, mask: np.ndarray) -> int:
+        """Parameters a mask uses: its ops (fallbacks included), stem, head and classifier."""
+        eff = self.space.effective_mask(validate_mask(mask))
+        fixed = sum(p.numel() for m in (self.stem, self.head, self.classifier) for p in m.parameters())
+        return int((eff * self.op_params()).sum() + fixed)
+
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 NCHW (0-255) or float NCHW (0-1) -> normalised float."""
+        if images.dtype == torch.uint8:
+            images = images.float().div_(255.0)
+        return (images - self.mean) / self.std
+
+    def forward(self, images: torch.Tensor, masks: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """Logits (B, num_classes) for images (B, C, H, W) under masks (17, 5) or (B, 17, 5)."""
+        if images.dim() != 4 or images.shape[1] != self.space.in_channels:
+            raise ValueError(
+                f"images must be (B, {self.space.in_channels}, H, W) NCHW, got shape {tuple(images.shape)}"
+            )
+        m = self.prepare_masks(masks, images.shape[0]).to(images.device)
+        x = self.stem(self.preprocess(images))
+        if self.mode == "dynamic":
+            counts = m.sum(0).tolist()
+            for c, cell in enumerate(self.cells):
+                x = cell.forward_dynamic(x, m[:, c], counts[c])
+        else:
+            for c, cell in enumerate(self.cells):
+                x = cell.forward_masked(x, m[:, c])
+        x = self.pool(self.head(x)).flatten(1)
+        return self.classifier(x)

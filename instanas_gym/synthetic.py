@@ -1,0 +1,90 @@
+"""Small synthetic data sets written in the real on-disk layouts, so the real loaders can be tested.
+
+Images are class-dependent (a bright square whose position encodes the label, on noise), so a model
+can learn them in a few steps.
+
+* ``write_cifar(root, "cifar10"|"cifar100")``: ``cifar-10-batches-py/`` or ``cifar-100-python/``
+  pickles as torchvision reads them. torchvision checks each file's MD5 against the real data set's;
+  synthetic files cannot pass that, so loading them needs :func:`skip_cifar_checksums`, an explicit
+  bypass for tests only.
+* ``write_fashion_mnist(root)``: ``FashionMNIST/raw/*-ubyte`` as torchvision reads them, plus the
+  gzip'd files of Debian's package layout in ``root/debian``.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from unittest import mock
+
+import numpy as np
+
+from .data import write_idx
+
+
+def synthetic_images(rng: np.random.Generator, n: int, size: int, channels: int, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` uint8 images (n, size, size, channels) with labels: noise plus a label-placed square."""
+    labels = rng.integers(0, num_classes, n)
+    images = rng.integers(0, 60, (n, size, size, channels)).astype(np.uint8)
+    side = size // 4
+    for i, label in enumerate(labels):
+        cell = label % 9
+        y, x = (cell // 3) * side + side // 2, (cell % 3) * side + side // 2
+        images[i, y : y + side, x : x + side] = 200 + 5 * (label // 9) % 55
+    return images, labels.astype(np.int64)
+
+
+def write_cifar(root: str | os.PathLike, dataset: str = "cifar10", n_train: int = 500, n_test: int = 200, seed: int = 0) -> Path:
+    """Write a synthetic CIFAR-10/100 in torchvision's unpacked layout under ``root``; returns root."""
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    classes = 10 if dataset == "cifar10" else 100
+    folder = root / ("cifar-10-batches-py" if dataset == "cifar10" else "cifar-100-python")
+    folder.mkdir(parents=True, exist_ok=True)
+    label_key = "labels" if dataset == "cifar10" else "fine_labels"
+
+    def dump(name: str, n: int) -> None:
+        images, labels = synthetic_images(rng, n, 32, 3, classes)
+        data = images.transpose(0, 3, 1, 2).reshape(n, -1)  # CIFAR rows: R plane, G plane, B plane
+        with open(folder / name, "wb") as f:
+            pickle.dump({"data": data, label_key: labels.tolist()}, f)
+
+    if dataset == "cifar10":
+        for b, part in enumerate(np.array_split(np.arange(n_train), 5), start=1):
+            dump(f"data_batch_{b}", len(part))
+        dump("test_batch", n_test)
+        meta = {"label_names": [f"class{i}" for i in range(classes)]}
+        meta_name = "batches.meta"
+    else:
+        dump("train", n_train)
+        dump("test", n_test)
+        meta = {"fine_label_names": [f"class{i}" for i in range(classes)]}
+        meta_name = "meta"
+    with open(folder / meta_name, "wb") as f:
+        pickle.dump(meta, f)
+    return root
+
+
+@contextmanager
+def skip_cifar_checksums() -> Iterator[None]:
+    """Let torchvision's CIFAR loaders accept files whose MD5 is not the real data set's (tests only)."""
+    with mock.patch("torchvision.datasets.cifar.check_integrity", lambda fpath, md5=None: os.path.isfile(fpath)):
+        yield
+
+
+def write_fashion_mnist(root: str | os.PathLike, n_train: int = 500, n_test: int = 200, seed: int = 0) -> Path:
+    """Write a synthetic Fashion-MNIST: torchvision's ``FashionMNIST/raw`` and Debian's gzip layout in ``root/debian``."""
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    raw, debian = root / "FashionMNIST" / "raw", root / "debian"
+    raw.mkdir(parents=True, exist_ok=True)
+    debian.mkdir(parents=True, exist_ok=True)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        images, labels = synthetic_images(rng, n, 28, 1, 10)
+        for folder, suffix in ((raw, ""), (debian, ".gz")):
+            write_idx(folder / f"{prefix}-images-idx3-ubyte{suffix}", images[..., 0])
+            write_idx(folder / f"{prefix}-labels-idx1-ubyte{suffix}", labels.astype(np.uint8))
+    return root

@@ -1,0 +1,272 @@
+"""One-shot pre-training of the supernet, resumable, on one process or many (``torchrun``).
+
+Each batch runs under random per-image masks. For the first half of training every op is on; over
+the second half each op is kept with a probability falling linearly from 1 to ``min_keep_prob``
+(0.5 by default, the paper's drop-path schedule), with at least one op kept in every cell.
+SGD with Nesterov momentum and a per-step cosine learning rate.
+
+Checkpoints (``last.pt`` in ``out``) hold the weights, search-space config, dataset, position
+(epoch, batch), optimizer, scheduler, RNG states and metrics; they are written atomically every
+``checkpoint_every`` steps, at each epoch end and on Ctrl-C, so ``resume=True`` continues a killed run
+with at most ``checkpoint_every`` steps redone.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+from torch.utils.data import DistributedSampler
+
+from .checkpoint import atomic_save, load_checkpoint, supernet_state
+from .data import ImageSet, augment, load_split
+from .search_space import SearchSpace, all_ops_mask, mobilenetv2_mask, random_masks
+from .supernet import Supernet
+
+
+@dataclass
+class TrainConfig:
+    """Arguments of :func:`train_supernet` (``examples/train_supernet.py`` exposes each as a flag)."""
+
+    dataset: str = "fashion_mnist"
+    data_root: str | None = None
+    download: bool = False
+    width_mult: float = 0.25
+    epochs: int = 10
+    batch_size: int = 128  # per process
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 4e-5
+    label_smoothing: float = 0.0
+    min_keep_prob: float = 0.5
+    train_subset: int | None = None  # first N training images only (tests, quick runs)
+    eval_subset: int | None = None
+    eval_batch_size: int = 256
+    threads: int = 2
+    channels_last: bool = True  # ~1.7x faster training on CPU
+    seed: int = 0
+    out: str = "runs/supernet"
+    checkpoint_every: int = 200  # steps
+    resume: bool = False
+
+
+def keep_prob(progress: float, min_keep_prob: float = 0.5) -> float:
+    """Per-op keep probability at ``progress`` in [0, 1] of training: 1 in the first half, then linear."""
+    if progress < 0.5:
+        return 1.0
+    return 1.0 - (1.0 - min_keep_prob) * min(1.0, (progress - 0.5) / 0.5)
+
+
+def _distributed() -> tuple[int, int]:
+    """(rank, world size); initialises gloo when launched by torchrun with WORLD_SIZE > 1."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("gloo")
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+
+
+@torch.no_grad()
+def evaluate(
+    model: Supernet, data: ImageSet, masks: np.ndarray | Callable[[int], np.ndarray], batch_size: int = 256
+) -> float:
+    """Top-1 accuracy (0-1) on ``data`` under one fixed mask (17, 5) or ``masks(n)`` per-image masks."""
+    was_training = model.training
+    model.eval()
+    images, labels = data.tensors()
+    correct = 0
+    for i in range(0, len(labels), batch_size):
+        x = images[i : i + batch_size]
+        m = masks(len(x)) if callable(masks) else masks
+        correct += (model(x, m).argmax(1) == labels[i : i + batch_size]).sum().item()
+    model.train(was_training)
+    return correct / len(labels)
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[stats]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    )
+
+
+def train_supernet(
+    cfg: TrainConfig, on_step: Callable[[int], None] | None = None, console: Console | None = None
+) -> dict:
+    """Pre-train a supernet as configured; returns the final metrics. Writes ``out/last.pt``.
+
+    ``on_step(global_step)`` is called after every optimisation step (tests use it to interrupt).
+    """
+    console = console or Console()
+    rank, world = _distributed()
+    torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out)
+    ckpt_path = out / "last.pt"
+
+    train = load_split(cfg.dataset, "train", cfg.data_root, cfg.download)
+    test = load_split(cfg.dataset, "test", cfg.data_root, cfg.download)
+    if cfg.train_subset:
+        train = ImageSet(train.images[: cfg.train_subset], train.labels[: cfg.train_subset], train.spec, "train", train.source)
+    if cfg.eval_subset:
+        test = ImageSet(test.images[: cfg.eval_subset], test.labels[: cfg.eval_subset], test.spec, "test", test.source)
+    spec = train.spec
+    h, _, c = spec.image_shape
+    space = SearchSpace(cfg.width_mult, h, c, spec.num_classes)
+
+    torch.manual_seed(cfg.seed)
+    model = Supernet(space, spec.mean, spec.std, mode="dynamic")
+    fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    model = model.to(memory_format=fmt)
+    net: torch.nn.Module = model
+    if world > 1:
+        # ops chosen by no image of a batch get no gradient: DDP must expect unused parameters
+        net = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True
+    )
+    sampler = DistributedSampler(range(len(train)), num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed)
+    steps_per_epoch = math.ceil(len(sampler) / cfg.batch_size)
+    total_steps = cfg.epochs * steps_per_epoch
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / total_steps))
+    )
+    aug_gen = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
+    mask_rng = np.random.default_rng([cfg.seed, rank])
+    epoch, batch_in_epoch, history = 0, 0, []
+
+    if cfg.resume and ckpt_path.is_file():
+        ckpt = load_checkpoint(ckpt_path)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        epoch, batch_in_epoch, history = ckpt["epoch"], ckpt["batch_in_epoch"], ckpt["metrics"]["history"]
+        aug_gen.set_state(ckpt["rng"]["augment"][rank])
+        mask_rng.bit_generator.state = ckpt["rng"]["masks"][rank]
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        if rank == 0:
+            console.print(f"resumed from {ckpt_path} at epoch {epoch}, batch {batch_in_epoch}")
+
+    def save() -> None:
+        aug_states = [aug_gen.get_state()]
+        mask_states = [mask_rng.bit_generator.state]
+        if world > 1:  # every rank's RNG state goes into rank 0's checkpoint
+            aug_states, mask_states = [None] * world, [None] * world
+            dist.all_gather_object(aug_states, aug_gen.get_state())
+            dist.all_gather_object(mask_states, mask_rng.bit_generator.state)
+        if rank != 0:
+            return
+        state = supernet_state(
+            model,
+            cfg.dataset,
+            config=asdict(cfg),
+            epoch=epoch,
+            batch_in_epoch=batch_in_epoch,
+            optimizer=optimizer.state_dict(),
+            scheduler=scheduler.state_dict(),
+            rng={"augment": aug_states, "masks": mask_states, "torch": torch.get_rng_state()},
+            metrics={"history": history},
+        )
+        atomic_save(state, ckpt_path)
+
+    images, labels = train.tensors()
+    progress = _progress(console)
+    task = progress.add_task("supernet", total=total_steps, completed=epoch * steps_per_epoch + batch_in_epoch, stats="")
+    net.train()
+    try:
+        with progress if rank == 0 else _Quiet():
+            while epoch < cfg.epochs:
+                sampler.set_epoch(epoch)
+                order = torch.tensor(list(iter(sampler)))
+                loss_sum = correct = seen = 0.0
+                t0 = time.perf_counter()
+                for b in range(batch_in_epoch, steps_per_epoch):
+                    idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+                    step = epoch * steps_per_epoch + b
+                    p = keep_prob(step / total_steps, cfg.min_keep_prob)
+                    masks = torch.from_numpy(random_masks(mask_rng, len(idx), p, min_ops=1)).bool()
+                    x = augment(images[idx], spec, aug_gen).contiguous(memory_format=fmt)
+                    logits = net(x, masks)
+                    loss = F.cross_entropy(logits, labels[idx], label_smoothing=cfg.label_smoothing)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    scheduler.step()
+                    batch_in_epoch = b + 1
+                    loss_sum += loss.item() * len(idx)
+                    correct += (logits.argmax(1) == labels[idx]).sum().item()
+                    seen += len(idx)
+                    ips = seen * world / (time.perf_counter() - t0)
+                    progress.update(
+                        task,
+                        advance=1,
+                        stats=f"ep {epoch + 1}/{cfg.epochs} loss {loss_sum / seen:.3f} acc {correct / seen:.3f} "
+                        f"keep {p:.2f} lr {scheduler.get_last_lr()[0]:.4f} {ips:.0f} img/s",
+                    )
+                    if on_step is not None:
+                        on_step(step + 1)
+                    if (step + 1) % cfg.checkpoint_every == 0:
+                        save()
+                history.append(
+                    {"epoch": epoch + 1, "loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1)}
+                )
+                epoch, batch_in_epoch = epoch + 1, 0
+                save()
+    except KeyboardInterrupt:
+        save()
+        if rank == 0:
+            console.print(f"interrupted: checkpoint saved to {ckpt_path}; rerun with --resume to continue")
+        raise
+
+    metrics = final_evaluation(model, test, cfg.eval_batch_size, cfg.seed) if rank == 0 else {}
+    if rank == 0:
+        state = load_checkpoint(ckpt_path)
+        state["metrics"] = {"history": history, **metrics}
+        atomic_save(state, ckpt_path)
+        console.print(metrics_table(metrics, test))
+    if world > 1:
+        dist.barrier()
+    return metrics
+
+
+def final_evaluation(model: Supernet, test: ImageSet, batch_size: int = 256, seed: int = 0) -> dict[str, float]:
+    """Test accuracy of the MobileNetV2 path, all ops, and per-image Bernoulli(0.5) random masks."""
+    rng = np.random.default_rng(seed)
+    return {
+        "test_acc_mobilenetv2": evaluate(model, test, mobilenetv2_mask(), batch_size),
+        "test_acc_all_ops": evaluate(model, test, all_ops_mask(), batch_size),
+        "test_acc_random": evaluate(model, test, lambda n: random_masks(rng, n, 0.5, min_ops=1), batch_size),
+    }
+
+
+def metrics_table(metrics: dict[str, float], test: ImageSet) -> Table:
+    table = Table(title=f"supernet test accuracy ({test.spec.name}, {len(test)} images)")
+    table.add_column("architecture")
+    table.add_column("top-1 accuracy", justify="right")
+    for key, name in (("mobilenetv2", "MobileNetV2 path"), ("all_ops", "all ops"), ("random", "random masks (p=0.5)")):
+        table.add_row(name, f"{100 * metrics[f'test_acc_{key}']:.2f}%")
+    return table
+
+
+class _Quiet:
+    """Stands in for the progress display on ranks other than 0."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None

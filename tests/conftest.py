@@ -1,0 +1,54 @@
+"""Shared fixtures: synthetic data in the real layouts, a tiny supernet and its latency table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from instanas_gym.checkpoint import atomic_save, supernet_state
+from instanas_gym.data import get_spec
+from instanas_gym.latency import build_table
+from instanas_gym.search_space import SearchSpace
+from instanas_gym.supernet import Supernet
+from instanas_gym.synthetic import write_fashion_mnist
+
+TINY_WIDTH = 0.1
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def fmnist_root(tmp_path_factory) -> Path:
+    """A synthetic Fashion-MNIST in torchvision's layout (and Debian's, under ``debian/``)."""
+    return write_fashion_mnist(tmp_path_factory.mktemp("fmnist"), n_train=512, n_test=256)
+
+
+def tiny_supernet(seed: int = 0) -> Supernet:
+    torch.manual_seed(seed)
+    spec = get_spec("fashion_mnist")
+    return Supernet(SearchSpace(TINY_WIDTH, 28, 1, 10), spec.mean, spec.std).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_assets(tmp_path_factory, fmnist_root) -> dict:
+    """A tiny (width 0.1) untrained Fashion-MNIST supernet checkpoint and a quickly built latency table."""
+    folder = tmp_path_factory.mktemp("tiny")
+    model = tiny_supernet()
+    atomic_save(supernet_state(model, "fashion_mnist"), folder / "last.pt")
+    table = build_table(model, passes=120, warmup=10)
+    table.save(folder / "latency.json")
+    return {
+        "supernet": str(folder / "last.pt"),
+        "latency_table": str(folder / "latency.json"),
+        "data_root": str(fmnist_root),
+        "dataset": "fashion_mnist",
+        "split": "train",
+    }
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)

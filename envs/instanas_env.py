@@ -128,14 +128,14 @@ class InstaNASEnv(gym.Env):
         else:
             self._index, self._cursor = self.bandit.draw(self.np_random, self.order, self._cursor)
         self._last_mask, self._shown = None, self._index
-        return self.bandit.data.images[self._index], {"image_index": self._index}
+        return self.bandit.data.images[self._index].copy(), {"image_index": self._index}
 
     def step(self, action):
         if self._index is None:
             raise RuntimeError("call reset() before step(): every episode is one step on one image")
         mask = validate_mask(action)
         out = self.bandit.evaluate(np.array([self._index]), mask[None])
-        obs = self.bandit.data.images[self._index]
+        obs = self.bandit.data.images[self._index].copy()
         self._last_mask, self._index = mask, None
         info = {k: (v[0].item() if isinstance(v, np.ndarray) else v) for k, v in out.items() if k != "reward"}
         return obs, float(out["reward"][0]), True, False, info

@@ -21,8 +21,9 @@ class InstaNASVectorEnv(VectorEnv):
 
     Every episode is one step, so every step ends every sub-environment: autoreset is
     ``AutoresetMode.SAME_STEP``. ``step`` returns the next images as observations; the images the
-    actions were taken on are in ``info["final_obs"]`` and their step infos in ``info["final_info"]``
-    (the same keys also at the top level of ``info``), exactly as ``gymnasium.make_vec(...,
+    actions were taken on are in ``info["final_obs"]`` and their step infos (rewards' terms,
+    correctness, latency...) in ``info["final_info"]``; ``info["image_index"]`` holds the next
+    images' indices. This is exactly how ``gymnasium.make_vec(...,
     vectorization_mode="sync", vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP})`` lays
     them out, with the same images and rewards for the same seed (sub-environment i is seeded
     ``seed + i``). Keyword arguments are those of ``InstaNASEnv``.
@@ -106,8 +107,7 @@ class InstaNASVectorEnv(VectorEnv):
         all_true = np.ones(self.num_envs, dtype=bool)
         new = self._draw()
         self._indices, self._last_masks = new, masks
-        info = {**step_info, "final_obs": final_obs, "_final_obs": all_true.copy()}
-        info["final_info"], info["_final_info"] = dict(step_info), all_true.copy()
+        info = {"final_obs": final_obs, "_final_obs": all_true.copy(), "final_info": step_info, "_final_info": all_true.copy()}
         info.update(self._reset_info(new))
         terminated = np.ones(self.num_envs, dtype=bool)
         truncated = np.zeros(self.num_envs, dtype=bool)

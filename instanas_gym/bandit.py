@@ -86,10 +86,10 @@ class InstaNASBandit:
                 f"no supernet checkpoint for {dataset} at {net_path}. Train one with `python "
                 f"examples/train_supernet.py --dataset {dataset} --out {net_path.parent}`, or pass supernet=PATH."
             )
-        self.data = _cached_split(dataset, split, None if data_root is None else str(data_root), download)
         self.model, trained_on = _cached_supernet(str(net_path), net_path.stat().st_mtime, mode, device)
         if trained_on != dataset:
             raise ValueError(f"supernet {net_path} was trained on {trained_on}, not {dataset}")
+        self.data = _cached_split(dataset, split, None if data_root is None else str(data_root), download)
         self.table = LatencyTable.load(lut_path, self.model.space)
         self.reward = LatencyReward(self.table, correct_reward, reward_shape, lower_ms, upper_ms)
         self.device = torch.device(device)

@@ -5,9 +5,9 @@ under random masks from sparse to dense, with a fixed thread count. Each op's ti
 those passes (forward hooks around the op), so caches, allocator and thread pool are in the state a
 real pass leaves them in; the entry of (cell, op) is the median over the passes that ran it. What
 every pass pays whatever the mask (stem, head, classifier, the Python of the forward) is the fixed
-cost: the median of (wall clock - sum of the entries) over the same passes. The error that grows
-with the number of ops (the additions of op outputs, outside the hooks; the hooks' own cost, inside)
-is fitted as a slope against the number of ops and spread over the entries, so the LUT stays a sum.
+cost: per pass, the wall clock minus the time inside the ops, fitted against the number of ops run by
+least squares: the intercept is the fixed cost, the slope (the additions of op outputs, outside the
+hooks) is spread over the entries, so the LUT stays a plain sum.
 
 An empty cell: the identity costs nothing beyond the fixed cost; a stage-opening cell runs its basic
 block as the fallback, whose entry is the basic block's.
@@ -257,16 +257,16 @@ def build_table(
     model.mode = mode
     samples *= 1e3
     wall *= 1e3
-    if np.isnan(np.where(eff.any(0), np.nanmedian(np.where(eff, samples, np.nan), axis=0), 0)).any():
+    if not eff.any(axis=0).all():
         raise RuntimeError("some ops were never run while building the table; use more passes")
     ops_ms = np.nanmedian(np.where(eff, samples, np.nan), axis=0)
-    # what the entries get wrong by a constant per op run (the additions of op outputs, which are
-    # outside the hooks; the hooks' own dispatch cost, which is inside): a least-squares slope
-    residual = wall - (eff * ops_ms).sum(axis=(1, 2))
+    # per pass, what the hooks did not see: the fixed cost plus a cost per op run (the additions of
+    # op outputs; minus the hooks' own share); a least-squares line against the number of ops
+    outside = wall - np.nansum(np.where(eff, samples, 0.0), axis=(1, 2))
     n_ops = eff.sum(axis=(1, 2)).astype(float)
-    slope, _ = np.polyfit(n_ops, residual, 1)
+    slope, _ = np.polyfit(n_ops, outside, 1)
     ops_ms = np.maximum(ops_ms + slope, 0.0)
-    fixed_ms = float(np.median(wall - (eff * ops_ms).sum(axis=(1, 2))))
+    fixed_ms = float(np.median(outside - slope * n_ops))
     meta = device_meta(model.space, threads) | {"passes": passes, "warmup": warmup, "method": "in-place"}
     return LatencyTable(ops_ms, fixed_ms, model.space.opens_stage.copy(), meta)
 

@@ -1,0 +1,133 @@
+"""What Stable-Baselines3 needs: a flat action, a channel-first image, and a batched VecEnv.
+
+* :class:`FlattenMaskAction`: ``MultiBinary(85)`` actions (cell by cell) for ``MultiBinary((17, 5))``.
+* :class:`ChannelFirstObservation`: (C, H, W) images, the layout of SB3's and torch's CNNs.
+* :func:`make_sb3_env`: ``gymnasium.make(id)`` with both wrappers, for SB3's ``check_env`` and one env.
+* :class:`SB3VecEnv`: our native :class:`~envs.vector.InstaNASVectorEnv` as an SB3 ``VecEnv``, so
+  PPO/A2C evaluate all their environments in one batched supernet call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+from stable_baselines3.common.vec_env import VecEnv
+from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvStepReturn
+
+from instanas_gym.search_space import MASK_SHAPE, NUM_CELLS, NUM_OPS
+
+from .vector import InstaNASVectorEnv
+
+FLAT_BITS = NUM_CELLS * NUM_OPS
+
+
+class FlattenMaskAction(gym.ActionWrapper):
+    """Take actions as ``MultiBinary(85)`` (row-major: cell by cell) and pass them on as (17, 5)."""
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        if env.action_space.shape != MASK_SHAPE:
+            raise ValueError(f"expected an action space of shape {MASK_SHAPE}, got {env.action_space}")
+        self.action_space = spaces.MultiBinary(FLAT_BITS)
+
+    def action(self, action: np.ndarray) -> np.ndarray:
+        action = np.asarray(action)
+        if action.shape != (FLAT_BITS,):
+            raise ValueError(f"action must have shape ({FLAT_BITS},), got {action.shape}")
+        return action.reshape(MASK_SHAPE)
+
+
+class ChannelFirstObservation(gym.ObservationWrapper):
+    """(H, W, C) uint8 images -> (C, H, W)."""
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        h, w, c = env.observation_space.shape
+        self.observation_space = spaces.Box(0, 255, (c, h, w), np.uint8)
+
+    def observation(self, observation: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(observation.transpose(2, 0, 1))
+
+
+def make_sb3_env(env_id: str = "InstaNAS-FashionMNIST-v0", **kwargs: Any) -> gym.Env:
+    """``gymnasium.make(env_id, **kwargs)`` wrapped for SB3: flat actions, channel-first images."""
+    import instanas_gym  # noqa: F401  (registers the ids)
+
+    return ChannelFirstObservation(FlattenMaskAction(gym.make(env_id, **kwargs)))
+
+
+class SB3VecEnv(VecEnv):
+    """An SB3 ``VecEnv`` over the native batched env: flat actions, channel-first images.
+
+    Every step ends every episode, so ``dones`` is all True and each info holds the SB3
+    ``terminal_observation`` (the image that was acted on); the returned observations are the next
+    images. ``seed(s)`` seeds sub-environment i with ``s + i`` at the next ``reset``.
+    """
+
+    def __init__(self, venv: InstaNASVectorEnv) -> None:
+        self.venv = venv
+        h, w, c = venv.single_observation_space.shape
+        super().__init__(venv.num_envs, spaces.Box(0, 255, (c, h, w), np.uint8), spaces.MultiBinary(FLAT_BITS))
+        self._actions: np.ndarray | None = None
+
+    @classmethod
+    def make(cls, env_id: str = "InstaNAS-FashionMNIST-v0", num_envs: int = 16, **kwargs: Any) -> SB3VecEnv:
+        import instanas_gym  # noqa: F401  (registers the ids)
+
+        venv = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="vector_entry_point", **kwargs)
+        return cls(venv.unwrapped)
+
+    @staticmethod
+    def _chw(obs: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(obs.transpose(0, 3, 1, 2))
+
+    def reset(self) -> np.ndarray:
+        seeds = self._seeds if any(s is not None for s in self._seeds) else None
+        options = self._options[0] if self._options and self._options[0] else None
+        obs, info = self.venv.reset(seed=seeds, options=options)
+        self.reset_infos = [{"image_index": int(i)} for i in info["image_index"]]
+        self._reset_seeds()
+        self._reset_options()
+        return self._chw(obs)
+
+    def step_async(self, actions: np.ndarray) -> None:
+        self._actions = np.asarray(actions).reshape(self.num_envs, *MASK_SHAPE)
+
+    def step_wait(self) -> VecEnvStepReturn:
+        if self._actions is None:
+            raise RuntimeError("step_async() must come before step_wait()")
+        obs, rewards, terminated, truncated, info = self.venv.step(self._actions)
+        self._actions = None
+        final = info["final_info"]
+        keys = [k for k in final if not k.startswith("_")]
+        infos = []
+        for i in range(self.num_envs):
+            item = {k: final[k][i] for k in keys}
+            item["terminal_observation"] = info["final_obs"][i].transpose(2, 0, 1)
+            item["TimeLimit.truncated"] = bool(truncated[i])
+            infos.append(item)
+        return self._chw(obs), rewards.astype(np.float32), terminated | truncated, infos
+
+    def close(self) -> None:
+        self.venv.close()
+
+    def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
+        return [getattr(self.venv, attr_name)] * len(self._get_indices(indices))
+
+    def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
+        setattr(self.venv, attr_name, value)
+
+    def env_method(self, method_name: str, *method_args, indices: VecEnvIndices = None, **method_kwargs) -> list[Any]:
+        result = getattr(self.venv, method_name)(*method_args, **method_kwargs)
+        return [result] * len(self._get_indices(indices))
+
+    def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices: VecEnvIndices = None) -> list[bool]:
+        return [False] * len(self._get_indices(indices))
+
+    def get_images(self) -> Sequence[np.ndarray | None]:
+        frames = self.venv.render()
+        return list(frames) if frames is not None else [None] * self.num_envs

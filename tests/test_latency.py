@@ -1,0 +1,88 @@
+import json
+import time
+
+import numpy as np
+import pytest
+
+from instanas_gym.latency import LatencyTable, build_isolated_table, build_table, compare, spearman, validate
+from instanas_gym.search_space import MASK_SHAPE, SearchSpace, all_ops_mask, mobilenetv2_mask, random_masks
+
+from .conftest import tiny_supernet
+
+
+@pytest.fixture(scope="module")
+def net():
+    return tiny_supernet()
+
+
+@pytest.fixture(scope="module")
+def table(net):
+    return build_table(net, passes=150, warmup=10)
+
+
+def test_tiny_table_builds_within_seconds(net):
+    t = time.perf_counter()
+    table = build_table(net, passes=100, warmup=5)
+    assert time.perf_counter() - t < 20
+    assert table.ops_ms.shape == MASK_SHAPE and (table.ops_ms > 0).all()
+    assert table.fixed_ms > 0
+    assert table.meta["width_mult"] == 0.1 and table.meta["threads"] == 1 and table.meta["batch_size"] == 1
+
+
+def test_json_round_trip(table, tmp_path):
+    table.save(tmp_path / "t.json")
+    back = LatencyTable.load(tmp_path / "t.json", tiny_supernet().space)
+    np.testing.assert_allclose(back.ops_ms, table.ops_ms, atol=1e-6)
+    assert back.fixed_ms == pytest.approx(table.fixed_ms, abs=1e-6)
+    assert back.meta == table.meta
+    assert json.loads((tmp_path / "t.json").read_text())["format"] == "instanas-latency-v1"
+
+
+def test_metadata_mismatch(table, tmp_path):
+    with pytest.raises(ValueError, match="width_mult"):
+        table.check(SearchSpace(0.25, 28, 1, 10))
+    with pytest.raises(ValueError, match="input_size"):
+        table.check(SearchSpace(0.1, 32, 1, 10))
+    other = LatencyTable(table.ops_ms, table.fixed_ms, table.opens_stage, {**table.meta, "cpu_model": "Other CPU"})
+    with pytest.warns(UserWarning, match="cpu_model"):
+        other.check(tiny_supernet().space)
+    newer = LatencyTable(table.ops_ms, table.fixed_ms, table.opens_stage, {**table.meta, "torch_version": "9.9"})
+    with pytest.warns(UserWarning, match="torch_version"):
+        newer.check(tiny_supernet().space)
+    with pytest.raises(FileNotFoundError, match="build_latency_table.py"):
+        LatencyTable.load(tmp_path / "missing.json")
+
+
+def test_predict_mobilenetv2_is_the_sum_of_its_entries(table):
+    assert table.network_ms(mobilenetv2_mask()) == pytest.approx(table.ops_ms[:, 0].sum() + table.fixed_ms)
+    assert table.cells_ms(all_ops_mask()) == pytest.approx(table.ops_ms.sum())
+
+
+def test_empty_cells_cost_the_fallback_where_they_open_a_stage(table):
+    empty = np.zeros(MASK_SHAPE, np.uint8)
+    assert table.cells_ms(empty) == pytest.approx(table.ops_ms[table.opens_stage, 4].sum())
+
+
+def test_vectorized_predict_equals_scalar(table, rng):
+    masks = random_masks(rng, 32, 0.3)
+    batch = table.cells_ms(masks)
+    assert batch.shape == (32,)
+    np.testing.assert_allclose(batch, [table.cells_ms(m) for m in masks])
+    np.testing.assert_allclose(table.network_ms(masks), batch + table.fixed_ms)
+
+
+def test_validate_and_isolated_table_report_the_three_figures(net, table):
+    report = validate(table, net, n_masks=20, repeats=3)
+    assert {"spearman", "mape_pct", "within_10pct"} <= set(report)
+    assert len(report["measured_ms"]) == 20
+    assert report["spearman"] > 0.5  # bigger masks are measurably slower even on a tiny net
+    iso = build_isolated_table(net, repeats=5)
+    assert iso.meta["method"] == "isolated" and (iso.ops_ms > 0).all()
+
+
+def test_spearman_and_compare():
+    assert spearman(np.array([1.0, 2, 3]), np.array([10.0, 20, 30])) == pytest.approx(1.0)
+    assert spearman(np.array([1.0, 2, 3]), np.array([3.0, 2, 1])) == pytest.approx(-1.0)
+    out = compare(np.array([1.0, 2.0, 4.0]), np.array([1.0, 2.5, 4.0]))
+    assert out["mape_pct"] == pytest.approx(100 * 0.5 / 2.5 / 3)
+    assert out["within_10pct"] == pytest.approx(200 / 3)

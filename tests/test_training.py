@@ -1,0 +1,80 @@
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from instanas_gym.checkpoint import load_checkpoint, load_supernet
+from instanas_gym.training import TrainConfig, keep_prob, train_supernet
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _cfg(root, out, **kw) -> TrainConfig:
+    return TrainConfig(
+        dataset="fashion_mnist", data_root=str(root), width_mult=0.1, epochs=2, batch_size=16, train_subset=64,
+        eval_subset=64, threads=1, checkpoint_every=2, out=str(out), **kw,
+    )
+
+
+def test_keep_prob_schedule():
+    assert keep_prob(0.0) == keep_prob(0.49) == 1.0
+    assert keep_prob(0.75) == pytest.approx(0.75)
+    assert keep_prob(1.0) == pytest.approx(0.5)
+    assert keep_prob(1.0, 0.3) == pytest.approx(0.3)
+
+
+class Crash(Exception):
+    pass
+
+
+def _raise_at(step: int, exc: type[BaseException]):
+    def on_step(s: int) -> None:
+        if s == step:
+            raise exc
+
+    return on_step
+
+
+@pytest.mark.parametrize("interrupt", [KeyboardInterrupt, Crash])
+def test_resume_after_interruption_loses_nothing(fmnist_root, tmp_path, interrupt):
+    """A run killed at step 5 (Ctrl-C saves there; a crash falls back to step 4) and resumed ends
+    with exactly the weights of an uninterrupted run."""
+    full = _cfg(fmnist_root, tmp_path / "full")
+    metrics = train_supernet(full)
+    assert set(metrics) == {"test_acc_mobilenetv2", "test_acc_all_ops", "test_acc_random"}
+
+    cut = _cfg(fmnist_root, tmp_path / "cut")
+    with pytest.raises(interrupt):
+        train_supernet(cut, on_step=_raise_at(5, interrupt))
+    ckpt = load_checkpoint(tmp_path / "cut" / "last.pt")
+    assert ckpt["epoch"] * 4 + ckpt["batch_in_epoch"] == (5 if interrupt is KeyboardInterrupt else 4)
+    train_supernet(replace(cut, resume=True))
+
+    a, _ = load_supernet(tmp_path / "full" / "last.pt")
+    b, ckpt = load_supernet(tmp_path / "cut" / "last.pt")
+    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(pa, pb), name
+    assert ckpt["epoch"] == 2 and len(ckpt["metrics"]["history"]) == 2
+    assert ckpt["config"]["width_mult"] == 0.1 and ckpt["space"]["num_classes"] == 10
+    assert {"optimizer", "scheduler", "rng"} <= set(ckpt)
+
+
+def test_ddp_two_processes(fmnist_root, tmp_path):
+    """torchrun with 2 gloo processes trains and rank 0 writes one checkpoint."""
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+        str(REPO / "examples" / "train_supernet.py"), "--data-root", str(fmnist_root), "--width-mult", "0.1",
+        "--epochs", "1", "--batch-size", "16", "--train-subset", "64", "--eval-subset", "32", "--threads", "1",
+        "--out", str(tmp_path / "ddp"),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ckpt = load_checkpoint(tmp_path / "ddp" / "last.pt")
+    assert ckpt["epoch"] == 1
+    assert len(ckpt["rng"]["augment"]) == 2  # both ranks' RNG states are kept for resume
+    assert "test_acc_mobilenetv2" in ckpt["metrics"]

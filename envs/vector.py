@@ -113,6 +113,16 @@ class InstaNASVectorEnv(VectorEnv):
         truncated = np.zeros(self.num_envs, dtype=bool)
         return self.bandit.data.images[new], rewards, terminated, truncated, info
 
+    def evaluate_current(self, masks: np.ndarray) -> dict[str, Any]:
+        """Reward terms and infos of ``masks`` (num_envs, 17, 5) on the images awaiting actions,
+        without stepping: what a self-critical baseline needs (the same images under another mask)."""
+        if self._indices is None:
+            raise RuntimeError("call reset() before evaluate_current()")
+        masks = validate_mask(masks, batched=True)
+        if masks.shape[0] != self.num_envs:
+            raise ValueError(f"masks must have shape ({self.num_envs}, 17, 5), got {masks.shape}")
+        return self.bandit.evaluate(self._indices, masks)
+
     def render(self) -> tuple[np.ndarray, ...] | None:
         if self.render_mode != "rgb_array":
             return None

@@ -5,7 +5,11 @@ with the expansion factor ``t`` replaced by the controller's choice of ops. Stri
 CIFAR adaptation (stem stride 1, second stage stride 1), so a 32x32 input ends at 4x4.
 
 A *mask* selects ops: shape ``(17, 5)``, one row per cell, one column per op. A cell may run several
-ops at once (their outputs are summed, plus one residual where shapes allow) or none:
+ops at once or none. Several ops' outputs are merged by their mean (``cell_merge="mean"``, the
+default) or their sum (``"sum"``), plus one residual where shapes allow. (The paper's code adds a
+residual inside every op, so k ops add k times the input; here the input is added once.) The mean
+keeps a cell's output scale the same whatever the number of ops, so one set of BatchNorm statistics
+serves sparse and dense masks: see benchmarks/README.md for what the sum costs. Empty cells:
 
 * no op in a cell whose input and output shapes match: the cell is the identity;
 * no op in a cell that opens a stage (stride 2 or a change of channels): the basic block runs
@@ -58,6 +62,7 @@ STAGES: tuple[tuple[int, int, int], ...] = (
 STEM_CHANNELS = 32
 HEAD_CHANNELS = 1280
 
+CELL_MERGES = ("mean", "sum")
 NUM_CELLS = sum(n for _, n, _ in STAGES)
 NUM_OPS = len(OPS)
 MASK_SHAPE = (NUM_CELLS, NUM_OPS)
@@ -103,14 +108,18 @@ class SearchSpace:
         input_size: input height = width in pixels (32 for CIFAR, 28 for Fashion-MNIST).
         in_channels: image channels (3 for CIFAR, 1 for Fashion-MNIST).
         num_classes: classifier outputs.
+        cell_merge: how a cell merges its ops' outputs, "mean" (default) or "sum".
     """
 
     width_mult: float = 1.0
     input_size: int = 32
     in_channels: int = 3
     num_classes: int = 10
+    cell_merge: str = "mean"
 
     def __post_init__(self) -> None:
+        if self.cell_merge not in CELL_MERGES:
+            raise ValueError(f"cell_merge must be one of {CELL_MERGES}, got {self.cell_merge!r}")
         if self.width_mult <= 0:
             raise ValueError(f"width_mult must be > 0, got {self.width_mult}")
         if self.input_size < 8:
@@ -147,6 +156,7 @@ class SearchSpace:
             "input_size": self.input_size,
             "in_channels": self.in_channels,
             "num_classes": self.num_classes,
+            "cell_merge": self.cell_merge,
             "version": SEARCH_SPACE_VERSION,
         }
 
@@ -155,7 +165,10 @@ class SearchSpace:
         version = d.get("version", SEARCH_SPACE_VERSION)
         if version != SEARCH_SPACE_VERSION:
             raise ValueError(f"search space version {version!r} is not {SEARCH_SPACE_VERSION!r}")
-        return cls(float(d["width_mult"]), int(d["input_size"]), int(d["in_channels"]), int(d["num_classes"]))
+        return cls(
+            float(d["width_mult"]), int(d["input_size"]), int(d["in_channels"]), int(d["num_classes"]),
+            d.get("cell_merge", "mean"),
+        )
 
     # ---- masks -------------------------------------------------------------------------------
     @cached_property

@@ -29,41 +29,47 @@ EXECUTION_MODES = ("masked", "dynamic")
 
 
 class Cell(nn.Module):
-    """One cell: the 5 candidate ops; output = sum of selected ops (+ the input where shapes match)."""
+    """One cell: the 5 candidate ops; output = mean (or sum) of selected ops (+ the input where shapes match)."""
 
-    def __init__(self, spec: CellSpec) -> None:
+    def __init__(self, spec: CellSpec, merge: str = "mean") -> None:
         super().__init__()
         self.spec = spec
+        self.mean = merge == "mean"
         self.residual = not spec.opens_stage
         self.ops = nn.ModuleList(build_op(op, spec.in_channels, spec.out_channels, spec.stride) for op in OPS)
+
+    def _merge(self, x: torch.Tensor, acc: torch.Tensor | None, mask: torch.Tensor) -> torch.Tensor:
+        """Scale the summed op outputs ``acc`` (mean: by 1 / ops per image) and add the residual."""
+        if acc is None:  # no op anywhere in the batch: an identity cell
+            return x
+        if self.mean:
+            acc = acc / mask.sum(1).clamp(min=1).to(acc.dtype).view(-1, 1, 1, 1)
+        return x + acc if self.residual else acc
 
     def forward_dynamic(self, x: torch.Tensor, mask: torch.Tensor, counts: list[int]) -> torch.Tensor:
         """``mask``: bool (B, 5) of effective ops; ``counts``: images per op (python ints)."""
         batch = x.shape[0]
-        out = x if self.residual else None
+        acc = None
         for j, op in enumerate(self.ops):
             n = counts[j]
             if n == 0:
                 continue
             if n == batch:
                 y = op(x)
-                out = y if out is None else out + y
+                acc = y if acc is None else acc + y
                 continue
             idx = mask[:, j].nonzero().squeeze(1)
             y = op(x.index_select(0, idx))
-            if out is None:
-                out = y.new_zeros((batch, *y.shape[1:]))
-            out = out.index_add(0, idx, y)
-        assert out is not None, "effective masks always select an op in stage-opening cells"
-        return out
+            if acc is None:
+                acc = y.new_zeros((batch, *y.shape[1:]))
+            acc = acc.index_add(0, idx, y)
+        return self._merge(x, acc, mask)
 
     def forward_masked(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Every op on every image, multiplied by its 0/1 bit (B, 5)."""
         weights = mask.to(x.dtype)
-        out = x if self.residual else 0
-        for j, op in enumerate(self.ops):
-            out = out + op(x) * weights[:, j].view(-1, 1, 1, 1)
-        return out
+        acc = sum(op(x) * weights[:, j].view(-1, 1, 1, 1) for j, op in enumerate(self.ops))
+        return self._merge(x, acc, mask)
 
 
 class Supernet(nn.Module):
@@ -89,7 +95,7 @@ class Supernet(nn.Module):
         self.register_buffer("mean", torch.tensor(mean or (0.5,) * c, dtype=torch.float32).view(1, c, 1, 1))
         self.register_buffer("std", torch.tensor(std or (0.5,) * c, dtype=torch.float32).view(1, c, 1, 1))
         self.stem = conv_bn(c, space.stem_channels, 3)
-        self.cells = nn.ModuleList(Cell(spec) for spec in space.cells)
+        self.cells = nn.ModuleList(Cell(spec, space.cell_merge) for spec in space.cells)
         self.head = conv_bn(space.cells[-1].out_channels, space.head_channels, 1)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(space.head_channels, space.num_classes)

@@ -43,6 +43,7 @@ class TrainConfig:
     data_root: str | None = None
     download: bool = False
     width_mult: float = 0.25
+    cell_merge: str = "mean"  # "sum" to add the ops' outputs instead
     epochs: int = 10
     batch_size: int = 128  # per process
     lr: float = 0.1
@@ -126,7 +127,7 @@ def train_supernet(
         test = ImageSet(test.images[: cfg.eval_subset], test.labels[: cfg.eval_subset], test.spec, "test", test.source)
     spec = train.spec
     h, _, c = spec.image_shape
-    space = SearchSpace(cfg.width_mult, h, c, spec.num_classes)
+    space = SearchSpace(cfg.width_mult, h, c, spec.num_classes, cfg.cell_merge)
 
     torch.manual_seed(cfg.seed)
     model = Supernet(space, spec.mean, spec.std, mode="dynamic")

@@ -1,0 +1,82 @@
+"""Judging a policy on the test split: accuracy, LUT latency and wall-clock latency.
+
+A *policy* maps a uint8 image batch (B, H, W, C) to masks (B, 17, 5). The controller learns on the
+training (search) split; everything here runs on the ``test`` split.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+import instanas_gym  # noqa: F401  (registers the environments)
+from instanas_gym.bandit import InstaNASBandit
+from instanas_gym.latency import measure_masks
+from instanas_gym.search_space import MASK_SHAPE, all_ops_mask, mobilenetv2_mask
+
+from .controller import Controller, bounded_probs, greedy_masks
+
+Policy = Callable[[np.ndarray], np.ndarray]
+
+
+def test_bandit(env_id: str, env_kwargs: dict[str, Any] | None = None) -> InstaNASBandit:
+    """The bandit of ``env_id`` (with ``env_kwargs``) on its test split."""
+    kwargs = {**gym.spec(env_id).kwargs, **(env_kwargs or {}), "split": "test"}
+    return InstaNASBandit(**kwargs)
+
+
+def controller_policy(controller: Controller, alpha: float = 0.8) -> Policy:
+    """The controller's greedy masks (bounded p >= 0.5)."""
+
+    @torch.inference_mode()
+    def policy(images: np.ndarray) -> np.ndarray:
+        return greedy_masks(bounded_probs(controller(torch.from_numpy(images)), alpha))
+
+    return policy
+
+
+def fixed_policy(mask: np.ndarray) -> Policy:
+    """The same mask for every image (a single architecture)."""
+    return lambda images: np.broadcast_to(mask, (len(images), *MASK_SHAPE))
+
+
+def random_policy(seed: int = 0, keep_prob: float = 0.5) -> Policy:
+    """Uniform-random masks: every bit Bernoulli(keep_prob)."""
+    rng = np.random.default_rng(seed)
+    return lambda images: (rng.random((len(images), *MASK_SHAPE)) < keep_prob).astype(np.uint8)
+
+
+def evaluate_policy(
+    policy: Policy, bandit: InstaNASBandit, batch_size: int = 500, measure: int = 0, limit: int | None = None
+) -> dict[str, float]:
+    """Mean over the split's images: accuracy (%), reward, LUT latency of the cells and of the whole
+    network (ms), MACs, ops per cell. With ``measure`` > 0, also the mean wall-clock latency (ms, batch
+    1, dynamic execution, the LUT's thread count) of the masks of the first ``measure`` images."""
+    n = bandit.num_images if limit is None else min(limit, bandit.num_images)
+    sums: dict[str, float] = {}
+    measured_masks = []
+    for start in range(0, n, batch_size):
+        idx = np.arange(start, min(start + batch_size, n))
+        masks = np.asarray(policy(bandit.data.images[idx]), dtype=np.uint8)
+        out = bandit.evaluate(idx, masks)
+        for key in ("correct", "reward", "latency_ms", "network_latency_ms", "macs"):
+            sums[key] = sums.get(key, 0.0) + float(np.sum(out[key]))
+        sums["ops_per_cell"] = sums.get("ops_per_cell", 0.0) + float(masks.sum(-1).mean(-1).sum())
+        if len(measured_masks) * batch_size < measure:
+            measured_masks.append(masks)
+    result = {k: v / n for k, v in sums.items()}
+    result["accuracy"] = 100 * result.pop("correct")
+    if measure:
+        sample = bandit.model.space.effective_mask(np.concatenate(measured_masks)[:measure])
+        threads = int(bandit.table.meta.get("threads", 1))
+        result["measured_ms"] = float(measure_masks(bandit.model, sample, threads, repeats=5).mean())
+    return result
+
+
+def reference_policies() -> dict[str, Policy]:
+    """The fixed architectures every comparison shows: the MobileNetV2 path and all ops."""
+    return {"MobileNetV2 path": fixed_policy(mobilenetv2_mask()), "all ops": fixed_policy(all_ops_mask())}

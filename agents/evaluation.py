@@ -23,7 +23,7 @@ from .controller import Controller, bounded_probs, greedy_masks
 Policy = Callable[[np.ndarray], np.ndarray]
 
 
-def test_bandit(env_id: str, env_kwargs: dict[str, Any] | None = None) -> InstaNASBandit:
+def bandit_on_test_split(env_id: str, env_kwargs: dict[str, Any] | None = None) -> InstaNASBandit:
     """The bandit of ``env_id`` (with ``env_kwargs``) on its test split."""
     kwargs = {**gym.spec(env_id).kwargs, **(env_kwargs or {}), "split": "test"}
     return InstaNASBandit(**kwargs)

@@ -68,6 +68,14 @@ def entropy(probs: torch.Tensor) -> torch.Tensor:
     return -(probs * torch.log(probs + eps) + (1 - probs) * torch.log(1 - probs + eps)).mean()
 
 
+def reinforce_loss(
+    probs: torch.Tensor, actions: torch.Tensor, advantage: torch.Tensor, entropy_coef: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """-mean(A * log p'(a)) - entropy_coef * H(p'); returns (loss, entropy)."""
+    ent = entropy(probs)
+    return -(advantage * log_prob(probs, actions)).mean() - entropy_coef * ent, ent
+
+
 def save_controller(controller: Controller, path: str | Path, **extra: Any) -> None:
     atomic_save({"format": CONTROLLER_FORMAT, "config": controller.config, "state_dict": controller.state_dict(), **extra}, path)
 
@@ -144,8 +152,7 @@ def train_reinforce(cfg: ReinforceConfig, console: Console | None = None) -> tup
             baseline = env.evaluate_current(greedy_masks(probs))["reward"]
             obs, rewards, _, _, info = venv.step(actions.to(torch.uint8).numpy())
             advantage = torch.as_tensor(rewards - baseline, dtype=torch.float32)
-            ent = entropy(probs)
-            loss = -(advantage * log_prob(probs, actions)).mean() - cfg.entropy_coef * ent
+            loss, ent = reinforce_loss(probs, actions, advantage, cfg.entropy_coef)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(controller.parameters(), cfg.max_grad_norm)

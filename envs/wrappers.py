@@ -95,7 +95,14 @@ class SB3VecEnv(VecEnv):
         return self._chw(obs)
 
     def step_async(self, actions: np.ndarray) -> None:
-        self._actions = np.asarray(actions).reshape(self.num_envs, *MASK_SHAPE)
+        actions = np.asarray(actions)
+        if actions.shape != (self.num_envs, FLAT_BITS):
+            raise ValueError(f"actions must have shape ({self.num_envs}, {FLAT_BITS}), got {actions.shape}")
+        if np.issubdtype(actions.dtype, np.floating):  # SB3's Bernoulli samples are 0.0/1.0 floats
+            if not np.isin(actions, (0.0, 1.0)).all():
+                raise ValueError("actions must be 0 or 1")
+            actions = actions.astype(np.uint8)
+        self._actions = actions.reshape(self.num_envs, *MASK_SHAPE)
 
     def step_wait(self) -> VecEnvStepReturn:
         if self._actions is None:

@@ -13,7 +13,7 @@ import argparse
 
 from rich.console import Console
 
-from agents.evaluation import controller_policy, evaluate_policy, reference_policies, test_bandit
+from agents.evaluation import controller_policy, evaluate_policy, reference_policies, bandit_on_test_split
 from agents.reinforce import ReinforceConfig, train_reinforce
 from agents.report import results_table
 
@@ -52,7 +52,7 @@ def main() -> None:
     cfg, measure = parse_args()
     console = Console()
     controller, _ = train_reinforce(cfg, console)
-    bandit = test_bandit(cfg.env_id, cfg.env_kwargs)
+    bandit = bandit_on_test_split(cfg.env_id, cfg.env_kwargs)
     policies = {"InstaNAS (REINFORCE)": controller_policy(controller, cfg.alpha), **reference_policies()}
     with console.status("evaluating on the test split"):
         results = {name: evaluate_policy(pol, bandit, measure=measure) for name, pol in policies.items()}

@@ -35,6 +35,7 @@ from typing import Any, Iterator
 
 import numpy as np
 import torch
+from rich.table import Table as RichTable
 
 from .search_space import FALLBACK_OP, MASK_SHAPE, SEARCH_SPACE_VERSION, SearchSpace, mobilenetv2_mask, one_op_masks, random_masks, validate_mask
 from .supernet import Supernet
@@ -358,3 +359,46 @@ def validate(
     measured = measure_masks(model, masks, int(table.meta.get("threads", 1)), repeats, progress)
     predicted = np.asarray(table.network_ms(model.space.effective_mask(masks)))
     return compare(predicted, measured) | {"predicted_ms": predicted.tolist(), "measured_ms": measured.tolist()}
+
+
+def build_validated_table(
+    model: Supernet,
+    passes: int = 2000,
+    threads: int = 1,
+    n_masks: int = 200,
+    repeats: int = 15,
+    seed: int = 0,
+    progress: Callable[[str, int], Progress] | None = None,
+) -> tuple[LatencyTable, np.ndarray, dict[str, np.ndarray]]:
+    """Build the in-place table twice (stability) and the isolated-op table, time ``n_masks`` fresh
+    masks, and store the comparison in ``table.validation``.
+
+    ``progress(name, total)`` returns a (done, total) callback per phase. Returns the table, the
+    measured ms of the masks and the predictions ``{"in-place": ..., "isolated ops": ...}``.
+    """
+    bar = progress or (lambda name, total: None)
+    table = build_table(model, passes, threads=threads, seed=seed, progress=bar("in-place table", passes))
+    again = build_table(model, passes, threads=threads, seed=seed + 100, progress=bar("rebuild (stability)", passes))
+    isolated = build_isolated_table(model, threads=threads)
+    masks = model.space.effective_mask(spread_masks(np.random.default_rng(seed + 1), n_masks))
+    measured = measure_masks(model, masks, threads, repeats, progress=bar("validation (clock)", n_masks))
+    predicted = {"in-place": np.asarray(table.network_ms(masks)), "isolated ops": np.asarray(isolated.network_ms(masks))}
+    table.validation = {
+        "in_place": compare(predicted["in-place"], measured),
+        "isolated": compare(predicted["isolated ops"], measured),
+        "rebuild_vs_first_mape_pct": compare(np.asarray(again.network_ms(masks)), predicted["in-place"])["mape_pct"],
+        "rebuild_vs_first_max_entry_diff_pct": float(100 * np.max(np.abs(again.ops_ms - table.ops_ms) / table.ops_ms)),
+        "repeats": repeats,
+    }
+    return table, measured, predicted
+
+
+def validation_table(table: LatencyTable, title: str) -> RichTable:
+    """The validation figures of both tables as a rich table."""
+    report = RichTable(title=title)
+    for col in ("table", "Spearman", "MAPE (%)", "within +-10% (%)"):
+        report.add_column(col, justify="right")
+    for name, key in (("in-place", "in_place"), ("isolated ops", "isolated")):
+        v = table.validation[key]
+        report.add_row(name, f"{v['spearman']:.3f}", f"{v['mape_pct']:.2f}", f"{v['within_10pct']:.1f}")
+    return report

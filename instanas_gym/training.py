@@ -225,6 +225,11 @@ def train_supernet(
                 history.append(
                     {"epoch": epoch + 1, "loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1)}
                 )
+                if rank == 0:
+                    progress.console.log(
+                        f"epoch {epoch + 1}/{cfg.epochs}: loss {history[-1]['loss']:.4f}, "
+                        f"train acc {history[-1]['train_acc']:.4f}, keep prob {p:.2f}"
+                    )
                 epoch, batch_in_epoch = epoch + 1, 0
                 save()
     except KeyboardInterrupt:

@@ -1,0 +1,127 @@
+"""Stable-Baselines3 PPO and A2C on InstaNAS, plugged in through SB3's own extension points.
+
+The policy sees channel-first images through :class:`SmallCNN` (``policy_kwargs``; NatureCNN's 8x8
+stride-4 stem cannot take 28-32 px images) and acts in ``MultiBinary(85)``; the environments are our
+native batched vector env behind :class:`~envs.wrappers.SB3VecEnv`. :class:`InstaNASCallback` anneals
+the latency upper bound on the same schedule as REINFORCE and logs the same fields.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from stable_baselines3 import A2C, PPO
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+from torch import nn
+
+from envs.wrappers import SB3VecEnv
+from instanas_gym.search_space import MASK_SHAPE
+
+from .evaluation import Policy
+
+ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "a2c": A2C}
+#: Rollout sizes for a batched bandit: short rollouts over many environments.
+DEFAULT_KWARGS: dict[str, dict[str, Any]] = {
+    "ppo": {"n_steps": 8, "batch_size": 64, "n_epochs": 4, "learning_rate": 3e-4, "ent_coef": 0.0, "gamma": 0.0},
+    "a2c": {"n_steps": 1, "learning_rate": 7e-4, "ent_coef": 0.0, "gamma": 0.0},
+}
+
+
+class SmallCNN(BaseFeaturesExtractor):
+    """3 conv layers (16/32/64 channels, 3x3, strides 1/2/2), global pooling, a linear layer."""
+
+    def __init__(self, observation_space: gym.spaces.Box, features_dim: int = 128) -> None:
+        super().__init__(observation_space, features_dim)
+        c = observation_space.shape[0]
+        self.cnn = nn.Sequential(
+            nn.Conv2d(c, 16, 3, 1, 1), nn.ReLU(),
+            nn.Conv2d(16, 32, 3, 2, 1), nn.ReLU(),
+            nn.Conv2d(32, 64, 3, 2, 1), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        )
+        self.linear = nn.Sequential(nn.Linear(64, features_dim), nn.ReLU())
+
+    def forward(self, observations: torch.Tensor) -> torch.Tensor:
+        return self.linear(self.cnn(observations))
+
+
+class InstaNASCallback(BaseCallback):
+    """Anneals UB over ``total_steps`` and logs mean reward, accuracy, LUT latency, R_A, ops per cell
+    and the share of empty cells every ``log_every`` env steps (rows in ``self.history``)."""
+
+    def __init__(self, venv: SB3VecEnv, total_steps: int, anneal_upper: bool = True, log_every: int = 320) -> None:
+        super().__init__()
+        self.reward = venv.venv.bandit.reward
+        self.total_steps, self.anneal_upper, self.log_every = total_steps, anneal_upper, log_every
+        self.history: list[dict[str, float]] = []
+        self._window: list[dict[str, float]] = []
+        self._next_log = log_every
+        self._start = time.perf_counter()
+
+    def _on_step(self) -> bool:
+        if self.anneal_upper:
+            self.reward.anneal(self.num_timesteps / self.total_steps)
+        infos = self.locals["infos"]
+        masks = np.asarray(self.locals["actions"]).reshape(-1, *MASK_SHAPE)
+        self._window.append({
+            "reward": float(np.mean(self.locals["rewards"])),
+            "accuracy": float(np.mean([i["correct"] for i in infos])),
+            "latency_ms": float(np.mean([i["latency_ms"] for i in infos])),
+            "reward_arch": float(np.mean([i["reward_arch"] for i in infos])),
+            "ops_per_cell": float(masks.sum(-1).mean()),
+            "empty_cell_share": float((masks.sum(-1) == 0).mean()),
+        })
+        if self.num_timesteps >= self._next_log:
+            row = {"env_steps": self.num_timesteps}
+            row |= {k: float(np.mean([w[k] for w in self._window])) for k in self._window[0]}
+            row |= {"upper_ms": self.reward.upper_ms, "wall_s": time.perf_counter() - self._start}
+            self.history.append(row)
+            self._window = []
+            self._next_log += self.log_every
+        return True
+
+
+def train_sb3(
+    algo: str,
+    env_id: str = "InstaNAS-FashionMNIST-v0",
+    env_kwargs: dict[str, Any] | None = None,
+    total_steps: int = 32_000,
+    num_envs: int = 32,
+    seed: int = 0,
+    anneal_upper: bool = True,
+    algo_kwargs: dict[str, Any] | None = None,
+    out: str | Path | None = None,
+) -> tuple[BaseAlgorithm, list[dict[str, float]]]:
+    """Train PPO or A2C (``algo``) for ``total_steps`` env steps; returns the model and the logged rows."""
+    if algo not in ALGORITHMS:
+        raise ValueError(f"algo must be one of {sorted(ALGORITHMS)}, got {algo!r}")
+    venv = SB3VecEnv.make(env_id, num_envs=num_envs, **(env_kwargs or {}))
+    kwargs = {**DEFAULT_KWARGS[algo], **(algo_kwargs or {})}
+    model = ALGORITHMS[algo](
+        "CnnPolicy", venv, seed=seed, device="cpu", verbose=0,
+        policy_kwargs={"features_extractor_class": SmallCNN, "features_extractor_kwargs": {"features_dim": 128}},
+        **kwargs,
+    )
+    callback = InstaNASCallback(venv, total_steps, anneal_upper, log_every=max(num_envs, total_steps // 50))
+    model.learn(total_timesteps=total_steps, callback=callback)
+    if out is not None:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        model.save(Path(out) / f"{algo}.zip")
+    return model, callback.history
+
+
+def sb3_policy(model: BaseAlgorithm) -> Policy:
+    """Deterministic SB3 actions as masks, for uint8 (B, H, W, C) images."""
+
+    def policy(images: np.ndarray) -> np.ndarray:
+        actions, _ = model.predict(np.ascontiguousarray(images.transpose(0, 3, 1, 2)), deterministic=True)
+        return np.asarray(actions, dtype=np.uint8).reshape(-1, *MASK_SHAPE)
+
+    return policy

@@ -1,0 +1,91 @@
+"""Masked vs dynamic execution of the supernet: img/s side by side, against the ideal from MACs.
+
+    python benchmarks/bench_supernet.py [--supernet PATH] [--threads 2] [--seconds 3]
+
+For each mask family (MobileNetV2 path, one random op per cell, Bernoulli(0.5) per image), batch
+size (1, 64) and phase (eval forward, training step) it prints img/s of both modes, the measured
+speed-up dynamic/masked, and the ideal speed-up: MACs of all ops (what masked runs) over MACs of the
+masks (what dynamic runs). Target: dynamic >= 0.8 x ideal at batch 64, and never slower than masked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+from rich.table import Table
+
+from instanas_gym.checkpoint import BUNDLED_SUPERNET, load_supernet
+from instanas_gym.search_space import all_ops_mask, mobilenetv2_mask, one_op_masks, random_masks
+
+
+def throughput(fn, batch: int, seconds: float) -> float:
+    """Images per second of ``fn`` (called repeatedly for ``seconds`` after two warm-up calls)."""
+    fn()
+    fn()
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        fn()
+        n += 1
+    return n * batch / (time.perf_counter() - start)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--supernet", default=str(BUNDLED_SUPERNET))
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seconds", type=float, default=3.0, help="timing per cell of the table")
+    p.add_argument("--channels-last", action="store_true", help="run the model in channels_last")
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    model, _ = load_supernet(a.supernet)
+    fmt = torch.channels_last if a.channels_last else torch.contiguous_format
+    model = model.to(memory_format=fmt)
+    space = model.space
+    rng = np.random.default_rng(0)
+    all_macs = space.macs(all_ops_mask())
+    table = Table(title=f"supernet execution, width {space.width_mult}, {a.threads} threads"
+                        f"{', channels_last' if a.channels_last else ''} (img/s)")
+    for col in ("masks", "batch", "phase", "masked", "dynamic", "speed-up", "ideal", "of ideal"):
+        table.add_column(col, justify="right")
+    families = {
+        "MobileNetV2 path": lambda b: np.broadcast_to(mobilenetv2_mask(), (b, 17, 5)),
+        "one op per cell": lambda b: one_op_masks(rng, b),
+        "Bernoulli(0.5)": lambda b: random_masks(rng, b, 0.5),
+    }
+    for name, make in families.items():
+        for batch in (1, 64):
+            masks = torch.from_numpy(np.ascontiguousarray(make(batch))).bool()
+            x = torch.rand(batch, space.in_channels, space.input_size, space.input_size).contiguous(memory_format=fmt)
+            y = torch.randint(0, space.num_classes, (batch,))
+            ideal = all_macs / float(np.mean(space.macs(masks.numpy())))
+            for phase in ("eval", "train"):
+                speeds = {}
+                for mode in ("masked", "dynamic"):
+                    model.mode = mode
+                    if phase == "eval":
+                        model.eval()
+
+                        def fn():
+                            with torch.inference_mode():
+                                model(x, masks)
+                    else:
+                        model.train()
+
+                        def fn():
+                            loss = F.cross_entropy(model(x, masks), y)
+                            model.zero_grad(set_to_none=True)
+                            loss.backward()
+                    speeds[mode] = throughput(fn, batch, a.seconds)
+                up = speeds["dynamic"] / speeds["masked"]
+                table.add_row(name, str(batch), phase, f"{speeds['masked']:.0f}", f"{speeds['dynamic']:.0f}",
+                              f"{up:.2f}x", f"{ideal:.2f}x", f"{up / ideal:.2f}")
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,118 @@
+import csv
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from agents.compare import CompareConfig, compare_agents
+from agents.controller import Controller, bounded_probs, greedy_masks
+from agents.evaluation import controller_policy, evaluate_policy, random_policy, bandit_on_test_split
+from agents.reinforce import ReinforceConfig, entropy, load_controller, log_prob, reinforce_loss, train_reinforce
+from agents.sb3 import sb3_policy, train_sb3
+from instanas_gym.checkpoint import load_supernet
+from instanas_gym.latency import build_table
+from instanas_gym.training import TrainConfig, train_supernet
+
+
+@pytest.fixture(scope="module")
+def trained_assets(tmp_path_factory, fmnist_root):
+    """A tiny supernet briefly trained on the synthetic Fashion-MNIST, with its latency table."""
+    out = tmp_path_factory.mktemp("trained")
+    train_supernet(TrainConfig(data_root=str(fmnist_root), width_mult=0.1, epochs=2, batch_size=32,
+                               train_subset=512, eval_subset=64, threads=1, out=str(out), lr=0.05))
+    model, _ = load_supernet(out / "last.pt")
+    build_table(model, passes=120, warmup=10).save(out / "latency.json")
+    return {"data_root": str(fmnist_root), "supernet": str(out / "last.pt"),
+            "latency_table": str(out / "latency.json"), "split": "train"}
+
+
+def test_controller_shape_and_macs():
+    c = Controller(in_channels=1)
+    images = torch.randint(0, 256, (4, 28, 28, 1), dtype=torch.uint8)
+    assert c(images).shape == (4, 17, 5)
+    assert c(images.permute(0, 3, 1, 2)).shape == (4, 17, 5)
+    assert 0 < c.macs((28, 28, 1)) < 20e6
+    assert Controller(in_channels=3, input_size=16)(torch.zeros(2, 32, 32, 3, dtype=torch.uint8)).shape == (2, 17, 5)
+
+
+@pytest.mark.parametrize("alpha", [0.8, 0.95])
+def test_alpha_bound(alpha):
+    logits = torch.linspace(-50, 50, 85).view(1, 17, 5)
+    p = bounded_probs(logits, alpha)
+    assert p.min().item() == pytest.approx(1 - alpha, abs=1e-6)
+    assert p.max().item() == pytest.approx(alpha, abs=1e-6)
+    assert ((p >= 1 - alpha - 1e-7) & (p <= alpha + 1e-7)).all()
+
+
+def test_log_prob_and_gradient_by_hand():
+    logit = torch.tensor([0.3, -1.2], requires_grad=True)
+    alpha = 0.8
+    p = bounded_probs(logit.view(1, 1, 2), alpha)
+    a = torch.tensor([[[1.0, 0.0]]])
+    lp = log_prob(p, a)
+    s = torch.sigmoid(logit.detach())
+    q = alpha * s + (1 - alpha) * (1 - s)
+    assert lp.item() == pytest.approx(math.log(q[0]) + math.log(1 - q[1]), rel=1e-5)
+    lp.sum().backward()
+    # d/dlogit log q = (2 alpha - 1) s (1 - s) / q ; d/dlogit log(1 - q) = -(2 alpha - 1) s (1 - s) / (1 - q)
+    ds = s * (1 - s) * (2 * alpha - 1)
+    expected = torch.stack([ds[0] / q[0], -ds[1] / (1 - q[1])])
+    torch.testing.assert_close(logit.grad, expected, rtol=1e-4, atol=1e-6)
+    assert entropy(torch.full((1, 17, 5), 0.5)).item() == pytest.approx(math.log(2), rel=1e-5)
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_self_critical_advantage_sign(sign):
+    """A positive advantage (sample beat the greedy mask) makes the sampled mask more likely; negative, less."""
+    logits = torch.zeros(1, 17, 5, requires_grad=True)
+    actions = (torch.arange(85).view(1, 17, 5) % 2).float()
+    loss, _ = reinforce_loss(bounded_probs(logits, 0.8), actions, torch.tensor([sign]), entropy_coef=0.0)
+    loss.backward()
+    with torch.no_grad():
+        after = log_prob(bounded_probs(logits - 0.1 * logits.grad, 0.8), actions)
+        before = log_prob(bounded_probs(torch.zeros(1, 17, 5), 0.8), actions)
+    assert (after - before).item() * sign > 0
+
+
+def test_greedy_masks_threshold():
+    m = greedy_masks(torch.tensor([[[0.49, 0.5, 0.51, 0.2, 0.8]] * 17]))
+    assert m.dtype == np.uint8 and m[0, 0].tolist() == [0, 1, 1, 0, 1]
+
+
+def test_reinforce_beats_random(trained_assets, tmp_path):
+    cfg = ReinforceConfig(env_kwargs=trained_assets, total_steps=3200, batch_size=32, lr=1e-2, anneal_upper=False,
+                          threads=1, seed=0, out=str(tmp_path / "rl"), log_every=5)
+    controller, history = train_reinforce(cfg)
+    assert {"reward", "accuracy", "latency_ms", "reward_arch", "entropy", "ops_per_cell", "empty_cell_share"} <= set(history[0])
+    with open(tmp_path / "rl" / "log.csv") as f:
+        assert len(list(csv.DictReader(f))) == len(history)
+    loaded, ckpt = load_controller(tmp_path / "rl" / "controller.pt")
+    assert ckpt["reinforce_config"]["lr"] == 1e-2
+    bandit = bandit_on_test_split(cfg.env_id, trained_assets)
+    learned = evaluate_policy(controller_policy(loaded), bandit)
+    rand = evaluate_policy(random_policy(0), bandit)
+    assert learned["reward"] > rand["reward"] + 1.0, (learned, rand)
+
+
+@pytest.mark.parametrize("algo", ["ppo", "a2c"])
+def test_sb3_end_to_end(trained_assets, algo):
+    model, history = train_sb3(algo, env_kwargs=trained_assets, total_steps=256, num_envs=16, seed=0)
+    assert history and {"reward", "accuracy", "latency_ms", "ops_per_cell"} <= set(history[-1])
+    masks = sb3_policy(model)(np.zeros((3, 28, 28, 1), np.uint8))
+    assert masks.shape == (3, 17, 5) and set(np.unique(masks)) <= {0, 1}
+
+
+def test_compare_writes_everything_and_reproduces(trained_assets, tmp_path):
+    cfg = CompareConfig(env_kwargs=trained_assets, seeds=(0, 1), total_steps=192, num_envs=16, measure=4,
+                        eval_limit=64, threads=1, out=str(tmp_path / "cmp"))
+    summary = compare_agents(cfg)
+    assert set(summary) == {"REINFORCE", "PPO", "A2C", "random", "MobileNetV2"}
+    for name in ("curves.csv", "summary.csv", "curves.png", "summary.md"):
+        assert (tmp_path / "cmp" / name).stat().st_size > 0
+    again = compare_agents(CompareConfig(env_kwargs=trained_assets, agents=("REINFORCE", "random"), seeds=(0, 1),
+                                         total_steps=192, num_envs=16, measure=0, eval_limit=64, threads=1,
+                                         out=str(tmp_path / "cmp2")))
+    for agent in ("REINFORCE", "random"):
+        for key in ("accuracy", "reward", "latency_ms"):
+            assert again[agent][key] == pytest.approx(summary[agent][key]), (agent, key)

@@ -20,6 +20,7 @@ import torch
 from gymnasium.vector import AutoresetMode
 from rich.console import Console
 from rich.table import Table
+from timing import rate
 
 import instanas_gym  # noqa: F401
 
@@ -33,15 +34,6 @@ def rss_mb() -> float:
             return int(f.read().split()[1]) * resource.getpagesize() / 2**20
     except OSError:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def rate(step, steps_per_call: int, seconds: float) -> float:
-    step()
-    n, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        step()
-        n += 1
-    return n * steps_per_call / (time.perf_counter() - start)
 
 
 def main() -> None:

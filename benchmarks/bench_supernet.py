@@ -11,27 +11,16 @@ masks (what dynamic runs). Target: dynamic >= 0.8 x ideal at batch 64, and never
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from rich.console import Console
 from rich.table import Table
+from timing import rate
 
 from instanas_gym.checkpoint import BUNDLED_SUPERNET, load_supernet
 from instanas_gym.search_space import all_ops_mask, mobilenetv2_mask, one_op_masks, random_masks
-
-
-def throughput(fn, batch: int, seconds: float) -> float:
-    """Images per second of ``fn`` (called repeatedly for ``seconds`` after two warm-up calls)."""
-    fn()
-    fn()
-    n, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        fn()
-        n += 1
-    return n * batch / (time.perf_counter() - start)
 
 
 def main() -> None:
@@ -80,7 +69,7 @@ def main() -> None:
                             loss = F.cross_entropy(model(x, masks), y)
                             model.zero_grad(set_to_none=True)
                             loss.backward()
-                    speeds[mode] = throughput(fn, batch, a.seconds)
+                    speeds[mode] = rate(fn, batch, a.seconds)
                 up = speeds["dynamic"] / speeds["masked"]
                 table.add_row(name, str(batch), phase, f"{speeds['masked']:.0f}", f"{speeds['dynamic']:.0f}",
                               f"{up:.2f}x", f"{ideal:.2f}x", f"{up / ideal:.2f}")

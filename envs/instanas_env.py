@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import gymnasium as gym
@@ -10,14 +9,27 @@ import numpy as np
 from gymnasium import spaces
 
 from instanas_gym.bandit import ImageOrder, InstaNASBandit
-from instanas_gym.reward import RewardShape
 from instanas_gym.search_space import MASK_SHAPE, validate_mask
-from instanas_gym.supernet import ExecutionMode
 
 from .render import draw
 
 
-class InstaNASEnv(gym.Env):
+class LatencyBounds:
+    """``set_latency_bounds`` / ``latency_bounds`` for environments that hold a ``bandit``."""
+
+    bandit: InstaNASBandit
+
+    def set_latency_bounds(self, lower_ms: float | None = None, upper_ms: float | None = None) -> None:
+        """Set the reward's latency bounds LB/UB in ms (None keeps the current one)."""
+        self.bandit.reward.set_bounds(lower_ms, upper_ms)
+
+    @property
+    def latency_bounds(self) -> tuple[float, float]:
+        """(LB, UB) in ms."""
+        return self.bandit.reward.lower_ms, self.bandit.reward.upper_ms
+
+
+class InstaNASEnv(LatencyBounds, gym.Env):
     """Pick a sub-network of a pre-trained one-shot supernet for one image.
 
     ## Description
@@ -62,40 +74,23 @@ class InstaNASEnv(gym.Env):
     ``reset`` returns ``image_index``.
 
     ## Arguments
+    ``order`` and ``render_mode`` ("rgb_array"), and those of :class:`instanas_gym.bandit.InstaNASBandit`:
     ``dataset`` ("fashion_mnist", "cifar10", "cifar100"), ``split``, ``data_root``, ``download``,
     ``supernet`` and ``latency_table`` (paths; the bundled ones for Fashion-MNIST), ``correct_reward``,
     ``reward_shape``, ``lower_ms``, ``upper_ms``, ``mode`` ("dynamic" or "masked" execution),
-    ``device``, ``threads`` (torch threads, process-wide), ``order``, ``render_mode`` ("rgb_array").
+    ``device``, ``threads`` (torch threads, process-wide).
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 2}
 
     def __init__(
-        self,
-        dataset: str = "fashion_mnist",
-        split: str = "search",
-        data_root: str | os.PathLike | None = None,
-        download: bool = False,
-        supernet: str | os.PathLike | None = None,
-        latency_table: str | os.PathLike | None = None,
-        correct_reward: float = 10.0,
-        reward_shape: RewardShape = "parabola",
-        lower_ms: float | None = None,
-        upper_ms: float | None = None,
-        mode: ExecutionMode = "dynamic",
-        device: str = "cpu",
-        threads: int | None = None,
-        order: ImageOrder = "random",
-        render_mode: str | None = None,
+        self, order: ImageOrder = "random", render_mode: str | None = None, **bandit_kwargs: Any
     ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
         if order not in ("random", "sequential"):
             raise ValueError(f"order must be 'random' or 'sequential', got {order!r}")
-        self.bandit = InstaNASBandit(
-            dataset, split, data_root, download, supernet, latency_table,
-            correct_reward, reward_shape, lower_ms, upper_ms, mode, device, threads,
-        )
+        self.bandit = InstaNASBandit(**bandit_kwargs)
         self.order: ImageOrder = order
         self.render_mode = render_mode
         self.observation_space = spaces.Box(0, 255, self.bandit.data.spec.image_shape, np.uint8)
@@ -104,16 +99,6 @@ class InstaNASEnv(gym.Env):
         self._index: int | None = None  # the image awaiting an action
         self._shown: int | None = None  # the image last shown (for render)
         self._last_mask: np.ndarray | None = None
-
-    # ---- latency bounds -------------------------------------------------------------------------
-    def set_latency_bounds(self, lower_ms: float | None = None, upper_ms: float | None = None) -> None:
-        """Set the reward's latency bounds LB/UB in ms (None keeps the current one)."""
-        self.bandit.reward.set_bounds(lower_ms, upper_ms)
-
-    @property
-    def latency_bounds(self) -> tuple[float, float]:
-        """(LB, UB) in ms."""
-        return self.bandit.reward.lower_ms, self.bandit.reward.upper_ms
 
     # ---- Gymnasium API --------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):

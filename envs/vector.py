@@ -13,10 +13,11 @@ from gymnasium.vector.utils import batch_space
 from instanas_gym.bandit import ImageOrder, InstaNASBandit
 from instanas_gym.search_space import MASK_SHAPE, validate_mask
 
+from .instanas_env import LatencyBounds
 from .render import draw
 
 
-class InstaNASVectorEnv(VectorEnv):
+class InstaNASVectorEnv(LatencyBounds, VectorEnv):
     """``num_envs`` copies of :class:`envs.instanas_env.InstaNASEnv` evaluated in one batched call.
 
     Every episode is one step, so every step ends every sub-environment: autoreset is
@@ -52,15 +53,6 @@ class InstaNASVectorEnv(VectorEnv):
         self._cursors = np.zeros(num_envs, dtype=np.int64)
         self._indices: np.ndarray | None = None
         self._last_masks: np.ndarray | None = None
-
-    # ---- latency bounds -------------------------------------------------------------------------
-    def set_latency_bounds(self, lower_ms: float | None = None, upper_ms: float | None = None) -> None:
-        """Set the reward's latency bounds LB/UB in ms for every sub-environment."""
-        self.bandit.reward.set_bounds(lower_ms, upper_ms)
-
-    @property
-    def latency_bounds(self) -> tuple[float, float]:
-        return self.bandit.reward.lower_ms, self.bandit.reward.upper_ms
 
     # ---- Gymnasium API --------------------------------------------------------------------------
     def _draw(self) -> np.ndarray:

@@ -68,3 +68,10 @@ def load_supernet(path: str | os.PathLike, mode: ExecutionMode = "dynamic") -> t
     model = Supernet(SearchSpace.from_dict(ckpt["space"]), tuple(ckpt["mean"]), tuple(ckpt["std"]), mode=mode)
     model.load_state_dict(ckpt["model"])
     return model.eval(), ckpt
+
+
+def export_supernet(src: str | os.PathLike, dest: str | os.PathLike) -> None:
+    """Copy a training checkpoint without its resume state (optimizer, scheduler, RNG): for shipping."""
+    ckpt = load_checkpoint(src)
+    keep = ("format", "space", "dataset", "mean", "std", "model", "metrics", "config", "epoch")
+    atomic_save({k: ckpt[k] for k in keep if k in ckpt}, dest)

@@ -213,11 +213,16 @@ def wall_ms(model: Supernet, mask: np.ndarray, repeats: int = 15, x: torch.Tenso
     """Median wall-clock ms of one batch-1 forward pass under ``mask`` (dynamic execution as set)."""
     x = _example_input(model) if x is None else x
     m = torch.from_numpy(np.asarray(mask, dtype=bool))
-    model(x, m)
+    return _median_ms(lambda: model(x, m), repeats)
+
+
+def _median_ms(fn: Callable[[], object], repeats: int) -> float:
+    """Median wall-clock ms of ``fn()`` over ``repeats`` calls, after one warm-up call."""
+    fn()
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
-        model(x, m)
+        fn()
         times.append(time.perf_counter() - t)
     return 1e3 * float(np.median(times))
 
@@ -279,24 +284,15 @@ def build_isolated_table(model: Supernet, repeats: int = 30, threads: int = 1) -
     ops_ms = np.zeros(MASK_SHAPE)
     s = model.space
 
-    def median_ms(fn: Callable[[], object]) -> float:
-        fn()
-        times = []
-        for _ in range(repeats):
-            t = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t)
-        return 1e3 * float(np.median(times))
-
     with _threads(threads):
         for c, cell in enumerate(model.cells):
             h = torch.rand(1, cell.spec.in_channels, cell.spec.in_size, cell.spec.in_size)
             for j, op in enumerate(cell.ops):
-                ops_ms[c, j] = median_ms(lambda: op(h))
+                ops_ms[c, j] = _median_ms(lambda: op(h), repeats)
         x = _example_input(model)
         last = torch.rand(1, s.cells[-1].out_channels, s.final_size, s.final_size)
-        fixed = median_ms(lambda: model.stem(model.preprocess(x)))
-        fixed += median_ms(lambda: model.classifier(model.pool(model.head(last)).flatten(1)))
+        fixed = _median_ms(lambda: model.stem(model.preprocess(x)), repeats)
+        fixed += _median_ms(lambda: model.classifier(model.pool(model.head(last)).flatten(1)), repeats)
     meta = device_meta(s, threads) | {"repeats": repeats, "method": "isolated"}
     return LatencyTable(ops_ms, fixed, s.opens_stage.copy(), meta)
 

@@ -4,10 +4,11 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
-from instanas_gym.checkpoint import load_checkpoint, load_supernet
+from instanas_gym.checkpoint import export_supernet, load_checkpoint, load_supernet
 from instanas_gym.training import TrainConfig, keep_prob, train_supernet
 
 REPO = Path(__file__).resolve().parents[1]
@@ -78,3 +79,15 @@ def test_ddp_two_processes(fmnist_root, tmp_path):
     assert ckpt["epoch"] == 1
     assert len(ckpt["rng"]["augment"]) == 2  # both ranks' RNG states are kept for resume
     assert "test_acc_mobilenetv2" in ckpt["metrics"]
+
+
+def test_export_drops_resume_state(fmnist_root, tmp_path):
+    train_supernet(replace(_cfg(fmnist_root, tmp_path / "run"), epochs=1))
+    export_supernet(tmp_path / "run" / "last.pt", tmp_path / "small.pt")
+    small = load_checkpoint(tmp_path / "small.pt")
+    assert "optimizer" not in small and "rng" not in small
+    a, _ = load_supernet(tmp_path / "run" / "last.pt")
+    b, _ = load_supernet(tmp_path / "small.pt")
+    x = torch.rand(2, 1, 28, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(a(x, np.ones((17, 5), np.uint8)), b(x, np.ones((17, 5), np.uint8)))

@@ -3,11 +3,11 @@
 Build (:func:`build_table`): whole forward passes of the supernet with dynamic execution at batch 1,
 under random masks from sparse to dense, with a fixed thread count. Each op's time is taken *inside*
 those passes (forward hooks around the op), so caches, allocator and thread pool are in the state a
-real pass leaves them in; the entry of (cell, op) is the median over the passes that ran it. What
-every pass pays whatever the mask (stem, head, classifier, the Python of the forward) is the fixed
-cost: per pass, the wall clock minus the time inside the ops, fitted against the number of ops run by
-least squares: the intercept is the fixed cost, the slope (the additions of op outputs, outside the
-hooks) is spread over the entries, so the LUT stays a plain sum.
+real pass leaves them in; the entry of (cell, op) is the median over the passes that ran it. The same
+masks then run on the clock without hooks. Per mask, clock minus the sum of the entries is fitted
+against the number of ops by least squares: the intercept is the fixed cost (stem, head, classifier,
+the forward's Python), the slope (additions of op outputs, minus the hooks' own overhead) is spread
+over the entries, so the LUT stays a plain sum that predicts the hook-free clock.
 
 An empty cell: the identity costs nothing beyond the fixed cost; a stage-opening cell runs its basic
 block as the fallback, whose entry is the basic block's.
@@ -247,28 +247,32 @@ def build_table(
     samples = np.full((passes, *MASK_SHAPE), np.nan)
     wall = np.zeros(passes)
     record = np.full(MASK_SHAPE, np.nan)
+    order = rng.permutation(passes)
     with _threads(threads):
         for i in range(warmup):
             model(x, torch.from_numpy(eff[i % passes]))
-        with _op_timer(model, record):
-            for i in rng.permutation(passes):
+        with _op_timer(model, record):  # each op's time inside whole passes
+            for done, i in enumerate(order):
                 record[:] = np.nan
-                m = torch.from_numpy(eff[i])
-                t = time.perf_counter()
-                model(x, m)
-                wall[i] = time.perf_counter() - t
+                model(x, torch.from_numpy(eff[i]))
                 samples[i] = record
                 if progress is not None:
-                    progress(int(np.isfinite(wall).sum()), passes)
+                    progress(done // 2 + 1, passes)
+        for done, i in enumerate(order):  # the same masks on the clock, without hooks (median of 3)
+            m = torch.from_numpy(eff[i])
+            wall[i] = _median_ms(lambda: model(x, m), 3) / 1e3
+            if progress is not None:
+                progress((passes + done) // 2 + 1, passes)
     model.mode = mode
     samples *= 1e3
     wall *= 1e3
     if not eff.any(axis=0).all():
         raise RuntimeError("some ops were never run while building the table; use more passes")
     ops_ms = np.nanmedian(np.where(eff, samples, np.nan), axis=0)
-    # per pass, what the hooks did not see: the fixed cost plus a cost per op run (the additions of
-    # op outputs; minus the hooks' own share); a least-squares line against the number of ops
-    outside = wall - np.nansum(np.where(eff, samples, 0.0), axis=(1, 2))
+    # per mask, what the op timings miss or add: the fixed cost, plus a cost per op run (the
+    # additions of op outputs, outside the hooks; the hooks' own overhead, inside: hence the
+    # unhooked clock); a least-squares line against the number of ops
+    outside = wall - (eff * ops_ms).sum(axis=(1, 2))
     n_ops = eff.sum(axis=(1, 2)).astype(float)
     slope, _ = np.polyfit(n_ops, outside, 1)
     ops_ms = np.maximum(ops_ms + slope, 0.0)

@@ -273,12 +273,23 @@ def validate_mask(mask, batched: bool | None = False) -> np.ndarray:
 def random_masks(rng: np.random.Generator, n: int, keep_prob: float = 0.5, min_ops: int = 0) -> np.ndarray:
     """``n`` Bernoulli(keep_prob) masks, uint8 (n, 17, 5); with ``min_ops=1`` every cell keeps >= 1 op."""
     masks = (rng.random((n, *MASK_SHAPE)) < keep_prob).astype(np.uint8)
-    if min_ops:
-        empty = masks.sum(-1) == 0
-        pick = rng.integers(0, NUM_OPS, size=empty.shape)
-        rows, cells = np.nonzero(empty)
-        masks[rows, cells, pick[rows, cells]] = 1
+    return _fill_empty(rng, masks) if min_ops else masks
+
+
+def _fill_empty(rng: np.random.Generator, masks: np.ndarray) -> np.ndarray:
+    """Give every empty cell one random op (in place); returns ``masks``."""
+    empty = masks.sum(-1) == 0
+    pick = rng.integers(0, NUM_OPS, size=empty.shape)
+    rows, cells = np.nonzero(empty)
+    masks[rows, cells, pick[rows, cells]] = 1
     return masks
+
+
+def mixed_masks(rng: np.random.Generator, n: int) -> np.ndarray:
+    """``n`` masks from sparse to dense: image i keeps each op with its own probability ~ U(0, 1),
+    at least one op per cell (so single-op paths like MobileNetV2's are as likely as dense ones)."""
+    keep = rng.random((n, 1, 1))
+    return _fill_empty(rng, (rng.random((n, *MASK_SHAPE)) < keep).astype(np.uint8))
 
 
 def one_op_masks(rng: np.random.Generator, n: int) -> np.ndarray:

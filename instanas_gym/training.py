@@ -3,6 +3,9 @@
 Each batch runs under random per-image masks. For the first half of training every op is on; over
 the second half each op is kept with a probability falling linearly from 1 to ``min_keep_prob``
 (0.5 by default, the paper's drop-path schedule), with at least one op kept in every cell.
+That schedule rarely shows the network single-op paths (the MobileNetV2 path among them), which then
+stay poor; ``mask_sampling="mixed"`` with ``init_from`` fine-tunes under masks from single-op to
+dense (:func:`~instanas_gym.search_space.mixed_masks`).
 SGD with Nesterov momentum and a per-step cosine learning rate.
 
 Checkpoints (``last.pt`` in ``out``) hold the weights, search-space config, dataset, position
@@ -31,7 +34,7 @@ from torch.utils.data import DistributedSampler
 
 from .checkpoint import atomic_save, load_checkpoint, supernet_state
 from .data import ImageSet, augment, load_split
-from .search_space import SearchSpace, all_ops_mask, mobilenetv2_mask, random_masks
+from .search_space import SearchSpace, all_ops_mask, mixed_masks, mobilenetv2_mask, random_masks
 from .supernet import Supernet
 
 
@@ -51,6 +54,8 @@ class TrainConfig:
     weight_decay: float = 4e-5
     label_smoothing: float = 0.0
     min_keep_prob: float = 0.5
+    mask_sampling: str = "paper"  # "paper": the keep-probability schedule; "mixed": mixed_masks (fine-tuning)
+    init_from: str | None = None  # start from this checkpoint's weights (fine-tuning)
     train_subset: int | None = None  # first N training images only (tests, quick runs)
     eval_subset: int | None = None
     eval_batch_size: int = 256
@@ -132,7 +137,11 @@ def train_supernet(
     torch.manual_seed(cfg.seed)
     model = Supernet(space, spec.mean, spec.std, mode="dynamic")
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    if cfg.init_from:
+        model.load_state_dict(load_checkpoint(cfg.init_from)["model"])
     model = model.to(memory_format=fmt)
+    if cfg.mask_sampling not in ("paper", "mixed"):
+        raise ValueError(f"mask_sampling must be 'paper' or 'mixed', got {cfg.mask_sampling!r}")
     net: torch.nn.Module = model
     if world > 1:
         # ops chosen by no image of a batch get no gradient: DDP must expect unused parameters
@@ -199,7 +208,10 @@ def train_supernet(
                     idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
                     step = epoch * steps_per_epoch + b
                     p = keep_prob(step / total_steps, cfg.min_keep_prob)
-                    masks = torch.from_numpy(random_masks(mask_rng, len(idx), p, min_ops=1)).bool()
+                    if cfg.mask_sampling == "mixed":
+                        masks = torch.from_numpy(mixed_masks(mask_rng, len(idx))).bool()
+                    else:
+                        masks = torch.from_numpy(random_masks(mask_rng, len(idx), p, min_ops=1)).bool()
                     x = augment(images[idx], spec, aug_gen).contiguous(memory_format=fmt)
                     logits = net(x, masks)
                     loss = F.cross_entropy(logits, labels[idx], label_smoothing=cfg.label_smoothing)
@@ -247,6 +259,31 @@ def train_supernet(
     if world > 1:
         dist.barrier()
     return metrics
+
+
+@torch.no_grad()
+def recalibrate_bn(
+    model: Supernet, data: ImageSet, batches: int = 100, batch_size: int = 128, seed: int = 0
+) -> None:
+    """Re-estimate every BatchNorm's running statistics as the plain average over ``batches`` batches
+    of training images under :func:`mixed_masks` (sparse to dense), instead of the moving average of
+    the last training steps, whose masks were all drawn at one keep probability."""
+    rng = np.random.default_rng(seed)
+    gen = torch.Generator().manual_seed(seed)
+    images, _ = data.tensors()
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    was_training = model.training
+    model.train()
+    for _ in range(batches):
+        idx = torch.randint(0, len(images), (batch_size,), generator=gen)
+        model(images[idx], torch.from_numpy(mixed_masks(rng, batch_size)).bool())
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    model.train(was_training)
 
 
 def final_evaluation(model: Supernet, test: ImageSet, batch_size: int = 256, seed: int = 0) -> dict[str, float]:

@@ -1,7 +1,7 @@
 """Small synthetic data sets written in the real on-disk layouts, so the real loaders can be tested.
 
-Images are class-dependent (a bright square whose position encodes the label, on noise), so a model
-can learn them in a few steps.
+Images are class-dependent (a centred square whose size and brightness encode the label, on noise),
+so a model can learn them in a few steps, augmented or not.
 
 * ``write_cifar(root, "cifar10"|"cifar100")``: ``cifar-10-batches-py/`` or ``cifar-100-python/``
   pickles as torchvision reads them. torchvision checks each file's MD5 against the real data set's;
@@ -26,14 +26,15 @@ from .data import write_idx
 
 
 def synthetic_images(rng: np.random.Generator, n: int, size: int, channels: int, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` uint8 images (n, size, size, channels) with labels: noise plus a label-placed square."""
+    """``n`` uint8 images (n, size, size, channels) with labels: noise plus a centred bright square
+    whose side (label % 10) and brightness (label // 10) encode the label, so that the training
+    augmentation (crop, flip) keeps the label."""
     labels = rng.integers(0, num_classes, n)
     images = rng.integers(0, 60, (n, size, size, channels)).astype(np.uint8)
-    side = size // 4
     for i, label in enumerate(labels):
-        cell = label % 9
-        y, x = (cell // 3) * side + side // 2, (cell % 3) * side + side // 2
-        images[i, y : y + side, x : x + side] = 200 + 5 * (label // 9) % 55
+        side = 4 + 2 * (label % 10)
+        lo = (size - side) // 2
+        images[i, lo : lo + side, lo : lo + side] = 100 + 15 * (label // 10 % 10)
     return images, labels.astype(np.int64)
 
 

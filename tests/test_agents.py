@@ -19,7 +19,7 @@ from instanas_gym.training import TrainConfig, train_supernet
 def trained_assets(tmp_path_factory, fmnist_root):
     """A tiny supernet briefly trained on the synthetic Fashion-MNIST, with its latency table."""
     out = tmp_path_factory.mktemp("trained")
-    train_supernet(TrainConfig(data_root=str(fmnist_root), width_mult=0.1, epochs=2, batch_size=32,
+    train_supernet(TrainConfig(data_root=str(fmnist_root), width_mult=0.1, epochs=8, batch_size=32,
                                train_subset=512, eval_subset=64, threads=1, out=str(out), lr=0.05))
     model, _ = load_supernet(out / "last.pt")
     build_table(model, passes=120, warmup=10).save(out / "latency.json")

@@ -76,6 +76,37 @@ def reinforce_loss(
     return -(advantage * log_prob(probs, actions)).mean() - entropy_coef * ent, ent
 
 
+def update_controller(
+    controller: Controller,
+    optimizer: torch.optim.Optimizer,
+    probs: torch.Tensor,
+    actions: torch.Tensor,
+    advantage: torch.Tensor,
+    entropy_coef: float,
+    max_grad_norm: float,
+) -> dict[str, float]:
+    """One policy-gradient step on :func:`reinforce_loss`; returns entropy, loss and grad_norm."""
+    loss, ent = reinforce_loss(probs, actions, advantage, entropy_coef)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(controller.parameters(), max_grad_norm)
+    optimizer.step()
+    return {"entropy": ent.item(), "loss": loss.item(), "grad_norm": float(grad_norm)}
+
+
+def step_stats(rewards: np.ndarray, baseline: np.ndarray, info: dict[str, Any], masks: np.ndarray) -> dict[str, float]:
+    """Batch means of what every update logs: rewards, accuracy, LUT latency (ms), R_A, mask shape."""
+    return {
+        "reward": float(np.mean(rewards)),
+        "baseline_reward": float(np.mean(baseline)),
+        "accuracy": float(np.mean(info["correct"])),
+        "latency_ms": float(np.mean(info["latency_ms"])),
+        "reward_arch": float(np.mean(info["reward_arch"])),
+        "ops_per_cell": float(masks.sum(-1).mean()),
+        "empty_cell_share": float((masks.sum(-1) == 0).mean()),
+    }
+
+
 def save_controller(controller: Controller, path: str | Path, **extra: Any) -> None:
     atomic_save({"format": CONTROLLER_FORMAT, "config": controller.config, "state_dict": controller.state_dict(), **extra}, path)
 
@@ -152,26 +183,9 @@ def train_reinforce(cfg: ReinforceConfig, console: Console | None = None) -> tup
             baseline = env.evaluate_current(greedy_masks(probs))["reward"]
             obs, rewards, _, _, info = venv.step(actions.to(torch.uint8).numpy())
             advantage = torch.as_tensor(rewards - baseline, dtype=torch.float32)
-            loss, ent = reinforce_loss(probs, actions, advantage, cfg.entropy_coef)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(controller.parameters(), cfg.max_grad_norm)
-            optimizer.step()
-
-            step_info = info["final_info"]
-            masks = actions.numpy()
-            window.append({
-                "reward": float(rewards.mean()),
-                "baseline_reward": float(baseline.mean()),
-                "accuracy": float(step_info["correct"].mean()),
-                "latency_ms": float(step_info["latency_ms"].mean()),
-                "reward_arch": float(step_info["reward_arch"].mean()),
-                "entropy": ent.item(),
-                "ops_per_cell": float(masks.sum(-1).mean()),
-                "empty_cell_share": float((masks.sum(-1) == 0).mean()),
-                "loss": loss.item(),
-                "grad_norm": float(grad_norm),
-            })
+            learned = update_controller(controller, optimizer, probs, actions, advantage,
+                                        cfg.entropy_coef, cfg.max_grad_norm)
+            window.append(step_stats(rewards, baseline, info["final_info"], actions.numpy()) | learned)
             if (update + 1) % cfg.log_every == 0 or update == updates - 1:
                 row = {"env_steps": (update + 1) * cfg.batch_size, "update": update + 1}
                 row |= {k: float(np.mean([w[k] for w in window])) for k in window[0]}

@@ -9,6 +9,7 @@ COLUMNS = (
     ("latency_ms", "LUT cells (ms)", "{:.3f}"),
     ("network_latency_ms", "LUT network (ms)", "{:.3f}"),
     ("measured_ms", "measured (ms)", "{:.3f}"),
+    ("measured_b64_ms", "measured b64 (ms/img)", "{:.3f}"),
     ("macs", "MMACs", "{:.2f}"),
     ("ops_per_cell", "ops/cell", "{:.2f}"),
     ("reward", "reward", "{:+.2f}"),

@@ -3,7 +3,7 @@
     python benchmarks/bench_env.py [--num-envs 64] [--seconds 10] [--memory-steps 100000] [--threads 2]
 
 Steps per second (one step = one image and one mask) on the bundled InstaNAS-FashionMNIST-v0 with
-uniform-random masks, measured one after the other in this run, and the ratio native / single.
+uniform-random masks, measured in alternating rounds in this run (median of 5), and the ratio native / single.
 Target: native >= 10x the single-env loop. Then a long native run prints RSS at start and end
 (memory must stay flat).
 """
@@ -20,9 +20,10 @@ import torch
 from gymnasium.vector import AutoresetMode
 from rich.console import Console
 from rich.table import Table
-from timing import rate
+from timing import interleaved_rates
 
 import instanas_gym  # noqa: F401
+from instanas_gym.runtime import allocator
 
 ENV_ID = "InstaNAS-FashionMNIST-v0"
 
@@ -60,13 +61,16 @@ def main() -> None:
     native = gym.make_vec(ENV_ID, num_envs=n, vectorization_mode="vector_entry_point")
     native.reset(seed=0)
 
-    results = {
-        "single env, Python loop": rate(single_step, 1, a.seconds),
-        f"make_vec sync, {n} envs": rate(lambda: sync.step(rng.integers(0, 2, (n, 17, 5), dtype=np.int8)), n, a.seconds),
-        f"native vector env, {n} envs": rate(lambda: native.step(rng.integers(0, 2, (n, 17, 5), dtype=np.int8)), n, a.seconds),
+    per_call = {"single env, Python loop": 1, f"make_vec sync, {n} envs": n, f"native vector env, {n} envs": n}
+    calls = {
+        "single env, Python loop": single_step,
+        f"make_vec sync, {n} envs": lambda: sync.step(rng.integers(0, 2, (n, 17, 5), dtype=np.int8)),
+        f"native vector env, {n} envs": lambda: native.step(rng.integers(0, 2, (n, 17, 5), dtype=np.int8)),
     }
+    # calls per second, alternating rounds (median), then steps per second
+    results = {k: v * per_call[k] for k, v in interleaved_rates(calls, 1, a.seconds).items()}
     base = results["single env, Python loop"]
-    table = Table(title=f"{ENV_ID}, random masks, {a.threads} threads")
+    table = Table(title=f"{ENV_ID}, random masks, {a.threads} threads, allocator {allocator()}")
     table.add_column("environment")
     table.add_column("steps/s", justify="right")
     table.add_column("vs single", justify="right")

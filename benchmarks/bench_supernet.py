@@ -17,19 +17,37 @@ import torch
 import torch.nn.functional as F
 from rich.console import Console
 from rich.table import Table
-from timing import rate
+from timing import interleaved_rates
 
 from instanas_gym.checkpoint import BUNDLED_SUPERNET, load_supernet
+from instanas_gym.runtime import allocator, tune_allocator
 from instanas_gym.search_space import all_ops_mask, mobilenetv2_mask, one_op_masks, random_masks
+
+
+def step(model, mode: str, phase: str, x: torch.Tensor, masks: torch.Tensor, y: torch.Tensor):
+    """One eval forward or one training step of ``model`` in execution ``mode``."""
+
+    def fn() -> None:
+        model.mode = mode
+        if phase == "eval":
+            with torch.inference_mode():
+                model(x, masks)
+        else:
+            loss = F.cross_entropy(model(x, masks), y)
+            model.zero_grad(set_to_none=True)
+            loss.backward()
+
+    return fn
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--supernet", default=str(BUNDLED_SUPERNET))
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--seconds", type=float, default=3.0, help="timing per cell of the table")
+    p.add_argument("--seconds", type=float, default=3.0, help="timing per mode and row of the table (s)")
     p.add_argument("--channels-last", action="store_true", help="run the model in channels_last")
     a = p.parse_args()
+    tune_allocator()
     torch.set_num_threads(a.threads)
     model, _ = load_supernet(a.supernet)
     fmt = torch.channels_last if a.channels_last else torch.contiguous_format
@@ -38,7 +56,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     all_macs = space.macs(all_ops_mask())
     table = Table(title=f"supernet execution, width {space.width_mult}, {a.threads} threads"
-                        f"{', channels_last' if a.channels_last else ''} (img/s)")
+                        f"{', channels_last' if a.channels_last else ''}, allocator {allocator()} (img/s, median of 5 alternating rounds)")
     for col in ("masks", "batch", "phase", "masked", "dynamic", "speed-up", "ideal", "of ideal"):
         table.add_column(col, justify="right")
     families = {
@@ -53,23 +71,9 @@ def main() -> None:
             y = torch.randint(0, space.num_classes, (batch,))
             ideal = all_macs / float(np.mean(space.macs(masks.numpy())))
             for phase in ("eval", "train"):
-                speeds = {}
-                for mode in ("masked", "dynamic"):
-                    model.mode = mode
-                    if phase == "eval":
-                        model.eval()
-
-                        def fn():
-                            with torch.inference_mode():
-                                model(x, masks)
-                    else:
-                        model.train()
-
-                        def fn():
-                            loss = F.cross_entropy(model(x, masks), y)
-                            model.zero_grad(set_to_none=True)
-                            loss.backward()
-                    speeds[mode] = rate(fn, batch, a.seconds)
+                model.train(phase == "train")
+                fns = {mode: step(model, mode, phase, x, masks, y) for mode in ("masked", "dynamic")}
+                speeds = interleaved_rates(fns, batch, a.seconds)
                 up = speeds["dynamic"] / speeds["masked"]
                 table.add_row(name, str(batch), phase, f"{speeds['masked']:.0f}", f"{speeds['dynamic']:.0f}",
                               f"{up:.2f}x", f"{ideal:.2f}x", f"{up / ideal:.2f}")

@@ -77,7 +77,8 @@ class InstaNASEnv(LatencyBounds, gym.Env):
     ``order`` and ``render_mode`` ("rgb_array"), and those of :class:`instanas_gym.bandit.InstaNASBandit`:
     ``dataset`` ("fashion_mnist", "cifar10", "cifar100"), ``split``, ``data_root``, ``download``,
     ``supernet`` and ``latency_table`` (paths; the bundled ones for Fashion-MNIST), ``correct_reward``,
-    ``reward_shape``, ``lower_ms``, ``upper_ms``, ``mode`` ("dynamic" or "masked" execution),
+    ``reward_shape``, ``lower_ms``, ``upper_ms``, ``upper_start_frac`` and ``upper_end_frac`` (where
+    ``anneal`` starts and ends: 0.7 x all-ops and 0.5 x MobileNetV2-path latency), ``mode`` ("dynamic" or "masked" execution),
     ``device``, ``threads`` (torch threads, process-wide).
     """
 

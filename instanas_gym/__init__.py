@@ -9,6 +9,10 @@ Importing the package registers the environments::
 
 from gymnasium.envs.registration import register, registry
 
+from .runtime import enlarge_onednn_cache
+
+enlarge_onednn_cache()  # before any convolution runs: see instanas_gym.runtime
+
 __version__ = "0.1.0"
 
 #: Environment id -> keyword arguments of ``envs.instanas_env.InstaNASEnv``.

@@ -19,6 +19,7 @@ from .checkpoint import BUNDLED_LATENCY_TABLE, BUNDLED_SUPERNET, CACHE_DIR, load
 from .data import ImageSet, load_split
 from .latency import LatencyTable
 from .reward import LatencyReward, RewardShape
+from .runtime import tune_allocator
 from .supernet import ExecutionMode, Supernet
 
 ImageOrder = Literal["random", "sequential"]
@@ -53,8 +54,11 @@ class InstaNASBandit:
         dataset: "fashion_mnist", "cifar10" or "cifar100".
         split: which split the images come from ("search"/"train" to learn on, "test" to evaluate).
         data_root, download: as for :func:`instanas_gym.data.load_split`.
-        supernet, latency_table: paths; default per :func:`default_paths`.
-        correct_reward, reward_shape, lower_ms, upper_ms: as for :class:`LatencyReward`.
+        supernet: checkpoint path, or a :class:`Supernet` used as it is (not copied: a search trains
+            it); default per :func:`default_paths`.
+        latency_table: path; default per :func:`default_paths`.
+        correct_reward, reward_shape, lower_ms, upper_ms, upper_start_frac, upper_end_frac: as for
+            :class:`LatencyReward`.
         mode: supernet execution, "dynamic" (default) or "masked".
         device: torch device of the supernet.
         threads: torch intra-op threads (process-wide); None leaves torch's setting.
@@ -66,32 +70,40 @@ class InstaNASBandit:
         split: str = "search",
         data_root: str | os.PathLike | None = None,
         download: bool = False,
-        supernet: str | os.PathLike | None = None,
+        supernet: str | os.PathLike | Supernet | None = None,
         latency_table: str | os.PathLike | None = None,
         correct_reward: float = 10.0,
         reward_shape: RewardShape = "parabola",
         lower_ms: float | None = None,
         upper_ms: float | None = None,
+        upper_start_frac: float = 0.7,
+        upper_end_frac: float = 0.5,
         mode: ExecutionMode = "dynamic",
         device: str = "cpu",
         threads: int | None = None,
     ) -> None:
+        tune_allocator()
         if threads is not None:
             torch.set_num_threads(threads)
         default_net, default_lut = default_paths(dataset)
-        net_path = Path(supernet) if supernet is not None else default_net
         lut_path = Path(latency_table) if latency_table is not None else default_lut
-        if not net_path.is_file():
-            raise FileNotFoundError(
-                f"no supernet checkpoint for {dataset} at {net_path}. Train one with `python "
-                f"examples/train_supernet.py --dataset {dataset} --out {net_path.parent}`, or pass supernet=PATH."
-            )
-        self.model, trained_on = _cached_supernet(str(net_path), net_path.stat().st_mtime, mode, device)
-        if trained_on != dataset:
-            raise ValueError(f"supernet {net_path} was trained on {trained_on}, not {dataset}")
+        if isinstance(supernet, Supernet):
+            self.model = supernet  # used as is: a search trains it between evaluations
+        else:
+            net_path = Path(supernet) if supernet is not None else default_net
+            if not net_path.is_file():
+                raise FileNotFoundError(
+                    f"no supernet checkpoint for {dataset} at {net_path}. Train one with `python "
+                    f"examples/train_supernet.py --dataset {dataset} --out {net_path.parent}`, or pass supernet=PATH."
+                )
+            self.model, trained_on = _cached_supernet(str(net_path), net_path.stat().st_mtime, mode, device)
+            if trained_on != dataset:
+                raise ValueError(f"supernet {net_path} was trained on {trained_on}, not {dataset}")
         self.data = _cached_split(dataset, split, None if data_root is None else str(data_root), download)
         self.table = LatencyTable.load(lut_path, self.model.space)
-        self.reward = LatencyReward(self.table, correct_reward, reward_shape, lower_ms, upper_ms)
+        self.reward = LatencyReward(
+            self.table, correct_reward, reward_shape, lower_ms, upper_ms, upper_start_frac, upper_end_frac
+        )
         self.device = torch.device(device)
         self.dataset, self.split = dataset, split
         self.images = torch.from_numpy(self.data.images).permute(0, 3, 1, 2)  # uint8 NCHW view
@@ -118,7 +130,7 @@ class InstaNASBandit:
         empty_cells; and the reward constants (scalars).
         """
         masks = np.asarray(masks, dtype=bool)
-        x = self.images[indices].to(self.device)
+        x = self.images[indices].to(self.device).contiguous()  # NCHW: a permuted view would run channels_last
         logits = self.model(x, torch.from_numpy(masks).to(self.device))
         probs = logits.float().softmax(1)
         confidence, prediction = probs.max(1)

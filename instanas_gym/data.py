@@ -47,6 +47,17 @@ class DatasetSpec:
     flip: bool
     cutout: int
 
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """Human-readable class names (class indices as text where none are listed)."""
+        return CLASS_NAMES.get(self.name, tuple(str(i) for i in range(self.num_classes)))
+
+
+CLASS_NAMES: dict[str, tuple[str, ...]] = {
+    "cifar10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
+    "fashion_mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                      "Ankle boot"),
+}
 
 DATASETS: dict[str, DatasetSpec] = {
     "cifar10": DatasetSpec(

@@ -38,6 +38,7 @@ import torch
 from rich.table import Table as RichTable
 
 from .search_space import FALLBACK_OP, MASK_SHAPE, SEARCH_SPACE_VERSION, SearchSpace, mobilenetv2_mask, one_op_masks, random_masks, validate_mask
+from .runtime import allocator, tune_allocator
 from .supernet import Supernet
 
 FORMAT = "instanas-latency-v1"
@@ -60,6 +61,7 @@ def device_meta(space: SearchSpace, threads: int) -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "torch_version": torch.__version__,
         "threads": threads,
+        "allocator": allocator(),
         "batch_size": 1,
         "input_size": space.input_size,
         "in_channels": space.in_channels,
@@ -165,6 +167,7 @@ class LatencyTable:
 # ---- measuring ----------------------------------------------------------------------------------
 @contextmanager
 def _threads(n: int) -> Iterator[None]:
+    tune_allocator()
     before = torch.get_num_threads()
     torch.set_num_threads(n)
     try:

@@ -63,3 +63,86 @@ def curves_with_bands(
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def pareto_plot(
+    points: dict[str, tuple[float, float]],
+    path: str | os.PathLike,
+    xlabel: str = "latency (ms)",
+    title: str = "accuracy vs latency",
+    highlight: Sequence[str] = (),
+) -> None:
+    """Accuracy (%) against latency (ms), one labelled point per name; the names in ``highlight``
+    (e.g. the searched models) are drawn as stars and joined in latency order (their front)."""
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for name, (lat, acc) in points.items():
+        star = name in highlight
+        ax.scatter([lat], [acc], s=90 if star else 35, marker="*" if star else "o", zorder=3,
+                   color="tab:red" if star else "tab:blue")
+        ax.annotate(name, (lat, acc), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    front = sorted(points[n] for n in highlight if n in points)
+    if len(front) > 1:
+        ax.plot(*zip(*front), color="tab:red", lw=1, alpha=0.6)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def embedding_2d(vectors: np.ndarray) -> tuple[np.ndarray, str]:
+    """2-D embedding of row vectors: UMAP when ``umap-learn`` is installed, else PCA; returns
+    (points (n, 2), method name)."""
+    x = np.asarray(vectors, dtype=np.float64)
+    try:
+        import umap  # type: ignore[import-not-found]
+
+        return umap.UMAP(n_components=2, random_state=0).fit_transform(x), "UMAP"
+    except ImportError:
+        centred = x - x.mean(0)
+        _, _, vt = np.linalg.svd(centred, full_matrices=False)
+        return centred @ vt[:2].T, "PCA"
+
+
+def mask_embedding(
+    masks: np.ndarray, labels: np.ndarray, class_names: Sequence[str], path: str | os.PathLike, title: str
+) -> str:
+    """The chosen masks (n, 17, 5) embedded in 2-D (jittered: many masks coincide), coloured by class."""
+    points, method = embedding_2d(masks.reshape(len(masks), -1))
+    rng = np.random.default_rng(0)
+    spread = points.std(0).mean() if len(points) > 1 else 1.0
+    points = points + rng.normal(0, 0.02 * spread + 1e-9, points.shape)
+    fig, ax = plt.subplots(figsize=(7, 5.5))
+    cmap = plt.get_cmap("tab10" if len(class_names) <= 10 else "tab20")
+    for c, name in enumerate(class_names):
+        sel = labels == c
+        if sel.any():
+            ax.scatter(points[sel, 0], points[sel, 1], s=6, alpha=0.6, color=cmap(c % cmap.N), label=name)
+    ax.set_title(f"{title} ({method})")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if len(class_names) <= 20:
+        ax.legend(fontsize=7, markerscale=2, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return method
+
+
+def latency_histogram(
+    per_image_ms: np.ndarray, references: dict[str, float], path: str | os.PathLike, title: str
+) -> None:
+    """Histogram of per-image latency (ms) with vertical lines at reference latencies."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.hist(per_image_ms, bins=40, color="tab:blue", alpha=0.8)
+    for i, (name, ms) in enumerate(references.items()):
+        ax.axvline(ms, color=plt.get_cmap("tab10")(i + 1), ls="--", label=f"{name}: {ms:.2f} ms")
+    ax.set_xlabel("latency per image (ms, latency table, whole network)")
+    ax.set_ylabel("test images")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

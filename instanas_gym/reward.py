@@ -37,7 +37,10 @@ class LatencyReward:
         correct_reward: c, the magnitude of R_T.
         shape: ``"parabola"`` or ``"monotone"``.
         lower_ms: LB in ms; default the fastest mask's cell latency.
-        upper_ms: UB in ms; default ``upper_start_ms`` = 0.7 x all-ops cell latency.
+        upper_ms: UB in ms; default ``upper_start_ms``.
+        upper_start_frac: ``upper_start_ms`` = this x the all-ops cell latency (0.7, the paper's).
+        upper_end_frac: ``upper_end_ms``, where :meth:`anneal` ends, = this x the MobileNetV2-path cell
+            latency (0.5, the paper's; other values give the searches of other latency targets).
     """
 
     def __init__(
@@ -47,6 +50,8 @@ class LatencyReward:
         shape: RewardShape = "parabola",
         lower_ms: float | None = None,
         upper_ms: float | None = None,
+        upper_start_frac: float = 0.7,
+        upper_end_frac: float = 0.5,
     ) -> None:
         if shape not in REWARD_SHAPES:
             raise ValueError(f"reward shape must be one of {REWARD_SHAPES}, got {shape!r}")
@@ -55,8 +60,8 @@ class LatencyReward:
         self.table = table
         self.correct_reward = float(correct_reward)
         self.shape = shape
-        self.upper_start_ms = 0.7 * float(table.cells_ms(all_ops_mask()))
-        self.upper_end_ms = 0.5 * float(table.cells_ms(mobilenetv2_mask()))
+        self.upper_start_ms = upper_start_frac * float(table.cells_ms(all_ops_mask()))
+        self.upper_end_ms = upper_end_frac * float(table.cells_ms(mobilenetv2_mask()))
         self.lower_ms, self.upper_ms = 0.0, 1.0
         self.set_bounds(fastest_cells_ms(table) if lower_ms is None else lower_ms,
                         self.upper_start_ms if upper_ms is None else upper_ms)

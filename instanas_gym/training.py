@@ -35,6 +35,7 @@ from torch.utils.data import DistributedSampler
 from .checkpoint import atomic_save, load_checkpoint, supernet_state
 from .data import ImageSet, augment, load_split
 from .search_space import SearchSpace, all_ops_mask, mixed_masks, mobilenetv2_mask, random_masks
+from .runtime import tune_allocator
 from .supernet import Supernet
 
 
@@ -120,6 +121,7 @@ def train_supernet(
     """
     console = console or Console()
     rank, world = _distributed()
+    tune_allocator()
     torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
     ckpt_path = out / "last.pt"

@@ -1,0 +1,319 @@
+"""The InstaNAS search after one-shot pre-training: phases 2 and 3 of the paper.
+
+Phase 2 alternates, for ``epochs`` epochs:
+
+1. **controller**: REINFORCE against the current supernet (frozen, eval mode) on training images,
+   exactly as :mod:`agents.reinforce` does it (alpha bound, self-critical baseline, entropy bonus),
+   while the reward's latency upper bound anneals linearly from ``upper_start_frac`` x all-ops to
+   ``upper_end_frac`` x MobileNetV2-path latency over the whole phase;
+2. **supernet**: SGD on training images (augmented), each under the mask the controller samples for
+   it (Bernoulli of the bounded probabilities), so the supernet learns the paths it will run.
+
+Phase 3, **finetune**: the controller is fixed; the supernet trains under the controller's greedy
+masks (bounded p >= 0.5), the masks the deployed model uses, with a cosine learning rate.
+
+Everything lives in one checkpoint, ``out/search.pt`` (both networks, both optimizers, the stage and
+step, every RNG, the history), written atomically every ``checkpoint_every`` steps, at each stage's
+end and on Ctrl-C: ``resume=True`` continues a killed search with nothing lost. At the end the
+searched supernet (``out/supernet.pt``, loadable by the environments) and controller
+(``out/controller.pt``) are written beside it, with ``out/controller_log.csv`` and
+``out/supernet_log.csv``.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+import instanas_gym
+from instanas_gym.bandit import InstaNASBandit, default_paths
+from instanas_gym.checkpoint import atomic_save, load_supernet, supernet_state
+from instanas_gym.data import augment
+from instanas_gym.runtime import tune_allocator
+
+from .controller import Controller, bounded_probs, greedy_masks
+from .reinforce import load_controller, save_controller, step_stats, update_controller
+
+SEARCH_FORMAT = "instanas-search-v1"
+
+
+@dataclass
+class SearchConfig:
+    """Arguments of :func:`search`; ``examples/search.py`` exposes each as a flag."""
+
+    dataset: str = "fashion_mnist"
+    split: str | None = None  # images searched on; None: the environment's ("search" / "train")
+    data_root: str | None = None
+    download: bool = False
+    supernet: str | None = None  # phase-1 checkpoint; None: bundled (Fashion-MNIST) or the cache
+    latency_table: str | None = None  # None: bundled or the cache
+    # phase 2: alternating epochs
+    epochs: int = 4
+    controller_images: int = 8_000  # per epoch
+    supernet_images: int = 8_000  # per epoch
+    batch_size: int = 32  # controller batch (images per REINFORCE update)
+    lr: float = 1e-3  # controller, Adam
+    alpha: float = 0.8
+    entropy_coef: float = 0.8
+    max_grad_norm: float = 5.0
+    reward_shape: str = "parabola"
+    upper_start_frac: float = 0.7  # UB starts at this x all-ops latency
+    upper_end_frac: float = 0.5  # ... and ends at this x MobileNetV2-path latency (the target)
+    supernet_batch_size: int = 128
+    supernet_lr: float = 0.01  # SGD (Nesterov momentum), constant in phase 2
+    momentum: float = 0.9
+    weight_decay: float = 4e-5
+    # phase 3: fine-tuning under the fixed controller's greedy masks
+    finetune_images: int = 16_000
+    finetune_lr: float = 0.01  # cosine to 0
+    seed: int = 0
+    threads: int = 2
+    out: str = "runs/search"
+    checkpoint_every: int = 100  # steps
+    log_every: int = 10  # steps between log rows
+    resume: bool = False
+
+
+def stages(cfg: SearchConfig) -> list[tuple[str, int]]:
+    """The search as (kind, epoch) stages: controller/supernet per epoch, then finetune."""
+    out = [(kind, e) for e in range(cfg.epochs) for kind in ("controller", "supernet")]
+    return out + ([("finetune", cfg.epochs)] if cfg.finetune_images > 0 else [])
+
+
+def stage_steps(cfg: SearchConfig, kind: str) -> int:
+    """Optimisation steps of one stage of ``kind``."""
+    if kind == "controller":
+        return math.ceil(cfg.controller_images / cfg.batch_size)
+    images = cfg.supernet_images if kind == "supernet" else cfg.finetune_images
+    return math.ceil(images / cfg.supernet_batch_size)
+
+
+def default_split(dataset: str) -> str:
+    """The split the dataset's registered environment learns on."""
+    for kwargs in instanas_gym.ENV_IDS.values():
+        if kwargs["dataset"] == dataset:
+            return kwargs["split"]
+    raise ValueError(f"unknown dataset {dataset!r}; known: {[k['dataset'] for k in instanas_gym.ENV_IDS.values()]}")
+
+
+def _write_csv(rows: list[dict[str, float]], path: Path) -> None:
+    if not rows:
+        return
+    fields = list(dict.fromkeys(k for row in rows for k in row))
+    tmp = path.with_suffix(".csv.tmp")
+    with tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    tmp.replace(path)
+
+
+class _Search:
+    """The state of one search and its steps; :func:`search` drives it."""
+
+    def __init__(self, cfg: SearchConfig) -> None:
+        self.cfg = cfg
+        tune_allocator()
+        torch.set_num_threads(cfg.threads)
+        torch.manual_seed(cfg.seed)
+        net_path = Path(cfg.supernet) if cfg.supernet else default_paths(cfg.dataset)[0]
+        self.model, _ = load_supernet(net_path)
+        split = cfg.split or default_split(cfg.dataset)
+        self.bandit = InstaNASBandit(
+            cfg.dataset, split, cfg.data_root, cfg.download, supernet=self.model,
+            latency_table=cfg.latency_table, reward_shape=cfg.reward_shape,  # type: ignore[arg-type]
+            upper_start_frac=cfg.upper_start_frac, upper_end_frac=cfg.upper_end_frac,
+        )
+        self.data = self.bandit.data
+        self.images, self.labels = self.data.tensors()
+        h, _, c = self.data.spec.image_shape
+        self.controller = Controller(c)
+        self.controller_opt = torch.optim.Adam(self.controller.parameters(), lr=cfg.lr)
+        self.supernet_opt = torch.optim.SGD(
+            self.model.parameters(), lr=cfg.supernet_lr, momentum=cfg.momentum,
+            weight_decay=cfg.weight_decay, nesterov=True,
+        )
+        self.rng = np.random.default_rng(cfg.seed)
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+        self.stage, self.step = 0, 0
+        self.history: dict[str, list[dict[str, float]]] = {"controller": [], "supernet": []}
+        self.window: list[dict[str, float]] = []
+        self.out = Path(cfg.out)
+        self.path = self.out / "search.pt"
+        self.wall = 0.0
+
+    # ---- checkpoint ------------------------------------------------------------------------------
+    def save(self) -> None:
+        state = {
+            "format": SEARCH_FORMAT,
+            "config": asdict(self.cfg),
+            "supernet": supernet_state(self.model, self.cfg.dataset),
+            "controller": {"config": self.controller.config, "state_dict": self.controller.state_dict()},
+            "controller_opt": self.controller_opt.state_dict(),
+            "supernet_opt": self.supernet_opt.state_dict(),
+            "stage": self.stage, "step": self.step, "window": self.window,
+            "bounds": {"lower_ms": self.bandit.reward.lower_ms, "upper_ms": self.bandit.reward.upper_ms},
+            "rng": {"numpy": self.rng.bit_generator.state, "torch_gen": self.gen.get_state(),
+                    "torch": torch.get_rng_state()},
+            "history": self.history, "wall_s": self.wall,
+        }
+        atomic_save(state, self.path)
+        for kind, rows in self.history.items():
+            _write_csv(rows, self.out / f"{kind}_log.csv")
+
+    def load(self) -> None:
+        state = torch.load(self.path, map_location="cpu", weights_only=False)
+        if state.get("format") != SEARCH_FORMAT:
+            raise ValueError(f"{self.path} is not an instanas-gym search checkpoint ({SEARCH_FORMAT})")
+        if state["config"] != {**asdict(self.cfg), "resume": state["config"]["resume"]}:
+            changed = {k for k, v in asdict(self.cfg).items() if k != "resume" and state["config"].get(k) != v}
+            raise ValueError(f"{self.path} was written with other settings ({sorted(changed)}); "
+                             f"resume with the same ones or use another --out")
+        self.model.load_state_dict(state["supernet"]["model"])
+        self.controller.load_state_dict(state["controller"]["state_dict"])
+        self.controller_opt.load_state_dict(state["controller_opt"])
+        self.supernet_opt.load_state_dict(state["supernet_opt"])
+        self.stage, self.step, self.window = state["stage"], state["step"], state["window"]
+        self.bandit.reward.set_bounds(**state["bounds"])
+        self.rng.bit_generator.state = state["rng"]["numpy"]
+        self.gen.set_state(state["rng"]["torch_gen"])
+        torch.set_rng_state(state["rng"]["torch"])
+        self.history, self.wall = state["history"], state["wall_s"]
+
+    # ---- one step of each kind -------------------------------------------------------------------
+    def controller_step(self, progress: float) -> dict[str, float]:
+        """One REINFORCE update on a batch of training images; UB set for ``progress`` of phase 2."""
+        cfg, reward = self.cfg, self.bandit.reward
+        reward.anneal(progress)
+        self.model.eval()
+        self.controller.train()
+        idx = self.rng.integers(len(self.labels), size=cfg.batch_size)
+        probs = bounded_probs(self.controller(self.images[torch.from_numpy(idx)]), cfg.alpha)
+        actions = torch.bernoulli(probs.detach(), generator=self.gen)
+        baseline = self.bandit.evaluate(idx, greedy_masks(probs))["reward"]
+        masks = actions.to(torch.uint8).numpy()
+        out = self.bandit.evaluate(idx, masks)
+        advantage = torch.as_tensor(out["reward"] - baseline, dtype=torch.float32)
+        learned = update_controller(self.controller, self.controller_opt, probs, actions, advantage,
+                                    cfg.entropy_coef, cfg.max_grad_norm)
+        return step_stats(out["reward"], baseline, out, masks) | learned | {"upper_ms": reward.upper_ms}
+
+    def supernet_step(self, lr: float, greedy: bool) -> dict[str, float]:
+        """One SGD step of the supernet on augmented training images under the controller's masks
+        (sampled, or greedy in phase 3)."""
+        cfg = self.cfg
+        self.controller.eval()
+        self.model.train()
+        idx = torch.from_numpy(self.rng.integers(len(self.labels), size=cfg.supernet_batch_size))
+        x = augment(self.images[idx], self.data.spec, self.gen)
+        with torch.no_grad():
+            probs = bounded_probs(self.controller(x), cfg.alpha)
+            masks = (probs >= 0.5) if greedy else torch.bernoulli(probs, generator=self.gen).bool()
+        for group in self.supernet_opt.param_groups:
+            group["lr"] = lr
+        logits = self.model(x, masks)
+        loss = F.cross_entropy(logits, self.labels[idx])
+        self.supernet_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.supernet_opt.step()
+        m = masks.numpy()
+        return {
+            "loss": loss.item(), "accuracy": (logits.argmax(1) == self.labels[idx]).float().mean().item(),
+            "latency_ms": float(np.mean(self.bandit.table.cells_ms(m))), "ops_per_cell": float(m.sum(-1).mean()),
+            "lr": lr,
+        }
+
+    def run_step(self, kind: str, epoch: int, steps: int) -> dict[str, float]:
+        cfg = self.cfg
+        if kind == "controller":
+            total = cfg.epochs * steps
+            return self.controller_step((epoch * steps + self.step) / max(1, total - 1))
+        if kind == "supernet":
+            return self.supernet_step(cfg.supernet_lr, greedy=False)
+        return self.supernet_step(0.5 * cfg.finetune_lr * (1 + math.cos(math.pi * self.step / steps)), greedy=True)
+
+
+def search(
+    cfg: SearchConfig, console: Console | None = None, on_step: Callable[[int], None] | None = None
+) -> Path:
+    """Run (or, with ``cfg.resume``, continue) phases 2 and 3; returns the output folder.
+
+    ``on_step(global_step)`` is called after every step (tests use it to interrupt a search).
+    """
+    console = console or Console()
+    s = _Search(cfg)
+    plan = stages(cfg)
+    if cfg.resume and s.path.is_file():
+        s.load()
+        console.print(f"resumed {s.path} at stage {s.stage + 1}/{len(plan)}, step {s.step}")
+    sizes = [stage_steps(cfg, kind) for kind, _ in plan]
+    done = sum(sizes[: s.stage]) + s.step
+    progress = Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[stats]}"),
+        TimeElapsedColumn(), TimeRemainingColumn(), console=console,
+    )
+    try:
+        with progress:
+            task = progress.add_task("search", total=sum(sizes), completed=done, stats="")
+            while s.stage < len(plan):
+                kind, epoch = plan[s.stage]
+                steps = sizes[s.stage]
+                label = f"{kind} {epoch + 1}/{cfg.epochs}" if kind != "finetune" else "finetune"
+                progress.update(task, description=label)
+                while s.step < steps:
+                    t0 = time.perf_counter()
+                    s.window.append(s.run_step(kind, epoch, steps))
+                    s.step += 1
+                    s.wall += time.perf_counter() - t0
+                    done += 1
+                    if s.step % cfg.log_every == 0 or s.step == steps:
+                        row = {"stage": kind, "epoch": epoch + 1, "step": s.step, "global_step": done}
+                        row |= {k: float(np.mean([w[k] for w in s.window])) for k in s.window[0]}
+                        row["wall_s"] = s.wall
+                        s.history["controller" if kind == "controller" else "supernet"].append(row)
+                        s.window = []
+                        progress.update(task, stats=_stats_text(row))
+                    progress.update(task, completed=done)
+                    if on_step is not None:
+                        on_step(done)
+                    if s.step % cfg.checkpoint_every == 0 and s.step < steps:
+                        s.save()
+                last = s.history["controller" if kind == "controller" else "supernet"][-1]
+                progress.console.log(f"{label}: {_stats_text(last)}")
+                s.stage, s.step = s.stage + 1, 0
+                s.save()
+    except KeyboardInterrupt:
+        s.save()
+        console.print(f"interrupted: search saved to {s.path}; rerun with resume (--resume) to continue")
+        raise
+    atomic_save(supernet_state(s.model.eval(), cfg.dataset, search_config=asdict(cfg)), s.out / "supernet.pt")
+    save_controller(s.controller.eval(), s.out / "controller.pt", search_config=asdict(cfg),
+                    alpha=cfg.alpha, bounds={"lower_ms": s.bandit.reward.lower_ms, "upper_ms": s.bandit.reward.upper_ms})
+    return s.out
+
+
+def _stats_text(row: dict[str, Any]) -> str:
+    if row["stage"] == "controller":
+        return (f"R {row['reward']:+.2f} acc {row['accuracy']:.3f} L {row['latency_ms']:.2f}ms "
+                f"R_A {row['reward_arch']:.2f} ops/cell {row['ops_per_cell']:.2f} UB {row['upper_ms']:.2f}ms")
+    return (f"loss {row['loss']:.3f} acc {row['accuracy']:.3f} L {row['latency_ms']:.2f}ms "
+            f"ops/cell {row['ops_per_cell']:.2f} lr {row['lr']:.4f}")
+
+
+def load_search(folder: str | Path) -> tuple[Any, Controller, dict[str, Any]]:
+    """The searched supernet (eval mode), controller and search config of a finished search folder."""
+    folder = Path(folder)
+    model, ckpt = load_supernet(folder / "supernet.pt")
+    controller, cckpt = load_controller(folder / "controller.pt")
+    return model, controller, ckpt.get("search_config") or cckpt.get("search_config", {})

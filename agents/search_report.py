@@ -1,0 +1,196 @@
+"""Judging searches on the test split: tables, a Pareto plot, a mask embedding, a latency histogram.
+
+For each search folder (written by :func:`agents.search.search`): the instance-aware model (the
+controller's greedy masks on the searched supernet) against the MobileNetV2 path and the other fixed
+single architectures of the same supernet, and the MobileNetV2 path of the pre-trained supernet the
+search started from. Latency three ways: the latency table (17 cells, and the whole network), and the
+clock (dynamic execution, batch 1 per image and batch 64 per image).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from instanas_gym.bandit import InstaNASBandit, default_paths
+from instanas_gym.checkpoint import load_supernet
+from instanas_gym.plots import latency_histogram, mask_embedding, pareto_plot
+from instanas_gym.search_space import OPS, all_ops_mask, mobilenetv2_mask
+
+from .controller import Controller
+from .evaluation import Policy, controller_policy, evaluate_policy, fixed_policy
+from .report import markdown_table
+from .search import load_search
+
+#: Metrics of the report's table, in order.
+KEYS = ("accuracy", "latency_ms", "network_latency_ms", "measured_ms", "measured_b64_ms", "macs", "ops_per_cell")
+
+
+def single_op_mask(op: int) -> np.ndarray:
+    """The fixed architecture with op ``op`` in every cell."""
+    mask = np.zeros((17, len(OPS)), dtype=np.uint8)
+    mask[:, op] = 1
+    return mask
+
+
+def fixed_architectures() -> dict[str, np.ndarray]:
+    """The single architectures every report shows: one op everywhere (the first is MobileNetV2), all ops."""
+    names = {0: "MobileNetV2 path"}
+    out = {names.get(i, f"all cells {op.name}"): single_op_mask(i) for i, op in enumerate(OPS)}
+    assert np.array_equal(out["MobileNetV2 path"], mobilenetv2_mask())
+    return out | {"all ops": all_ops_mask()}
+
+
+@torch.inference_mode()
+def batch_ms(policy: Policy, bandit: InstaNASBandit, batch: int = 64, images: int = 1024, repeats: int = 3) -> float:
+    """Wall-clock ms per image of the supernet (dynamic execution) on test images in batches of
+    ``batch``, each image under its own mask (best of ``repeats`` passes over ``images`` images)."""
+    model = bandit.model.eval()
+    n = min(images, bandit.num_images)
+    batches = []
+    for start in range(0, n - batch + 1, batch):
+        idx = np.arange(start, start + batch)
+        masks = torch.from_numpy(np.ascontiguousarray(policy(bandit.data.images[idx]), dtype=np.uint8)).bool()
+        batches.append((bandit.images[idx].contiguous(), masks))
+    model(*batches[0])  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        for x, m in batches:
+            model(x, m)
+        best = min(best, (time.perf_counter() - t) * 1e3 / (len(batches) * batch))
+    return best
+
+
+@torch.inference_mode()
+def controller_ms(controller: Controller, image: np.ndarray, repeats: int = 50) -> float:
+    """Median wall-clock ms of the controller on one image (batch 1)."""
+    x = torch.from_numpy(image[None])
+    controller(x)
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        controller(x)
+        times.append((time.perf_counter() - t) * 1e3)
+    return float(np.median(times))
+
+
+def judge(
+    policies: dict[str, Policy], bandit: InstaNASBandit, measure: int, limit: int | None
+) -> dict[str, dict[str, float]]:
+    """Test-split metrics of each policy, the clock at batch 1 (``measure`` images) and at batch 64."""
+    out = {}
+    for name, policy in policies.items():
+        result = evaluate_policy(policy, bandit, measure=measure, limit=limit)
+        if measure:
+            result["measured_b64_ms"] = batch_ms(policy, bandit)
+        out[name] = result
+    return out
+
+
+def evaluate_search(
+    folder: str | Path, measure: int = 200, limit: int | None = None, data_root: str | None = None
+) -> dict[str, Any]:
+    """Everything the report of one search shows. Returns ``results`` (name -> metrics), per-image
+    ``masks``, ``labels`` and ``network_ms`` of the searched model, and ``controller_ms``."""
+    model, controller, cfg = load_search(folder)
+    dataset = cfg.get("dataset", "fashion_mnist")
+    table_path = cfg.get("latency_table")
+    kwargs = dict(data_root=data_root or cfg.get("data_root"), latency_table=table_path,
+                  upper_start_frac=cfg.get("upper_start_frac", 0.7), upper_end_frac=cfg.get("upper_end_frac", 0.5))
+    bandit = InstaNASBandit(dataset, "test", supernet=model, **kwargs)
+    bandit.reward.anneal(1.0)  # the bounds the search ended on
+    alpha = cfg.get("alpha", 0.8)
+    policy = controller_policy(controller, alpha)
+    policies = {"InstaNAS (searched)": policy} | {k: fixed_policy(m) for k, m in fixed_architectures().items()}
+    results = judge(policies, bandit, measure, limit)
+
+    pre_path = cfg.get("supernet") or default_paths(dataset)[0]
+    pretrained, _ = load_supernet(pre_path)
+    pre_bandit = InstaNASBandit(dataset, "test", supernet=pretrained, **kwargs)
+    pre_bandit.reward.anneal(1.0)
+    results |= {f"{k} (pre-trained supernet)": v for k, v in judge(
+        {"MobileNetV2 path": fixed_policy(mobilenetv2_mask())}, pre_bandit, measure, limit).items()}
+
+    n = bandit.num_images if limit is None else min(limit, bandit.num_images)
+    masks = np.concatenate([policy(bandit.data.images[i : min(i + 500, n)]) for i in range(0, n, 500)])
+    return {
+        "results": results,
+        "masks": masks,
+        "labels": bandit.data.labels[:n],
+        "network_ms": np.asarray(bandit.table.network_ms(masks)),
+        "controller_ms": controller_ms(controller, bandit.data.images[0]),
+        "class_names": bandit.data.spec.class_names,
+        "config": cfg,
+        "bounds": (bandit.reward.lower_ms, bandit.reward.upper_ms),
+    }
+
+
+def reduction(results: dict[str, dict[str, float]], key: str, ref: str = "MobileNetV2 path") -> tuple[float, float]:
+    """(latency change % by ``key``, accuracy change in points) of the searched model against ``ref``."""
+    ours, base = results["InstaNAS (searched)"], results[ref]
+    return 100 * (ours[key] / base[key] - 1), ours["accuracy"] - base["accuracy"]
+
+
+def write_report(folder: str | Path, ev: dict[str, Any]) -> Path:
+    """``report.md`` with the table, the comparison against the MobileNetV2 path and three plots,
+    written into the search folder; returns its path."""
+    folder = Path(folder)
+    results = ev["results"]
+    label = folder.name
+    mask_embedding(ev["masks"], ev["labels"], ev["class_names"], folder / "masks_embedding.png",
+                   f"masks chosen for test images, {label}")
+    refs = {k: results[k]["network_latency_ms"] for k in ("MobileNetV2 path", "all cells ir_k3_e3")
+            if k in results}
+    latency_histogram(ev["network_ms"], refs, folder / "latency_histogram.png",
+                      f"per-image latency of the searched model, {label}")
+    points = {k: (v.get("measured_ms", v["network_latency_ms"]), v["accuracy"]) for k, v in results.items()
+              if k != "all ops"}
+    xlabel = "measured latency (ms, batch 1)" if "measured_ms" in results["MobileNetV2 path"] else "LUT latency (ms)"
+    pareto_plot(points, folder / "pareto.png", xlabel, f"test accuracy vs latency, {label}",
+                highlight=["InstaNAS (searched)"])
+    lines = [f"# InstaNAS search `{label}`", "", f"Test split, {len(ev['labels'])} images; the reward bounds at the "
+             f"end of the search: LB {ev['bounds'][0]:.3f} ms, UB {ev['bounds'][1]:.3f} ms (17 cells).", "",
+             markdown_table(results), "",
+             "LUT: latency table (17 cells / whole network); measured: the clock, dynamic execution, batch 1 "
+             "(per-image masks) and per image at batch 64. The controller itself takes "
+             f"{ev['controller_ms']:.3f} ms per image (batch 1), not included above.", ""]
+    for ref in ("MobileNetV2 path", "MobileNetV2 path (pre-trained supernet)"):
+        for key, what in (("network_latency_ms", "LUT"), ("measured_ms", "clock, batch 1"),
+                          ("measured_b64_ms", "clock, batch 64")):
+            if key in results[ref]:
+                lat, acc = reduction(results, key, ref)
+                lines.append(f"- vs {ref}, {what}: latency {lat:+.1f}%, accuracy {acc:+.2f} points")
+    lines += ["", "![accuracy vs latency](pareto.png)", "", "![masks](masks_embedding.png)", "",
+              "![latency histogram](latency_histogram.png)", ""]
+    path = folder / "report.md"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def family_report(evaluations: dict[str, dict[str, Any]], out: str | Path) -> Path:
+    """The A-E family: every search's model on one Pareto plot with the fixed architectures of the
+    first search's supernet and the pre-trained MobileNetV2 path; ``out/family.md`` and ``out/pareto.png``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    first = next(iter(evaluations.values()))["results"]
+    key = "measured_ms" if "measured_ms" in first["MobileNetV2 path"] else "network_latency_ms"
+    points = {k: (v[key], v["accuracy"]) for k, v in first.items() if k not in ("InstaNAS (searched)", "all ops")}
+    rows = {}
+    for name, ev in evaluations.items():
+        r = ev["results"]["InstaNAS (searched)"]
+        points[f"InstaNAS {name}"] = (r[key], r["accuracy"])
+        rows[f"InstaNAS {name} (UB end {ev['config'].get('upper_end_frac', 0.5)} x MobileNetV2)"] = r
+        rows[f"MobileNetV2 path of {name}'s supernet"] = ev["results"]["MobileNetV2 path"]
+    xlabel = "measured latency (ms, batch 1)" if key == "measured_ms" else "LUT latency (ms)"
+    pareto_plot(points, out / "pareto.png", xlabel, "InstaNAS family vs fixed architectures",
+                highlight=[f"InstaNAS {n}" for n in evaluations])
+    rows |= {k: v for k, v in first.items() if k != "InstaNAS (searched)"}
+    path = out / "family.md"
+    path.write_text("# InstaNAS family\n\n" + markdown_table(rows) + "\n\n![pareto](pareto.png)\n")
+    return path
+

@@ -1,0 +1,25 @@
+"""The InstaNAS search after pre-training: alternating controller/supernet epochs, then fine-tuning.
+
+    python examples/search.py --out runs/search                       # bundled Fashion-MNIST, ~10 min on 2 cores
+    python examples/search.py --out runs/search --resume              # continue a killed search
+    python examples/search.py --upper-end-frac 0.8 --out runs/search_B   # another latency target
+    python examples/search.py --dataset cifar10 --data-root ~/data --supernet runs/c10/last.pt \\
+        --latency-table runs/c10/latency.json --epochs 100 --controller-images 50000 \\
+        --supernet-images 50000 --finetune-images 5000000 --out runs/search_c10   # the paper's scale
+
+Writes OUT/search.pt (resumable), and at the end OUT/supernet.pt, OUT/controller.pt and the logs;
+then `python examples/evaluate_search.py OUT` judges the result on the test split.
+"""
+
+from __future__ import annotations
+
+from rich.console import Console
+
+from agents.search import SearchConfig, search
+from instanas_gym.cli import parse_dataclass
+
+if __name__ == "__main__":
+    console = Console()
+    out = search(parse_dataclass(SearchConfig, __doc__), console)
+    console.print(f"search done: {out}/supernet.pt, {out}/controller.pt; "
+                  f"evaluate with `python examples/evaluate_search.py {out}`")

@@ -1,0 +1,116 @@
+"""The full search (phases 2 and 3) on a tiny supernet and synthetic data: runs, resumes, reports."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from agents.search import SearchConfig, search, stage_steps, stages
+from agents.search_report import evaluate_search, family_report, write_report
+from instanas_gym.checkpoint import load_supernet
+
+
+def _cfg(tiny_assets, out, **kw) -> SearchConfig:
+    return SearchConfig(
+        dataset="fashion_mnist", split="train", data_root=tiny_assets["data_root"],
+        supernet=tiny_assets["supernet"], latency_table=tiny_assets["latency_table"],
+        epochs=2, controller_images=64, batch_size=16, supernet_images=64, supernet_batch_size=32,
+        finetune_images=64, threads=1, checkpoint_every=2, log_every=1, out=str(out), **kw,
+    )
+
+
+def test_stages_alternate_then_finetune(tiny_assets, tmp_path):
+    cfg = _cfg(tiny_assets, tmp_path)
+    assert stages(cfg) == [("controller", 0), ("supernet", 0), ("controller", 1), ("supernet", 1), ("finetune", 2)]
+    assert [stage_steps(cfg, k) for k in ("controller", "supernet", "finetune")] == [4, 2, 2]
+    assert stages(replace(cfg, finetune_images=0))[-1] == ("supernet", 1)
+
+
+class Crash(Exception):
+    pass
+
+
+def _raise_at(step: int, exc: type[BaseException]):
+    def on_step(s: int) -> None:
+        if s == step:
+            raise exc
+
+    return on_step
+
+
+@pytest.fixture(scope="module")
+def full_search(tiny_assets, tmp_path_factory):
+    out = tmp_path_factory.mktemp("search_full")
+    search(_cfg(tiny_assets, out))
+    return out
+
+
+def test_search_runs_all_phases_and_anneals(full_search, tiny_assets):
+    ckpt = torch.load(full_search / "search.pt", weights_only=False)
+    assert ckpt["stage"] == 5 and ckpt["step"] == 0
+    history = ckpt["history"]
+    assert [r["stage"] for r in history["controller"]] == ["controller"] * 8
+    assert [r["stage"] for r in history["supernet"]] == ["supernet"] * 4 + ["finetune"] * 2
+    ub = [r["upper_ms"] for r in history["controller"]]
+    assert ub == sorted(ub, reverse=True) and ub[0] > ub[-1]  # the bound anneals down over phase 2
+    cfg = _cfg(tiny_assets, full_search)
+    from instanas_gym.latency import LatencyTable
+    from instanas_gym.search_space import all_ops_mask, mobilenetv2_mask
+
+    table = LatencyTable.load(cfg.latency_table)
+    assert ub[0] == pytest.approx(0.7 * float(table.cells_ms(all_ops_mask())))
+    assert ub[-1] == pytest.approx(0.5 * float(table.cells_ms(mobilenetv2_mask())))
+    # phase 3 trained with a decaying learning rate, phase 2 with a constant one
+    assert history["supernet"][0]["lr"] == history["supernet"][3]["lr"] == cfg.supernet_lr
+    assert history["supernet"][-1]["lr"] < history["supernet"][-2]["lr"] <= cfg.finetune_lr
+    # the searched supernet changed, and the exported files load
+    before, _ = load_supernet(tiny_assets["supernet"])
+    after, _ = load_supernet(full_search / "supernet.pt")
+    assert any(not torch.equal(a, b) for a, b in zip(before.state_dict().values(), after.state_dict().values()))
+    for name in ("controller.pt", "controller_log.csv", "supernet_log.csv"):
+        assert (full_search / name).is_file()
+
+
+@pytest.mark.parametrize("interrupt", [KeyboardInterrupt, Crash])
+def test_resume_mid_phase_loses_nothing(full_search, tiny_assets, tmp_path, interrupt):
+    """Killed at global step 9 (in the second controller stage) and resumed: the same networks as an
+    uninterrupted search (Ctrl-C saves at step 9; a crash falls back to the checkpoint of step 8)."""
+    cut = _cfg(tiny_assets, tmp_path)
+    with pytest.raises(interrupt):
+        search(cut, on_step=_raise_at(9, interrupt))
+    ckpt = torch.load(tmp_path / "search.pt", weights_only=False)
+    assert (ckpt["stage"], ckpt["step"]) == ((2, 3) if interrupt is KeyboardInterrupt else (2, 2))
+    search(replace(cut, resume=True))
+    for name in ("supernet.pt", "controller.pt"):
+        a = torch.load(full_search / name, weights_only=False)["state_dict" if name == "controller.pt" else "model"]
+        b = torch.load(tmp_path / name, weights_only=False)["state_dict" if name == "controller.pt" else "model"]
+        for key in a:
+            assert torch.equal(a[key], b[key]), f"{name}: {key} differs after resume"
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "wall_s"} for r in rows]  # noqa: E731
+    full_h = torch.load(full_search / "search.pt", weights_only=False)["history"]
+    cut_h = torch.load(tmp_path / "search.pt", weights_only=False)["history"]
+    assert all(strip(full_h[k]) == strip(cut_h[k]) for k in full_h)
+
+
+def test_resume_with_other_settings_is_an_error(full_search, tiny_assets):
+    with pytest.raises(ValueError, match="other settings.*epochs"):
+        search(replace(_cfg(tiny_assets, full_search), epochs=3, resume=True))
+
+
+def test_report_of_a_search(full_search, tmp_path):
+    ev = evaluate_search(full_search, measure=3, limit=64)
+    results = ev["results"]
+    assert {"InstaNAS (searched)", "MobileNetV2 path", "all ops", "MobileNetV2 path (pre-trained supernet)"} <= set(results)
+    assert len([k for k in results if k.startswith("all cells")]) == 4
+    for r in results.values():
+        assert 0 <= r["accuracy"] <= 100 and r["measured_ms"] > 0 and r["measured_b64_ms"] > 0
+    assert ev["masks"].shape == (64, 17, 5) and ev["network_ms"].shape == (64,)
+    # the LUT column of the searched model is the mean over its per-image masks
+    assert results["InstaNAS (searched)"]["network_latency_ms"] == pytest.approx(float(np.mean(ev["network_ms"])))
+    report = write_report(full_search, ev).read_text()
+    assert "| InstaNAS (searched) |" in report and "vs MobileNetV2 path, LUT: latency" in report
+    for png in ("pareto.png", "masks_embedding.png", "latency_histogram.png"):
+        assert (full_search / png).stat().st_size > 1000
+    family = family_report({"A": ev, "B": ev}, tmp_path / "family").read_text()
+    assert "InstaNAS A" in family and (tmp_path / "family" / "pareto.png").is_file()

@@ -93,28 +93,38 @@ def judge(
 
 
 def evaluate_search(
-    folder: str | Path, measure: int = 200, limit: int | None = None, data_root: str | None = None
+    folder: str | Path,
+    measure: int = 200,
+    limit: int | None = None,
+    data_root: str | None = None,
+    references: dict[str, tuple[str, str | None]] | None = None,
 ) -> dict[str, Any]:
     """Everything the report of one search shows. Returns ``results`` (name -> metrics), per-image
-    ``masks``, ``labels`` and ``network_ms`` of the searched model, and ``controller_ms``."""
+    ``masks``, ``labels`` and ``network_ms`` of the searched model, and ``controller_ms``.
+
+    ``references`` maps a name to (supernet checkpoint, latency table or None for the search's own):
+    the MobileNetV2 path of each is judged too, as ``"MobileNetV2 path (name)"``: e.g. that path
+    fine-tuned alone with the search's budget (``train_supernet.py --mask-sampling mobilenetv2``),
+    or a plain MobileNetV2 of another width with a table built for it. The pre-trained supernet the
+    search started from is always one of them."""
     model, controller, cfg = load_search(folder)
     dataset = cfg.get("dataset", "fashion_mnist")
-    table_path = cfg.get("latency_table")
-    kwargs = dict(data_root=data_root or cfg.get("data_root"), latency_table=table_path,
-                  upper_start_frac=cfg.get("upper_start_frac", 0.7), upper_end_frac=cfg.get("upper_end_frac", 0.5))
-    bandit = InstaNASBandit(dataset, "test", supernet=model, **kwargs)
+    kwargs = dict(data_root=data_root or cfg.get("data_root"), upper_start_frac=cfg.get("upper_start_frac", 0.7),
+                  upper_end_frac=cfg.get("upper_end_frac", 0.5))
+    bandit = InstaNASBandit(dataset, "test", supernet=model, latency_table=cfg.get("latency_table"), **kwargs)
     bandit.reward.anneal(1.0)  # the bounds the search ended on
-    alpha = cfg.get("alpha", 0.8)
-    policy = controller_policy(controller, alpha)
+    policy = controller_policy(controller, cfg.get("alpha", 0.8))
     policies = {"InstaNAS (searched)": policy} | {k: fixed_policy(m) for k, m in fixed_architectures().items()}
     results = judge(policies, bandit, measure, limit)
 
-    pre_path = cfg.get("supernet") or default_paths(dataset)[0]
-    pretrained, _ = load_supernet(pre_path)
-    pre_bandit = InstaNASBandit(dataset, "test", supernet=pretrained, **kwargs)
-    pre_bandit.reward.anneal(1.0)
-    results |= {f"{k} (pre-trained supernet)": v for k, v in judge(
-        {"MobileNetV2 path": fixed_policy(mobilenetv2_mask())}, pre_bandit, measure, limit).items()}
+    pre_path = cfg.get("supernet") or str(default_paths(dataset)[0])
+    for name, (checkpoint, table) in ({"pre-trained supernet": (pre_path, None)} | (references or {})).items():
+        ref_model, _ = load_supernet(checkpoint)
+        ref_bandit = InstaNASBandit(dataset, "test", supernet=ref_model,
+                                    latency_table=table or cfg.get("latency_table"), **kwargs)
+        ref_bandit.reward.anneal(1.0)
+        result = judge({"path": fixed_policy(mobilenetv2_mask())}, ref_bandit, measure, limit)["path"]
+        results[f"MobileNetV2 path ({name})"] = result
 
     n = bandit.num_images if limit is None else min(limit, bandit.num_images)
     masks = np.concatenate([policy(bandit.data.images[i : min(i + 500, n)]) for i in range(0, n, 500)])
@@ -159,7 +169,7 @@ def write_report(folder: str | Path, ev: dict[str, Any]) -> Path:
              "LUT: latency table (17 cells / whole network); measured: the clock, dynamic execution, batch 1 "
              "(per-image masks) and per image at batch 64. The controller itself takes "
              f"{ev['controller_ms']:.3f} ms per image (batch 1), not included above.", ""]
-    for ref in ("MobileNetV2 path", "MobileNetV2 path (pre-trained supernet)"):
+    for ref in (k for k in results if k.startswith("MobileNetV2 path")):
         for key, what in (("network_latency_ms", "LUT"), ("measured_ms", "clock, batch 1"),
                           ("measured_b64_ms", "clock, batch 64")):
             if key in results[ref]:

@@ -2,6 +2,7 @@
 
     python examples/evaluate_search.py runs/search                           # one search: runs/search/report.md
     python examples/evaluate_search.py runs/search_A runs/search_B runs/search_C --out runs/family
+    python examples/evaluate_search.py runs/search --reference "fine-tuned alone=runs/mbv2_ft/last.pt"
 
 For each folder: accuracy, latency-table latency and the clock (batch 1 and batch 64) of the
 instance-aware model against the MobileNetV2 path and the other single architectures of the same
@@ -29,13 +30,23 @@ def main() -> None:
     p.add_argument("--data-root", default=None)
     p.add_argument("--threads", type=int, default=2, help="torch threads (the clock at batch 1 uses the table's)")
     p.add_argument("--out", default=None, help="folder of the family report (several folders)")
+    p.add_argument("--reference", action="append", default=[], metavar="NAME=CHECKPOINT[,TABLE]",
+                   help="also judge the MobileNetV2 path of this supernet checkpoint (with its own latency "
+                        "table when its width differs); repeatable")
     a = p.parse_args()
+    references = {}
+    for spec in a.reference:
+        name, sep, paths = spec.partition("=")
+        if not sep or not name or not paths:
+            p.error(f"--reference takes NAME=CHECKPOINT[,TABLE], got {spec!r}")
+        checkpoint, _, table = paths.partition(",")
+        references[name] = (checkpoint, table or None)
     torch.set_num_threads(a.threads)
     console = Console()
     evaluations = {}
     for folder in a.folders:
         with console.status(f"evaluating {folder} on the test split"):
-            ev = evaluate_search(folder, a.measure, a.limit, a.data_root)
+            ev = evaluate_search(folder, a.measure, a.limit, a.data_root, references)
         console.print(results_table(ev["results"], f"{folder}: test split ({len(ev['labels'])} images)"))
         console.print(f"report: {write_report(folder, ev)}")
         evaluations[Path(folder).name] = ev

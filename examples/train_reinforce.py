@@ -33,6 +33,10 @@ def parse_args() -> tuple[ReinforceConfig, int]:
     p.add_argument("--entropy-coef", type=float, default=d.entropy_coef)
     p.add_argument("--no-anneal", action="store_true", help="keep the latency upper bound fixed")
     p.add_argument("--reward-shape", choices=["parabola", "monotone"], default="parabola")
+    p.add_argument("--upper-start-frac", type=float, default=0.7,
+                   help="latency upper bound starts at this x all-ops latency (cells, ms)")
+    p.add_argument("--upper-end-frac", type=float, default=0.5,
+                   help="... and anneals to this x MobileNetV2-path latency (cells, ms)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--threads", type=int, default=d.threads, help="torch threads")
     p.add_argument("--measure", type=int, default=200, help="test images whose masks are timed (0: none)")
@@ -40,7 +44,8 @@ def parse_args() -> tuple[ReinforceConfig, int]:
     a = p.parse_args()
     env_kwargs = {k: v for k, v in {"data_root": a.data_root, "supernet": a.supernet,
                                      "latency_table": a.latency_table}.items() if v is not None}
-    env_kwargs["reward_shape"] = a.reward_shape
+    env_kwargs |= {"reward_shape": a.reward_shape, "upper_start_frac": a.upper_start_frac,
+                   "upper_end_frac": a.upper_end_frac}
     cfg = ReinforceConfig(
         env_id=a.env, env_kwargs=env_kwargs, total_steps=a.total_steps, batch_size=a.batch_size, lr=a.lr,
         alpha=a.alpha, entropy_coef=a.entropy_coef, anneal_upper=not a.no_anneal, seed=a.seed,

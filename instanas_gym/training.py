@@ -39,6 +39,9 @@ from .runtime import tune_allocator
 from .supernet import Supernet
 
 
+MASK_SAMPLING = ("paper", "mixed", "mobilenetv2")
+
+
 @dataclass
 class TrainConfig:
     """Arguments of :func:`train_supernet` (``examples/train_supernet.py`` exposes each as a flag)."""
@@ -55,7 +58,9 @@ class TrainConfig:
     weight_decay: float = 4e-5
     label_smoothing: float = 0.0
     min_keep_prob: float = 0.5
-    mask_sampling: str = "paper"  # "paper": the keep-probability schedule; "mixed": mixed_masks (fine-tuning)
+    # "paper": the keep-probability schedule; "mixed": mixed_masks (fine-tuning); "mobilenetv2": the
+    # MobileNetV2 path only (a plain MobileNetV2 from scratch, or that path fine-tuned with init_from)
+    mask_sampling: str = "paper"
     init_from: str | None = None  # start from this checkpoint's weights (fine-tuning)
     train_subset: int | None = None  # first N training images only (tests, quick runs)
     eval_subset: int | None = None
@@ -142,8 +147,8 @@ def train_supernet(
     if cfg.init_from:
         model.load_state_dict(load_checkpoint(cfg.init_from)["model"])
     model = model.to(memory_format=fmt)
-    if cfg.mask_sampling not in ("paper", "mixed"):
-        raise ValueError(f"mask_sampling must be 'paper' or 'mixed', got {cfg.mask_sampling!r}")
+    if cfg.mask_sampling not in MASK_SAMPLING:
+        raise ValueError(f"mask_sampling must be one of {MASK_SAMPLING}, got {cfg.mask_sampling!r}")
     net: torch.nn.Module = model
     if world > 1:
         # ops chosen by no image of a batch get no gradient: DDP must expect unused parameters
@@ -212,6 +217,8 @@ def train_supernet(
                     p = keep_prob(step / total_steps, cfg.min_keep_prob)
                     if cfg.mask_sampling == "mixed":
                         masks = torch.from_numpy(mixed_masks(mask_rng, len(idx))).bool()
+                    elif cfg.mask_sampling == "mobilenetv2":
+                        masks = torch.from_numpy(mobilenetv2_mask()).bool().expand(len(idx), -1, -1)
                     else:
                         masks = torch.from_numpy(random_masks(mask_rng, len(idx), p, min_ops=1)).bool()
                     x = augment(images[idx], spec, aug_gen).contiguous(memory_format=fmt)

@@ -98,10 +98,13 @@ def test_resume_with_other_settings_is_an_error(full_search, tiny_assets):
         search(replace(_cfg(tiny_assets, full_search), epochs=3, resume=True))
 
 
-def test_report_of_a_search(full_search, tmp_path):
-    ev = evaluate_search(full_search, measure=3, limit=64)
+def test_report_of_a_search(full_search, tiny_assets, tmp_path):
+    ev = evaluate_search(full_search, measure=3, limit=64, references={"again": (str(tiny_assets["supernet"]), None)})
     results = ev["results"]
     assert {"InstaNAS (searched)", "MobileNetV2 path", "all ops", "MobileNetV2 path (pre-trained supernet)"} <= set(results)
+    # a reference is judged like the pre-trained supernet: the same checkpoint gives the same figures
+    again, pre = results["MobileNetV2 path (again)"], results["MobileNetV2 path (pre-trained supernet)"]
+    assert again["accuracy"] == pre["accuracy"] and again["network_latency_ms"] == pre["network_latency_ms"]
     assert len([k for k in results if k.startswith("all cells")]) == 4
     for r in results.values():
         assert 0 <= r["accuracy"] <= 100 and r["measured_ms"] > 0 and r["measured_b64_ms"] > 0

@@ -91,3 +91,24 @@ def test_export_drops_resume_state(fmnist_root, tmp_path):
     x = torch.rand(2, 1, 28, 28)
     with torch.no_grad():
         torch.testing.assert_close(a(x, np.ones((17, 5), np.uint8)), b(x, np.ones((17, 5), np.uint8)))
+
+
+def test_mobilenetv2_sampling_trains_that_path_only(fmnist_root, tmp_path):
+    """mask_sampling="mobilenetv2" updates the 3x3 expand-6 op of each cell and leaves the others as
+    they were initialised."""
+    train_supernet(replace(_cfg(fmnist_root, tmp_path / "a"), epochs=1))
+    start = load_checkpoint(tmp_path / "a" / "last.pt")["model"]
+    cfg = replace(_cfg(fmnist_root, tmp_path / "b"), epochs=1, mask_sampling="mobilenetv2",
+                  init_from=str(tmp_path / "a" / "last.pt"), weight_decay=0.0)
+    train_supernet(cfg)
+    end = load_checkpoint(tmp_path / "b" / "last.pt")["model"]
+    for c in range(17):
+        for j in range(5):
+            keys = [k for k in start if k.startswith(f"cells.{c}.ops.{j}.") and start[k].is_floating_point()]
+            changed = any(not torch.equal(start[k], end[k]) for k in keys)
+            assert changed == (j == 0), (c, j)
+
+
+def test_unknown_mask_sampling_is_an_error(fmnist_root, tmp_path):
+    with pytest.raises(ValueError, match="mask_sampling"):
+        train_supernet(replace(_cfg(fmnist_root, tmp_path / "a"), mask_sampling="dense"))

@@ -39,6 +39,8 @@ class CompareConfig:
     total_steps: int = 16_000
     num_envs: int = 32
     anneal_upper: bool = True
+    reinforce_lr: float = 1e-3  # REINFORCE's Adam learning rate
+    alpha: float = 0.8  # REINFORCE's encouragement bound
     measure: int = 100  # test images whose masks are timed on the clock
     eval_limit: int | None = None  # test images evaluated (None: all)
     threads: int = 2
@@ -73,7 +75,8 @@ def run_agent(agent: str, seed: int, cfg: CompareConfig) -> tuple[list[dict[str,
     out = Path(cfg.out) / f"{agent}_seed{seed}"
     if agent == "REINFORCE":
         rcfg = ReinforceConfig(env_id=cfg.env_id, env_kwargs=cfg.env_kwargs, total_steps=cfg.total_steps,
-                               batch_size=cfg.num_envs, anneal_upper=cfg.anneal_upper, seed=seed,
+                               batch_size=cfg.num_envs, lr=cfg.reinforce_lr, alpha=cfg.alpha,
+                               anneal_upper=cfg.anneal_upper, seed=seed,
                                threads=cfg.threads, out=str(out))
         controller, rows = train_reinforce(rcfg)
         policy = controller_policy(controller, rcfg.alpha)

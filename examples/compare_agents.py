@@ -25,13 +25,18 @@ def main() -> None:
     p.add_argument("--total-steps", type=int, default=d.total_steps, help="env steps per run")
     p.add_argument("--num-envs", type=int, default=d.num_envs)
     p.add_argument("--no-anneal", action="store_true")
+    p.add_argument("--upper-end-frac", type=float, default=0.5,
+                   help="the latency upper bound anneals to this x MobileNetV2-path latency (cells, ms)")
+    p.add_argument("--reinforce-lr", type=float, default=d.reinforce_lr, help="REINFORCE's Adam learning rate")
+    p.add_argument("--alpha", type=float, default=d.alpha, help="REINFORCE's encouragement bound")
     p.add_argument("--measure", type=int, default=d.measure, help="test images timed on the clock")
     p.add_argument("--eval-limit", type=int, default=None, help="test images evaluated (default all)")
     p.add_argument("--threads", type=int, default=d.threads)
     p.add_argument("--out", default=d.out)
     a = p.parse_args()
-    cfg = CompareConfig(a.env, {}, tuple(a.agents), tuple(a.seeds), a.total_steps, a.num_envs, not a.no_anneal,
-                        a.measure, a.eval_limit, a.threads, a.out)
+    cfg = CompareConfig(a.env, {"upper_end_frac": a.upper_end_frac}, tuple(a.agents), tuple(a.seeds), a.total_steps,
+                        a.num_envs, not a.no_anneal, a.reinforce_lr, a.alpha, a.measure, a.eval_limit, a.threads,
+                        a.out)
     summary = compare_agents(cfg)
     Console().print(results_table(summary, f"{cfg.env_id}: test split, mean over {len(cfg.seeds)} seeds"))
     print(f"wrote {cfg.out}/curves.csv, summary.csv, curves.png, summary.md")

@@ -5,6 +5,17 @@
 
 Ends with a table: test accuracy, LUT latency and measured latency of the learned policy against
 the MobileNetV2 path and all ops. Logs to OUT/log.csv; the controller is saved as OUT/controller.pt.
+
+This demo departs from the paper's search defaults (the library's, in ReinforceConfig and the env)
+where a budget of minutes needs it, measured on the bundled default (benchmarks/README.md):
+- alpha 0.95, not 0.8: with every bit's probability kept in [0.2, 0.8], a sampled mask carries a
+  fifth of all ops on top of the greedy ones, about 1.8 ms of the table's 8.8 ms for all ops, so its
+  latency cannot fall below the final upper bound and R_A stays 0;
+- the upper bound anneals to 1.0 x (not 0.5 x) the MobileNetV2 path's latency: the target is "faster
+  than MobileNetV2", and below that bound R_A still pulls towards the band's midpoint;
+- 96,000 images at the paper's lr 1e-3: over 32,000 (at alpha 0.8) the policy lagged the annealed
+  bound, and lr 1e-2 saturates the sigmoids within 15,000 images, freezing the policy (no gradient
+  flows through a saturated sigmoid).
 """
 
 from __future__ import annotations
@@ -25,18 +36,17 @@ def parse_args() -> tuple[ReinforceConfig, int]:
     p.add_argument("--data-root", default=None, help="data folder (CIFAR); default $INSTANAS_DATA")
     p.add_argument("--supernet", default=None, help="supernet checkpoint (default: bundled / cache)")
     p.add_argument("--latency-table", default=None, help="latency table JSON (default: bundled / cache)")
-    p.add_argument("--total-steps", type=int, default=d.total_steps, help="env steps (images)")
+    p.add_argument("--total-steps", type=int, default=96_000, help="env steps (images)")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="images per update")
-    p.add_argument("--lr", type=float, default=1e-2,
-                   help="Adam learning rate (the paper's 1e-3 needs a far longer search than this demo's budget)")
-    p.add_argument("--alpha", type=float, default=d.alpha, help="encouragement bound")
+    p.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate")
+    p.add_argument("--alpha", type=float, default=0.95, help="encouragement bound (the paper's: 0.8)")
     p.add_argument("--entropy-coef", type=float, default=d.entropy_coef)
     p.add_argument("--no-anneal", action="store_true", help="keep the latency upper bound fixed")
     p.add_argument("--reward-shape", choices=["parabola", "monotone"], default="parabola")
     p.add_argument("--upper-start-frac", type=float, default=0.7,
                    help="latency upper bound starts at this x all-ops latency (cells, ms)")
-    p.add_argument("--upper-end-frac", type=float, default=0.5,
-                   help="... and anneals to this x MobileNetV2-path latency (cells, ms)")
+    p.add_argument("--upper-end-frac", type=float, default=1.0,
+                   help="... and anneals to this x MobileNetV2-path latency (cells, ms; the paper's: 0.5)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--threads", type=int, default=d.threads, help="torch threads")
     p.add_argument("--measure", type=int, default=200, help="test images whose masks are timed (0: none)")

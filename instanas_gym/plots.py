@@ -12,6 +12,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
+def _save(fig: plt.Figure, path: str | os.PathLike) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def latency_scatter(
     measured_ms: Sequence[float],
     predicted: dict[str, Sequence[float]],
@@ -35,9 +41,7 @@ def latency_scatter(
     ax.set_ylim(lo, hi)
     ax.set_title(title)
     ax.legend(loc="upper left", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def curves_with_bands(
@@ -60,9 +64,7 @@ def curves_with_bands(
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def pareto_plot(
@@ -87,9 +89,7 @@ def pareto_plot(
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def embedding_2d(vectors: np.ndarray) -> tuple[np.ndarray, str]:
@@ -125,9 +125,7 @@ def mask_embedding(
     ax.set_yticks([])
     if len(class_names) <= 20:
         ax.legend(fontsize=7, markerscale=2, loc="best")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
     return method
 
 
@@ -143,6 +141,4 @@ def latency_histogram(
     ax.set_ylabel("test images")
     ax.set_title(title)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)

@@ -10,6 +10,8 @@ from agents.search import SearchConfig, search, stage_steps, stages
 from agents.search_report import evaluate_search, family_report, write_report
 from instanas_gym.checkpoint import load_supernet
 
+from .helpers import Crash, raise_at
+
 
 def _cfg(tiny_assets, out, **kw) -> SearchConfig:
     return SearchConfig(
@@ -25,18 +27,6 @@ def test_stages_alternate_then_finetune(tiny_assets, tmp_path):
     assert stages(cfg) == [("controller", 0), ("supernet", 0), ("controller", 1), ("supernet", 1), ("finetune", 2)]
     assert [stage_steps(cfg, k) for k in ("controller", "supernet", "finetune")] == [4, 2, 2]
     assert stages(replace(cfg, finetune_images=0))[-1] == ("supernet", 1)
-
-
-class Crash(Exception):
-    pass
-
-
-def _raise_at(step: int, exc: type[BaseException]):
-    def on_step(s: int) -> None:
-        if s == step:
-            raise exc
-
-    return on_step
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +68,7 @@ def test_resume_mid_phase_loses_nothing(full_search, tiny_assets, tmp_path, inte
     uninterrupted search (Ctrl-C saves at step 9; a crash falls back to the checkpoint of step 8)."""
     cut = _cfg(tiny_assets, tmp_path)
     with pytest.raises(interrupt):
-        search(cut, on_step=_raise_at(9, interrupt))
+        search(cut, on_step=raise_at(9, interrupt))
     ckpt = torch.load(tmp_path / "search.pt", weights_only=False)
     assert (ckpt["stage"], ckpt["step"]) == ((2, 3) if interrupt is KeyboardInterrupt else (2, 2))
     search(replace(cut, resume=True))

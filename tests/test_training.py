@@ -11,6 +11,8 @@ import torch
 from instanas_gym.checkpoint import export_supernet, load_checkpoint, load_supernet
 from instanas_gym.training import TrainConfig, keep_prob, train_supernet
 
+from .helpers import Crash, raise_at
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -28,18 +30,6 @@ def test_keep_prob_schedule():
     assert keep_prob(1.0, 0.3) == pytest.approx(0.3)
 
 
-class Crash(Exception):
-    pass
-
-
-def _raise_at(step: int, exc: type[BaseException]):
-    def on_step(s: int) -> None:
-        if s == step:
-            raise exc
-
-    return on_step
-
-
 @pytest.mark.parametrize("interrupt", [KeyboardInterrupt, Crash])
 def test_resume_after_interruption_loses_nothing(fmnist_root, tmp_path, interrupt):
     """A run killed at step 5 (Ctrl-C saves there; a crash falls back to step 4) and resumed ends
@@ -50,7 +40,7 @@ def test_resume_after_interruption_loses_nothing(fmnist_root, tmp_path, interrup
 
     cut = _cfg(fmnist_root, tmp_path / "cut")
     with pytest.raises(interrupt):
-        train_supernet(cut, on_step=_raise_at(5, interrupt))
+        train_supernet(cut, on_step=raise_at(5, interrupt))
     ckpt = load_checkpoint(tmp_path / "cut" / "last.pt")
     assert ckpt["epoch"] * 4 + ckpt["batch_in_epoch"] == (5 if interrupt is KeyboardInterrupt else 4)
     train_supernet(replace(cut, resume=True))

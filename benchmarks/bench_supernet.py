@@ -1,6 +1,7 @@
 """Masked vs dynamic execution of the supernet: img/s side by side, against the ideal from MACs.
 
     python benchmarks/bench_supernet.py [--supernet PATH] [--threads 2] [--seconds 3]
+    python benchmarks/bench_supernet.py --width 1.0     # an untrained supernet of another width
 
 For each mask family (MobileNetV2 path, one random op per cell, Bernoulli(0.5) per image), batch
 size (1, 64) and phase (eval forward, training step) it prints img/s of both modes, the measured
@@ -20,8 +21,10 @@ from rich.table import Table
 from timing import interleaved_rates
 
 from instanas_gym.checkpoint import BUNDLED_SUPERNET, load_supernet
+from instanas_gym.data import get_spec
 from instanas_gym.runtime import allocator, tune_allocator
-from instanas_gym.search_space import all_ops_mask, mobilenetv2_mask, one_op_masks, random_masks
+from instanas_gym.search_space import SearchSpace, all_ops_mask, mobilenetv2_mask, one_op_masks, random_masks
+from instanas_gym.supernet import Supernet
 
 
 def step(model, mode: str, phase: str, x: torch.Tensor, masks: torch.Tensor, y: torch.Tensor):
@@ -46,10 +49,17 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seconds", type=float, default=3.0, help="timing per mode and row of the table (s)")
     p.add_argument("--channels-last", action="store_true", help="run the model in channels_last")
+    p.add_argument("--width", type=float, default=None,
+                   help="time an untrained Fashion-MNIST-shaped supernet of this width instead (speed does not "
+                        "depend on the weights)")
     a = p.parse_args()
     tune_allocator()
     torch.set_num_threads(a.threads)
-    model, _ = load_supernet(a.supernet)
+    if a.width is None:
+        model, _ = load_supernet(a.supernet)
+    else:
+        spec = get_spec("fashion_mnist")
+        model = Supernet(SearchSpace(a.width, 28, 1, spec.num_classes), spec.mean, spec.std)
     fmt = torch.channels_last if a.channels_last else torch.contiguous_format
     model = model.to(memory_format=fmt)
     space = model.space

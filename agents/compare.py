@@ -27,7 +27,8 @@ from .report import markdown_table
 from .sb3 import sb3_policy, train_sb3
 
 AGENTS = ("REINFORCE", "PPO", "A2C", "random", "MobileNetV2")
-SUMMARY_KEYS = ("accuracy", "latency_ms", "network_latency_ms", "measured_ms", "reward", "ops_per_cell", "wall_s")
+SUMMARY_KEYS = ("accuracy", "latency_ms", "network_latency_ms", "measured_ms", "reward", "ops_per_cell",
+                "distinct_masks", "wall_s")
 
 
 @dataclass
@@ -132,7 +133,8 @@ def compare_agents(cfg: CompareConfig) -> dict[str, dict[str, float]]:
         n = min(len(r) for r in runs)
         plot[agent] = (np.array([r["env_steps"] for r in runs[0][:n]]), np.array([[r["reward"] for r in run[:n]] for run in runs]))
     curves_with_bands(plot, out / "curves.png", "env steps (images)", "mean reward (training split)",
-                      f"{cfg.env_id}: reward during training")
+                      f"{cfg.env_id}: reward during training"
+                      + (" (latency bound annealed: later rewards are harder)" if cfg.anneal_upper else ""))
     summary: dict[str, dict[str, float]] = {}
     for agent, results in finals.items():
         summary[agent] = {k: float(np.mean([r[k] for r in results])) for k in results[0]}

@@ -54,11 +54,13 @@ def evaluate_policy(
     policy: Policy, bandit: InstaNASBandit, batch_size: int = 500, measure: int = 0, limit: int | None = None
 ) -> dict[str, float]:
     """Mean over the split's images: accuracy (%), reward, LUT latency of the cells and of the whole
-    network (ms), MACs, ops per cell. With ``measure`` > 0, also the mean wall-clock latency (ms, batch
+    network (ms), MACs, ops per cell; and how many distinct masks the policy chose (an instance-aware
+    policy uses many; a policy collapsed onto one architecture, one). With ``measure`` > 0, also the mean wall-clock latency (ms, batch
     1, dynamic execution, the LUT's thread count) of the masks of the first ``measure`` images."""
     n = bandit.num_images if limit is None else min(limit, bandit.num_images)
     sums: dict[str, float] = {}
     measured_masks = []
+    distinct: set[bytes] = set()
     for start in range(0, n, batch_size):
         idx = np.arange(start, min(start + batch_size, n))
         masks = np.asarray(policy(bandit.data.images[idx]), dtype=np.uint8)
@@ -66,10 +68,12 @@ def evaluate_policy(
         for key in ("correct", "reward", "latency_ms", "network_latency_ms", "macs"):
             sums[key] = sums.get(key, 0.0) + float(np.sum(out[key]))
         sums["ops_per_cell"] = sums.get("ops_per_cell", 0.0) + float(masks.sum(-1).mean(-1).sum())
+        distinct.update(row.tobytes() for row in np.packbits(masks.reshape(len(masks), -1), axis=1))
         if len(measured_masks) * batch_size < measure:
             measured_masks.append(masks)
     result = {k: v / n for k, v in sums.items()}
     result["accuracy"] = 100 * result.pop("correct")
+    result["distinct_masks"] = float(len(distinct))
     if measure:
         sample = bandit.model.space.effective_mask(np.concatenate(measured_masks)[:measure])
         threads = int(bandit.table.meta.get("threads", 1))

@@ -12,6 +12,7 @@ COLUMNS = (
     ("measured_b64_ms", "measured b64 (ms/img)", "{:.3f}"),
     ("macs", "MMACs", "{:.2f}"),
     ("ops_per_cell", "ops/cell", "{:.2f}"),
+    ("distinct_masks", "masks used", "{:.0f}"),
     ("reward", "reward", "{:+.2f}"),
     ("wall_s", "train time (s)", "{:.0f}"),
 )

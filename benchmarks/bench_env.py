@@ -4,8 +4,10 @@
 
 Steps per second (one step = one image and one mask) on the bundled InstaNAS-FashionMNIST-v0 with
 uniform-random masks, measured in alternating rounds in this run (median of 5), and the ratio native / single.
-Target: native >= 10x the single-env loop. Then a long native run prints RSS at start and end
-(memory must stay flat).
+Target: native >= 10x the single-env loop. In the same rounds, the supernet alone (no env) on the
+same kind of masks at batch 1 and batch N: its batch-N / batch-1 ratio bounds what batching can give
+the env, since a single-env step costs at least one batch-1 forward pass. Then a long native run
+prints RSS at start and end (memory must stay flat).
 """
 
 from __future__ import annotations
@@ -61,23 +63,37 @@ def main() -> None:
     native = gym.make_vec(ENV_ID, num_envs=n, vectorization_mode="vector_entry_point")
     native.reset(seed=0)
 
-    per_call = {"single env, Python loop": 1, f"make_vec sync, {n} envs": n, f"native vector env, {n} envs": n}
+    model = native.unwrapped.bandit.model
+    images = native.unwrapped.bandit.images
+
+    @torch.inference_mode()
+    def forward(batch: int) -> None:
+        idx = rng.integers(0, len(images), batch)
+        model(images[idx].contiguous(), torch.from_numpy(rng.integers(0, 2, (batch, 17, 5), dtype=np.int8)).bool())
+
+    per_call = {"single env, Python loop": 1, f"make_vec sync, {n} envs": n, f"native vector env, {n} envs": n,
+                "supernet alone, batch 1": 1, f"supernet alone, batch {n}": n}
     calls = {
         "single env, Python loop": single_step,
         f"make_vec sync, {n} envs": lambda: sync.step(rng.integers(0, 2, (n, 17, 5), dtype=np.int8)),
         f"native vector env, {n} envs": lambda: native.step(rng.integers(0, 2, (n, 17, 5), dtype=np.int8)),
+        "supernet alone, batch 1": lambda: forward(1),
+        f"supernet alone, batch {n}": lambda: forward(n),
     }
     # calls per second, alternating rounds (median), then steps per second
     results = {k: v * per_call[k] for k, v in interleaved_rates(calls, 1, a.seconds).items()}
     base = results["single env, Python loop"]
     table = Table(title=f"{ENV_ID}, random masks, {a.threads} threads, allocator {allocator()}")
-    table.add_column("environment")
+    table.add_column("environment (or the supernet alone)")
     table.add_column("steps/s", justify="right")
     table.add_column("vs single", justify="right")
     for name, value in results.items():
         table.add_row(name, f"{value:.0f}", f"{value / base:.1f}x")
     console = Console()
     console.print(table)
+    ceiling = results[f"supernet alone, batch {n}"] / results["supernet alone, batch 1"]
+    console.print(f"native / single: {results[f'native vector env, {n} envs'] / base:.1f}x; the supernet's own "
+                  f"batch-{n} / batch-1 speed-up, the ceiling for it: {ceiling:.1f}x")
 
     start_rss = rss_mb()
     steps = 0

@@ -76,7 +76,7 @@ def main() -> None:
     }
     for name, make in families.items():
         for batch in (1, 64):
-            masks = torch.from_numpy(np.ascontiguousarray(make(batch))).bool()
+            masks = torch.from_numpy(np.array(make(batch), dtype=bool))
             x = torch.rand(batch, space.in_channels, space.input_size, space.input_size).contiguous(memory_format=fmt)
             y = torch.randint(0, space.num_classes, (batch,))
             ideal = all_macs / float(np.mean(space.macs(masks.numpy())))

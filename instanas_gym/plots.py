@@ -74,14 +74,22 @@ def pareto_plot(
     title: str = "accuracy vs latency",
     highlight: Sequence[str] = (),
 ) -> None:
-    """Accuracy (%) against latency (ms), one labelled point per name; the names in ``highlight``
-    (e.g. the searched models) are drawn as stars and joined in latency order (their front)."""
-    fig, ax = plt.subplots(figsize=(7, 5))
-    for name, (lat, acc) in points.items():
-        star = name in highlight
-        ax.scatter([lat], [acc], s=90 if star else 35, marker="*" if star else "o", zorder=3,
-                   color="tab:red" if star else "tab:blue")
-        ax.annotate(name, (lat, acc), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    """Accuracy (%) against latency (ms), one numbered point per name, the names in a legend beside
+    the axes (labels on the points would collide); the names in ``highlight`` (e.g. the searched
+    models) are drawn as stars and joined in latency order (their front)."""
+    fig, ax = plt.subplots(figsize=(11, 5.5))
+    stars, dots = plt.get_cmap("autumn"), plt.get_cmap("tab20")
+    n_star = max(1, sum(n in highlight for n in points))
+    i_star = i_dot = 0
+    for number, (name, (lat, acc)) in enumerate(points.items(), start=1):
+        if name in highlight:
+            color, marker, size = stars(0.8 * i_star / n_star), "*", 160
+            i_star += 1
+        else:
+            color, marker, size = dots(i_dot % dots.N), "o", 45
+            i_dot += 1
+        ax.scatter([lat], [acc], s=size, marker=marker, zorder=3, color=color, label=f"{number}: {name}")
+        ax.annotate(str(number), (lat, acc), textcoords="offset points", xytext=(4, 3), fontsize=7)
     front = sorted(points[n] for n in highlight if n in points)
     if len(front) > 1:
         ax.plot(*zip(*front), color="tab:red", lw=1, alpha=0.6)
@@ -89,6 +97,7 @@ def pareto_plot(
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     _save(fig, path)
 
 

@@ -7,11 +7,12 @@ import torch
 
 from agents.compare import CompareConfig, compare_agents
 from agents.controller import Controller, bounded_probs, greedy_masks
-from agents.evaluation import controller_policy, evaluate_policy, random_policy, bandit_on_test_split
+from agents.evaluation import bandit_on_test_split, controller_policy, evaluate_policy, fixed_policy, random_policy
 from agents.reinforce import ReinforceConfig, entropy, load_controller, log_prob, reinforce_loss, train_reinforce
 from agents.sb3 import sb3_policy, train_sb3
 from instanas_gym.checkpoint import load_supernet
 from instanas_gym.latency import build_table
+from instanas_gym.search_space import mobilenetv2_mask
 from instanas_gym.training import TrainConfig, train_supernet
 
 
@@ -116,3 +117,11 @@ def test_compare_writes_everything_and_reproduces(trained_assets, tmp_path):
     for agent in ("REINFORCE", "random"):
         for key in ("accuracy", "reward", "latency_ms"):
             assert again[agent][key] == pytest.approx(summary[agent][key]), (agent, key)
+
+
+def test_evaluation_counts_distinct_masks(trained_assets):
+    """One fixed mask is one architecture; per-image random masks are (almost surely) all different."""
+    bandit = bandit_on_test_split("InstaNAS-FashionMNIST-v0", trained_assets)
+    fixed = evaluate_policy(fixed_policy(mobilenetv2_mask()), bandit, limit=40)
+    rand = evaluate_policy(random_policy(0), bandit, batch_size=16, limit=40)
+    assert fixed["distinct_masks"] == 1 and rand["distinct_masks"] == 40

@@ -7,6 +7,10 @@
         --latency-table runs/c10/latency.json --epochs 100 --controller-images 50000 \\
         --supernet-images 50000 --finetune-images 5000000 --out runs/search_c10   # the paper's scale
 
+The defaults are the paper's (alpha 0.8, lr 1e-3, UB to 0.5 x MobileNetV2). On the bundled
+default's small budget the best search used `--split train --alpha 0.95 --lr 0.001
+--controller-images 24000 --finetune-images 32000` (benchmarks/README.md has the why and the result).
+
 The paper's scale is about 5 million supernet training images in phase 2 and as many in phase 3 on
 a width-1.0 CIFAR supernet. Its time on a GPU was not measured (no GPU here). On this project's 2 CPU
 cores the bundled-scale searches in benchmarks/README.md (width 0.25, 48,000 supernet and 64,000

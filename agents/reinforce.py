@@ -46,6 +46,7 @@ class ReinforceConfig:
     alpha: float = 0.8
     entropy_coef: float = 0.8
     max_grad_norm: float = 5.0
+    logit_penalty: float = 0.0  # L2 on the controller's logits (0: the paper's loss)
     anneal_upper: bool = True
     widths: tuple[int, ...] = (16, 32, 64)
     controller_input: int | None = None  # resize images to this side for the controller
@@ -79,19 +80,26 @@ def reinforce_loss(
 def update_controller(
     controller: Controller,
     optimizer: torch.optim.Optimizer,
+    logits: torch.Tensor,
     probs: torch.Tensor,
     actions: torch.Tensor,
     advantage: torch.Tensor,
     entropy_coef: float,
     max_grad_norm: float,
+    logit_penalty: float = 0.0,
 ) -> dict[str, float]:
-    """One policy-gradient step on :func:`reinforce_loss`; returns entropy, loss and grad_norm."""
+    """One policy-gradient step on :func:`reinforce_loss` plus ``logit_penalty`` x (sum over the 85
+    bits of logit^2, batch mean): the entropy bonus cannot pull a saturated sigmoid back (its gradient
+    vanishes there), an L2 on the logits can. Returns entropy, loss, grad_norm and logit_rms."""
     loss, ent = reinforce_loss(probs, actions, advantage, entropy_coef)
+    if logit_penalty:
+        loss = loss + logit_penalty * logits.pow(2).flatten(1).sum(1).mean()
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     grad_norm = torch.nn.utils.clip_grad_norm_(controller.parameters(), max_grad_norm)
     optimizer.step()
-    return {"entropy": ent.item(), "loss": loss.item(), "grad_norm": float(grad_norm)}
+    return {"entropy": ent.item(), "loss": loss.item(), "grad_norm": float(grad_norm),
+            "logit_rms": logits.detach().pow(2).mean().sqrt().item()}
 
 
 def step_stats(rewards: np.ndarray, baseline: np.ndarray, info: dict[str, Any], masks: np.ndarray) -> dict[str, float]:
@@ -178,13 +186,14 @@ def train_reinforce(cfg: ReinforceConfig, console: Console | None = None) -> tup
         for update in range(updates):
             if cfg.anneal_upper:
                 reward.anneal(update / max(1, updates - 1))
-            probs = bounded_probs(controller(torch.from_numpy(obs)), cfg.alpha)
+            logits = controller(torch.from_numpy(obs))
+            probs = bounded_probs(logits, cfg.alpha)
             actions = torch.bernoulli(probs.detach(), generator=gen)
             baseline = env.evaluate_current(greedy_masks(probs))["reward"]
             obs, rewards, _, _, info = venv.step(actions.to(torch.uint8).numpy())
             advantage = torch.as_tensor(rewards - baseline, dtype=torch.float32)
-            learned = update_controller(controller, optimizer, probs, actions, advantage,
-                                        cfg.entropy_coef, cfg.max_grad_norm)
+            learned = update_controller(controller, optimizer, logits, probs, actions, advantage,
+                                        cfg.entropy_coef, cfg.max_grad_norm, cfg.logit_penalty)
             window.append(step_stats(rewards, baseline, info["final_info"], actions.numpy()) | learned)
             if (update + 1) % cfg.log_every == 0 or update == updates - 1:
                 row = {"env_steps": (update + 1) * cfg.batch_size, "update": update + 1}

@@ -67,6 +67,7 @@ class SearchConfig:
     alpha: float = 0.8
     entropy_coef: float = 0.8
     max_grad_norm: float = 5.0
+    logit_penalty: float = 0.0  # L2 on the controller's logits (see agents.reinforce.update_controller)
     reward_shape: str = "parabola"
     upper_start_frac: float = 0.7  # UB starts at this x all-ops latency
     upper_end_frac: float = 0.5  # ... and ends at this x MobileNetV2-path latency (the target)
@@ -199,14 +200,15 @@ class _Search:
         self.model.eval()
         self.controller.train()
         idx = self.rng.integers(len(self.labels), size=cfg.batch_size)
-        probs = bounded_probs(self.controller(self.images[torch.from_numpy(idx)]), cfg.alpha)
+        logits = self.controller(self.images[torch.from_numpy(idx)])
+        probs = bounded_probs(logits, cfg.alpha)
         actions = torch.bernoulli(probs.detach(), generator=self.gen)
         baseline = self.bandit.evaluate(idx, greedy_masks(probs))["reward"]
         masks = actions.to(torch.uint8).numpy()
         out = self.bandit.evaluate(idx, masks)
         advantage = torch.as_tensor(out["reward"] - baseline, dtype=torch.float32)
-        learned = update_controller(self.controller, self.controller_opt, probs, actions, advantage,
-                                    cfg.entropy_coef, cfg.max_grad_norm)
+        learned = update_controller(self.controller, self.controller_opt, logits, probs, actions, advantage,
+                                    cfg.entropy_coef, cfg.max_grad_norm, cfg.logit_penalty)
         return step_stats(out["reward"], baseline, out, masks) | learned | {"upper_ms": reward.upper_ms}
 
     def supernet_step(self, lr: float, greedy: bool) -> dict[str, float]:

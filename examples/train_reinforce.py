@@ -44,6 +44,8 @@ def parse_args() -> tuple[ReinforceConfig, int]:
     p.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate")
     p.add_argument("--alpha", type=float, default=0.95, help="encouragement bound (the paper's: 0.8)")
     p.add_argument("--entropy-coef", type=float, default=d.entropy_coef)
+    p.add_argument("--logit-penalty", type=float, default=d.logit_penalty,
+                   help="L2 on the controller's logits (keeps its sigmoids out of saturation; 0: off)")
     p.add_argument("--no-anneal", action="store_true", help="keep the latency upper bound fixed")
     p.add_argument("--reward-shape", choices=["parabola", "monotone"], default="parabola")
     p.add_argument("--upper-start-frac", type=float, default=0.7,
@@ -65,7 +67,7 @@ def parse_args() -> tuple[ReinforceConfig, int]:
                    "upper_end_frac": a.upper_end_frac}
     cfg = ReinforceConfig(
         env_id=a.env, env_kwargs=env_kwargs, total_steps=a.total_steps, batch_size=a.batch_size, lr=a.lr,
-        alpha=a.alpha, entropy_coef=a.entropy_coef, anneal_upper=not a.no_anneal,
+        alpha=a.alpha, entropy_coef=a.entropy_coef, logit_penalty=a.logit_penalty, anneal_upper=not a.no_anneal,
         widths=tuple(a.controller_widths), controller_input=a.controller_input or None, seed=a.seed,
         threads=a.threads, out=a.out,
     )

@@ -8,7 +8,9 @@ import torch
 from agents.compare import CompareConfig, compare_agents
 from agents.controller import Controller, bounded_probs, greedy_masks
 from agents.evaluation import bandit_on_test_split, controller_policy, evaluate_policy, fixed_policy, random_policy
-from agents.reinforce import ReinforceConfig, entropy, load_controller, log_prob, reinforce_loss, train_reinforce
+from agents.reinforce import (
+    ReinforceConfig, entropy, load_controller, log_prob, reinforce_loss, train_reinforce, update_controller,
+)
 from agents.sb3 import sb3_policy, train_sb3
 from instanas_gym.checkpoint import load_supernet
 from instanas_gym.latency import build_table
@@ -125,3 +127,29 @@ def test_evaluation_counts_distinct_masks(trained_assets):
     fixed = evaluate_policy(fixed_policy(mobilenetv2_mask()), bandit, limit=40)
     rand = evaluate_policy(random_policy(0), bandit, batch_size=16, limit=40)
     assert fixed["distinct_masks"] == 1 and rand["distinct_masks"] == 40
+
+
+@pytest.mark.parametrize("penalty", [0.0, 0.05])
+def test_logit_penalty_pulls_saturated_sigmoids_back(penalty):
+    """With saturated logits and no advantage, the entropy bonus moves nothing (its gradient vanishes
+    through a saturated sigmoid); the logit L2 shrinks the logits."""
+    torch.manual_seed(0)
+    controller = Controller(in_channels=1)
+    with torch.no_grad():
+        controller.head.weight.mul_(0.0)
+        controller.head.bias.copy_(torch.where(torch.arange(85) % 2 == 0, 30.0, -30.0))
+    images = torch.randint(0, 256, (8, 28, 28, 1), dtype=torch.uint8)
+    optimizer = torch.optim.Adam(controller.parameters(), lr=1e-2)
+    before = controller(images).detach()
+    for _ in range(5):
+        logits = controller(images)
+        probs = bounded_probs(logits, 0.8)
+        actions = torch.bernoulli(probs.detach())
+        stats = update_controller(controller, optimizer, logits, probs, actions, torch.zeros(8),
+                                  entropy_coef=0.8, max_grad_norm=5.0, logit_penalty=penalty)
+    after = controller(images).detach()
+    assert stats["logit_rms"] > 0
+    if penalty:
+        assert after.abs().mean() < before.abs().mean() - 0.01
+    else:
+        torch.testing.assert_close(after, before, atol=1e-3, rtol=0)

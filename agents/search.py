@@ -40,7 +40,6 @@ import instanas_gym
 from instanas_gym.bandit import InstaNASBandit, default_paths
 from instanas_gym.checkpoint import atomic_save, load_supernet, supernet_state
 from instanas_gym.data import augment
-from instanas_gym.runtime import tune_allocator
 
 from .controller import Controller, bounded_probs, greedy_masks
 from .reinforce import load_controller, save_controller, step_stats, update_controller
@@ -125,7 +124,6 @@ class _Search:
 
     def __init__(self, cfg: SearchConfig) -> None:
         self.cfg = cfg
-        tune_allocator()
         torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
         net_path = Path(cfg.supernet) if cfg.supernet else default_paths(cfg.dataset)[0]

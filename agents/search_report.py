@@ -18,6 +18,7 @@ import torch
 
 from instanas_gym.bandit import InstaNASBandit, default_paths
 from instanas_gym.checkpoint import load_supernet
+from instanas_gym.latency import median_ms
 from instanas_gym.plots import latency_histogram, mask_embedding, pareto_plot
 from instanas_gym.search_space import OPS, all_ops_mask, mobilenetv2_mask
 
@@ -70,13 +71,7 @@ def batch_ms(policy: Policy, bandit: InstaNASBandit, batch: int = 64, images: in
 def controller_ms(controller: Controller, image: np.ndarray, repeats: int = 50) -> float:
     """Median wall-clock ms of the controller on one image (batch 1)."""
     x = torch.from_numpy(image[None])
-    controller(x)
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        controller(x)
-        times.append((time.perf_counter() - t) * 1e3)
-    return float(np.median(times))
+    return median_ms(lambda: controller(x), repeats)
 
 
 def judge(

@@ -71,17 +71,17 @@ def main() -> None:
         idx = rng.integers(0, len(images), batch)
         model(images[idx].contiguous(), torch.from_numpy(rng.integers(0, 2, (batch, 17, 5), dtype=np.int8)).bool())
 
-    per_call = {"single env, Python loop": 1, f"make_vec sync, {n} envs": n, f"native vector env, {n} envs": n,
-                "supernet alone, batch 1": 1, f"supernet alone, batch {n}": n}
+    # name -> (one call, env steps or images per call)
     calls = {
-        "single env, Python loop": single_step,
-        f"make_vec sync, {n} envs": lambda: sync.step(rng.integers(0, 2, (n, 17, 5), dtype=np.int8)),
-        f"native vector env, {n} envs": lambda: native.step(rng.integers(0, 2, (n, 17, 5), dtype=np.int8)),
-        "supernet alone, batch 1": lambda: forward(1),
-        f"supernet alone, batch {n}": lambda: forward(n),
+        "single env, Python loop": (single_step, 1),
+        f"make_vec sync, {n} envs": (lambda: sync.step(rng.integers(0, 2, (n, 17, 5), dtype=np.int8)), n),
+        f"native vector env, {n} envs": (lambda: native.step(rng.integers(0, 2, (n, 17, 5), dtype=np.int8)), n),
+        "supernet alone, batch 1": (lambda: forward(1), 1),
+        f"supernet alone, batch {n}": (lambda: forward(n), n),
     }
     # calls per second, alternating rounds (median), then steps per second
-    results = {k: v * per_call[k] for k, v in interleaved_rates(calls, 1, a.seconds).items()}
+    rates = interleaved_rates({k: fn for k, (fn, _) in calls.items()}, 1, a.seconds)
+    results = {k: v * calls[k][1] for k, v in rates.items()}
     base = results["single env, Python loop"]
     table = Table(title=f"{ENV_ID}, random masks, {a.threads} threads, allocator {allocator()}")
     table.add_column("environment (or the supernet alone)")

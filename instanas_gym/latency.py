@@ -216,10 +216,10 @@ def wall_ms(model: Supernet, mask: np.ndarray, repeats: int = 15, x: torch.Tenso
     """Median wall-clock ms of one batch-1 forward pass under ``mask`` (dynamic execution as set)."""
     x = _example_input(model) if x is None else x
     m = torch.from_numpy(np.asarray(mask, dtype=bool))
-    return _median_ms(lambda: model(x, m), repeats)
+    return median_ms(lambda: model(x, m), repeats)
 
 
-def _median_ms(fn: Callable[[], object], repeats: int) -> float:
+def median_ms(fn: Callable[[], object], repeats: int) -> float:
     """Median wall-clock ms of ``fn()`` over ``repeats`` calls, after one warm-up call."""
     fn()
     times = []
@@ -263,7 +263,7 @@ def build_table(
                     progress(done // 2 + 1, passes)
         for done, i in enumerate(order):  # the same masks on the clock, without hooks (median of 3)
             m = torch.from_numpy(eff[i])
-            wall[i] = _median_ms(lambda: model(x, m), 3) / 1e3
+            wall[i] = median_ms(lambda: model(x, m), 3) / 1e3
             if progress is not None:
                 progress((passes + done) // 2 + 1, passes)
     model.mode = mode
@@ -295,11 +295,11 @@ def build_isolated_table(model: Supernet, repeats: int = 30, threads: int = 1) -
         for c, cell in enumerate(model.cells):
             h = torch.rand(1, cell.spec.in_channels, cell.spec.in_size, cell.spec.in_size)
             for j, op in enumerate(cell.ops):
-                ops_ms[c, j] = _median_ms(lambda: op(h), repeats)
+                ops_ms[c, j] = median_ms(lambda: op(h), repeats)
         x = _example_input(model)
         last = torch.rand(1, s.cells[-1].out_channels, s.final_size, s.final_size)
-        fixed = _median_ms(lambda: model.stem(model.preprocess(x)), repeats)
-        fixed += _median_ms(lambda: model.classifier(model.pool(model.head(last)).flatten(1)), repeats)
+        fixed = median_ms(lambda: model.stem(model.preprocess(x)), repeats)
+        fixed += median_ms(lambda: model.classifier(model.pool(model.head(last)).flatten(1)), repeats)
     meta = device_meta(s, threads) | {"repeats": repeats, "method": "isolated"}
     return LatencyTable(ops_ms, fixed, s.opens_stage.copy(), meta)
 

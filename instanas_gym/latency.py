@@ -3,11 +3,13 @@
 Build (:func:`build_table`): whole forward passes of the supernet with dynamic execution at batch 1,
 under random masks from sparse to dense, with a fixed thread count. Each op's time is taken *inside*
 those passes (forward hooks around the op), so caches, allocator and thread pool are in the state a
-real pass leaves them in; the entry of (cell, op) is the median over the passes that ran it. The same
-masks then run on the clock without hooks. Per mask, clock minus the sum of the entries is fitted
-against the number of ops by least squares: the intercept is the fixed cost (stem, head, classifier,
-the forward's Python), the slope (additions of op outputs, minus the hooks' own overhead) is spread
-over the entries, so the LUT stays a plain sum that predicts the hook-free clock.
+real pass leaves them in; the entry of (cell, op) is the median over the passes that ran it. The stem
+and the head-to-classifier span are hooked the same way. The same masks then run on the clock
+without hooks. Per mask, clock minus everything hooked is fitted against the number of ops by least
+squares (:func:`fit_overheads`): the intercept, held >= 0, is the forward's Python outside any module
+and joins the hooked stem and head in the fixed cost; the slope (additions of op outputs, minus the
+hooks' own overhead) is spread over the entries, so the LUT stays a plain sum that predicts the
+hook-free clock.
 
 An empty cell: the identity costs nothing beyond the fixed cost; a stage-opening cell runs its basic
 block as the fallback, whose entry is the basic block's.
@@ -177,25 +179,45 @@ def _threads(n: int) -> Iterator[None]:
 
 
 @contextmanager
-def _op_timer(model: Supernet, record: np.ndarray) -> Iterator[None]:
-    """Forward hooks that write each op's wall-clock seconds of the current pass into ``record`` (17, 5)."""
-    starts: dict[tuple[int, int], float] = {}
+def _op_timer(model: Supernet, record: np.ndarray, fixed: np.ndarray) -> Iterator[None]:
+    """Forward hooks that write the wall-clock seconds of the current pass into ``record`` (17, 5),
+    one entry an op, and ``fixed`` (2,): the stem, and the head through the classifier."""
+    starts: dict[object, float] = {}
     handles = []
+
+    def span(first: torch.nn.Module, last: torch.nn.Module, out: np.ndarray, key: tuple[int, ...]) -> None:
+        def pre(_m, _i) -> None:
+            starts[key] = time.perf_counter()
+
+        def post(_m, _i, _o) -> None:
+            out[key] = time.perf_counter() - starts[key]
+
+        handles.extend([first.register_forward_pre_hook(pre), last.register_forward_hook(post)])
+
     for c, cell in enumerate(model.cells):
         for j, op in enumerate(cell.ops):
-
-            def pre(_m, _i, key=(c, j)) -> None:
-                starts[key] = time.perf_counter()
-
-            def post(_m, _i, _o, key=(c, j)) -> None:
-                record[key] = time.perf_counter() - starts[key]
-
-            handles += [op.register_forward_pre_hook(pre), op.register_forward_hook(post)]
+            span(op, op, record, (c, j))
+    span(model.stem, model.stem, fixed, (0,))
+    span(model.head, model.classifier, fixed, (1,))
     try:
         yield
     finally:
         for h in handles:
             h.remove()
+
+
+def fit_overheads(outside_ms: np.ndarray, n_ops: np.ndarray) -> tuple[float, float]:
+    """Least-squares line ``outside_ms ~ intercept + slope * n_ops`` with ``intercept >= 0``.
+
+    ``outside_ms`` (passes,): each pass's clock minus what its hooks timed; the slope (ms an op) is
+    the additions of op outputs minus the hooks' own overhead, the intercept (ms) the forward's
+    Python outside any module. A cost can't be negative: when noise tilts the free fit below zero,
+    the intercept is held at 0 and the slope refitted (the constrained optimum lies on that bound).
+    """
+    slope, intercept = np.polyfit(n_ops, outside_ms, 1)
+    if intercept < 0:
+        slope, intercept = float(n_ops @ outside_ms / (n_ops @ n_ops)), 0.0
+    return float(slope), float(intercept)
 
 
 def spread_masks(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -249,16 +271,19 @@ def build_table(
     x = _example_input(model)
     samples = np.full((passes, *MASK_SHAPE), np.nan)
     wall = np.zeros(passes)
+    fixed_samples = np.zeros((passes, 2))
     record = np.full(MASK_SHAPE, np.nan)
+    fixed = np.zeros(2)
     order = rng.permutation(passes)
     with _threads(threads):
         for i in range(warmup):
             model(x, torch.from_numpy(eff[i % passes]))
-        with _op_timer(model, record):  # each op's time inside whole passes
+        with _op_timer(model, record, fixed):  # each op's time inside whole passes
             for done, i in enumerate(order):
                 record[:] = np.nan
                 model(x, torch.from_numpy(eff[i]))
                 samples[i] = record
+                fixed_samples[i] = fixed
                 if progress is not None:
                     progress(done // 2 + 1, passes)
         for done, i in enumerate(order):  # the same masks on the clock, without hooks (median of 3)
@@ -268,19 +293,25 @@ def build_table(
                 progress((passes + done) // 2 + 1, passes)
     model.mode = mode
     samples *= 1e3
+    fixed_samples = fixed_samples.sum(1) * 1e3
     wall *= 1e3
     if not eff.any(axis=0).all():
         raise RuntimeError("some ops were never run while building the table; use more passes")
     ops_ms = np.nanmedian(np.where(eff, samples, np.nan), axis=0)
-    # per mask, what the op timings miss or add: the fixed cost, plus a cost per op run (the
-    # additions of op outputs, outside the hooks; the hooks' own overhead, inside: hence the
-    # unhooked clock); a least-squares line against the number of ops
-    outside = wall - (eff * ops_ms).sum(axis=(1, 2))
-    n_ops = eff.sum(axis=(1, 2)).astype(float)
-    slope, _ = np.polyfit(n_ops, outside, 1)
+    # per mask, what the hooks miss or add: the forward's Python outside any module, plus a cost per
+    # op run (the additions of op outputs, outside the hooks; the hooks' own overhead, inside: hence
+    # the unhooked clock); see fit_overheads
+    outside = wall - (eff * ops_ms).sum(axis=(1, 2)) - fixed_samples
+    slope, python_ms = fit_overheads(outside, eff.sum(axis=(1, 2)).astype(float))
     ops_ms = np.maximum(ops_ms + slope, 0.0)
-    fixed_ms = float(np.median(outside - slope * n_ops))
-    meta = device_meta(model.space, threads) | {"passes": passes, "warmup": warmup, "method": "in-place"}
+    modules_ms = float(np.median(fixed_samples))
+    fixed_ms = modules_ms + python_ms
+    meta = device_meta(model.space, threads) | {
+        "passes": passes,
+        "warmup": warmup,
+        "method": "in-place",
+        "fixed_modules_ms": modules_ms,
+    }
     return LatencyTable(ops_ms, fixed_ms, model.space.opens_stage.copy(), meta)
 
 

@@ -2,6 +2,7 @@
 
     python benchmarks/bench_supernet.py [--supernet PATH] [--threads 2] [--seconds 3]
     python benchmarks/bench_supernet.py --width 1.0     # an untrained supernet of another width
+    python benchmarks/bench_supernet.py --fold-bn       # eval rows on the BatchNorm-folded copy
 
 For each mask family (MobileNetV2 path, one random op per cell, Bernoulli(0.5) per image), batch
 size (1, 64) and phase (eval forward, training step) it prints img/s of both modes, the measured
@@ -22,6 +23,7 @@ from timing import interleaved_rates
 
 from instanas_gym.checkpoint import BUNDLED_SUPERNET, load_supernet
 from instanas_gym.data import get_spec
+from instanas_gym.inference import fold_batchnorm
 from instanas_gym.runtime import allocator, tune_allocator
 from instanas_gym.search_space import SearchSpace, all_ops_mask, mobilenetv2_mask, one_op_masks, random_masks
 from instanas_gym.supernet import Supernet
@@ -49,6 +51,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seconds", type=float, default=3.0, help="timing per mode and row of the table (s)")
     p.add_argument("--channels-last", action="store_true", help="run the model in channels_last")
+    p.add_argument("--fold-bn", action="store_true",
+                   help="run the eval rows of both modes on fold_batchnorm(supernet) (training rows keep BatchNorm)")
     p.add_argument("--width", type=float, default=None,
                    help="time an untrained Fashion-MNIST-shaped supernet of this width instead (speed does not "
                         "depend on the weights)")
@@ -62,11 +66,12 @@ def main() -> None:
         model = Supernet(SearchSpace(a.width, 28, 1, spec.num_classes), spec.mean, spec.std)
     fmt = torch.channels_last if a.channels_last else torch.contiguous_format
     model = model.to(memory_format=fmt)
+    folded = fold_batchnorm(model).to(memory_format=fmt) if a.fold_bn else model
     space = model.space
     rng = np.random.default_rng(0)
     all_macs = space.macs(all_ops_mask())
     table = Table(title=f"supernet execution, width {space.width_mult}, {a.threads} threads"
-                        f"{', channels_last' if a.channels_last else ''}, allocator {allocator()} (img/s, median of 5 alternating rounds)")
+                        f"{', channels_last' if a.channels_last else ''}{', eval BatchNorm-folded' if a.fold_bn else ''}, allocator {allocator()} (img/s, median of 5 alternating rounds)")
     for col in ("masks", "batch", "phase", "masked", "dynamic", "speed-up", "ideal", "of ideal"):
         table.add_column(col, justify="right")
     families = {
@@ -81,8 +86,8 @@ def main() -> None:
             y = torch.randint(0, space.num_classes, (batch,))
             ideal = all_macs / float(np.mean(space.macs(masks.numpy())))
             for phase in ("eval", "train"):
-                model.train(phase == "train")
-                fns = {mode: step(model, mode, phase, x, masks, y) for mode in ("masked", "dynamic")}
+                net = model.train() if phase == "train" else folded.eval()
+                fns = {mode: step(net, mode, phase, x, masks, y) for mode in ("masked", "dynamic")}
                 speeds = interleaved_rates(fns, batch, a.seconds)
                 up = speeds["dynamic"] / speeds["masked"]
                 table.add_row(name, str(batch), phase, f"{speeds['masked']:.0f}", f"{speeds['dynamic']:.0f}",

@@ -38,17 +38,23 @@ class Cell(nn.Module):
         self.residual = not spec.opens_stage
         self.ops = nn.ModuleList(build_op(op, spec.in_channels, spec.out_channels, spec.stride) for op in OPS)
 
-    def _merge(self, x: torch.Tensor, acc: torch.Tensor | None, mask: torch.Tensor) -> torch.Tensor:
+    def _merge(self, x: torch.Tensor, acc: torch.Tensor | None, ops_per_image: np.ndarray) -> torch.Tensor:
         """Scale the summed op outputs ``acc`` (mean: by 1 / ops per image) and add the residual."""
         if acc is None:  # no op anywhere in the batch: an identity cell
             return x
-        if self.mean:
-            acc = acc / mask.sum(1).clamp(min=1).to(acc.dtype).view(-1, 1, 1, 1)
+        if self.mean and ops_per_image.max() > 1:
+            scale = torch.from_numpy(1.0 / np.maximum(ops_per_image, 1).astype(np.float32)).to(acc.device)
+            acc = acc * scale.to(acc.dtype).view(-1, 1, 1, 1)
         return x + acc if self.residual else acc
 
-    def forward_dynamic(self, x: torch.Tensor, mask: torch.Tensor, counts: list[int]) -> torch.Tensor:
-        """``mask``: bool (B, 5) of effective ops; ``counts``: images per op (python ints)."""
+    def forward_dynamic(self, x: torch.Tensor, mask: np.ndarray) -> torch.Tensor:
+        """``mask``: bool numpy (B, 5) of effective ops. Each op runs on the images that chose it.
+
+        Indices come from numpy (no device sync); with autograd off, op outputs are summed in place.
+        """
         batch = x.shape[0]
+        counts = mask.sum(0)
+        inplace = not torch.is_grad_enabled()
         acc = None
         for j, op in enumerate(self.ops):
             n = counts[j]
@@ -56,20 +62,20 @@ class Cell(nn.Module):
                 continue
             if n == batch:
                 y = op(x)
-                acc = y if acc is None else acc + y
+                acc = y if acc is None else (acc.add_(y) if inplace else acc + y)
                 continue
-            idx = mask[:, j].nonzero().squeeze(1)
+            idx = torch.from_numpy(np.flatnonzero(mask[:, j])).to(x.device)
             y = op(x.index_select(0, idx))
             if acc is None:
                 acc = y.new_zeros((batch, *y.shape[1:]))
-            acc = acc.index_add(0, idx, y)
-        return self._merge(x, acc, mask)
+            acc = acc.index_add_(0, idx, y) if inplace else acc.index_add(0, idx, y)
+        return self._merge(x, acc, mask.sum(1))
 
     def forward_masked(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Every op on every image, multiplied by its 0/1 bit (B, 5)."""
         weights = mask.to(x.dtype)
         acc = sum(op(x) * weights[:, j].view(-1, 1, 1, 1) for j, op in enumerate(self.ops))
-        return self._merge(x, acc, mask)
+        return self._merge(x, acc, mask.sum(1).cpu().numpy())
 
 
 class Supernet(nn.Module):
@@ -164,9 +170,9 @@ class Supernet(nn.Module):
         m = self.prepare_masks(masks, images.shape[0]).to(images.device)
         x = self.stem(self.preprocess(images))
         if self.mode == "dynamic":
-            counts = m.sum(0).tolist()
+            m = m.cpu().numpy()
             for c, cell in enumerate(self.cells):
-                x = cell.forward_dynamic(x, m[:, c], counts[c])
+                x = cell.forward_dynamic(x, m[:, c])
         else:
             for c, cell in enumerate(self.cells):
                 x = cell.forward_masked(x, m[:, c])

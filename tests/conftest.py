@@ -32,6 +32,18 @@ def tiny_supernet(seed: int = 0) -> Supernet:
     return Supernet(SearchSpace(TINY_WIDTH, 28, 1, 10), spec.mean, spec.std).eval()
 
 
+def trained_like(model: Supernet) -> Supernet:
+    """Give BatchNorm non-trivial running statistics so eval-mode comparisons mean something."""
+    g = torch.Generator().manual_seed(1)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.normal_(0, 0.1, generator=g)
+            m.running_var.uniform_(0.5, 2.0, generator=g)
+            m.weight.data.uniform_(0.5, 1.5, generator=g)
+    model.classifier.weight.data.normal_(0, 0.5, generator=g)
+    return model.eval()
+
+
 @pytest.fixture(scope="session")
 def tiny_assets(tmp_path_factory, fmnist_root) -> dict:
     """A tiny (width 0.1) untrained Fashion-MNIST supernet checkpoint and a quickly built latency table."""

@@ -12,7 +12,14 @@ default's small budget the best search used `--split train --alpha 0.95 --lr 0.0
 --controller-images 24000 --finetune-images 32000` (benchmarks/README.md has the why and the result).
 
 The paper's scale is about 5 million supernet training images in phase 2 and as many in phase 3 on
-a width-1.0 CIFAR supernet. Its time on a GPU was not measured (no GPU here). On this project's 2 CPU
+a width-1.0 CIFAR supernet. Its time on a GPU was not measured (no GPU here); an estimate from the
+arithmetic: at width 1.0 on 32 x 32 inputs the MobileNetV2 path is 98 MMACs, a Bernoulli(0.5) mask
+219 and all ops 430 (`SearchSpace(1.0, 32, 3, 10).macs`). Phase 2 trains on about 5M sampled masks
+(~3 x 219 MMACs each) and runs the supernet forward twice per controller image (sampled and greedy
+mask, 5M images); phase 3 trains about 5M images on near-MobileNetV2-sized masks. That is about
+1.4e16 FLOPs, so 1-4 GPU-hours at an effective 1-5 TFLOP/s (depthwise convolutions keep real
+MobileNet training well below a GPU's peak); masked execution, as in the paper's code, always pays
+for all ops, roughly twice that. On this project's 2 CPU
 cores the bundled-scale searches in benchmarks/README.md (width 0.25, 48,000 supernet and 64,000
 controller images) took 13 minutes each while three of them shared the cores, 1 thread each.
 

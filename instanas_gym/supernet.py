@@ -43,8 +43,8 @@ class Cell(nn.Module):
         if acc is None:  # no op anywhere in the batch: an identity cell
             return x
         if self.mean and ops_per_image.max() > 1:
-            scale = torch.from_numpy(1.0 / np.maximum(ops_per_image, 1).astype(np.float32)).to(acc.device)
-            acc = acc * scale.to(acc.dtype).view(-1, 1, 1, 1)
+            count = torch.from_numpy(np.maximum(ops_per_image, 1)).to(device=acc.device, dtype=acc.dtype)
+            acc = acc / count.view(-1, 1, 1, 1)
         return x + acc if self.residual else acc
 
     def forward_dynamic(self, x: torch.Tensor, mask: np.ndarray) -> torch.Tensor:

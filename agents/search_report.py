@@ -20,7 +20,7 @@ from instanas_gym.bandit import InstaNASBandit, default_paths
 from instanas_gym.checkpoint import load_supernet
 from instanas_gym.latency import median_ms
 from instanas_gym.plots import latency_histogram, mask_embedding, pareto_plot
-from instanas_gym.search_space import OPS, all_ops_mask, mobilenetv2_mask
+from instanas_gym.search_space import MASK_SHAPE, OPS, all_ops_mask, mobilenetv2_mask, save_mask
 
 from .controller import Controller
 from .evaluation import Policy, controller_policy, evaluate_policy, fixed_policy
@@ -100,8 +100,10 @@ def evaluate_search(
     ``references`` maps a name to (supernet checkpoint, latency table or None for the search's own):
     the MobileNetV2 path of each is judged too, as ``"MobileNetV2 path (name)"``: e.g. that path
     fine-tuned alone with the search's budget (``train_supernet.py --mask-sampling mobilenetv2``),
-    or a plain MobileNetV2 of another width with a table built for it. The pre-trained supernet the
-    search started from is always one of them."""
+    or a plain MobileNetV2 of another width with a table built for it. A checkpoint trained on one
+    fixed mask (``--mask-sampling fixed``, e.g. the search's ``top_mask.json`` retrained alone) is
+    judged on that mask, as ``"trained alone (name)"``. The pre-trained supernet the search started
+    from is always one of them."""
     model, controller, cfg = load_search(folder)
     dataset = cfg.get("dataset", "fashion_mnist")
     kwargs = dict(data_root=data_root or cfg.get("data_root"), upper_start_frac=cfg.get("upper_start_frac", 0.7),
@@ -114,12 +116,14 @@ def evaluate_search(
 
     pre_path = cfg.get("supernet") or str(default_paths(dataset)[0])
     for name, (checkpoint, table) in ({"pre-trained supernet": (pre_path, None)} | (references or {})).items():
-        ref_model, _ = load_supernet(checkpoint)
+        ref_model, ckpt = load_supernet(checkpoint)
         ref_bandit = InstaNASBandit(dataset, "test", supernet=ref_model,
                                     latency_table=table or cfg.get("latency_table"), **kwargs)
         ref_bandit.reward.anneal(1.0)
-        result = judge({"path": fixed_policy(mobilenetv2_mask())}, ref_bandit, measure, limit)["path"]
-        results[f"MobileNetV2 path ({name})"] = result
+        trained = ckpt.get("train_mask")  # a checkpoint of train_supernet --mask-sampling fixed
+        mask = mobilenetv2_mask() if trained is None else np.asarray(trained, np.uint8)
+        result = judge({"ref": fixed_policy(mask)}, ref_bandit, measure, limit)["ref"]
+        results[f"{'MobileNetV2 path' if trained is None else 'trained alone'} ({name})"] = result
 
     n = bandit.num_images if limit is None else min(limit, bandit.num_images)
     masks = np.concatenate([policy(bandit.data.images[i : min(i + 500, n)]) for i in range(0, n, 500)])
@@ -164,7 +168,7 @@ def write_report(folder: str | Path, ev: dict[str, Any]) -> Path:
              "LUT: latency table (17 cells / whole network); measured: the clock, dynamic execution, batch 1 "
              "(per-image masks) and per image at batch 64. The controller itself takes "
              f"{ev['controller_ms']:.3f} ms per image (batch 1), not included above.", ""]
-    for ref in (k for k in results if k.startswith("MobileNetV2 path")):
+    for ref in (k for k in results if k.startswith(("MobileNetV2 path", "trained alone ("))):
         for key, what in (("network_latency_ms", "LUT"), ("measured_ms", "clock, batch 1"),
                           ("measured_b64_ms", "clock, batch 64")):
             if key in results[ref]:
@@ -176,6 +180,11 @@ def write_report(folder: str | Path, ev: dict[str, Any]) -> Path:
                          f"{100 * (with_controller / results[ref]['measured_ms'] - 1):+.1f}%")
     lines += ["", "![accuracy vs latency](pareto.png)", "", "![masks](masks_embedding.png)", "",
               "![latency histogram](latency_histogram.png)", ""]
+    distinct, counts = np.unique(ev["masks"].reshape(len(ev["masks"]), -1), axis=0, return_counts=True)
+    save_mask(folder / "top_mask.json", distinct[counts.argmax()].reshape(MASK_SHAPE))
+    lines += [f"The most used mask ({counts.max()} of {len(ev['masks'])} images) is in `top_mask.json`; "
+              "`python examples/train_supernet.py --mask-sampling fixed --fixed-mask top_mask.json` trains it "
+              "alone, and `evaluate_search.py --reference NAME=CHECKPOINT` judges that network here.", ""]
     path = folder / "report.md"
     path.write_text("\n".join(lines))
     return path
@@ -190,7 +199,7 @@ def family_report(evaluations: dict[str, dict[str, Any]], out: str | Path) -> Pa
     first_name, first_ev = next(iter(evaluations.items()))
     first = first_ev["results"]
     key = "measured_ms" if "measured_ms" in first["MobileNetV2 path"] else "network_latency_ms"
-    fixed = {(k if k.startswith("MobileNetV2 path (") else f"{k} ({first_name}'s supernet)"): v
+    fixed = {(k if k.startswith(("MobileNetV2 path (", "trained alone (")) else f"{k} ({first_name}'s supernet)"): v
              for k, v in first.items() if k != "InstaNAS (searched)"}
     rows = {}
     for name, ev in evaluations.items():

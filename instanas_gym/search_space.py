@@ -18,8 +18,11 @@ serves sparse and dense masks: see benchmarks/README.md for what the sum costs. 
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 
 import numpy as np
 
@@ -66,6 +69,7 @@ CELL_MERGES = ("mean", "sum")
 NUM_CELLS = sum(n for _, n, _ in STAGES)
 NUM_OPS = len(OPS)
 MASK_SHAPE = (NUM_CELLS, NUM_OPS)
+MASK_FORMAT = "instanas-mask-v1"
 
 
 def _make_divisible(v: float, divisor: int = 8, min_value: int | None = None) -> int:
@@ -268,6 +272,25 @@ def validate_mask(mask, batched: bool | None = False) -> np.ndarray:
         bad = np.unique(arr[(arr != 0) & (arr != 1)])[:5].tolist()
         raise ValueError(f"mask values must be 0 or 1, got {bad}")
     return arr.astype(np.uint8)
+
+
+def save_mask(path: str | os.PathLike, mask: np.ndarray) -> None:
+    """Write one mask (17, 5) as JSON: ``{"format": ..., "ops": [op names], "mask": [[0/1] x 5] x 17}``."""
+    m = validate_mask(mask)
+    Path(path).write_text(json.dumps({"format": MASK_FORMAT, "ops": [op.name for op in OPS], "mask": m.tolist()}))
+
+
+def load_mask(path: str | os.PathLike) -> np.ndarray:
+    """Read a mask (17, 5) uint8 from a file of :func:`save_mask` or a ``.npy`` array."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no mask file at {path}")
+    if path.suffix == ".npy":
+        return validate_mask(np.load(path))
+    data = json.loads(path.read_text())
+    if not isinstance(data, dict) or data.get("format") != MASK_FORMAT:
+        raise ValueError(f"{path} is not a mask file of format {MASK_FORMAT} (see save_mask)")
+    return validate_mask(np.asarray(data["mask"]))
 
 
 def random_masks(rng: np.random.Generator, n: int, keep_prob: float = 0.5, min_ops: int = 0) -> np.ndarray:

@@ -34,12 +34,12 @@ from torch.utils.data import DistributedSampler
 
 from .checkpoint import atomic_save, load_checkpoint, supernet_state
 from .data import ImageSet, augment, load_split
-from .search_space import SearchSpace, all_ops_mask, mixed_masks, mobilenetv2_mask, random_masks
+from .search_space import SearchSpace, all_ops_mask, load_mask, mixed_masks, mobilenetv2_mask, random_masks
 from .runtime import tune_allocator
 from .supernet import Supernet
 
 
-MASK_SAMPLING = ("paper", "mixed", "mobilenetv2")
+MASK_SAMPLING = ("paper", "mixed", "mobilenetv2", "fixed")
 
 
 @dataclass
@@ -59,8 +59,10 @@ class TrainConfig:
     label_smoothing: float = 0.0
     min_keep_prob: float = 0.5
     # "paper": the keep-probability schedule; "mixed": mixed_masks (fine-tuning); "mobilenetv2": the
-    # MobileNetV2 path only (a plain MobileNetV2 from scratch, or that path fine-tuned with init_from)
+    # MobileNetV2 path only (a plain MobileNetV2 from scratch, or that path fine-tuned with init_from);
+    # "fixed": the mask in fixed_mask only (e.g. a search's architecture, retrained alone)
     mask_sampling: str = "paper"
+    fixed_mask: str | None = None  # mask file (search_space.load_mask) for mask_sampling="fixed"
     init_from: str | None = None  # start from this checkpoint's weights (fine-tuning)
     train_subset: int | None = None  # first N training images only (tests, quick runs)
     eval_subset: int | None = None
@@ -149,6 +151,11 @@ def train_supernet(
     model = model.to(memory_format=fmt)
     if cfg.mask_sampling not in MASK_SAMPLING:
         raise ValueError(f"mask_sampling must be one of {MASK_SAMPLING}, got {cfg.mask_sampling!r}")
+    if (cfg.mask_sampling == "fixed") != (cfg.fixed_mask is not None):
+        raise ValueError("mask_sampling='fixed' and fixed_mask (a mask file) go together")
+    only = {"mobilenetv2": mobilenetv2_mask(), "fixed": load_mask(cfg.fixed_mask) if cfg.fixed_mask else None}.get(
+        cfg.mask_sampling
+    )
     net: torch.nn.Module = model
     if world > 1:
         # ops chosen by no image of a batch get no gradient: DDP must expect unused parameters
@@ -191,6 +198,7 @@ def train_supernet(
             model,
             cfg.dataset,
             config=asdict(cfg),
+            train_mask=None if cfg.fixed_mask is None else only.tolist(),
             epoch=epoch,
             batch_in_epoch=batch_in_epoch,
             optimizer=optimizer.state_dict(),
@@ -217,8 +225,8 @@ def train_supernet(
                     p = keep_prob(step / total_steps, cfg.min_keep_prob)
                     if cfg.mask_sampling == "mixed":
                         masks = torch.from_numpy(mixed_masks(mask_rng, len(idx))).bool()
-                    elif cfg.mask_sampling == "mobilenetv2":
-                        masks = torch.from_numpy(mobilenetv2_mask()).bool().expand(len(idx), -1, -1)
+                    elif only is not None:  # one architecture: the MobileNetV2 path or the fixed mask
+                        masks = torch.from_numpy(only).bool().expand(len(idx), -1, -1)
                     else:
                         masks = torch.from_numpy(random_masks(mask_rng, len(idx), p, min_ops=1)).bool()
                     x = augment(images[idx], spec, aug_gen).contiguous(memory_format=fmt)
@@ -259,7 +267,7 @@ def train_supernet(
             console.print(f"interrupted: checkpoint saved to {ckpt_path}; rerun with --resume to continue")
         raise
 
-    metrics = final_evaluation(model, test, cfg.eval_batch_size, cfg.seed) if rank == 0 else {}
+    metrics = final_evaluation(model, test, cfg.eval_batch_size, cfg.seed, fixed=only if cfg.fixed_mask else None) if rank == 0 else {}
     if rank == 0:
         state = load_checkpoint(ckpt_path)
         state["metrics"] = {"history": history, **metrics}
@@ -295,22 +303,31 @@ def recalibrate_bn(
     model.train(was_training)
 
 
-def final_evaluation(model: Supernet, test: ImageSet, batch_size: int = 256, seed: int = 0) -> dict[str, float]:
-    """Test accuracy of the MobileNetV2 path, all ops, and per-image Bernoulli(0.5) random masks."""
+def final_evaluation(
+    model: Supernet, test: ImageSet, batch_size: int = 256, seed: int = 0, fixed: np.ndarray | None = None
+) -> dict[str, float]:
+    """Test accuracy of the MobileNetV2 path, all ops, per-image Bernoulli(0.5) random masks, and
+    the ``fixed`` mask trained alone when given."""
     rng = np.random.default_rng(seed)
-    return {
+    out = {
         "test_acc_mobilenetv2": evaluate(model, test, mobilenetv2_mask(), batch_size),
         "test_acc_all_ops": evaluate(model, test, all_ops_mask(), batch_size),
         "test_acc_random": evaluate(model, test, lambda n: random_masks(rng, n, 0.5, min_ops=1), batch_size),
     }
+    if fixed is not None:
+        out["test_acc_fixed"] = evaluate(model, test, fixed, batch_size)
+    return out
 
 
 def metrics_table(metrics: dict[str, float], test: ImageSet) -> Table:
     table = Table(title=f"supernet test accuracy ({test.spec.name}, {len(test)} images)")
     table.add_column("architecture")
     table.add_column("top-1 accuracy", justify="right")
-    for key, name in (("mobilenetv2", "MobileNetV2 path"), ("all_ops", "all ops"), ("random", "random masks (p=0.5)")):
-        table.add_row(name, f"{100 * metrics[f'test_acc_{key}']:.2f}%")
+    names = {"mobilenetv2": "MobileNetV2 path", "all_ops": "all ops", "random": "random masks (p=0.5)",
+             "fixed": "the fixed mask it trained"}
+    for key, name in names.items():
+        if f"test_acc_{key}" in metrics:
+            table.add_row(name, f"{100 * metrics[f'test_acc_{key}']:.2f}%")
     return table
 
 

@@ -8,7 +8,9 @@ import torch
 
 from agents.search import SearchConfig, search, stage_steps, stages
 from agents.search_report import evaluate_search, family_report, write_report
-from instanas_gym.checkpoint import load_supernet
+from instanas_gym.checkpoint import atomic_save, load_checkpoint, load_supernet
+from instanas_gym.latency import LatencyTable
+from instanas_gym.search_space import load_mask, one_op_masks
 
 from .helpers import Crash, raise_at
 
@@ -107,3 +109,20 @@ def test_report_of_a_search(full_search, tiny_assets, tmp_path):
         assert (full_search / png).stat().st_size > 1000
     family = family_report({"A": ev, "B": ev}, tmp_path / "family").read_text()
     assert "InstaNAS A" in family and (tmp_path / "family" / "pareto.png").is_file()
+    # the most used mask is saved for retraining alone
+    distinct, counts = np.unique(ev["masks"].reshape(64, -1), axis=0, return_counts=True)
+    assert np.array_equal(load_mask(full_search / "top_mask.json"), distinct[counts.argmax()].reshape(17, 5))
+    assert "top_mask.json" in report
+
+
+def test_a_reference_trained_on_a_fixed_mask_is_judged_on_it(full_search, tiny_assets, tmp_path):
+    """A checkpoint of train_supernet --mask-sampling fixed carries its mask; the report judges that."""
+    ckpt = load_checkpoint(tiny_assets["supernet"])
+    arch = one_op_masks(np.random.default_rng(5), 1)[0]
+    atomic_save({**ckpt, "train_mask": arch.tolist()}, tmp_path / "retrained.pt")
+    results = evaluate_search(full_search, measure=0, limit=32,
+                              references={"retrained": (str(tmp_path / "retrained.pt"), None)})["results"]
+    got = results["trained alone (retrained)"]
+    table = LatencyTable.load(tiny_assets["latency_table"])
+    assert got["network_latency_ms"] == pytest.approx(table.network_ms(arch))
+    assert "MobileNetV2 path (retrained)" not in results

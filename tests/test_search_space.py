@@ -9,9 +9,11 @@ from instanas_gym.search_space import (
     _make_divisible,
     all_ops_mask,
     flatten_mask,
+    load_mask,
     mobilenetv2_mask,
     one_op_masks,
     random_masks,
+    save_mask,
     unflatten_mask,
     validate_mask,
 )
@@ -118,3 +120,18 @@ def test_macs_and_params_grow_with_ops(rng):
     assert space.macs(all_ops_mask()) > space.macs(mobilenetv2_mask()) > space.macs(np.zeros(MASK_SHAPE, np.uint8))
     batch = random_masks(rng, 3)
     assert space.macs(batch).tolist() == [space.macs(m) for m in batch]
+
+
+def test_mask_files_round_trip_and_refuse_bad_input(tmp_path, rng):
+    mask = random_masks(rng, 1, 0.4)[0]
+    save_mask(tmp_path / "m.json", mask)
+    assert np.array_equal(load_mask(tmp_path / "m.json"), mask)
+    np.save(tmp_path / "m.npy", mask.astype(bool))
+    assert np.array_equal(load_mask(tmp_path / "m.npy"), mask)
+    with pytest.raises(FileNotFoundError, match="no mask file"):
+        load_mask(tmp_path / "missing.json")
+    (tmp_path / "other.json").write_text('{"mask": [[1]]}')
+    with pytest.raises(ValueError, match="instanas-mask-v1"):
+        load_mask(tmp_path / "other.json")
+    with pytest.raises(ValueError, match=r"\(17, 5\)"):
+        save_mask(tmp_path / "bad.json", np.ones((17, 4), np.uint8))

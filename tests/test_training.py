@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from instanas_gym.checkpoint import export_supernet, load_checkpoint, load_supernet
+from instanas_gym.search_space import SearchSpace, mobilenetv2_mask, one_op_masks, save_mask
 from instanas_gym.training import TrainConfig, keep_prob, train_supernet
 
 from .helpers import Crash, raise_at
@@ -83,20 +84,43 @@ def test_export_drops_resume_state(fmnist_root, tmp_path):
         torch.testing.assert_close(a(x, np.ones((17, 5), np.uint8)), b(x, np.ones((17, 5), np.uint8)))
 
 
-def test_mobilenetv2_sampling_trains_that_path_only(fmnist_root, tmp_path):
-    """mask_sampling="mobilenetv2" updates the 3x3 expand-6 op of each cell and leaves the others as
-    they were initialised."""
+@pytest.mark.parametrize("sampling", ["mobilenetv2", "fixed"])
+def test_one_architecture_sampling_trains_its_ops_only(fmnist_root, tmp_path, sampling):
+    """mask_sampling="mobilenetv2" updates the 3x3 expand-6 op of each cell, "fixed" the ops of its
+    mask file; every other op stays as it was."""
     train_supernet(replace(_cfg(fmnist_root, tmp_path / "a"), epochs=1))
     start = load_checkpoint(tmp_path / "a" / "last.pt")["model"]
-    cfg = replace(_cfg(fmnist_root, tmp_path / "b"), epochs=1, mask_sampling="mobilenetv2",
+    want = mobilenetv2_mask()
+    fixed = None
+    if sampling == "fixed":
+        want = one_op_masks(np.random.default_rng(3), 1)[0]
+        want[1] = 0  # an empty identity cell: none of its ops may change
+        save_mask(tmp_path / "arch.json", want)
+        fixed = str(tmp_path / "arch.json")
+        assert not SearchSpace(0.1, 28, 1, 10).opens_stage[1]
+    cfg = replace(_cfg(fmnist_root, tmp_path / "b"), epochs=1, mask_sampling=sampling, fixed_mask=fixed,
                   init_from=str(tmp_path / "a" / "last.pt"), weight_decay=0.0)
-    train_supernet(cfg)
-    end = load_checkpoint(tmp_path / "b" / "last.pt")["model"]
+    metrics = train_supernet(cfg)
+    ckpt = load_checkpoint(tmp_path / "b" / "last.pt")
+    end = ckpt["model"]
     for c in range(17):
         for j in range(5):
             keys = [k for k in start if k.startswith(f"cells.{c}.ops.{j}.") and start[k].is_floating_point()]
             changed = any(not torch.equal(start[k], end[k]) for k in keys)
-            assert changed == (j == 0), (c, j)
+            assert changed == bool(want[c, j]), (c, j)
+    if sampling == "fixed":
+        assert np.array_equal(np.asarray(ckpt["train_mask"]), want) and 0 <= metrics["test_acc_fixed"] <= 1
+    else:
+        assert ckpt["train_mask"] is None and "test_acc_fixed" not in metrics
+
+
+def test_fixed_sampling_needs_a_mask_file(fmnist_root, tmp_path):
+    with pytest.raises(ValueError, match="fixed_mask"):
+        train_supernet(replace(_cfg(fmnist_root, tmp_path / "a"), mask_sampling="fixed"))
+    with pytest.raises(ValueError, match="fixed_mask"):
+        train_supernet(replace(_cfg(fmnist_root, tmp_path / "a"), fixed_mask=str(tmp_path / "m.json")))
+    with pytest.raises(FileNotFoundError, match="no mask file"):
+        train_supernet(replace(_cfg(fmnist_root, tmp_path / "a"), mask_sampling="fixed", fixed_mask=str(tmp_path / "m.json")))
 
 
 def test_unknown_mask_sampling_is_an_error(fmnist_root, tmp_path):

@@ -42,7 +42,9 @@ class FoldedConvs(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training:
-            raise RuntimeError("a BatchNorm-folded supernet is for inference only; train the original and fold it again")
+            raise RuntimeError(
+                "a BatchNorm-folded supernet is for inference only; train the original and fold it again"
+            )
         buffers = self._buffers
         for i, (stride, padding, groups, act) in enumerate(self.layers):
             x = F.conv2d(x, buffers[f"weight{i}"], buffers[f"bias{i}"], stride, padding, 1, groups)

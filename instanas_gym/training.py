@@ -267,8 +267,10 @@ def train_supernet(
             console.print(f"interrupted: checkpoint saved to {ckpt_path}; rerun with --resume to continue")
         raise
 
-    metrics = final_evaluation(model, test, cfg.eval_batch_size, cfg.seed, fixed=only if cfg.fixed_mask else None) if rank == 0 else {}
+    metrics: dict[str, float] = {}
     if rank == 0:
+        fixed = only if cfg.fixed_mask else None
+        metrics = final_evaluation(model, test, cfg.eval_batch_size, cfg.seed, fixed=fixed)
         state = load_checkpoint(ckpt_path)
         state["metrics"] = {"history": history, **metrics}
         atomic_save(state, ckpt_path)

@@ -22,14 +22,8 @@ from rich.table import Table
 from agents.evaluation import controller_policy
 from agents.search import load_search
 from instanas_gym.bandit import InstaNASBandit
-
-
-@torch.inference_mode()
-def correct(model: torch.nn.Module, images: torch.Tensor, labels: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Bool (N,): which images ``mask`` classifies right (batches of 500)."""
-    m = torch.from_numpy(mask.astype(bool))
-    preds = [model(images[i : i + 500], m).argmax(1).numpy() for i in range(0, len(images), 500)]
-    return np.concatenate(preds) == labels
+from instanas_gym.data import ImageSet
+from instanas_gym.training import correct_per_image
 
 
 def main() -> None:
@@ -46,12 +40,11 @@ def main() -> None:
     bandit = InstaNASBandit(cfg.get("dataset", "fashion_mnist"), "test", supernet=model,
                             latency_table=cfg.get("latency_table"), data_root=cfg.get("data_root"))
     n = bandit.num_images if a.limit is None else min(a.limit, bandit.num_images)
-    labels = bandit.data.labels[:n]
-    images = torch.from_numpy(bandit.data.images[:n]).permute(0, 3, 1, 2).contiguous()
+    data = ImageSet(bandit.data.images[:n], bandit.data.labels[:n], bandit.data.spec, "test", bandit.data.source)
     greedy = controller_policy(controller, cfg.get("alpha", 0.8))(bandit.data.images[:1])[0].astype(bool)
     rng = np.random.default_rng(a.seed)
     masks = [greedy] + [greedy ^ (rng.random(greedy.shape) < a.flip) for _ in range(a.masks)]
-    right = np.stack([correct(model, images, labels, m) for m in masks])
+    right = np.stack([correct_per_image(model, data, m.astype(np.uint8), batch_size=500) for m in masks])
 
     table = Table(title=f"{a.folder}: greedy mask and {a.masks} masks with {a.flip:.0%} of bits flipped, {n} test images")
     for col in ("mask", "LUT cells (ms)", "test acc (%)"):

@@ -91,20 +91,28 @@ def _distributed() -> tuple[int, int]:
 
 
 @torch.no_grad()
+def correct_per_image(
+    model: Supernet, data: ImageSet, masks: np.ndarray | Callable[[int], np.ndarray], batch_size: int = 256
+) -> np.ndarray:
+    """Bool (N,): which images of ``data`` are classified right under one fixed mask (17, 5) or
+    ``masks(n)`` per-image masks (eval mode, restored after)."""
+    was_training = model.training
+    model.eval()
+    images, labels = data.tensors()
+    right = []
+    for i in range(0, len(labels), batch_size):
+        x = images[i : i + batch_size]
+        m = masks(len(x)) if callable(masks) else masks
+        right.append((model(x, m).argmax(1) == labels[i : i + batch_size]).numpy())
+    model.train(was_training)
+    return np.concatenate(right)
+
+
 def evaluate(
     model: Supernet, data: ImageSet, masks: np.ndarray | Callable[[int], np.ndarray], batch_size: int = 256
 ) -> float:
     """Top-1 accuracy (0-1) on ``data`` under one fixed mask (17, 5) or ``masks(n)`` per-image masks."""
-    was_training = model.training
-    model.eval()
-    images, labels = data.tensors()
-    correct = 0
-    for i in range(0, len(labels), batch_size):
-        x = images[i : i + batch_size]
-        m = masks(len(x)) if callable(masks) else masks
-        correct += (model(x, m).argmax(1) == labels[i : i + batch_size]).sum().item()
-    model.train(was_training)
-    return correct / len(labels)
+    return float(correct_per_image(model, data, masks, batch_size).mean())
 
 
 def _progress(console: Console) -> Progress:
@@ -153,9 +161,8 @@ def train_supernet(
         raise ValueError(f"mask_sampling must be one of {MASK_SAMPLING}, got {cfg.mask_sampling!r}")
     if (cfg.mask_sampling == "fixed") != (cfg.fixed_mask is not None):
         raise ValueError("mask_sampling='fixed' and fixed_mask (a mask file) go together")
-    only = {"mobilenetv2": mobilenetv2_mask(), "fixed": load_mask(cfg.fixed_mask) if cfg.fixed_mask else None}.get(
-        cfg.mask_sampling
-    )
+    fixed = load_mask(cfg.fixed_mask) if cfg.fixed_mask else None
+    only = mobilenetv2_mask() if cfg.mask_sampling == "mobilenetv2" else fixed  # one architecture, or None
     net: torch.nn.Module = model
     if world > 1:
         # ops chosen by no image of a batch get no gradient: DDP must expect unused parameters
@@ -198,7 +205,7 @@ def train_supernet(
             model,
             cfg.dataset,
             config=asdict(cfg),
-            train_mask=None if cfg.fixed_mask is None else only.tolist(),
+            train_mask=None if fixed is None else fixed.tolist(),
             epoch=epoch,
             batch_in_epoch=batch_in_epoch,
             optimizer=optimizer.state_dict(),
@@ -269,7 +276,6 @@ def train_supernet(
 
     metrics: dict[str, float] = {}
     if rank == 0:
-        fixed = only if cfg.fixed_mask else None
         metrics = final_evaluation(model, test, cfg.eval_batch_size, cfg.seed, fixed=fixed)
         state = load_checkpoint(ckpt_path)
         state["metrics"] = {"history": history, **metrics}

@@ -28,6 +28,11 @@ ExecutionMode = Literal["masked", "dynamic"]
 EXECUTION_MODES = ("masked", "dynamic")
 
 
+def _memory_format(t: torch.Tensor) -> torch.memory_format:
+    """``channels_last`` if the 4-D tensor ``t`` is laid out that way, else the default layout."""
+    return torch.channels_last if t.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+
+
 class Cell(nn.Module):
     """One cell: the 5 candidate ops; output = mean (or sum) of selected ops (+ the input where shapes match)."""
 
@@ -51,6 +56,7 @@ class Cell(nn.Module):
         """``mask``: bool numpy (B, 5) of effective ops. Each op runs on the images that chose it.
 
         Indices come from numpy (no device sync); with autograd off, op outputs are summed in place.
+        The output keeps the layout of the op outputs (channels_last stays channels_last).
         """
         batch = x.shape[0]
         counts = mask.sum(0)
@@ -65,10 +71,11 @@ class Cell(nn.Module):
                 acc = y if acc is None else (acc.add_(y) if inplace else acc + y)
                 continue
             idx = torch.from_numpy(np.flatnonzero(mask[:, j])).to(x.device)
-            y = op(x.index_select(0, idx))
+            y = op(x[idx])  # indexing keeps channels_last, which index_select would drop
             if acc is None:
-                acc = y.new_zeros((batch, *y.shape[1:]))
-            acc = acc.index_add_(0, idx, y) if inplace else acc.index_add(0, idx, y)
+                acc = torch.empty((batch, *y.shape[1:]), dtype=y.dtype, device=y.device,
+                                  memory_format=_memory_format(y)).zero_()
+            acc = (acc if inplace else acc.clone(memory_format=torch.preserve_format)).index_add_(0, idx, y)
         return self._merge(x, acc, mask.sum(1))
 
     def forward_masked(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

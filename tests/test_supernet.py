@@ -97,3 +97,19 @@ def test_dynamic_training_gradients_reach_only_selected_ops(rng):
 def test_params_count(net):
     assert net.params(all_ops_mask()) == sum(p.numel() for p in net.parameters())
     assert net.params(mobilenetv2_mask()) < net.params(all_ops_mask())
+
+
+@pytest.mark.parametrize("grad", [False, True])
+def test_dynamic_cells_keep_channels_last(rng, grad):
+    net = trained_like(tiny_supernet()).to(memory_format=torch.channels_last).eval()
+    x = torch.rand(6, 1, 28, 28).contiguous(memory_format=torch.channels_last)
+    masks = net.prepare_masks(random_masks(rng, 6, 0.5), 6).numpy()
+    with torch.set_grad_enabled(grad):
+        h = net.stem(net.preprocess(x))
+        for c, cell in enumerate(net.cells):
+            h = cell.forward_dynamic(h, masks[:, c])
+            assert h.is_contiguous(memory_format=torch.channels_last), f"cell {c} returned another layout"
+        want = net(x.contiguous(), masks)
+    net.mode = "masked"
+    with torch.no_grad():
+        assert (net(x, masks) - want).abs().max().item() <= 1e-4

@@ -31,8 +31,7 @@ import torch
 import torch.multiprocessing as mp
 
 from .runtime import tune_allocator
-from .search_space import validate_mask
-from .supernet import ExecutionMode, Supernet
+from .supernet import ExecutionMode, Supernet, batch_masks
 
 
 @dataclass
@@ -144,14 +143,7 @@ class ProcessPool:
         if images.dim() != 4 or images.shape[1] != c:
             raise ValueError(f"images must be (B, {c}, H, W) NCHW, got shape {tuple(images.shape)}")
         batch = images.shape[0]
-        if isinstance(masks, torch.Tensor) and masks.dtype == torch.bool and masks.shape[-2:] == (17, 5):
-            m = masks
-        else:
-            m = torch.from_numpy(validate_mask(masks, batched=None)).bool()
-        if m.dim() == 2:
-            m = m.unsqueeze(0).expand(batch, -1, -1)
-        elif m.shape[0] != batch:
-            raise ValueError(f"got {m.shape[0]} masks for {batch} images; pass one (17, 5) mask or one per image")
+        m = batch_masks(masks, batch)
         images = images.cpu()
         bounds = np.linspace(0, batch, min(self.workers, batch) + 1).round().astype(int)
         shares = list(zip(bounds[:-1], bounds[1:]))

@@ -28,6 +28,19 @@ ExecutionMode = Literal["masked", "dynamic"]
 EXECUTION_MODES = ("masked", "dynamic")
 
 
+def batch_masks(masks: torch.Tensor | np.ndarray, batch: int) -> torch.Tensor:
+    """One (17, 5) mask or one per image, validated, as a bool (batch, 17, 5) tensor (a view where possible)."""
+    if isinstance(masks, torch.Tensor) and masks.dtype == torch.bool and masks.shape[-2:] == (17, 5):
+        m = masks  # trusted fast path: bool tensors cannot hold values other than 0/1
+    else:
+        m = torch.from_numpy(validate_mask(masks, batched=None)).bool()
+    if m.dim() == 2:
+        return m.unsqueeze(0).expand(batch, -1, -1)
+    if m.shape[0] != batch:
+        raise ValueError(f"got {m.shape[0]} masks for {batch} images; pass one (17, 5) mask or one per image")
+    return m
+
+
 def _memory_format(t: torch.Tensor) -> torch.memory_format:
     """``channels_last`` if the 4-D tensor ``t`` is laid out that way, else the default layout."""
     return torch.channels_last if t.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
@@ -138,14 +151,7 @@ class Supernet(nn.Module):
 
     def prepare_masks(self, masks: torch.Tensor | np.ndarray, batch: int) -> torch.Tensor:
         """Validate and expand masks to the effective bool (B, 17, 5) tensor (fallbacks added)."""
-        if isinstance(masks, torch.Tensor) and masks.dtype == torch.bool and masks.shape[-2:] == (17, 5):
-            m = masks  # trusted fast path: bool tensors cannot hold values other than 0/1
-        else:
-            m = torch.from_numpy(validate_mask(masks, batched=None)).bool()
-        if m.dim() == 2:
-            m = m.unsqueeze(0).expand(batch, -1, -1)
-        elif m.shape[0] != batch:
-            raise ValueError(f"got {m.shape[0]} masks for {batch} images; pass one (17, 5) mask or one per image")
+        m = batch_masks(masks, batch)
         empty = ~m.any(-1) & self._opens_stage
         if empty.any():
             m = m.clone()

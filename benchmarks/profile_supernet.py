@@ -10,27 +10,16 @@ table of the ops that took the most time under the per-image masks.
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 import torch
+from timing import rate
 from torch.profiler import profile
 
 from instanas_gym.checkpoint import BUNDLED_SUPERNET, load_supernet
 from instanas_gym.inference import fold_batchnorm
 from instanas_gym.runtime import tune_allocator
 from instanas_gym.search_space import mobilenetv2_mask, one_op_masks, random_masks
-
-
-def ms_per_call(fn, seconds: float) -> float:
-    """Mean wall-clock ms of ``fn`` over ``seconds`` after three warm-up calls."""
-    for _ in range(3):
-        fn()
-    n, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        fn()
-        n += 1
-    return 1000 * (time.perf_counter() - start) / n
 
 
 def main() -> None:
@@ -56,7 +45,8 @@ def main() -> None:
         np.broadcast_to(mobilenetv2_mask(), per_image.shape).copy()).bool()}
     with torch.inference_mode():
         for name, m in masks.items():
-            print(f"{name}: {ms_per_call(lambda: model(x, m), a.seconds):.2f} ms per forward pass of {a.batch} images")
+            ms = 1000 / rate(lambda: model(x, m), 1, a.seconds)
+            print(f"{name}: {ms:.2f} ms per forward pass of {a.batch} images")
         with profile() as prof:
             for _ in range(20):
                 model(x, masks[a.masks])

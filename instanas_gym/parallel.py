@@ -31,7 +31,8 @@ import torch
 import torch.multiprocessing as mp
 
 from .runtime import tune_allocator
-from .supernet import ExecutionMode, Supernet, batch_masks
+from .search_space import MASK_SHAPE
+from .supernet import ExecutionMode, Supernet, batch_masks, check_images
 
 
 @dataclass
@@ -129,7 +130,7 @@ class ProcessPool:
         rows = max(n, 0 if old is None else old.images.shape[0])
         new = _Buffers(
             torch.empty((rows, *images.shape[1:]), dtype=images.dtype).share_memory_(),
-            torch.empty((rows, 17, 5), dtype=torch.bool).share_memory_(),
+            torch.empty((rows, *MASK_SHAPE), dtype=torch.bool).share_memory_(),
             torch.empty((rows, self._num_classes)).share_memory_(),
         )
         self._buffers[worker] = new
@@ -139,9 +140,7 @@ class ProcessPool:
         """Logits (B, num_classes) for images (B, C, H, W) under masks (17, 5) or (B, 17, 5)."""
         if not self._finalizer.alive:
             raise RuntimeError("this ProcessPool is closed")
-        c = self.space.in_channels
-        if images.dim() != 4 or images.shape[1] != c:
-            raise ValueError(f"images must be (B, {c}, H, W) NCHW, got shape {tuple(images.shape)}")
+        check_images(images, self.space.in_channels)
         batch = images.shape[0]
         m = batch_masks(masks, batch)
         images = images.cpu()

@@ -28,6 +28,12 @@ ExecutionMode = Literal["masked", "dynamic"]
 EXECUTION_MODES = ("masked", "dynamic")
 
 
+def check_images(images: torch.Tensor, channels: int) -> None:
+    """Raise a ValueError unless ``images`` is a 4-D NCHW batch with ``channels`` channels."""
+    if images.dim() != 4 or images.shape[1] != channels:
+        raise ValueError(f"images must be (B, {channels}, H, W) NCHW, got shape {tuple(images.shape)}")
+
+
 def batch_masks(masks: torch.Tensor | np.ndarray, batch: int) -> torch.Tensor:
     """One (17, 5) mask or one per image, validated, as a bool (batch, 17, 5) tensor (a view where possible)."""
     if isinstance(masks, torch.Tensor) and masks.dtype == torch.bool and masks.shape[-2:] == (17, 5):
@@ -176,10 +182,7 @@ class Supernet(nn.Module):
 
     def forward(self, images: torch.Tensor, masks: torch.Tensor | np.ndarray) -> torch.Tensor:
         """Logits (B, num_classes) for images (B, C, H, W) under masks (17, 5) or (B, 17, 5)."""
-        if images.dim() != 4 or images.shape[1] != self.space.in_channels:
-            raise ValueError(
-                f"images must be (B, {self.space.in_channels}, H, W) NCHW, got shape {tuple(images.shape)}"
-            )
+        check_images(images, self.space.in_channels)
         m = self.prepare_masks(masks, images.shape[0]).to(images.device)
         x = self.stem(self.preprocess(images))
         if self.mode == "dynamic":

@@ -16,7 +16,7 @@ import torch
 import instanas_gym  # noqa: F401  (registers the environments)
 from instanas_gym.bandit import InstaNASBandit
 from instanas_gym.latency import measure_masks
-from instanas_gym.search_space import MASK_SHAPE, all_ops_mask, mobilenetv2_mask
+from instanas_gym.search_space import MASK_SHAPE, all_ops_mask, mask_counts, mobilenetv2_mask
 
 from .controller import Controller, bounded_probs, greedy_masks
 
@@ -60,7 +60,7 @@ def evaluate_policy(
     n = bandit.num_images if limit is None else min(limit, bandit.num_images)
     sums: dict[str, float] = {}
     measured_masks = []
-    distinct: set[bytes] = set()
+    chosen = []
     for start in range(0, n, batch_size):
         idx = np.arange(start, min(start + batch_size, n))
         masks = np.asarray(policy(bandit.data.images[idx]), dtype=np.uint8)
@@ -68,12 +68,12 @@ def evaluate_policy(
         for key in ("correct", "reward", "latency_ms", "network_latency_ms", "macs"):
             sums[key] = sums.get(key, 0.0) + float(np.sum(out[key]))
         sums["ops_per_cell"] = sums.get("ops_per_cell", 0.0) + float(masks.sum(-1).mean(-1).sum())
-        distinct.update(row.tobytes() for row in np.packbits(masks.reshape(len(masks), -1), axis=1))
+        chosen.append(masks)
         if len(measured_masks) * batch_size < measure:
             measured_masks.append(masks)
     result = {k: v / n for k, v in sums.items()}
     result["accuracy"] = 100 * result.pop("correct")
-    result["distinct_masks"] = float(len(distinct))
+    result["distinct_masks"] = float(len(mask_counts(np.concatenate(chosen))[1]))
     if measure:
         sample = bandit.model.space.effective_mask(np.concatenate(measured_masks)[:measure])
         threads = int(bandit.table.meta.get("threads", 1))

@@ -20,7 +20,7 @@ from instanas_gym.bandit import InstaNASBandit, default_paths
 from instanas_gym.checkpoint import load_supernet
 from instanas_gym.latency import median_ms
 from instanas_gym.plots import latency_histogram, mask_embedding, pareto_plot
-from instanas_gym.search_space import MASK_SHAPE, OPS, all_ops_mask, mobilenetv2_mask, save_mask
+from instanas_gym.search_space import OPS, all_ops_mask, mask_counts, mobilenetv2_mask, save_mask
 
 from .controller import Controller
 from .evaluation import Policy, controller_policy, evaluate_policy, fixed_policy
@@ -180,9 +180,9 @@ def write_report(folder: str | Path, ev: dict[str, Any]) -> Path:
                          f"{100 * (with_controller / results[ref]['measured_ms'] - 1):+.1f}%")
     lines += ["", "![accuracy vs latency](pareto.png)", "", "![masks](masks_embedding.png)", "",
               "![latency histogram](latency_histogram.png)", ""]
-    distinct, counts = np.unique(ev["masks"].reshape(len(ev["masks"]), -1), axis=0, return_counts=True)
-    save_mask(folder / "top_mask.json", distinct[counts.argmax()].reshape(MASK_SHAPE))
-    lines += [f"The most used mask ({counts.max()} of {len(ev['masks'])} images) is in `top_mask.json`; "
+    distinct, counts = mask_counts(ev["masks"])
+    save_mask(folder / "top_mask.json", distinct[0])
+    lines += [f"The most used mask ({counts[0]} of {len(ev['masks'])} images) is in `top_mask.json`; "
               "`python examples/train_supernet.py --mask-sampling fixed --fixed-mask top_mask.json` trains it "
               "alone, and `evaluate_search.py --reference NAME=CHECKPOINT` judges that network here.", ""]
     path = folder / "report.md"

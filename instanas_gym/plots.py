@@ -11,6 +11,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from instanas_gym.search_space import mask_counts  # noqa: E402
+
 
 def _save(fig: plt.Figure, path: str | os.PathLike) -> None:
     fig.tight_layout()
@@ -122,7 +124,7 @@ def mask_embedding(
     are jittered by 0.05 (a bit flip moves a mask by about 1) and the title counts the distinct masks;
     the axes span at least 2 units, so one mask for every image shows as one blot, not a cloud."""
     flat = masks.reshape(len(masks), -1)
-    distinct = len(np.unique(flat, axis=0))
+    distinct = len(mask_counts(masks)[1])
     points, method = embedding_2d(flat)
     points = points + np.random.default_rng(0).normal(0, 0.05, points.shape)
     fig, ax = plt.subplots(figsize=(7, 5.5))

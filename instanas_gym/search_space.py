@@ -251,6 +251,15 @@ def unflatten_mask(bits: np.ndarray) -> np.ndarray:
     return bits.reshape(*bits.shape[:-1], *MASK_SHAPE)
 
 
+def mask_counts(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct masks of a batch (B, 17, 5) and how many images chose each, most used first:
+    ``(distinct (K, 17, 5) uint8, counts (K,))``. A policy collapsed onto one architecture has K = 1."""
+    masks = validate_mask(masks, batched=True)
+    distinct, counts = np.unique(flatten_mask(masks), axis=0, return_counts=True)
+    order = np.argsort(-counts, kind="stable")
+    return unflatten_mask(distinct[order]), counts[order]
+
+
 def validate_mask(mask, batched: bool | None = False) -> np.ndarray:
     """Check that ``mask`` is a 0/1 array of shape (17, 5) (or (B, 17, 5) when ``batched``).
 

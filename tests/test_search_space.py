@@ -10,6 +10,7 @@ from instanas_gym.search_space import (
     all_ops_mask,
     flatten_mask,
     load_mask,
+    mask_counts,
     mobilenetv2_mask,
     one_op_masks,
     random_masks,
@@ -135,3 +136,13 @@ def test_mask_files_round_trip_and_refuse_bad_input(tmp_path, rng):
         load_mask(tmp_path / "other.json")
     with pytest.raises(ValueError, match=r"\(17, 5\)"):
         save_mask(tmp_path / "bad.json", np.ones((17, 4), np.uint8))
+
+
+def test_mask_counts_orders_distinct_masks_by_use(rng):
+    a, b, c = random_masks(rng, 3, 0.5)
+    distinct, counts = mask_counts(np.stack([b, a, b, c, b, a]))
+    assert counts.tolist() == [3, 2, 1]
+    assert [m.tolist() for m in distinct] == [b.tolist(), a.tolist(), c.tolist()]
+    assert distinct.dtype == np.uint8 and distinct.shape == (3, *MASK_SHAPE)
+    with pytest.raises(ValueError, match=r"\(B, 17, 5\)"):
+        mask_counts(a)

@@ -59,7 +59,6 @@ def evaluate_policy(
     1, dynamic execution, the LUT's thread count) of the masks of the first ``measure`` images."""
     n = bandit.num_images if limit is None else min(limit, bandit.num_images)
     sums: dict[str, float] = {}
-    measured_masks = []
     chosen = []
     for start in range(0, n, batch_size):
         idx = np.arange(start, min(start + batch_size, n))
@@ -69,13 +68,12 @@ def evaluate_policy(
             sums[key] = sums.get(key, 0.0) + float(np.sum(out[key]))
         sums["ops_per_cell"] = sums.get("ops_per_cell", 0.0) + float(masks.sum(-1).mean(-1).sum())
         chosen.append(masks)
-        if len(measured_masks) * batch_size < measure:
-            measured_masks.append(masks)
     result = {k: v / n for k, v in sums.items()}
     result["accuracy"] = 100 * result.pop("correct")
-    result["distinct_masks"] = float(len(mask_counts(np.concatenate(chosen))[1]))
+    all_masks = np.concatenate(chosen)
+    result["distinct_masks"] = float(len(mask_counts(all_masks)[1]))
     if measure:
-        sample = bandit.model.space.effective_mask(np.concatenate(measured_masks)[:measure])
+        sample = bandit.model.space.effective_mask(all_masks[:measure])
         threads = int(bandit.table.meta.get("threads", 1))
         result["measured_ms"] = float(measure_masks(bandit.model, sample, threads, repeats=5).mean())
     return result

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from .blocks import build_op, conv_bn
-from .search_space import FALLBACK_OP, OPS, CellSpec, SearchSpace, validate_mask
+from .search_space import FALLBACK_OP, MASK_SHAPE, OPS, CellSpec, SearchSpace, validate_mask
 
 ExecutionMode = Literal["masked", "dynamic"]
 EXECUTION_MODES = ("masked", "dynamic")
@@ -36,7 +36,7 @@ def check_images(images: torch.Tensor, channels: int) -> None:
 
 def batch_masks(masks: torch.Tensor | np.ndarray, batch: int) -> torch.Tensor:
     """One (17, 5) mask or one per image, validated, as a bool (batch, 17, 5) tensor (a view where possible)."""
-    if isinstance(masks, torch.Tensor) and masks.dtype == torch.bool and masks.shape[-2:] == (17, 5):
+    if isinstance(masks, torch.Tensor) and masks.dtype == torch.bool and masks.shape[-2:] == MASK_SHAPE:
         m = masks  # trusted fast path: bool tensors cannot hold values other than 0/1
     else:
         m = torch.from_numpy(validate_mask(masks, batched=None)).bool()

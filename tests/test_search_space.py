@@ -146,3 +146,16 @@ def test_mask_counts_orders_distinct_masks_by_use(rng):
     assert distinct.dtype == np.uint8 and distinct.shape == (3, *MASK_SHAPE)
     with pytest.raises(ValueError, match=r"\(B, 17, 5\)"):
         mask_counts(a)
+
+
+def test_kept_benchmark_masks_load_and_cost_what_the_benchmarks_say():
+    """benchmarks/masks/ holds the masks benchmarks/README.md retrains; their bundled-table latency is quoted there."""
+    from pathlib import Path
+
+    from instanas_gym.latency import LatencyTable
+
+    root = Path(__file__).resolve().parents[1]
+    table = LatencyTable.load(root / "instanas_gym/assets/latency_fashion_mnist.json")
+    mask = load_mask(root / "benchmarks/masks/ub_end_1.0_seed3.json")
+    assert round(float(table.network_ms(mask)), 3) == 1.268
+    assert round(float(table.network_ms(mobilenetv2_mask())), 3) == 2.162

@@ -1,8 +1,12 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 import torchvision
 
+from instanas_gym.checkpoint import BUNDLED_LATENCY_TABLE
+from instanas_gym.latency import LatencyTable
 from instanas_gym.search_space import (
     MASK_SHAPE,
     SearchSpace,
@@ -150,12 +154,7 @@ def test_mask_counts_orders_distinct_masks_by_use(rng):
 
 def test_kept_benchmark_masks_load_and_cost_what_the_benchmarks_say():
     """benchmarks/masks/ holds the masks benchmarks/README.md retrains; their bundled-table latency is quoted there."""
-    from pathlib import Path
-
-    from instanas_gym.latency import LatencyTable
-
-    root = Path(__file__).resolve().parents[1]
-    table = LatencyTable.load(root / "instanas_gym/assets/latency_fashion_mnist.json")
-    mask = load_mask(root / "benchmarks/masks/ub_end_1.0_seed3.json")
+    table = LatencyTable.load(BUNDLED_LATENCY_TABLE)
+    mask = load_mask(Path(__file__).resolve().parents[1] / "benchmarks/masks/ub_end_1.0_seed3.json")
     assert round(float(table.network_ms(mask)), 3) == 1.268
     assert round(float(table.network_ms(mobilenetv2_mask())), 3) == 2.162

@@ -19,16 +19,16 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from agents.evaluation import controller_policy
-from agents.search import load_search
+from instanas_gym.agents.evaluation import controller_policy
+from instanas_gym.agents.search import load_search
 from instanas_gym.bandit import InstaNASBandit
 from instanas_gym.data import ImageSet
-from instanas_gym.training import correct_per_image
+from instanas_gym.training.evaluation import correct_per_image
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("folder", help="a finished search (examples/search.py --out)")
+    p.add_argument("folder", help="a finished search (instanas-gym search --out)")
     p.add_argument("--masks", type=int, default=12, help="perturbed masks")
     p.add_argument("--flip", type=float, default=0.05, help="share of the 85 bits flipped per mask")
     p.add_argument("--limit", type=int, default=None, help="first N test images only")
@@ -41,7 +41,7 @@ def main() -> None:
                             latency_table=cfg.get("latency_table"), data_root=cfg.get("data_root"))
     n = bandit.num_images if a.limit is None else min(a.limit, bandit.num_images)
     data = ImageSet(bandit.data.images[:n], bandit.data.labels[:n], bandit.data.spec, "test", bandit.data.source)
-    greedy = controller_policy(controller, cfg.get("alpha", 0.8))(bandit.data.images[:1])[0].astype(bool)
+    greedy = controller_policy(controller)(bandit.data.images[:1])[0].astype(bool)
     rng = np.random.default_rng(a.seed)
     masks = [greedy] + [greedy ^ (rng.random(greedy.shape) < a.flip) for _ in range(a.masks)]
     right = np.stack([correct_per_image(model, data, m.astype(np.uint8), batch_size=500) for m in masks])

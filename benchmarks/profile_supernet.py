@@ -16,10 +16,12 @@ import torch
 from timing import rate
 from torch.profiler import profile
 
-from instanas_gym.checkpoint import BUNDLED_SUPERNET, load_supernet
-from instanas_gym.inference import fold_batchnorm
+from instanas_gym.checkpoint import load_supernet
+from instanas_gym.paths import BUNDLED_SUPERNET
+from instanas_gym.folding import fold_batchnorm
 from instanas_gym.runtime import tune_allocator
-from instanas_gym.search_space import mobilenetv2_mask, one_op_masks, random_masks
+from instanas_gym.masks import mobilenetv2_mask
+from instanas_gym.samplers import one_op_masks, random_masks
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ enlarge_onednn_cache()  # before any convolution runs: see instanas_gym.runtime
 
 __version__ = "0.1.0"
 
-#: Environment id -> keyword arguments of ``envs.instanas_env.InstaNASEnv``.
+#: Environment id -> keyword arguments of :class:`instanas_gym.envs.instanas_env.InstaNASEnv`.
 ENV_IDS: dict[str, dict[str, str]] = {
     "InstaNAS-FashionMNIST-v0": {"dataset": "fashion_mnist", "split": "search"},
     "InstaNAS-CIFAR10-v0": {"dataset": "cifar10", "split": "train"},
@@ -26,7 +26,7 @@ for _id, _kwargs in ENV_IDS.items():
     if _id not in registry:
         register(
             id=_id,
-            entry_point="envs.instanas_env:InstaNASEnv",
-            vector_entry_point="envs.vector:InstaNASVectorEnv",
+            entry_point="instanas_gym.envs.instanas_env:InstaNASEnv",
+            vector_entry_point="instanas_gym.envs.vector:InstaNASVectorEnv",
             kwargs=dict(_kwargs),
         )

@@ -15,25 +15,17 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from .checkpoint import BUNDLED_LATENCY_TABLE, BUNDLED_SUPERNET, CACHE_DIR, load_supernet
-from .data import ImageSet, load_split
+from .checkpoint import load_supernet, train_hint
+from .checks import check_int
+from .data import ImageSet, get_spec, load_split
 from .latency import LatencyTable
-from .reward import LatencyReward, RewardShape
+from .paths import default_latency_table, default_supernet
+from .reward import LatencyReward, RewardConfig
 from .runtime import tune_allocator
-from .supernet import ExecutionMode, Supernet
+from .supernet import EXECUTION_MODES, ExecutionMode, Supernet
 
 ImageOrder = Literal["random", "sequential"]
-
-
-def default_paths(dataset: str) -> tuple[Path, Path]:
-    """Where a dataset's supernet and latency table are looked for when none is given.
-
-    Fashion-MNIST: the ones bundled in the package. Others: ``$INSTANAS_CACHE/<dataset>/last.pt`` and
-    ``.../latency.json`` (``~/.cache/instanas_gym`` by default), as the example scripts write them.
-    """
-    if dataset == "fashion_mnist":
-        return BUNDLED_SUPERNET, BUNDLED_LATENCY_TABLE
-    return CACHE_DIR / dataset / "last.pt", CACHE_DIR / dataset / "latency.json"
+IMAGE_ORDERS = ("random", "sequential")
 
 
 @functools.lru_cache(maxsize=8)
@@ -47,6 +39,19 @@ def _cached_supernet(path: str, mtime: float, mode: str, device: str) -> tuple[S
     return model.to(device), ckpt["dataset"]
 
 
+def _check_args(dataset: str, mode: str, device: str, threads: int | None, download: bool) -> None:
+    get_spec(dataset)  # unknown datasets raise here, before any file is looked for
+    if mode not in EXECUTION_MODES:
+        raise ValueError(f"mode must be one of {EXECUTION_MODES}, got {mode!r}")
+    if not isinstance(download, bool):
+        raise TypeError(f"download must be True or False, got {download!r}")
+    check_int("threads", threads, optional=True)
+    try:
+        torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device: {err}") from None
+
+
 class InstaNASBandit:
     """Data, frozen supernet, LUT and reward for one dataset split.
 
@@ -55,10 +60,9 @@ class InstaNASBandit:
         split: which split the images come from ("search"/"train" to learn on, "test" to evaluate).
         data_root, download: as for :func:`instanas_gym.data.load_split`.
         supernet: checkpoint path, or a :class:`Supernet` used as it is (not copied: a search trains
-            it); default per :func:`default_paths`.
-        latency_table: path; default per :func:`default_paths`.
-        correct_reward, reward_shape, lower_ms, upper_ms, upper_start_frac, upper_end_frac: as for
-            :class:`LatencyReward`.
+            it); default per :func:`instanas_gym.paths.default_supernet`.
+        latency_table: path; default per :func:`instanas_gym.paths.default_latency_table`.
+        reward: the reward's settings (:class:`~instanas_gym.reward.RewardConfig`, or a dict of its fields).
         mode: supernet execution, "dynamic" (default) or "masked".
         device: torch device of the supernet.
         threads: torch intra-op threads (process-wide); None leaves torch's setting.
@@ -72,38 +76,32 @@ class InstaNASBandit:
         download: bool = False,
         supernet: str | os.PathLike | Supernet | None = None,
         latency_table: str | os.PathLike | None = None,
-        correct_reward: float = 10.0,
-        reward_shape: RewardShape = "parabola",
-        lower_ms: float | None = None,
-        upper_ms: float | None = None,
-        upper_start_frac: float = 0.7,
-        upper_end_frac: float = 0.5,
+        reward: RewardConfig | dict[str, Any] | None = None,
         mode: ExecutionMode = "dynamic",
         device: str = "cpu",
         threads: int | None = None,
     ) -> None:
+        _check_args(dataset, mode, device, threads, download)
+        reward_cfg = RewardConfig.coerce(reward)
         tune_allocator()
         if threads is not None:
             torch.set_num_threads(threads)
-        default_net, default_lut = default_paths(dataset)
-        lut_path = Path(latency_table) if latency_table is not None else default_lut
+        lut_path = Path(latency_table) if latency_table is not None else default_latency_table(dataset)
         if isinstance(supernet, Supernet):
             self.model = supernet  # used as is: a search trains it between evaluations
         else:
-            net_path = Path(supernet) if supernet is not None else default_net
+            net_path = Path(supernet) if supernet is not None else default_supernet(dataset)
             if not net_path.is_file():
                 raise FileNotFoundError(
-                    f"no supernet checkpoint for {dataset} at {net_path}. Train one with `python "
-                    f"examples/train_supernet.py --dataset {dataset} --out {net_path.parent}`, or pass supernet=PATH."
+                    f"no supernet checkpoint for {dataset} at {net_path}: {train_hint(net_path, dataset)}, "
+                    f"or pass supernet=PATH."
                 )
             self.model, trained_on = _cached_supernet(str(net_path), net_path.stat().st_mtime, mode, device)
             if trained_on != dataset:
                 raise ValueError(f"supernet {net_path} was trained on {trained_on}, not {dataset}")
         self.data = _cached_split(dataset, split, None if data_root is None else str(data_root), download)
         self.table = LatencyTable.load(lut_path, self.model.space)
-        self.reward = LatencyReward(
-            self.table, correct_reward, reward_shape, lower_ms, upper_ms, upper_start_frac, upper_end_frac
-        )
+        self.reward = LatencyReward(self.table, reward_cfg)
         self.device = torch.device(device)
         self.dataset, self.split = dataset, split
         self.images = torch.from_numpy(self.data.images).permute(0, 3, 1, 2)  # uint8 NCHW view
@@ -119,7 +117,14 @@ class InstaNASBandit:
             return int(rng.integers(self.num_images)), cursor
         if order == "sequential":
             return cursor % self.num_images, cursor + 1
-        raise ValueError(f"order must be 'random' or 'sequential', got {order!r}")
+        raise ValueError(f"order must be one of {IMAGE_ORDERS}, got {order!r}")
+
+    def check_index(self, index: Any, name: str = "options['index']") -> int:
+        """``index`` as an image index of this split: a Python or numpy integer in [0, num_images)."""
+        index = check_int(name, index, minimum=0)
+        if index >= self.num_images:
+            raise ValueError(f"{name} must be in [0, {self.num_images}), got {index}")
+        return index
 
     @torch.inference_mode()
     def evaluate(self, indices: np.ndarray, masks: np.ndarray) -> dict[str, Any]:

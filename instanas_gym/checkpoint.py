@@ -1,39 +1,22 @@
-"""Saving and loading supernets: atomic writes, config stored beside the weights."""
+"""Supernet checkpoints: the weights with the search space, dataset and normalisation beside them.
+
+A checkpoint is a dict of tensors and plain Python data (format :data:`FORMAT`), loaded with
+``weights_only=True``: no code in a checkpoint file ever runs. Training checkpoints add their resume
+state (optimizer, scheduler, RNG states, position); :func:`export_supernet` strips it for shipping.
+"""
 
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
-import torch
-
+from .files import FileFormatError, atomic_save, load_torch
 from .search_space import SearchSpace
 from .supernet import ExecutionMode, Supernet
 
-ASSETS = Path(__file__).parent / "assets"
-BUNDLED_SUPERNET = ASSETS / "supernet_fashion_mnist.pt"
-BUNDLED_LATENCY_TABLE = ASSETS / "latency_fashion_mnist.json"
-CACHE_DIR = Path(os.environ.get("INSTANAS_CACHE", Path.home() / ".cache" / "instanas_gym"))
 FORMAT = "instanas-supernet-v1"
-
-
-def atomic_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temporary file in the same folder, then rename: never a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+KEYS = ("space", "dataset", "mean", "std", "model")
 
 
 def supernet_state(model: Supernet, dataset: str, **extra: Any) -> dict[str, Any]:
@@ -49,29 +32,37 @@ def supernet_state(model: Supernet, dataset: str, **extra: Any) -> dict[str, Any
     }
 
 
+def train_hint(path: Path, dataset: str | None = None) -> str:
+    """What to do about a missing or broken supernet checkpoint at ``path``: the command that trains one."""
+    data = f" --dataset {dataset}" if dataset else ""
+    return f"train one with `instanas-gym train-supernet{data} --out {path.parent}` (it writes {path.parent / 'last.pt'})"
+
+
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """The checkpoint dict at ``path``, checked (FileNotFoundError / FileFormatError name the file)."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"no supernet checkpoint at {path}; train one with `python examples/train_supernet.py "
-            f"--dataset DATASET --out {path.parent}` (it writes {path.name} there)"
-        )
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise ValueError(f"{path} is not an instanas-gym supernet checkpoint (format {FORMAT})")
-    return ckpt
+    return load_torch(path, "instanas-gym supernet checkpoint", FORMAT, KEYS, train_hint(path))
+
+
+def build_supernet(ckpt: dict[str, Any], path: str | os.PathLike, mode: ExecutionMode = "dynamic") -> Supernet:
+    """The supernet (eval mode) described by a checkpoint dict read from ``path`` (named in errors)."""
+    try:
+        space = SearchSpace.from_dict(ckpt["space"])
+        model = Supernet(space, tuple(ckpt["mean"]), tuple(ckpt["std"]), mode=mode)
+        model.load_state_dict(ckpt["model"])
+    except Exception as err:  # whatever a damaged checkpoint's contents make torch raise
+        raise FileFormatError(f"{path} holds a supernet that cannot be built ({type(err).__name__}: {err})") from None
+    return model.eval()
 
 
 def load_supernet(path: str | os.PathLike, mode: ExecutionMode = "dynamic") -> tuple[Supernet, dict[str, Any]]:
     """Build the supernet stored at ``path`` in eval mode; returns it and the checkpoint dict."""
     ckpt = load_checkpoint(path)
-    model = Supernet(SearchSpace.from_dict(ckpt["space"]), tuple(ckpt["mean"]), tuple(ckpt["std"]), mode=mode)
-    model.load_state_dict(ckpt["model"])
-    return model.eval(), ckpt
+    return build_supernet(ckpt, path, mode), ckpt
 
 
 def export_supernet(src: str | os.PathLike, dest: str | os.PathLike) -> None:
     """Copy a training checkpoint without its resume state (optimizer, scheduler, RNG): for shipping."""
     ckpt = load_checkpoint(src)
-    keep = ("format", "space", "dataset", "mean", "std", "model", "metrics", "config", "epoch")
+    keep = ("format", *KEYS, "metrics", "config", "epoch")
     atomic_save({k: ckpt[k] for k in keep if k in ckpt}, dest)

@@ -1,35 +1,197 @@
-"""Command lines from dataclasses of arguments: one flag per field, the field's default as the flag's."""
+"""The ``instanas-gym`` command: one subcommand per job, each a dataclass of documented arguments
+parsed by tyro (``instanas-gym COMMAND --help``). The command line sits on top of the library, like
+``examples/``: nothing in the library imports it.
+"""
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
-from typing import Any, TypeVar
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
-T = TypeVar("T")
+import torch
+import tyro
+from rich.console import Console
 
-_TYPES = {"int": int, "float": float, "str": str}
-
-
-def add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = ()) -> None:
-    """``--field-name`` for every field of ``cls`` (bool fields: ``--name`` / ``--no-name``)."""
-    for field in dataclasses.fields(cls):
-        if field.name in skip:
-            continue
-        flag = "--" + field.name.replace("_", "-")
-        kind = str(field.type).split(" ")[0]  # "int | None" -> "int"
-        default = field.default
-        if kind == "bool":
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
-        elif kind in _TYPES:
-            parser.add_argument(flag, type=_TYPES[kind], default=default, help=f"default: {default}")
-        else:
-            raise TypeError(f"{cls.__name__}.{field.name}: no flag for type {field.type}")
+from .agents.compare import CompareConfig, compare_agents
+from .agents.reinforce import DEMO, ReinforceConfig, judge_on_test, train_reinforce
+from .agents.search import SearchConfig, search
+from .agents.search_report import evaluate_search, family_report, write_report
+from .checkpoint import export_supernet, load_supernet
+from .display import results_table, validation_table
+from .latency.validation import build_validated_table
+from .paths import BUNDLED_SUPERNET
+from .plots import latency_scatter
+from .runlog import progress_bar
+from .training import TrainConfig, train_supernet
 
 
-def parse_dataclass(cls: type[T], description: str | None, argv: list[str] | None = None) -> T:
-    """Parse ``argv`` (default: the command line) into an instance of the dataclass ``cls``."""
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_dataclass_flags(parser, cls)
-    values: dict[str, Any] = vars(parser.parse_args(argv))
-    return cls(**values)
+@dataclass(frozen=True)
+class LatencyTableConfig:
+    """Arguments of ``instanas-gym build-latency-table``. Close other programs first: the table is a
+    measurement of this machine."""
+
+    out: str
+    """JSON file to write (the PNG scatter plot goes beside it)."""
+    supernet: str = str(BUNDLED_SUPERNET)
+    """Supernet checkpoint."""
+    passes: int = 2000
+    """Timed whole-network passes per build."""
+    threads: int = 1
+    """Torch threads while measuring."""
+    validate_masks: int = 200
+    """Fresh masks timed for validation."""
+    repeats: int = 15
+    """Timed runs per validation mask (median)."""
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """Arguments of ``instanas-gym evaluate``: judge searches on the test split (table, Pareto plot,
+    mask embedding, latency histogram, report.md in each folder; with several folders a family report)."""
+
+    folders: tuple[str, ...]
+    """Search output folders (``instanas-gym search --out``)."""
+    measure: int = 200
+    """Test images whose masks are timed (0: no clock)."""
+    limit: int | None = None
+    """Evaluate the first N test images only."""
+    data_root: str | None = None
+    threads: int = 2
+    """Torch threads (the clock at batch 1 uses the table's)."""
+    out: str | None = None
+    """Folder of the family report (several folders); default FIRST/../family."""
+    reference: tuple[str, ...] = ()
+    """NAME=CHECKPOINT[,TABLE]: also judge the MobileNetV2 path of this supernet checkpoint (with its
+    own latency table when its width differs), or the mask it was trained on alone."""
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """Arguments of ``instanas-gym export-supernet``: a training checkpoint without its resume state."""
+
+    src: str
+    """Training checkpoint (``last.pt``)."""
+    dest: str
+    """File to write."""
+
+
+def run_train_supernet(cfg: TrainConfig, console: Console) -> None:
+    train_supernet(cfg, console=console)
+    console.print(f"wrote {cfg.out}/last.pt; use it with gymnasium.make(ID, supernet='{cfg.out}/last.pt')")
+
+
+def run_build_latency_table(cfg: LatencyTableConfig, console: Console) -> None:
+    model, _ = load_supernet(cfg.supernet)
+    out = Path(cfg.out)
+    with progress_bar(console) as progress:
+
+        def bar(name: str, total: int) -> Callable[[int, int], None]:
+            task = progress.add_task(name, total=total, stats="")
+            return lambda done, _total: progress.update(task, completed=done)
+
+        table, measured, predicted = build_validated_table(
+            model, cfg.passes, cfg.threads, cfg.validate_masks, cfg.repeats, cfg.seed, progress=bar
+        )
+    table.save(out)
+    png = out.with_suffix(".png")
+    latency_scatter(measured, predicted, png, f"LUT vs clock ({len(measured)} masks, {cfg.threads} thread(s))")
+    console.print(validation_table(table.validation, f"latency table {out}"))
+    console.print(f"rebuild vs first: MAPE {table.validation['rebuild_vs_first_mape_pct']:.2f}% of predictions; "
+                  f"fixed {table.fixed_ms:.3f} ms; wrote {out} and {png}")
+
+
+def run_train_reinforce(cfg: ReinforceConfig, console: Console) -> None:
+    controller, _ = train_reinforce(cfg, console)
+    with console.status("evaluating on the test split"):
+        results = judge_on_test(controller, cfg)
+    console.print(results_table(results, f"{cfg.env.env_id}: test split"))
+    image_shape = cfg.env.bandit("test").data.spec.image_shape
+    console.print(f"the controller costs {controller.macs(image_shape) / 1e6:.2f} MMACs per image, the "
+                  f"supernet's MobileNetV2 path {results['MobileNetV2 path']['macs'] / 1e6:.2f}")
+    console.print(f"controller saved to {cfg.out}/controller.pt, log in {cfg.out}/log.csv")
+
+
+def run_compare(cfg: CompareConfig, console: Console) -> None:
+    summary = compare_agents(cfg)
+    console.print(results_table(summary, f"{cfg.env.env_id}: test split, mean over {len(cfg.seeds)} seeds"))
+    console.print(f"wrote {cfg.out}/curves.csv, summary.csv, curves.png, summary.md")
+
+
+def run_search(cfg: SearchConfig, console: Console) -> None:
+    out = search(cfg, console)
+    console.print(f"search done: {out}/supernet.pt, {out}/controller.pt; "
+                  f"evaluate with `instanas-gym evaluate --folders {out}`")
+
+
+def parse_references(specs: tuple[str, ...]) -> dict[str, tuple[str, str | None]]:
+    """``NAME=CHECKPOINT[,TABLE]`` strings as {name: (checkpoint, table or None)}."""
+    references = {}
+    for spec in specs:
+        name, sep, paths = spec.partition("=")
+        if not sep or not name or not paths:
+            raise ValueError(f"--reference takes NAME=CHECKPOINT[,TABLE], got {spec!r}")
+        checkpoint, _, table = paths.partition(",")
+        references[name] = (checkpoint, table or None)
+    return references
+
+
+def run_evaluate(cfg: EvaluateConfig, console: Console) -> None:
+    references = parse_references(cfg.reference)
+    torch.set_num_threads(cfg.threads)
+    evaluations = {}
+    for folder in cfg.folders:
+        with console.status(f"evaluating {folder} on the test split"):
+            ev = evaluate_search(folder, cfg.measure, cfg.limit, cfg.data_root, references)
+        console.print(results_table(ev["results"], f"{folder}: test split ({len(ev['labels'])} images)"))
+        console.print(f"report: {write_report(folder, ev)}")
+        evaluations[Path(folder).name] = ev
+    if len(cfg.folders) > 1:
+        out = cfg.out or str(Path(cfg.folders[0]).parent / "family")
+        console.print(f"family report: {family_report(evaluations, out)}")
+
+
+def run_export(cfg: ExportConfig, console: Console) -> None:
+    export_supernet(cfg.src, cfg.dest)
+    console.print(f"wrote {cfg.dest}")
+
+
+#: name -> (config class, default config or None, runner, one line of help)
+COMMANDS: dict[str, tuple[type, object, Callable[..., None], str]] = {
+    "train-supernet": (TrainConfig, None, run_train_supernet, "one-shot pre-training of a supernet (resumable)"),
+    "build-latency-table": (LatencyTableConfig, None, run_build_latency_table,
+                            "latency table measured in place, checked against the clock"),
+    "train-reinforce": (ReinforceConfig, DEMO, run_train_reinforce,
+                        "REINFORCE controller (the demo preset), judged on the test split"),
+    "compare": (CompareConfig, None, run_compare, "REINFORCE, PPO, A2C, random and MobileNetV2 over seeds"),
+    "search": (SearchConfig, None, run_search, "the paper's phases 2 and 3 (resumable)"),
+    "evaluate": (EvaluateConfig, None, run_evaluate, "judge searches on the test split: tables, plots, report"),
+    "export-supernet": (ExportConfig, None, run_export, "strip a training checkpoint's resume state"),
+}
+
+
+def usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = [f"  {name:<{width}}  {text}" for name, (*_, text) in COMMANDS.items()]
+    return "usage: instanas-gym COMMAND [--help | ARGS]\n\ncommands:\n" + "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``instanas-gym`` console script."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    if not args or args[0] in ("-h", "--help"):
+        print(usage())
+        return
+    name, rest = args[0], args[1:]
+    if name not in COMMANDS:
+        print(f"instanas-gym: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
+        raise SystemExit(2)
+    cls, default, run, text = COMMANDS[name]
+    cfg = tyro.cli(cls, args=rest, default=default, prog=f"instanas-gym {name}", description=cls.__doc__)
+    run(cfg, Console())
+
+
+if __name__ == "__main__":
+    main()

@@ -3,10 +3,12 @@
 Every split loads into memory as ``images`` uint8 (N, H, W, C) and ``labels`` int64 (N,): the
 environment hands these images out as observations, and training batches are cut from them.
 
-Where data comes from, for ``root=None`` the folder in ``$INSTANAS_DATA`` (if set):
+Where data comes from: the data root is ``root``, else ``$INSTANAS_DATA``, else
+``$INSTANAS_CACHE/data`` (:func:`instanas_gym.paths.data_root`).
 
 * CIFAR-10/100: torchvision's ``CIFAR10``/``CIFAR100`` under the root (``download=True`` fetches).
-* Fashion-MNIST: torchvision's ``FashionMNIST`` under the root if it is there; otherwise the gzip
+* Fashion-MNIST: torchvision's ``FashionMNIST`` under the root if it is there (or with
+  ``download=True``); otherwise the gzip
   files of Debian's ``dataset-fashion-mnist`` package in ``/usr/share/datasets/fashion-mnist``;
   the ``test`` split and the ``search`` split (a fixed subset of 10,000 training images, drawn by
   ``numpy.random.default_rng(20261124).choice(60000, 10000, replace=False)`` and sorted, for the
@@ -23,10 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ASSETS = Path(__file__).parent / "assets"
-DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
-BUNDLED_FASHION_MNIST = ASSETS / "fashion_mnist"
-DEFAULT_ROOT = Path.home() / ".cache" / "instanas_gym" / "data"
+from .paths import BUNDLED_FASHION_MNIST, DEBIAN_FASHION_MNIST, data_root
 
 
 @dataclass(frozen=True)
@@ -100,22 +99,16 @@ def get_spec(dataset: str) -> DatasetSpec:
     return DATASETS[dataset]
 
 
-def resolve_root(root: str | os.PathLike | None) -> Path | None:
-    """The data root: the argument, else ``$INSTANAS_DATA``, else None."""
-    if root is not None:
-        return Path(root).expanduser()
-    env = os.environ.get("INSTANAS_DATA")
-    return Path(env).expanduser() if env else None
-
-
 def load_split(dataset: str, split: str, root: str | os.PathLike | None = None, download: bool = False) -> ImageSet:
     """Load one split of ``dataset`` ("cifar10", "cifar100", "fashion_mnist") into memory."""
     spec = get_spec(dataset)
+    if not isinstance(download, bool):
+        raise TypeError(f"download must be True or False, got {download!r}")
     if split not in spec.splits:
         raise ValueError(f"{dataset} has splits {spec.splits}, got {split!r}")
-    path = resolve_root(root)
+    path = data_root(root)
     if dataset in ("cifar10", "cifar100"):
-        images, labels, source = _load_cifar(dataset, split, path or DEFAULT_ROOT, download)
+        images, labels, source = _load_cifar(dataset, split, path, download)
     else:
         images, labels, source = _load_fashion_mnist(split, path, download)
     return ImageSet(np.ascontiguousarray(images), np.asarray(labels, dtype=np.int64), spec, split, source)
@@ -136,11 +129,11 @@ def _load_cifar(dataset: str, split: str, root: Path, download: bool) -> tuple[n
     return ds.data, np.asarray(ds.targets), f"torchvision:{root}"
 
 
-def _load_fashion_mnist(split: str, root: Path | None, download: bool) -> tuple[np.ndarray, np.ndarray, str]:
+def _load_fashion_mnist(split: str, root: Path, download: bool) -> tuple[np.ndarray, np.ndarray, str]:
     if split == "search":
         return (*read_idx_pair(BUNDLED_FASHION_MNIST, "search"), f"bundled:{BUNDLED_FASHION_MNIST}")
     prefix = "train" if split == "train" else "t10k"
-    if root is not None and (download or (root / "FashionMNIST" / "raw").is_dir()):
+    if download or (root / "FashionMNIST" / "raw").is_dir():
         from torchvision import datasets
 
         ds = datasets.FashionMNIST(str(root), train=split == "train", download=download)

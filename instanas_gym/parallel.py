@@ -85,7 +85,7 @@ class ProcessPool:
     """Eval-mode forward passes of a supernet on ``workers`` processes (see the module docstring).
 
     Args:
-        model: the supernet (or its :func:`~instanas_gym.inference.fold_batchnorm` copy); copied,
+        model: the supernet (or its :func:`~instanas_gym.folding.fold_batchnorm` copy); copied,
             so later changes to it don't reach the workers.
         workers: processes; each call splits the batch into this many contiguous shares (fewer when
             the batch is smaller).

@@ -13,15 +13,62 @@ from 0.7 x (all-ops latency) to 0.5 x (MobileNetV2-path latency) over the search
 
 from __future__ import annotations
 
-from typing import Literal
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
 
 import numpy as np
 
+from .checks import check_number
 from .latency import LatencyTable
-from .search_space import all_ops_mask, mobilenetv2_mask
+from .masks import all_ops_mask, mobilenetv2_mask
 
 RewardShape = Literal["parabola", "monotone"]
 REWARD_SHAPES = ("parabola", "monotone")
+
+
+@dataclass(frozen=True)
+class RewardConfig:
+    """The reward's settings, passed whole from the command line to the environment, the bandit and
+    :class:`LatencyReward`. Latencies are the 17 cells' LUT latency in ms."""
+
+    correct_reward: float = 10.0
+    """c, the magnitude of R_T (> 0)."""
+    shape: RewardShape = "parabola"
+    """R_A's shape: "parabola" (the paper's) or "monotone"."""
+    lower_ms: float | None = None
+    """LB in ms; None: the fastest mask's latency."""
+    upper_ms: float | None = None
+    """UB in ms at the start; None: ``upper_start_frac`` x the all-ops latency."""
+    upper_start_frac: float = 0.7
+    """Where the annealed UB starts: this x the all-ops latency (the paper's 0.7)."""
+    upper_end_frac: float = 0.5
+    """Where the annealed UB ends: this x the MobileNetV2-path latency (the paper's 0.5)."""
+
+    def __post_init__(self) -> None:
+        if self.shape not in REWARD_SHAPES:
+            raise ValueError(f"reward shape must be one of {REWARD_SHAPES}, got {self.shape!r}")
+        for name in ("correct_reward", "upper_start_frac", "upper_end_frac"):
+            check_number(name, getattr(self, name), low=0, low_open=True)
+        for name in ("lower_ms", "upper_ms"):
+            check_number(name, getattr(self, name), low=0, optional=True)
+
+    @classmethod
+    def coerce(cls, value: RewardConfig | dict[str, Any] | None) -> RewardConfig:
+        """A RewardConfig from itself, a dict of its fields (as ``gymnasium.make`` kwargs) or None."""
+        if value is None:
+            return cls()
+        if isinstance(value, cls):
+            return value
+        if isinstance(value, dict):
+            unknown = sorted(set(value) - set(cls.__dataclass_fields__))
+            if unknown:
+                raise TypeError(f"reward: unknown fields {unknown}; RewardConfig has {sorted(cls.__dataclass_fields__)}")
+            return cls(**value)
+        raise TypeError(f"reward must be a RewardConfig, a dict of its fields or None, got {type(value).__name__}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 def fastest_cells_ms(table: LatencyTable) -> float:
@@ -34,48 +81,34 @@ class LatencyReward:
 
     Args:
         table: the latency lookup table.
-        correct_reward: c, the magnitude of R_T.
-        shape: ``"parabola"`` or ``"monotone"``.
-        lower_ms: LB in ms; default the fastest mask's cell latency.
-        upper_ms: UB in ms; default ``upper_start_ms``.
-        upper_start_frac: ``upper_start_ms`` = this x the all-ops cell latency (0.7, the paper's).
-        upper_end_frac: ``upper_end_ms``, where :meth:`anneal` ends, = this x the MobileNetV2-path cell
-            latency (0.5, the paper's; other values give the searches of other latency targets).
+        config: the settings (see :class:`RewardConfig`); ``upper_start_ms`` and ``upper_end_ms``,
+            where :meth:`anneal` starts and ends, follow from its fractions and the table.
     """
 
-    def __init__(
-        self,
-        table: LatencyTable,
-        correct_reward: float = 10.0,
-        shape: RewardShape = "parabola",
-        lower_ms: float | None = None,
-        upper_ms: float | None = None,
-        upper_start_frac: float = 0.7,
-        upper_end_frac: float = 0.5,
-    ) -> None:
-        if shape not in REWARD_SHAPES:
-            raise ValueError(f"reward shape must be one of {REWARD_SHAPES}, got {shape!r}")
-        if correct_reward <= 0:
-            raise ValueError(f"correct_reward must be > 0, got {correct_reward}")
+    def __init__(self, table: LatencyTable, config: RewardConfig | None = None) -> None:
+        cfg = config or RewardConfig()
+        self.config = cfg
         self.table = table
-        self.correct_reward = float(correct_reward)
-        self.shape = shape
-        self.upper_start_ms = upper_start_frac * float(table.cells_ms(all_ops_mask()))
-        self.upper_end_ms = upper_end_frac * float(table.cells_ms(mobilenetv2_mask()))
+        self.correct_reward = float(cfg.correct_reward)
+        self.shape = cfg.shape
+        self.upper_start_ms = cfg.upper_start_frac * float(table.cells_ms(all_ops_mask()))
+        self.upper_end_ms = cfg.upper_end_frac * float(table.cells_ms(mobilenetv2_mask()))
         self.lower_ms, self.upper_ms = 0.0, 1.0
-        self.set_bounds(fastest_cells_ms(table) if lower_ms is None else lower_ms,
-                        self.upper_start_ms if upper_ms is None else upper_ms)
+        self.set_bounds(fastest_cells_ms(table) if cfg.lower_ms is None else cfg.lower_ms,
+                        self.upper_start_ms if cfg.upper_ms is None else cfg.upper_ms)
 
     def set_bounds(self, lower_ms: float | None = None, upper_ms: float | None = None) -> None:
         """Set LB and/or UB in ms (None keeps the current one); requires 0 <= LB < UB."""
         lower = self.lower_ms if lower_ms is None else float(lower_ms)
         upper = self.upper_ms if upper_ms is None else float(upper_ms)
-        if not 0 <= lower < upper:
+        if not (math.isfinite(lower) and math.isfinite(upper) and 0 <= lower < upper):
             raise ValueError(f"latency bounds need 0 <= lower < upper, got lower={lower} ms, upper={upper} ms")
         self.lower_ms, self.upper_ms = lower, upper
 
     def anneal(self, progress: float) -> float:
         """Set UB for ``progress`` in [0, 1] of the search (linear from start to end); returns UB in ms."""
+        if not math.isfinite(progress):
+            raise ValueError(f"progress must be a finite number in [0, 1], got {progress}")
         progress = min(max(progress, 0.0), 1.0)
         upper = self.upper_start_ms + (self.upper_end_ms - self.upper_start_ms) * progress
         self.set_bounds(upper_ms=max(upper, self.lower_ms + 1e-6))

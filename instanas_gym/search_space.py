@@ -18,11 +18,8 @@ serves sparse and dense masks: see benchmarks/README.md for what the sum costs. 
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass
 from functools import cached_property
-from pathlib import Path
 
 import numpy as np
 
@@ -69,7 +66,6 @@ CELL_MERGES = ("mean", "sum")
 NUM_CELLS = sum(n for _, n, _ in STAGES)
 NUM_OPS = len(OPS)
 MASK_SHAPE = (NUM_CELLS, NUM_OPS)
-MASK_FORMAT = "instanas-mask-v1"
 
 
 def _make_divisible(v: float, divisor: int = 8, min_value: int | None = None) -> int:
@@ -186,6 +182,8 @@ class SearchSpace:
         Works on one mask ``(17, 5)`` or a batch ``(B, 17, 5)``; returns bool of the same shape.
         """
         m = np.asarray(mask).astype(bool)
+        if m.shape[-2:] != MASK_SHAPE:
+            raise ValueError(f"mask must have shape {MASK_SHAPE} or (B, *{MASK_SHAPE}), got {m.shape}")
         empty = ~m.any(axis=-1) & self.opens_stage
         out = m.copy()
         out[..., FALLBACK_OP] |= empty
@@ -219,114 +217,6 @@ class SearchSpace:
 
     def macs(self, mask: np.ndarray) -> np.ndarray | int:
         """MACs at batch 1 of one mask (int) or a batch of masks (int64 array), fallbacks counted."""
-        eff = self.effective_mask(validate_mask(mask, batched=None))
+        eff = self.effective_mask(mask)
         total = (eff * self.op_macs).sum(axis=(-2, -1)) + self.fixed_macs
         return int(total) if np.ndim(total) == 0 else total
-
-
-# ---- mask helpers ------------------------------------------------------------------------------
-def mobilenetv2_mask() -> np.ndarray:
-    """The MobileNetV2 path: inverted residual 3x3 expansion 6 in every cell."""
-    mask = np.zeros(MASK_SHAPE, dtype=np.uint8)
-    mask[:, MOBILENETV2_OP] = 1
-    return mask
-
-
-def all_ops_mask() -> np.ndarray:
-    """Every op in every cell: the largest (slowest) architecture."""
-    return np.ones(MASK_SHAPE, dtype=np.uint8)
-
-
-def flatten_mask(mask: np.ndarray) -> np.ndarray:
-    """(…, 17, 5) -> (…, 85), row-major (cell by cell)."""
-    mask = np.asarray(mask)
-    return mask.reshape(*mask.shape[:-2], NUM_CELLS * NUM_OPS)
-
-
-def unflatten_mask(bits: np.ndarray) -> np.ndarray:
-    """(…, 85) -> (…, 17, 5), the inverse of :func:`flatten_mask`."""
-    bits = np.asarray(bits)
-    if bits.shape[-1:] != (NUM_CELLS * NUM_OPS,):
-        raise ValueError(f"expected a last dimension of {NUM_CELLS * NUM_OPS} bits, got shape {bits.shape}")
-    return bits.reshape(*bits.shape[:-1], *MASK_SHAPE)
-
-
-def mask_counts(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The distinct masks of a batch (B, 17, 5) and how many images chose each, most used first:
-    ``(distinct (K, 17, 5) uint8, counts (K,))``. A policy collapsed onto one architecture has K = 1."""
-    masks = validate_mask(masks, batched=True)
-    distinct, counts = np.unique(flatten_mask(masks), axis=0, return_counts=True)
-    order = np.argsort(-counts, kind="stable")
-    return unflatten_mask(distinct[order]), counts[order]
-
-
-def validate_mask(mask, batched: bool | None = False) -> np.ndarray:
-    """Check that ``mask`` is a 0/1 array of shape (17, 5) (or (B, 17, 5) when ``batched``).
-
-    ``batched=None`` accepts both. Accepts bool or integer dtypes (numpy arrays or torch tensors);
-    returns a uint8 numpy array. Raises ValueError naming the expected shape, dtype and values.
-    """
-    if hasattr(mask, "detach"):
-        mask = mask.detach().cpu().numpy()
-    arr = np.asarray(mask)
-    want = {False: "(17, 5)", True: "(B, 17, 5)", None: "(17, 5) or (B, 17, 5)"}[batched]
-    ok_shape = arr.shape[-2:] == MASK_SHAPE and (
-        (arr.ndim == 2 and batched in (False, None)) or (arr.ndim == 3 and batched in (True, None))
-    )
-    if not ok_shape:
-        raise ValueError(f"mask must have shape {want} (cells x ops), got {arr.shape}")
-    if arr.dtype != np.bool_ and not np.issubdtype(arr.dtype, np.integer):
-        raise ValueError(f"mask must have a bool or integer dtype (uint8 expected), got {arr.dtype}")
-    if arr.dtype != np.bool_ and arr.size and ((arr != 0) & (arr != 1)).any():
-        bad = np.unique(arr[(arr != 0) & (arr != 1)])[:5].tolist()
-        raise ValueError(f"mask values must be 0 or 1, got {bad}")
-    return arr.astype(np.uint8)
-
-
-def save_mask(path: str | os.PathLike, mask: np.ndarray) -> None:
-    """Write one mask (17, 5) as JSON: ``{"format": ..., "ops": [op names], "mask": [[0/1] x 5] x 17}``."""
-    m = validate_mask(mask)
-    Path(path).write_text(json.dumps({"format": MASK_FORMAT, "ops": [op.name for op in OPS], "mask": m.tolist()}))
-
-
-def load_mask(path: str | os.PathLike) -> np.ndarray:
-    """Read a mask (17, 5) uint8 from a file of :func:`save_mask` or a ``.npy`` array."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no mask file at {path}")
-    if path.suffix == ".npy":
-        return validate_mask(np.load(path))
-    data = json.loads(path.read_text())
-    if not isinstance(data, dict) or data.get("format") != MASK_FORMAT:
-        raise ValueError(f"{path} is not a mask file of format {MASK_FORMAT} (see save_mask)")
-    return validate_mask(np.asarray(data["mask"]))
-
-
-def random_masks(rng: np.random.Generator, n: int, keep_prob: float = 0.5, min_ops: int = 0) -> np.ndarray:
-    """``n`` Bernoulli(keep_prob) masks, uint8 (n, 17, 5); with ``min_ops=1`` every cell keeps >= 1 op."""
-    masks = (rng.random((n, *MASK_SHAPE)) < keep_prob).astype(np.uint8)
-    return _fill_empty(rng, masks) if min_ops else masks
-
-
-def _fill_empty(rng: np.random.Generator, masks: np.ndarray) -> np.ndarray:
-    """Give every empty cell one random op (in place); returns ``masks``."""
-    empty = masks.sum(-1) == 0
-    pick = rng.integers(0, NUM_OPS, size=empty.shape)
-    rows, cells = np.nonzero(empty)
-    masks[rows, cells, pick[rows, cells]] = 1
-    return masks
-
-
-def mixed_masks(rng: np.random.Generator, n: int) -> np.ndarray:
-    """``n`` masks from sparse to dense: image i keeps each op with its own probability ~ U(0, 1),
-    at least one op per cell (so single-op paths like MobileNetV2's are as likely as dense ones)."""
-    keep = rng.random((n, 1, 1))
-    return _fill_empty(rng, (rng.random((n, *MASK_SHAPE)) < keep).astype(np.uint8))
-
-
-def one_op_masks(rng: np.random.Generator, n: int) -> np.ndarray:
-    """``n`` masks with exactly one random op per cell (single-path architectures)."""
-    masks = np.zeros((n, *MASK_SHAPE), dtype=np.uint8)
-    pick = rng.integers(0, NUM_OPS, size=(n, NUM_CELLS))
-    np.put_along_axis(masks, pick[..., None], 1, axis=-1)
-    return masks

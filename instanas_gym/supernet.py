@@ -22,7 +22,8 @@ import torch
 from torch import nn
 
 from .blocks import build_op, conv_bn
-from .search_space import FALLBACK_OP, MASK_SHAPE, OPS, CellSpec, SearchSpace, validate_mask
+from .masks import validate_mask
+from .search_space import FALLBACK_OP, MASK_SHAPE, OPS, CellSpec, SearchSpace
 
 ExecutionMode = Literal["masked", "dynamic"]
 EXECUTION_MODES = ("masked", "dynamic")

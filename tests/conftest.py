@@ -8,16 +8,33 @@ import numpy as np
 import pytest
 import torch
 
-from instanas_gym.checkpoint import atomic_save, supernet_state
+from instanas_gym.checkpoint import supernet_state
+from instanas_gym.files import atomic_save
 from instanas_gym.data import get_spec
-from instanas_gym.latency import build_table
+from instanas_gym.latency.measure import build_table
 from instanas_gym.search_space import SearchSpace
 from instanas_gym.supernet import Supernet
-from instanas_gym.synthetic import write_fashion_mnist
-
+from instanas_gym.testing import write_fashion_mnist
 TINY_WIDTH = 0.1
+#: Cases tried per generated-input test (tests/test_fuzz.py), printed at the end of the run.
+FUZZ_COUNTS: dict[str, int] = {}
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if FUZZ_COUNTS:
+        detail = ", ".join(f"{k} {v}" for k, v in FUZZ_COUNTS.items())
+        terminalreporter.write_line(f"generated bad-input cases tried: {sum(FUZZ_COUNTS.values())} ({detail})")
 
 torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path_factory, monkeypatch) -> Path:
+    """Every test sees an empty cache and data root of its own: nothing of the user's leaks in."""
+    cache = tmp_path_factory.mktemp("cache")
+    monkeypatch.setenv("INSTANAS_CACHE", str(cache))
+    monkeypatch.delenv("INSTANAS_DATA", raising=False)
+    return cache
 
 
 @pytest.fixture(scope="session")

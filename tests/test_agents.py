@@ -5,17 +5,17 @@ import numpy as np
 import pytest
 import torch
 
-from agents.compare import CompareConfig, compare_agents
-from agents.controller import Controller, bounded_probs, greedy_masks
-from agents.evaluation import bandit_on_test_split, controller_policy, evaluate_policy, fixed_policy, random_policy
-from agents.reinforce import (
-    ReinforceConfig, entropy, load_controller, log_prob, reinforce_loss, train_reinforce, update_controller,
-)
-from agents.sb3 import sb3_policy, train_sb3
+from instanas_gym.agents.compare import compare_agents, CompareConfig
+from instanas_gym.agents.controller import Controller, bounded_probs, greedy_masks, load_controller
+from instanas_gym.agents.evaluation import controller_policy, evaluate_policy, fixed_policy, random_policy
+from instanas_gym.agents.policy_gradient import PolicyGradientConfig, Reinforce, entropy, log_prob, reinforce_loss
+from instanas_gym.agents.reinforce import ReinforceConfig, train_reinforce
+from instanas_gym.agents.sb3 import sb3_policy, train_sb3
+from instanas_gym.envs.config import EnvConfig
 from instanas_gym.checkpoint import load_supernet
-from instanas_gym.latency import build_table
-from instanas_gym.search_space import mobilenetv2_mask
-from instanas_gym.training import TrainConfig, train_supernet
+from instanas_gym.latency.measure import build_table
+from instanas_gym.masks import mobilenetv2_mask
+from instanas_gym.training.trainer import TrainConfig, train_supernet
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +26,8 @@ def trained_assets(tmp_path_factory, fmnist_root):
                                train_subset=512, eval_subset=64, threads=1, out=str(out), lr=0.05))
     model, _ = load_supernet(out / "last.pt")
     build_table(model, passes=120, warmup=10).save(out / "latency.json")
-    return {"data_root": str(fmnist_root), "supernet": str(out / "last.pt"),
-            "latency_table": str(out / "latency.json"), "split": "train"}
+    return EnvConfig(data_root=str(fmnist_root), supernet=str(out / "last.pt"),
+                     latency_table=str(out / "latency.json"), split="train")
 
 
 def test_controller_shape_and_macs():
@@ -84,15 +84,15 @@ def test_greedy_masks_threshold():
 
 
 def test_reinforce_beats_random(trained_assets, tmp_path):
-    cfg = ReinforceConfig(env_kwargs=trained_assets, total_steps=3200, batch_size=32, lr=1e-2, anneal_upper=False,
-                          threads=1, seed=0, out=str(tmp_path / "rl"), log_every=5)
+    cfg = ReinforceConfig(env=trained_assets, pg=PolicyGradientConfig(lr=1e-2), total_steps=3200, batch_size=32,
+                          anneal_upper=False, threads=1, seed=0, out=str(tmp_path / "rl"), log_every=5)
     controller, history = train_reinforce(cfg)
     assert {"reward", "accuracy", "latency_ms", "reward_arch", "entropy", "ops_per_cell", "empty_cell_share"} <= set(history[0])
     with open(tmp_path / "rl" / "log.csv") as f:
         assert len(list(csv.DictReader(f))) == len(history)
     loaded, ckpt = load_controller(tmp_path / "rl" / "controller.pt")
-    assert ckpt["reinforce_config"]["lr"] == 1e-2
-    bandit = bandit_on_test_split(cfg.env_id, trained_assets)
+    assert ckpt["reinforce_config"]["pg"]["lr"] == 1e-2
+    bandit = trained_assets.bandit("test")
     learned = evaluate_policy(controller_policy(loaded), bandit)
     rand = evaluate_policy(random_policy(0), bandit)
     assert learned["reward"] > rand["reward"] + 1.0, (learned, rand)
@@ -100,20 +100,20 @@ def test_reinforce_beats_random(trained_assets, tmp_path):
 
 @pytest.mark.parametrize("algo", ["ppo", "a2c"])
 def test_sb3_end_to_end(trained_assets, algo):
-    model, history = train_sb3(algo, env_kwargs=trained_assets, total_steps=256, num_envs=16, seed=0)
+    model, history = train_sb3(algo, trained_assets, total_steps=256, num_envs=16, seed=0)
     assert history and {"reward", "accuracy", "latency_ms", "ops_per_cell"} <= set(history[-1])
     masks = sb3_policy(model)(np.zeros((3, 28, 28, 1), np.uint8))
     assert masks.shape == (3, 17, 5) and set(np.unique(masks)) <= {0, 1}
 
 
 def test_compare_writes_everything_and_reproduces(trained_assets, tmp_path):
-    cfg = CompareConfig(env_kwargs=trained_assets, seeds=(0, 1), total_steps=192, num_envs=16, measure=4,
+    cfg = CompareConfig(env=trained_assets, seeds=(0, 1), total_steps=192, num_envs=16, measure=4,
                         eval_limit=64, threads=1, out=str(tmp_path / "cmp"))
     summary = compare_agents(cfg)
     assert set(summary) == {"REINFORCE", "PPO", "A2C", "random", "MobileNetV2"}
     for name in ("curves.csv", "summary.csv", "curves.png", "summary.md"):
         assert (tmp_path / "cmp" / name).stat().st_size > 0
-    again = compare_agents(CompareConfig(env_kwargs=trained_assets, agents=("REINFORCE", "random"), seeds=(0, 1),
+    again = compare_agents(CompareConfig(env=trained_assets, agents=("REINFORCE", "random"), seeds=(0, 1),
                                          total_steps=192, num_envs=16, measure=0, eval_limit=64, threads=1,
                                          out=str(tmp_path / "cmp2")))
     for agent in ("REINFORCE", "random"):
@@ -123,7 +123,7 @@ def test_compare_writes_everything_and_reproduces(trained_assets, tmp_path):
 
 def test_evaluation_counts_distinct_masks(trained_assets):
     """One fixed mask is one architecture; per-image random masks are (almost surely) all different."""
-    bandit = bandit_on_test_split("InstaNAS-FashionMNIST-v0", trained_assets)
+    bandit = trained_assets.bandit("test")
     fixed = evaluate_policy(fixed_policy(mobilenetv2_mask()), bandit, limit=40)
     rand = evaluate_policy(random_policy(0), bandit, batch_size=16, limit=40)
     assert fixed["distinct_masks"] == 1 and rand["distinct_masks"] == 40
@@ -139,14 +139,11 @@ def test_logit_penalty_pulls_saturated_sigmoids_back(penalty):
         controller.head.weight.mul_(0.0)
         controller.head.bias.copy_(torch.where(torch.arange(85) % 2 == 0, 30.0, -30.0))
     images = torch.randint(0, 256, (8, 28, 28, 1), dtype=torch.uint8)
-    optimizer = torch.optim.Adam(controller.parameters(), lr=1e-2)
+    pg = Reinforce(controller, PolicyGradientConfig(lr=1e-2, logit_penalty=penalty), torch.Generator().manual_seed(0))
     before = controller(images).detach()
     for _ in range(5):
-        logits = controller(images)
-        probs = bounded_probs(logits, 0.8)
-        actions = torch.bernoulli(probs.detach())
-        stats = update_controller(controller, optimizer, logits, probs, actions, torch.zeros(8),
-                                  entropy_coef=0.8, max_grad_norm=5.0, logit_penalty=penalty)
+        s = pg.sample(images)
+        stats = pg.update(s, np.zeros(8), np.zeros(8))
     after = controller(images).detach()
     assert stats["logit_rms"] > 0
     if penalty:

@@ -6,15 +6,17 @@ from gymnasium.utils.env_checker import check_env
 from gymnasium.vector import AutoresetMode
 
 import instanas_gym
-from envs.instanas_env import InstaNASEnv
-from envs.vector import InstaNASVectorEnv
-from instanas_gym.checkpoint import BUNDLED_LATENCY_TABLE, BUNDLED_SUPERNET, atomic_save, supernet_state
+from instanas_gym.envs.instanas_env import InstaNASEnv
+from instanas_gym.envs.vector import InstaNASVectorEnv
+from instanas_gym.checkpoint import supernet_state
+from instanas_gym.files import atomic_save
+from instanas_gym.paths import BUNDLED_LATENCY_TABLE, BUNDLED_SUPERNET
 from instanas_gym.data import get_spec
-from instanas_gym.latency import build_table
-from instanas_gym.search_space import MASK_SHAPE, SearchSpace, mobilenetv2_mask
+from instanas_gym.latency.measure import build_table
+from instanas_gym.masks import mobilenetv2_mask
+from instanas_gym.search_space import MASK_SHAPE, SearchSpace
 from instanas_gym.supernet import Supernet
-from instanas_gym.synthetic import skip_cifar_checksums, write_cifar
-
+from instanas_gym.testing import skip_cifar_checksums, write_cifar
 ENV_KEYS = {
     "correct", "label", "prediction", "confidence", "latency_ms", "network_latency_ms", "reward_task",
     "reward_arch", "macs", "empty_cells", "reward_shape", "correct_reward", "lower_ms", "upper_ms",
@@ -127,9 +129,9 @@ def test_bad_inputs(tiny_assets, tmp_path):
         env.step(np.full(MASK_SHAPE, 2))
     with pytest.raises(ValueError, match="index"):
         env.reset(options={"index": 10**9})
-    with pytest.raises(FileNotFoundError, match="train_supernet.py"):
+    with pytest.raises(FileNotFoundError, match="instanas-gym train-supernet"):
         InstaNASEnv(**{**tiny_assets, "supernet": str(tmp_path / "none.pt")})
-    with pytest.raises(FileNotFoundError, match="build_latency_table.py"):
+    with pytest.raises(FileNotFoundError, match="instanas-gym build-latency-table"):
         InstaNASEnv(**{**tiny_assets, "latency_table": str(tmp_path / "none.json")})
     with pytest.raises(ValueError, match="render_mode"):
         InstaNASEnv(**tiny_assets, render_mode="human")
@@ -137,8 +139,9 @@ def test_bad_inputs(tiny_assets, tmp_path):
         InstaNASEnv(**{**tiny_assets, "dataset": "cifar10"})
 
 
-def test_missing_cifar_checkpoint_says_what_to_run(tmp_path, monkeypatch):
-    with pytest.raises(FileNotFoundError, match="train_supernet.py --dataset cifar10"):
+def test_missing_cifar_checkpoint_says_what_to_run(tmp_path):
+    """The cache is isolated per test (conftest), so a CIFAR supernet in the user's cache can't hide this."""
+    with pytest.raises(FileNotFoundError, match="instanas-gym train-supernet --dataset cifar10"):
         gym.make("InstaNAS-CIFAR10-v0", data_root=str(tmp_path))
 
 

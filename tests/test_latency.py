@@ -1,20 +1,14 @@
 import json
-import time
 
 import numpy as np
 import pytest
 
-from instanas_gym.latency import (
-    LatencyTable,
-    build_isolated_table,
-    build_table,
-    compare,
-    fit_overheads,
-    spearman,
-    validate,
-)
-from instanas_gym.search_space import MASK_SHAPE, SearchSpace, all_ops_mask, mobilenetv2_mask, random_masks
-
+from instanas_gym.latency import LatencyTable
+from instanas_gym.latency.measure import build_isolated_table, build_table, fit_overheads
+from instanas_gym.latency.validation import compare, spearman, validate
+from instanas_gym.masks import all_ops_mask, mobilenetv2_mask
+from instanas_gym.samplers import random_masks
+from instanas_gym.search_space import MASK_SHAPE, SearchSpace
 from .conftest import tiny_supernet
 
 
@@ -28,11 +22,9 @@ def table(net):
     return build_table(net, passes=150, warmup=10)
 
 
-def test_tiny_table_builds_within_seconds(net):
-    t = time.perf_counter()
+def test_tiny_table_builds(net):
+    """A small build fills every entry and its metadata (its speed is a benchmark's business)."""
     table = build_table(net, passes=100, warmup=5)
-    # seconds when the machine is quiet (~5 s on 2 cores); the bound is loose so a busy machine can't flake it
-    assert time.perf_counter() - t < 120
     assert table.ops_ms.shape == MASK_SHAPE and (table.ops_ms > 0).all()
     # the fixed cost holds at least the stem and head the hooks timed, whatever noise does to the fit
     assert table.fixed_ms >= table.meta["fixed_modules_ms"] > 0
@@ -71,7 +63,7 @@ def test_metadata_mismatch(table, tmp_path):
     newer = LatencyTable(table.ops_ms, table.fixed_ms, table.opens_stage, {**table.meta, "torch_version": "9.9"})
     with pytest.warns(UserWarning, match="torch_version"):
         newer.check(tiny_supernet().space)
-    with pytest.raises(FileNotFoundError, match="build_latency_table.py"):
+    with pytest.raises(FileNotFoundError, match="instanas-gym build-latency-table"):
         LatencyTable.load(tmp_path / "missing.json")
 
 

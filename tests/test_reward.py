@@ -1,11 +1,10 @@
 import numpy as np
 import pytest
 
-from instanas_gym.latency import LatencyTable
-from instanas_gym.reward import LatencyReward, fastest_cells_ms
-from instanas_gym.search_space import SearchSpace, all_ops_mask, mobilenetv2_mask
-
-
+from instanas_gym.latency.table import LatencyTable
+from instanas_gym.reward import RewardConfig, fastest_cells_ms, LatencyReward
+from instanas_gym.masks import all_ops_mask, mobilenetv2_mask
+from instanas_gym.search_space import SearchSpace
 @pytest.fixture
 def table() -> LatencyTable:
     ops = np.tile(np.array([0.3, 0.2, 0.4, 0.25, 0.5]), (17, 1))
@@ -25,17 +24,17 @@ def test_default_bounds_follow_the_paper(table):
 
 
 def test_parabola(table):
-    r = LatencyReward(table, lower_ms=1.0, upper_ms=3.0)
+    r = LatencyReward(table, RewardConfig(lower_ms=1.0, upper_ms=3.0))
     np.testing.assert_allclose(r.arch_reward(np.array([0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0])), [0, 0, 0.75, 1, 0.75, 0, 0])
 
 
 def test_monotone(table):
-    r = LatencyReward(table, shape="monotone", lower_ms=1.0, upper_ms=3.0)
+    r = LatencyReward(table, RewardConfig(shape="monotone", lower_ms=1.0, upper_ms=3.0))
     np.testing.assert_allclose(r.arch_reward(np.array([0.5, 1.0, 2.0, 3.0, 4.0])), [1, 1, 0.25, 0, 0])
 
 
 def test_gating(table):
-    r = LatencyReward(table, correct_reward=10, lower_ms=1.0, upper_ms=3.0)
+    r = LatencyReward(table, RewardConfig(correct_reward=10, lower_ms=1.0, upper_ms=3.0))
     out = r(np.array([True, True, False, False]), np.array([2.0, 5.0, 2.0, 5.0]))
     np.testing.assert_allclose(out["reward"], [10, 0, -10, -10])
     np.testing.assert_allclose(out["reward_task"], [10, 10, -10, -10])
@@ -45,8 +44,8 @@ def test_gating(table):
 
 def test_bad_arguments(table):
     with pytest.raises(ValueError, match="shape"):
-        LatencyReward(table, shape="linear")
+        LatencyReward(table, RewardConfig(shape="linear"))
     with pytest.raises(ValueError, match="lower < upper"):
-        LatencyReward(table, lower_ms=3.0, upper_ms=1.0)
+        LatencyReward(table, RewardConfig(lower_ms=3.0, upper_ms=1.0))
     with pytest.raises(ValueError, match="correct_reward"):
-        LatencyReward(table, correct_reward=0)
+        LatencyReward(table, RewardConfig(correct_reward=0))

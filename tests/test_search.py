@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from agents.search import SearchConfig, search, stage_steps, stages
-from agents.search_report import evaluate_search, family_report, write_report
-from instanas_gym.checkpoint import atomic_save, load_checkpoint, load_supernet
-from instanas_gym.latency import LatencyTable
-from instanas_gym.search_space import load_mask, one_op_masks
-
+from instanas_gym.agents.search import search, SearchConfig, stage_steps, stages
+from instanas_gym.agents.search_report import evaluate_search, family_report, write_report
+from instanas_gym.checkpoint import load_checkpoint, load_supernet
+from instanas_gym.files import atomic_save
+from instanas_gym.latency.table import LatencyTable
+from instanas_gym.masks import all_ops_mask, load_mask, mobilenetv2_mask
+from instanas_gym.samplers import one_op_masks
 from .helpers import Crash, raise_at
 
 
@@ -39,7 +40,7 @@ def full_search(tiny_assets, tmp_path_factory):
 
 
 def test_search_runs_all_phases_and_anneals(full_search, tiny_assets):
-    ckpt = torch.load(full_search / "search.pt", weights_only=False)
+    ckpt = torch.load(full_search / "search.pt", weights_only=True)
     assert ckpt["stage"] == 5 and ckpt["step"] == 0
     history = ckpt["history"]
     assert [r["stage"] for r in history["controller"]] == ["controller"] * 8
@@ -47,8 +48,8 @@ def test_search_runs_all_phases_and_anneals(full_search, tiny_assets):
     ub = [r["upper_ms"] for r in history["controller"]]
     assert ub == sorted(ub, reverse=True) and ub[0] > ub[-1]  # the bound anneals down over phase 2
     cfg = _cfg(tiny_assets, full_search)
-    from instanas_gym.latency import LatencyTable
-    from instanas_gym.search_space import all_ops_mask, mobilenetv2_mask
+
+
 
     table = LatencyTable.load(cfg.latency_table)
     assert ub[0] == pytest.approx(0.7 * float(table.cells_ms(all_ops_mask())))
@@ -71,17 +72,17 @@ def test_resume_mid_phase_loses_nothing(full_search, tiny_assets, tmp_path, inte
     cut = _cfg(tiny_assets, tmp_path)
     with pytest.raises(interrupt):
         search(cut, on_step=raise_at(9, interrupt))
-    ckpt = torch.load(tmp_path / "search.pt", weights_only=False)
+    ckpt = torch.load(tmp_path / "search.pt", weights_only=True)
     assert (ckpt["stage"], ckpt["step"]) == ((2, 3) if interrupt is KeyboardInterrupt else (2, 2))
     search(replace(cut, resume=True))
     for name in ("supernet.pt", "controller.pt"):
-        a = torch.load(full_search / name, weights_only=False)["state_dict" if name == "controller.pt" else "model"]
-        b = torch.load(tmp_path / name, weights_only=False)["state_dict" if name == "controller.pt" else "model"]
+        a = torch.load(full_search / name, weights_only=True)["state_dict" if name == "controller.pt" else "model"]
+        b = torch.load(tmp_path / name, weights_only=True)["state_dict" if name == "controller.pt" else "model"]
         for key in a:
             assert torch.equal(a[key], b[key]), f"{name}: {key} differs after resume"
     strip = lambda rows: [{k: v for k, v in r.items() if k != "wall_s"} for r in rows]  # noqa: E731
-    full_h = torch.load(full_search / "search.pt", weights_only=False)["history"]
-    cut_h = torch.load(tmp_path / "search.pt", weights_only=False)["history"]
+    full_h = torch.load(full_search / "search.pt", weights_only=True)["history"]
+    cut_h = torch.load(tmp_path / "search.pt", weights_only=True)["history"]
     assert all(strip(full_h[k]) == strip(cut_h[k]) for k in full_h)
 
 

@@ -3,7 +3,7 @@
 Phase 2 alternates, for ``epochs`` epochs:
 
 1. **controller**: REINFORCE against the current supernet (frozen, eval mode) on training images,
-   exactly as :mod:`agents.reinforce` does it (alpha bound, self-critical baseline, entropy bonus),
+   with the update of :mod:`instanas_gym.agents.policy_gradient` (alpha bound, self-critical baseline, entropy bonus),
    while the reward's latency upper bound anneals linearly from ``upper_start_frac`` x all-ops to
    ``upper_end_frac`` x MobileNetV2-path latency over the whole phase;
 2. **supernet**: SGD on training images (augmented), each under the mask the controller samples for
@@ -22,11 +22,10 @@ searched supernet (``out/supernet.pt``, loadable by the environments) and contro
 
 from __future__ import annotations
 
-import csv
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,55 +33,76 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 import instanas_gym
-from instanas_gym.bandit import InstaNASBandit, default_paths
-from instanas_gym.checkpoint import atomic_save, load_supernet, supernet_state
-from instanas_gym.data import augment
+from instanas_gym.bandit import InstaNASBandit
+from instanas_gym.checkpoint import load_supernet, supernet_state
+from instanas_gym.checks import check_int, check_number
+from instanas_gym.data import augment, get_spec
+from instanas_gym.files import FileFormatError, atomic_save, load_torch
+from instanas_gym.paths import default_supernet
+from instanas_gym.reward import RewardConfig
+from instanas_gym.runlog import progress_bar, window_means, write_csv
 
-from .controller import Controller, bounded_probs, greedy_masks
-from .reinforce import load_controller, save_controller, step_stats, update_controller
+from .controller import Controller, ControllerConfig, bounded_probs, load_controller, save_controller
+from .policy_gradient import PolicyGradientConfig, Reinforce, step_stats
 
 SEARCH_FORMAT = "instanas-search-v1"
 
 
-@dataclass
+@dataclass(frozen=True)
 class SearchConfig:
-    """Arguments of :func:`search`; ``examples/search.py`` exposes each as a flag."""
+    """Arguments of :func:`search` (``instanas-gym search`` exposes each as a flag)."""
 
     dataset: str = "fashion_mnist"
-    split: str | None = None  # images searched on; None: the environment's ("search" / "train")
+    split: str | None = None
+    """Images searched on; None: the registered environment's ("search" / "train")."""
     data_root: str | None = None
     download: bool = False
-    supernet: str | None = None  # phase-1 checkpoint; None: bundled (Fashion-MNIST) or the cache
-    latency_table: str | None = None  # None: bundled or the cache
-    # phase 2: alternating epochs
+    supernet: str | None = None
+    """Phase-1 checkpoint; None: bundled (Fashion-MNIST) or $INSTANAS_CACHE/<dataset>/last.pt."""
+    latency_table: str | None = None
+    """None: bundled or $INSTANAS_CACHE/<dataset>/latency.json."""
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    """The reward (UB anneals from upper_start_frac x all ops to upper_end_frac x MobileNetV2 over phase 2)."""
+    pg: PolicyGradientConfig = field(default_factory=PolicyGradientConfig)
+    """The controller's REINFORCE update."""
+    controller: ControllerConfig = field(default_factory=ControllerConfig)
+    """The controller network."""
     epochs: int = 4
-    controller_images: int = 8_000  # per epoch
-    supernet_images: int = 8_000  # per epoch
-    batch_size: int = 32  # controller batch (images per REINFORCE update)
-    lr: float = 1e-3  # controller, Adam
-    alpha: float = 0.8
-    entropy_coef: float = 0.8
-    max_grad_norm: float = 5.0
-    logit_penalty: float = 0.0  # L2 on the controller's logits (see agents.reinforce.update_controller)
-    reward_shape: str = "parabola"
-    upper_start_frac: float = 0.7  # UB starts at this x all-ops latency
-    upper_end_frac: float = 0.5  # ... and ends at this x MobileNetV2-path latency (the target)
+    """Phase 2: alternating controller / supernet epochs."""
+    controller_images: int = 8_000
+    """Controller training images per epoch."""
+    supernet_images: int = 8_000
+    """Supernet training images per epoch."""
+    batch_size: int = 32
+    """Controller batch (images per REINFORCE update)."""
     supernet_batch_size: int = 128
-    supernet_lr: float = 0.01  # SGD (Nesterov momentum), constant in phase 2
+    supernet_lr: float = 0.01
+    """SGD (Nesterov momentum), constant in phase 2."""
     momentum: float = 0.9
     weight_decay: float = 4e-5
-    # phase 3: fine-tuning under the fixed controller's greedy masks
     finetune_images: int = 16_000
-    finetune_lr: float = 0.01  # cosine to 0
+    """Phase 3: fine-tuning images under the fixed controller's greedy masks (0: no phase 3)."""
+    finetune_lr: float = 0.01
+    """Phase 3's peak learning rate (cosine to 0)."""
     seed: int = 0
     threads: int = 2
     out: str = "runs/search"
-    checkpoint_every: int = 100  # steps
-    log_every: int = 10  # steps between log rows
+    checkpoint_every: int = 100
+    """Steps between checkpoints (also at every stage end)."""
+    log_every: int = 10
+    """Steps between log rows."""
     resume: bool = False
+
+    def __post_init__(self) -> None:
+        get_spec(self.dataset)
+        for name in ("epochs", "controller_images", "supernet_images", "batch_size", "supernet_batch_size",
+                     "threads", "checkpoint_every", "log_every"):
+            check_int(name, getattr(self, name))
+        check_int("finetune_images", self.finetune_images, minimum=0)
+        for name in ("supernet_lr", "finetune_lr"):
+            check_number(name, getattr(self, name), low=0, low_open=True)
 
 
 def stages(cfg: SearchConfig) -> list[tuple[str, int]]:
@@ -107,18 +127,6 @@ def default_split(dataset: str) -> str:
     raise ValueError(f"unknown dataset {dataset!r}; known: {[k['dataset'] for k in instanas_gym.ENV_IDS.values()]}")
 
 
-def _write_csv(rows: list[dict[str, float]], path: Path) -> None:
-    if not rows:
-        return
-    fields = list(dict.fromkeys(k for row in rows for k in row))
-    tmp = path.with_suffix(".csv.tmp")
-    with tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
-    tmp.replace(path)
-
-
 class _Search:
     """The state of one search and its steps; :func:`search` drives it."""
 
@@ -126,25 +134,21 @@ class _Search:
         self.cfg = cfg
         torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
-        net_path = Path(cfg.supernet) if cfg.supernet else default_paths(cfg.dataset)[0]
+        net_path = Path(cfg.supernet) if cfg.supernet else default_supernet(cfg.dataset)
         self.model, _ = load_supernet(net_path)
         split = cfg.split or default_split(cfg.dataset)
-        self.bandit = InstaNASBandit(
-            cfg.dataset, split, cfg.data_root, cfg.download, supernet=self.model,
-            latency_table=cfg.latency_table, reward_shape=cfg.reward_shape,  # type: ignore[arg-type]
-            upper_start_frac=cfg.upper_start_frac, upper_end_frac=cfg.upper_end_frac,
-        )
+        self.bandit = InstaNASBandit(cfg.dataset, split, cfg.data_root, cfg.download, supernet=self.model,
+                                     latency_table=cfg.latency_table, reward=cfg.reward)
         self.data = self.bandit.data
         self.images, self.labels = self.data.tensors()
-        h, _, c = self.data.spec.image_shape
-        self.controller = Controller(c)
-        self.controller_opt = torch.optim.Adam(self.controller.parameters(), lr=cfg.lr)
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+        self.pg = Reinforce(cfg.controller.build(self.data.spec.image_shape[2]), cfg.pg, self.gen)
+        self.controller = self.pg.controller
         self.supernet_opt = torch.optim.SGD(
             self.model.parameters(), lr=cfg.supernet_lr, momentum=cfg.momentum,
             weight_decay=cfg.weight_decay, nesterov=True,
         )
         self.rng = np.random.default_rng(cfg.seed)
-        self.gen = torch.Generator().manual_seed(cfg.seed)
         self.stage, self.step = 0, 0
         self.history: dict[str, list[dict[str, float]]] = {"controller": [], "supernet": []}
         self.window: list[dict[str, float]] = []
@@ -159,7 +163,7 @@ class _Search:
             "config": asdict(self.cfg),
             "supernet": supernet_state(self.model, self.cfg.dataset),
             "controller": {"config": self.controller.config, "state_dict": self.controller.state_dict()},
-            "controller_opt": self.controller_opt.state_dict(),
+            "controller_opt": self.pg.optimizer.state_dict(),
             "supernet_opt": self.supernet_opt.state_dict(),
             "stage": self.stage, "step": self.step, "window": self.window,
             "bounds": {"lower_ms": self.bandit.reward.lower_ms, "upper_ms": self.bandit.reward.upper_ms},
@@ -169,19 +173,22 @@ class _Search:
         }
         atomic_save(state, self.path)
         for kind, rows in self.history.items():
-            _write_csv(rows, self.out / f"{kind}_log.csv")
+            write_csv(rows, self.out / f"{kind}_log.csv")
 
     def load(self) -> None:
-        state = torch.load(self.path, map_location="cpu", weights_only=False)
-        if state.get("format") != SEARCH_FORMAT:
-            raise ValueError(f"{self.path} is not an instanas-gym search checkpoint ({SEARCH_FORMAT})")
-        if state["config"] != {**asdict(self.cfg), "resume": state["config"]["resume"]}:
+        hint = "resume needs the search.pt a search wrote; start a new search in another --out"
+        keys = ("config", "supernet", "controller", "controller_opt", "supernet_opt", "stage", "step", "window",
+                "bounds", "rng", "history", "wall_s")
+        state = load_torch(self.path, "instanas-gym search checkpoint", SEARCH_FORMAT, keys, hint)
+        if not isinstance(state["config"], dict):
+            raise FileFormatError(f"{self.path} is a damaged search checkpoint (config is not a dict); {hint}")
+        if state["config"] != {**asdict(self.cfg), "resume": state["config"].get("resume")}:
             changed = {k for k, v in asdict(self.cfg).items() if k != "resume" and state["config"].get(k) != v}
             raise ValueError(f"{self.path} was written with other settings ({sorted(changed)}); "
                              f"resume with the same ones or use another --out")
         self.model.load_state_dict(state["supernet"]["model"])
         self.controller.load_state_dict(state["controller"]["state_dict"])
-        self.controller_opt.load_state_dict(state["controller_opt"])
+        self.pg.optimizer.load_state_dict(state["controller_opt"])
         self.supernet_opt.load_state_dict(state["supernet_opt"])
         self.stage, self.step, self.window = state["stage"], state["step"], state["window"]
         self.bandit.reward.set_bounds(**state["bounds"])
@@ -193,21 +200,16 @@ class _Search:
     # ---- one step of each kind -------------------------------------------------------------------
     def controller_step(self, progress: float) -> dict[str, float]:
         """One REINFORCE update on a batch of training images; UB set for ``progress`` of phase 2."""
-        cfg, reward = self.cfg, self.bandit.reward
+        reward = self.bandit.reward
         reward.anneal(progress)
         self.model.eval()
         self.controller.train()
-        idx = self.rng.integers(len(self.labels), size=cfg.batch_size)
-        logits = self.controller(self.images[torch.from_numpy(idx)])
-        probs = bounded_probs(logits, cfg.alpha)
-        actions = torch.bernoulli(probs.detach(), generator=self.gen)
-        baseline = self.bandit.evaluate(idx, greedy_masks(probs))["reward"]
-        masks = actions.to(torch.uint8).numpy()
-        out = self.bandit.evaluate(idx, masks)
-        advantage = torch.as_tensor(out["reward"] - baseline, dtype=torch.float32)
-        learned = update_controller(self.controller, self.controller_opt, logits, probs, actions, advantage,
-                                    cfg.entropy_coef, cfg.max_grad_norm, cfg.logit_penalty)
-        return step_stats(out["reward"], baseline, out, masks) | learned | {"upper_ms": reward.upper_ms}
+        idx = self.rng.integers(len(self.labels), size=self.cfg.batch_size)
+        s = self.pg.sample(self.images[torch.from_numpy(idx)])
+        baseline = self.bandit.evaluate(idx, s.greedy)["reward"]
+        out = self.bandit.evaluate(idx, s.masks)
+        learned = self.pg.update(s, out["reward"], baseline)
+        return step_stats(out["reward"], baseline, out, s.masks) | learned | {"upper_ms": reward.upper_ms}
 
     def supernet_step(self, lr: float, greedy: bool) -> dict[str, float]:
         """One SGD step of the supernet on augmented training images under the controller's masks
@@ -218,7 +220,7 @@ class _Search:
         idx = torch.from_numpy(self.rng.integers(len(self.labels), size=cfg.supernet_batch_size))
         x = augment(self.images[idx], self.data.spec, self.gen)
         with torch.no_grad():
-            probs = bounded_probs(self.controller(x), cfg.alpha)
+            probs = bounded_probs(self.controller(x), cfg.pg.alpha)
             masks = (probs >= 0.5) if greedy else torch.bernoulli(probs, generator=self.gen).bool()
         for group in self.supernet_opt.param_groups:
             group["lr"] = lr
@@ -259,10 +261,7 @@ def search(
         console.print(f"resumed {s.path} at stage {s.stage + 1}/{len(plan)}, step {s.step}")
     sizes = [stage_steps(cfg, kind) for kind, _ in plan]
     done = sum(sizes[: s.stage]) + s.step
-    progress = Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[stats]}"),
-        TimeElapsedColumn(), TimeRemainingColumn(), console=console,
-    )
+    progress = progress_bar(console)
     try:
         with progress:
             task = progress.add_task("search", total=sum(sizes), completed=done, stats="")
@@ -279,7 +278,7 @@ def search(
                     done += 1
                     if s.step % cfg.log_every == 0 or s.step == steps:
                         row = {"stage": kind, "epoch": epoch + 1, "step": s.step, "global_step": done}
-                        row |= {k: float(np.mean([w[k] for w in s.window])) for k in s.window[0]}
+                        row |= window_means(s.window)
                         row["wall_s"] = s.wall
                         s.history["controller" if kind == "controller" else "supernet"].append(row)
                         s.window = []
@@ -299,7 +298,7 @@ def search(
         raise
     atomic_save(supernet_state(s.model.eval(), cfg.dataset, search_config=asdict(cfg)), s.out / "supernet.pt")
     save_controller(s.controller.eval(), s.out / "controller.pt", search_config=asdict(cfg),
-                    alpha=cfg.alpha, bounds={"lower_ms": s.bandit.reward.lower_ms, "upper_ms": s.bandit.reward.upper_ms})
+                    bounds={"lower_ms": s.bandit.reward.lower_ms, "upper_ms": s.bandit.reward.upper_ms})
     return s.out
 
 

@@ -7,83 +7,90 @@ evaluated on every test image with the final bounds. Everything is seeded.
 
 from __future__ import annotations
 
-import csv
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-import gymnasium as gym
 import numpy as np
 import torch
 
-import instanas_gym  # noqa: F401
+from instanas_gym.display import markdown_table
+from instanas_gym.files import atomic_write_text
+from instanas_gym.masks import mobilenetv2_mask
 from instanas_gym.plots import curves_with_bands
-from instanas_gym.search_space import mobilenetv2_mask
+from instanas_gym.runlog import RunLogger, write_csv
 
-from .evaluation import Policy, controller_policy, evaluate_policy, fixed_policy, random_policy, bandit_on_test_split
+from ..envs.config import EnvConfig
+from .controller import ControllerConfig
+from .evaluation import Policy, controller_policy, evaluate_policy, fixed_policy, random_policy
+from .policy_gradient import PolicyGradientConfig
 from .reinforce import ReinforceConfig, train_reinforce
-from .report import markdown_table
 from .sb3 import sb3_policy, train_sb3
 
-AGENTS = ("REINFORCE", "PPO", "A2C", "random", "MobileNetV2")
+Agent = Literal["REINFORCE", "PPO", "A2C", "random", "MobileNetV2"]
+AGENTS: tuple[Agent, ...] = ("REINFORCE", "PPO", "A2C", "random", "MobileNetV2")
 SUMMARY_KEYS = ("accuracy", "latency_ms", "network_latency_ms", "measured_ms", "reward", "ops_per_cell",
                 "distinct_masks", "wall_s")
 
 
-@dataclass
+@dataclass(frozen=True)
 class CompareConfig:
-    env_id: str = "InstaNAS-FashionMNIST-v0"
-    env_kwargs: dict[str, Any] = field(default_factory=dict)
-    agents: tuple[str, ...] = AGENTS
+    """Arguments of :func:`compare_agents` (``instanas-gym compare`` exposes each as a flag)."""
+
+    env: EnvConfig = field(default_factory=EnvConfig)
+    """The environment every agent learns on (training split) and is judged on (test split)."""
+    agents: tuple[Agent, ...] = AGENTS
     seeds: tuple[int, ...] = (0, 1, 2)
     total_steps: int = 16_000
+    """Env steps per agent and seed."""
     num_envs: int = 32
     anneal_upper: bool = True
-    reinforce_lr: float = 1e-3  # REINFORCE's Adam learning rate
-    alpha: float = 0.8  # REINFORCE's encouragement bound
-    measure: int = 100  # test images whose masks are timed on the clock
-    eval_limit: int | None = None  # test images evaluated (None: all)
+    pg: PolicyGradientConfig = field(default_factory=PolicyGradientConfig)
+    """REINFORCE's update (its lr and alpha among them)."""
+    controller: ControllerConfig = field(default_factory=ControllerConfig)
+    """REINFORCE's controller."""
+    measure: int = 100
+    """Test images whose masks are timed on the clock."""
+    eval_limit: int | None = None
+    """Test images evaluated (None: all)."""
     threads: int = 2
     out: str = "runs/compare"
 
 
-def run_fixed(policy: Policy, cfg: CompareConfig, seed: int) -> list[dict[str, float]]:
+def run_fixed(policy: Policy, cfg: CompareConfig, seed: int) -> list[dict[str, Any]]:
     """Step the training env with a non-learning policy for the budget, logging like the agents do."""
-    venv = gym.make_vec(cfg.env_id, num_envs=cfg.num_envs, vectorization_mode="vector_entry_point", **cfg.env_kwargs)
+    venv = cfg.env.make_vec(cfg.num_envs)
     obs, _ = venv.reset(seed=seed)
     reward_fn = venv.unwrapped.bandit.reward
     updates = max(1, cfg.total_steps // cfg.num_envs)
-    rows, window, start = [], [], time.perf_counter()
+    log, start = RunLogger(None, step_key="env_steps"), time.perf_counter()
     log_every = max(1, updates // 50)
     for update in range(updates):
         if cfg.anneal_upper:
             reward_fn.anneal(update / max(1, updates - 1))
         obs, rewards, _, _, info = venv.step(policy(obs))
-        window.append((rewards.mean(), info["final_info"]["correct"].mean(), info["final_info"]["latency_ms"].mean()))
+        final = info["final_info"]
+        log.add({"reward": float(rewards.mean()), "accuracy": float(final["correct"].mean()),
+                 "latency_ms": float(final["latency_ms"].mean())})
         if (update + 1) % log_every == 0:
-            r, acc, lat = np.mean(window, axis=0)
-            rows.append({"env_steps": (update + 1) * cfg.num_envs, "reward": float(r), "accuracy": float(acc),
-                         "latency_ms": float(lat), "wall_s": time.perf_counter() - start})
-            window = []
-    return rows
+            log.flush(env_steps=(update + 1) * cfg.num_envs, wall_s=time.perf_counter() - start)
+    return log.history
 
 
-def run_agent(agent: str, seed: int, cfg: CompareConfig) -> tuple[list[dict[str, float]], Policy, float]:
+def run_agent(agent: str, seed: int, cfg: CompareConfig) -> tuple[list[dict[str, Any]], Policy, float]:
     """Train (or run) one agent with one seed; returns its log rows, its policy and wall-clock seconds."""
     torch.manual_seed(seed)
     start = time.perf_counter()
     out = Path(cfg.out) / f"{agent}_seed{seed}"
     if agent == "REINFORCE":
-        rcfg = ReinforceConfig(env_id=cfg.env_id, env_kwargs=cfg.env_kwargs, total_steps=cfg.total_steps,
-                               batch_size=cfg.num_envs, lr=cfg.reinforce_lr, alpha=cfg.alpha,
-                               anneal_upper=cfg.anneal_upper, seed=seed,
+        rcfg = ReinforceConfig(env=cfg.env, pg=cfg.pg, controller=cfg.controller, total_steps=cfg.total_steps,
+                               batch_size=cfg.num_envs, anneal_upper=cfg.anneal_upper, seed=seed,
                                threads=cfg.threads, out=str(out))
         controller, rows = train_reinforce(rcfg)
-        policy = controller_policy(controller, rcfg.alpha)
+        policy = controller_policy(controller)
     elif agent in ("PPO", "A2C"):
-        model, rows = train_sb3(agent.lower(), cfg.env_id, cfg.env_kwargs, cfg.total_steps, cfg.num_envs, seed,
-                                cfg.anneal_upper, out=out)
+        model, rows = train_sb3(agent.lower(), cfg.env, cfg.total_steps, cfg.num_envs, seed, cfg.anneal_upper, out=out)
         policy = sb3_policy(model)
     elif agent == "random":
         rows = run_fixed(random_policy(seed), cfg, seed)
@@ -104,7 +111,7 @@ def compare_agents(cfg: CompareConfig) -> dict[str, dict[str, float]]:
     torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    bandit = bandit_on_test_split(cfg.env_id, cfg.env_kwargs)
+    bandit = cfg.env.bandit("test")
     if cfg.anneal_upper:
         bandit.reward.anneal(1.0)  # judge every agent with the bounds the search ends on
     curves: dict[str, list[list[dict[str, float]]]] = {}
@@ -116,31 +123,26 @@ def compare_agents(cfg: CompareConfig) -> dict[str, dict[str, float]]:
             result["wall_s"] = wall
             curves.setdefault(agent, []).append(rows)
             finals.setdefault(agent, []).append(result)
-    with open(out / "curves.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["agent", "seed", "env_steps", "reward"])
-        for agent, runs in curves.items():
-            for seed, rows in zip(cfg.seeds, runs):
-                w.writerows([agent, seed, r["env_steps"], r["reward"]] for r in rows)
-    with open(out / "summary.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        keys = [k for k in SUMMARY_KEYS if k in next(iter(finals.values()))[0]]
-        w.writerow(["agent", "seed", *keys])
-        for agent, results in finals.items():
-            w.writerows([agent, seed, *(r[k] for k in keys)] for seed, r in zip(cfg.seeds, results))
+    write_csv([{"agent": agent, "seed": seed, "env_steps": r["env_steps"], "reward": r["reward"]}
+               for agent, runs in curves.items() for seed, rows in zip(cfg.seeds, runs) for r in rows],
+              out / "curves.csv")
+    keys = [k for k in SUMMARY_KEYS if k in next(iter(finals.values()))[0]]
+    write_csv([{"agent": agent, "seed": seed, **{k: r[k] for k in keys}}
+               for agent, results in finals.items() for seed, r in zip(cfg.seeds, results)], out / "summary.csv")
     plot = {}
     for agent, runs in curves.items():
         n = min(len(r) for r in runs)
         plot[agent] = (np.array([r["env_steps"] for r in runs[0][:n]]), np.array([[r["reward"] for r in run[:n]] for run in runs]))
     curves_with_bands(plot, out / "curves.png", "env steps (images)", "mean reward (training split)",
-                      f"{cfg.env_id}: reward during training"
+                      f"{cfg.env.env_id}: reward during training"
                       + (" (latency bound annealed: later rewards are harder)" if cfg.anneal_upper else ""))
     summary: dict[str, dict[str, float]] = {}
     for agent, results in finals.items():
         summary[agent] = {k: float(np.mean([r[k] for r in results])) for k in results[0]}
         summary[agent] |= {f"{k}_std": float(np.std([r[k] for r in results])) for k in results[0]}
-    (out / "summary.md").write_text(
-        f"{cfg.env_id}, {len(cfg.seeds)} seeds, {cfg.total_steps} env steps each; test split; mean over seeds\n\n"
+    atomic_write_text(
+        out / "summary.md",
+        f"{cfg.env.env_id}, {len(cfg.seeds)} seeds, {cfg.total_steps} env steps each; test split; mean over seeds\n\n"
         + markdown_table(summary) + "\n"
     )
     return summary

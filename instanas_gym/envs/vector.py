@@ -11,14 +11,16 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from instanas_gym.bandit import ImageOrder, InstaNASBandit
-from instanas_gym.search_space import MASK_SHAPE, validate_mask
+from instanas_gym.checks import check_int
+from instanas_gym.masks import validate_mask
+from instanas_gym.search_space import MASK_SHAPE
 
-from .instanas_env import LatencyBounds
+from .instanas_env import LatencyBounds, check_common, check_options, check_seed
 from .render import draw
 
 
 class InstaNASVectorEnv(LatencyBounds, VectorEnv):
-    """``num_envs`` copies of :class:`envs.instanas_env.InstaNASEnv` evaluated in one batched call.
+    """``num_envs`` copies of :class:`~instanas_gym.envs.instanas_env.InstaNASEnv` evaluated in one batched call.
 
     Every episode is one step, so every step ends every sub-environment: autoreset is
     ``AutoresetMode.SAME_STEP``. ``step`` returns the next images as observations; the images the
@@ -35,12 +37,8 @@ class InstaNASVectorEnv(LatencyBounds, VectorEnv):
     def __init__(
         self, num_envs: int = 1, order: ImageOrder = "random", render_mode: str | None = None, **kwargs: Any
     ) -> None:
-        if num_envs < 1:
-            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
-        if order not in ("random", "sequential"):
-            raise ValueError(f"order must be 'random' or 'sequential', got {order!r}")
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
+        num_envs = check_int("num_envs", num_envs)
+        check_common(order, render_mode, self.metadata["render_modes"])
         self.bandit = InstaNASBandit(**kwargs)
         self.num_envs = num_envs
         self.order: ImageOrder = order
@@ -62,33 +60,40 @@ class InstaNASVectorEnv(LatencyBounds, VectorEnv):
         return out
 
     def reset(self, *, seed: int | list[int | None] | None = None, options: dict[str, Any] | None = None):
+        options = check_options(options)
         if seed is None:
             seeds: list[int | None] = [None] * self.num_envs
-        elif isinstance(seed, int):
-            seeds = [seed + i for i in range(self.num_envs)]
-        else:
-            seeds = list(seed)
+        elif isinstance(seed, (list, tuple, np.ndarray)):
+            seeds = [check_seed(s) for s in seed]
             if len(seeds) != self.num_envs:
-                raise ValueError(f"got {len(seeds)} seeds for {self.num_envs} environments")
+                raise ValueError(f"seed: got {len(seeds)} seeds for {self.num_envs} environments")
+        else:
+            first = check_seed(seed)
+            seeds = [first + i for i in range(self.num_envs)]
         for i, s in enumerate(seeds):
             if s is not None:
                 self._rngs[i], _ = seeding.np_random(s)
                 self._cursors[i] = 0
         if seed is not None:
             self._np_random, self._np_random_seed = seeding.np_random(seeds[0])
-        if options and "index" in options:
-            indices = np.broadcast_to(np.asarray(options["index"], dtype=np.int64), (self.num_envs,)).copy()
-            if ((indices < 0) | (indices >= self.bandit.num_images)).any():
-                raise ValueError(f"options['index'] must be in [0, {self.bandit.num_images})")
+        if "index" in options:
+            indices = self._check_indices(options["index"])
         else:
             indices = self._draw()
         self._indices, self._last_masks = indices, None
         return self.bandit.data.images[indices], self._reset_info(indices)
 
+    def _check_indices(self, index: Any) -> np.ndarray:
+        """``options["index"]``: one image index for every sub-environment, or one each."""
+        values = list(index) if isinstance(index, (list, tuple, np.ndarray)) else [index] * self.num_envs
+        if len(values) != self.num_envs:
+            raise ValueError(f"options['index']: got {len(values)} indices for {self.num_envs} environments")
+        return np.array([self.bandit.check_index(v) for v in values], dtype=np.int64)
+
     def step(self, actions):
         if self._indices is None:
             raise RuntimeError("call reset() before step()")
-        masks = validate_mask(actions, batched=True)
+        masks = validate_mask(actions, batched=True, name="actions")
         if masks.shape[0] != self.num_envs:
             raise ValueError(f"actions must have shape ({self.num_envs}, 17, 5), got {masks.shape}")
         out = self.bandit.evaluate(self._indices, masks)
@@ -110,7 +115,7 @@ class InstaNASVectorEnv(LatencyBounds, VectorEnv):
         without stepping: what a self-critical baseline needs (the same images under another mask)."""
         if self._indices is None:
             raise RuntimeError("call reset() before evaluate_current()")
-        masks = validate_mask(masks, batched=True)
+        masks = validate_mask(masks, batched=True, name="masks")
         if masks.shape[0] != self.num_envs:
             raise ValueError(f"masks must have shape ({self.num_envs}, 17, 5), got {masks.shape}")
         return self.bandit.evaluate(self._indices, masks)

@@ -2,7 +2,7 @@
 
 The policy sees channel-first images through :class:`SmallCNN` (``policy_kwargs``; NatureCNN's 8x8
 stride-4 stem cannot take 28-32 px images) and acts in ``MultiBinary(85)``; the environments are our
-native batched vector env behind :class:`~envs.wrappers.SB3VecEnv`. :class:`InstaNASCallback` anneals
+native batched vector env behind :class:`~instanas_gym.envs.wrappers.SB3VecEnv`. :class:`InstaNASCallback` anneals
 the latency upper bound on the same schedule as REINFORCE and logs the same fields.
 """
 
@@ -21,9 +21,11 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
-from envs.wrappers import SB3VecEnv
+from instanas_gym.runlog import RunLogger
 from instanas_gym.search_space import MASK_SHAPE
 
+from ..envs.config import EnvConfig
+from ..envs.wrappers import SB3VecEnv
 from .evaluation import Policy
 
 ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "a2c": A2C}
@@ -53,15 +55,18 @@ class SmallCNN(BaseFeaturesExtractor):
 
 
 class InstaNASCallback(BaseCallback):
-    """Anneals UB over ``total_steps`` and logs mean reward, accuracy, LUT latency, R_A, ops per cell
-    and the share of empty cells every ``log_every`` env steps (rows in ``self.history``)."""
+    """Anneals UB over ``total_steps`` and logs, every ``log_every`` env steps, the window means of
+    reward, accuracy (fraction), LUT latency (ms), R_A, ops per cell and the share of empty cells
+    (rows in ``self.log.history``; also ``out/<name>.csv`` when ``out`` is given)."""
 
-    def __init__(self, venv: SB3VecEnv, total_steps: int, anneal_upper: bool = True, log_every: int = 320) -> None:
+    def __init__(
+        self, venv: SB3VecEnv, total_steps: int, anneal_upper: bool = True, log_every: int = 320,
+        out: str | Path | None = None, name: str = "log",
+    ) -> None:
         super().__init__()
         self.reward = venv.venv.bandit.reward
         self.total_steps, self.anneal_upper, self.log_every = total_steps, anneal_upper, log_every
-        self.history: list[dict[str, float]] = []
-        self._window: list[dict[str, float]] = []
+        self.log = RunLogger(out, name, "env_steps")
         self._next_log = log_every
         self._start = time.perf_counter()
 
@@ -70,7 +75,7 @@ class InstaNASCallback(BaseCallback):
             self.reward.anneal(self.num_timesteps / self.total_steps)
         infos = self.locals["infos"]
         masks = np.asarray(self.locals["actions"]).reshape(-1, *MASK_SHAPE)
-        self._window.append({
+        self.log.add({
             "reward": float(np.mean(self.locals["rewards"])),
             "accuracy": float(np.mean([i["correct"] for i in infos])),
             "latency_ms": float(np.mean([i["latency_ms"] for i in infos])),
@@ -79,42 +84,42 @@ class InstaNASCallback(BaseCallback):
             "empty_cell_share": float((masks.sum(-1) == 0).mean()),
         })
         if self.num_timesteps >= self._next_log:
-            row = {"env_steps": self.num_timesteps}
-            row |= {k: float(np.mean([w[k] for w in self._window])) for k in self._window[0]}
-            row |= {"upper_ms": self.reward.upper_ms, "wall_s": time.perf_counter() - self._start}
-            self.history.append(row)
-            self._window = []
+            self.log.flush(env_steps=self.num_timesteps, upper_ms=self.reward.upper_ms,
+                           wall_s=time.perf_counter() - self._start)
             self._next_log += self.log_every
         return True
+
+    def _on_training_end(self) -> None:
+        self.log.close()
 
 
 def train_sb3(
     algo: str,
-    env_id: str = "InstaNAS-FashionMNIST-v0",
-    env_kwargs: dict[str, Any] | None = None,
+    env: EnvConfig | None = None,
     total_steps: int = 32_000,
     num_envs: int = 32,
     seed: int = 0,
     anneal_upper: bool = True,
     algo_kwargs: dict[str, Any] | None = None,
     out: str | Path | None = None,
-) -> tuple[BaseAlgorithm, list[dict[str, float]]]:
+) -> tuple[BaseAlgorithm, list[dict[str, Any]]]:
     """Train PPO or A2C (``algo``) for ``total_steps`` env steps; returns the model and the logged rows."""
     if algo not in ALGORITHMS:
         raise ValueError(f"algo must be one of {sorted(ALGORITHMS)}, got {algo!r}")
-    venv = SB3VecEnv.make(env_id, num_envs=num_envs, **(env_kwargs or {}))
+    env = env or EnvConfig()
+    venv = SB3VecEnv.make(env.env_id, num_envs=num_envs, **env.kwargs())
     kwargs = {**DEFAULT_KWARGS[algo], **(algo_kwargs or {})}
     model = ALGORITHMS[algo](
         "CnnPolicy", venv, seed=seed, device="cpu", verbose=0,
         policy_kwargs={"features_extractor_class": SmallCNN, "features_extractor_kwargs": {"features_dim": 128}},
         **kwargs,
     )
-    callback = InstaNASCallback(venv, total_steps, anneal_upper, log_every=max(num_envs, total_steps // 50))
+    callback = InstaNASCallback(venv, total_steps, anneal_upper, log_every=max(num_envs, total_steps // 50), out=out)
     model.learn(total_timesteps=total_steps, callback=callback)
     if out is not None:
         Path(out).mkdir(parents=True, exist_ok=True)
         model.save(Path(out) / f"{algo}.zip")
-    return model, callback.history
+    return model, callback.log.history
 
 
 def sb3_policy(model: BaseAlgorithm) -> Policy:

@@ -8,10 +8,39 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from instanas_gym.bandit import ImageOrder, InstaNASBandit
-from instanas_gym.search_space import MASK_SHAPE, validate_mask
+from instanas_gym.bandit import IMAGE_ORDERS, ImageOrder, InstaNASBandit
+from instanas_gym.checks import check_int
+from instanas_gym.masks import validate_mask
+from instanas_gym.search_space import MASK_SHAPE
 
 from .render import draw
+
+RESET_OPTIONS = ("index",)
+
+
+def check_seed(seed: Any) -> int | None:
+    """``seed`` as reset accepts it: None, or a Python / numpy integer >= 0."""
+    return check_int("seed", seed, minimum=0, optional=True)
+
+
+def check_options(options: Any) -> dict[str, Any]:
+    """``options`` as reset accepts it: None or a dict whose keys are in :data:`RESET_OPTIONS`."""
+    if options is None:
+        return {}
+    if not isinstance(options, dict):
+        raise TypeError(f"options must be None or a dict, got {type(options).__name__}")
+    unknown = sorted(map(str, set(options) - set(RESET_OPTIONS)))
+    if unknown:
+        raise ValueError(f"options: unknown keys {unknown}; reset takes {list(RESET_OPTIONS)}")
+    return options
+
+
+def check_common(order: Any, render_mode: Any, render_modes: list[str]) -> None:
+    """The arguments both environments take besides the bandit's."""
+    if order not in IMAGE_ORDERS:
+        raise ValueError(f"order must be one of {IMAGE_ORDERS}, got {order!r}")
+    if render_mode is not None and render_mode not in render_modes:
+        raise ValueError(f"render_mode must be one of {render_modes} or None, got {render_mode!r}")
 
 
 class LatencyBounds:
@@ -40,8 +69,8 @@ class InstaNASEnv(LatencyBounds, gym.Env):
 
     ## Action Space
     ``MultiBinary((17, 5))``: row = cell, column = op (inverted residual 3x3 expand 6, 3x3 expand 3,
-    5x5 expand 6, 5x5 expand 3, basic block). Several ops in a cell are summed, plus one residual
-    where shapes allow. An empty cell is the identity, except where the cell changes stride or
+    5x5 expand 6, 5x5 expand 3, basic block). Several ops in a cell are merged by their mean (or
+    their sum, for a supernet trained with ``cell_merge="sum"``), plus one residual where shapes allow. An empty cell is the identity, except where the cell changes stride or
     channels: there the basic block runs instead (and its latency counts). Values must be 0/1
     (bool or integer dtype).
 
@@ -61,7 +90,8 @@ class InstaNASEnv(LatencyBounds, gym.Env):
 
     ## Starting State
     ``reset`` draws an image of the split through ``self.np_random`` (``order="random"``) or takes the
-    next one in order (``order="sequential"``); ``options={"index": i}`` picks image ``i``.
+    next one in order (``order="sequential"``); ``options={"index": i}`` picks image ``i`` (an
+    integer in [0, number of images)). Seeding goes only through ``reset(seed=)``.
 
     ## Episode End
     Every episode is one step: ``terminated=True``, ``truncated=False``.
@@ -76,10 +106,16 @@ class InstaNASEnv(LatencyBounds, gym.Env):
     ## Arguments
     ``order`` and ``render_mode`` ("rgb_array"), and those of :class:`instanas_gym.bandit.InstaNASBandit`:
     ``dataset`` ("fashion_mnist", "cifar10", "cifar100"), ``split``, ``data_root``, ``download``,
-    ``supernet`` and ``latency_table`` (paths; the bundled ones for Fashion-MNIST), ``correct_reward``,
-    ``reward_shape``, ``lower_ms``, ``upper_ms``, ``upper_start_frac`` and ``upper_end_frac`` (where
-    ``anneal`` starts and ends: 0.7 x all-ops and 0.5 x MobileNetV2-path latency), ``mode`` ("dynamic" or "masked" execution),
-    ``device``, ``threads`` (torch threads, process-wide).
+    ``supernet`` and ``latency_table`` (paths; the bundled ones for Fashion-MNIST), ``reward`` (a
+    :class:`instanas_gym.reward.RewardConfig`, or a dict of its fields: ``correct_reward``, ``shape``,
+    ``lower_ms``, ``upper_ms``, ``upper_start_frac``, ``upper_end_frac``), ``mode`` ("dynamic" or
+    "masked" execution), ``device``, ``threads`` (torch threads, process-wide). Invalid arguments
+    raise ``ValueError`` or ``TypeError`` naming the argument; missing or broken files raise
+    ``FileNotFoundError`` or :class:`instanas_gym.files.FileFormatError` naming the file.
+
+    ## Version History
+    * v0: the reward's settings are one ``reward`` argument (a ``RewardConfig``); actions, rewards
+      and observations are unchanged since the first release.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 2}
@@ -87,10 +123,7 @@ class InstaNASEnv(LatencyBounds, gym.Env):
     def __init__(
         self, order: ImageOrder = "random", render_mode: str | None = None, **bandit_kwargs: Any
     ) -> None:
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
-        if order not in ("random", "sequential"):
-            raise ValueError(f"order must be 'random' or 'sequential', got {order!r}")
+        check_common(order, render_mode, self.metadata["render_modes"])
         self.bandit = InstaNASBandit(**bandit_kwargs)
         self.order: ImageOrder = order
         self.render_mode = render_mode
@@ -103,14 +136,13 @@ class InstaNASEnv(LatencyBounds, gym.Env):
 
     # ---- Gymnasium API --------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        seed = check_seed(seed)
+        options = check_options(options)
         super().reset(seed=seed)
         if seed is not None:
             self._cursor = 0
-        if options and "index" in options:
-            index = int(options["index"])
-            if not 0 <= index < self.bandit.num_images:
-                raise ValueError(f"options['index'] must be in [0, {self.bandit.num_images}), got {index}")
-            self._index = index
+        if "index" in options:
+            self._index = self.bandit.check_index(options["index"])
         else:
             self._index, self._cursor = self.bandit.draw(self.np_random, self.order, self._cursor)
         self._last_mask, self._shown = None, self._index
@@ -119,7 +151,7 @@ class InstaNASEnv(LatencyBounds, gym.Env):
     def step(self, action):
         if self._index is None:
             raise RuntimeError("call reset() before step(): every episode is one step on one image")
-        mask = validate_mask(action)
+        mask = validate_mask(action, name="action")
         out = self.bandit.evaluate(np.array([self._index]), mask[None])
         obs = self.bandit.data.images[self._index].copy()
         self._last_mask, self._index = mask, None

@@ -1,6 +1,6 @@
 """Judging searches on the test split: tables, a Pareto plot, a mask embedding, a latency histogram.
 
-For each search folder (written by :func:`agents.search.search`): the instance-aware model (the
+For each search folder (written by :func:`instanas_gym.agents.search.search`): the instance-aware model (the
 controller's greedy masks on the searched supernet) against the MobileNetV2 path and the other fixed
 single architectures of the same supernet, and the MobileNetV2 path of the pre-trained supernet the
 search started from. Latency three ways: the latency table (17 cells, and the whole network), and the
@@ -16,34 +16,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from instanas_gym.bandit import InstaNASBandit, default_paths
+from instanas_gym.bandit import InstaNASBandit
 from instanas_gym.checkpoint import load_supernet
-from instanas_gym.latency import median_ms
+from instanas_gym.display import markdown_table
+from instanas_gym.files import atomic_write_text
+from instanas_gym.latency.measure import median_ms
+from instanas_gym.masks import fixed_architectures, mask_counts, mobilenetv2_mask, save_mask
+from instanas_gym.paths import default_supernet
 from instanas_gym.plots import latency_histogram, mask_embedding, pareto_plot
-from instanas_gym.search_space import OPS, all_ops_mask, mask_counts, mobilenetv2_mask, save_mask
 
 from .controller import Controller
 from .evaluation import Policy, controller_policy, evaluate_policy, fixed_policy
-from .report import markdown_table
 from .search import load_search
-
-#: Metrics of the report's table, in order.
-KEYS = ("accuracy", "latency_ms", "network_latency_ms", "measured_ms", "measured_b64_ms", "macs", "ops_per_cell")
-
-
-def single_op_mask(op: int) -> np.ndarray:
-    """The fixed architecture with op ``op`` in every cell."""
-    mask = np.zeros((17, len(OPS)), dtype=np.uint8)
-    mask[:, op] = 1
-    return mask
-
-
-def fixed_architectures() -> dict[str, np.ndarray]:
-    """The single architectures every report shows: one op everywhere (the first is MobileNetV2), all ops."""
-    names = {0: "MobileNetV2 path"}
-    out = {names.get(i, f"all cells {op.name}"): single_op_mask(i) for i, op in enumerate(OPS)}
-    assert np.array_equal(out["MobileNetV2 path"], mobilenetv2_mask())
-    return out | {"all ops": all_ops_mask()}
 
 
 @torch.inference_mode()
@@ -99,22 +83,21 @@ def evaluate_search(
 
     ``references`` maps a name to (supernet checkpoint, latency table or None for the search's own):
     the MobileNetV2 path of each is judged too, as ``"MobileNetV2 path (name)"``: e.g. that path
-    fine-tuned alone with the search's budget (``train_supernet.py --mask-sampling mobilenetv2``),
+    fine-tuned alone with the search's budget (``instanas-gym train-supernet --mask-sampling mobilenetv2``),
     or a plain MobileNetV2 of another width with a table built for it. A checkpoint trained on one
     fixed mask (``--mask-sampling fixed``, e.g. the search's ``top_mask.json`` retrained alone) is
     judged on that mask, as ``"trained alone (name)"``. The pre-trained supernet the search started
     from is always one of them."""
     model, controller, cfg = load_search(folder)
     dataset = cfg.get("dataset", "fashion_mnist")
-    kwargs = dict(data_root=data_root or cfg.get("data_root"), upper_start_frac=cfg.get("upper_start_frac", 0.7),
-                  upper_end_frac=cfg.get("upper_end_frac", 0.5))
+    kwargs = dict(data_root=data_root or cfg.get("data_root"), reward=cfg.get("reward"))
     bandit = InstaNASBandit(dataset, "test", supernet=model, latency_table=cfg.get("latency_table"), **kwargs)
     bandit.reward.anneal(1.0)  # the bounds the search ended on
-    policy = controller_policy(controller, cfg.get("alpha", 0.8))
+    policy = controller_policy(controller)
     policies = {"InstaNAS (searched)": policy} | {k: fixed_policy(m) for k, m in fixed_architectures().items()}
     results = judge(policies, bandit, measure, limit)
 
-    pre_path = cfg.get("supernet") or str(default_paths(dataset)[0])
+    pre_path = cfg.get("supernet") or str(default_supernet(dataset))
     for name, (checkpoint, table) in ({"pre-trained supernet": (pre_path, None)} | (references or {})).items():
         ref_model, ckpt = load_supernet(checkpoint)
         ref_bandit = InstaNASBandit(dataset, "test", supernet=ref_model,
@@ -140,9 +123,9 @@ def evaluate_search(
 
 
 def reduction(results: dict[str, dict[str, float]], key: str, ref: str = "MobileNetV2 path") -> tuple[float, float]:
-    """(latency change % by ``key``, accuracy change in points) of the searched model against ``ref``."""
+    """(latency change % by ``key``, accuracy change in percentage points) of the searched model against ``ref``."""
     ours, base = results["InstaNAS (searched)"], results[ref]
-    return 100 * (ours[key] / base[key] - 1), ours["accuracy"] - base["accuracy"]
+    return 100 * (ours[key] / base[key] - 1), 100 * (ours["accuracy"] - base["accuracy"])
 
 
 def write_report(folder: str | Path, ev: dict[str, Any]) -> Path:
@@ -157,7 +140,7 @@ def write_report(folder: str | Path, ev: dict[str, Any]) -> Path:
     refs = {k: results[k]["network_latency_ms"] for k in ("MobileNetV2 path", fastest)}
     latency_histogram(ev["network_ms"], refs, folder / "latency_histogram.png",
                       f"per-image latency of the searched model, {label}")
-    points = {k: (v.get("measured_ms", v["network_latency_ms"]), v["accuracy"]) for k, v in results.items()
+    points = {k: (v.get("measured_ms", v["network_latency_ms"]), 100 * v["accuracy"]) for k, v in results.items()
               if k != "all ops"}
     xlabel = "measured latency (ms, batch 1)" if "measured_ms" in results["MobileNetV2 path"] else "LUT latency (ms)"
     pareto_plot(points, folder / "pareto.png", xlabel, f"test accuracy vs latency, {label}",
@@ -183,10 +166,10 @@ def write_report(folder: str | Path, ev: dict[str, Any]) -> Path:
     distinct, counts = mask_counts(ev["masks"])
     save_mask(folder / "top_mask.json", distinct[0])
     lines += [f"The most used mask ({counts[0]} of {len(ev['masks'])} images) is in `top_mask.json`; "
-              "`python examples/train_supernet.py --mask-sampling fixed --fixed-mask top_mask.json` trains it "
-              "alone, and `evaluate_search.py --reference NAME=CHECKPOINT` judges that network here.", ""]
+              "`instanas-gym train-supernet --mask-sampling fixed --fixed-mask top_mask.json` trains it "
+              "alone, and `instanas-gym evaluate --reference NAME=CHECKPOINT` judges that network here.", ""]
     path = folder / "report.md"
-    path.write_text("\n".join(lines))
+    atomic_write_text(path, "\n".join(lines))
     return path
 
 
@@ -203,13 +186,13 @@ def family_report(evaluations: dict[str, dict[str, Any]], out: str | Path) -> Pa
              for k, v in first.items() if k != "InstaNAS (searched)"}
     rows = {}
     for name, ev in evaluations.items():
-        rows[f"InstaNAS {name} (UB end {ev['config'].get('upper_end_frac', 0.5)} x MobileNetV2)"] = \
+        rows[f"InstaNAS {name} (UB end {ev['config'].get('reward', {}).get('upper_end_frac')} x MobileNetV2)"] = \
             ev["results"]["InstaNAS (searched)"]
     rows |= fixed
-    points = {k: (v[key], v["accuracy"]) for k, v in rows.items() if not k.startswith("all ops")}
+    points = {k: (v[key], 100 * v["accuracy"]) for k, v in rows.items() if not k.startswith("all ops")}
     xlabel = "measured latency (ms, batch 1)" if key == "measured_ms" else "LUT latency (ms)"
     pareto_plot(points, out / "pareto.png", xlabel, "InstaNAS family vs fixed architectures",
                 highlight=[k for k in rows if k.startswith("InstaNAS ")])
     path = out / "family.md"
-    path.write_text("# InstaNAS family\n\n" + markdown_table(rows) + "\n\n![pareto](pareto.png)\n")
+    atomic_write_text(path, "# InstaNAS family\n\n" + markdown_table(rows) + "\n\n![pareto](pareto.png)\n")
     return path

@@ -7,34 +7,27 @@ training (search) split; everything here runs on the ``test`` split.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
-import gymnasium as gym
 import numpy as np
 import torch
 
-import instanas_gym  # noqa: F401  (registers the environments)
 from instanas_gym.bandit import InstaNASBandit
-from instanas_gym.latency import measure_masks
-from instanas_gym.search_space import MASK_SHAPE, all_ops_mask, mask_counts, mobilenetv2_mask
+from instanas_gym.latency.measure import measure_masks
+from instanas_gym.masks import all_ops_mask, mask_counts, mobilenetv2_mask
+from instanas_gym.search_space import MASK_SHAPE
 
-from .controller import Controller, bounded_probs, greedy_masks
+from .controller import Controller, greedy_masks
 
 Policy = Callable[[np.ndarray], np.ndarray]
 
 
-def bandit_on_test_split(env_id: str, env_kwargs: dict[str, Any] | None = None) -> InstaNASBandit:
-    """The bandit of ``env_id`` (with ``env_kwargs``) on its test split."""
-    kwargs = {**gym.spec(env_id).kwargs, **(env_kwargs or {}), "split": "test"}
-    return InstaNASBandit(**kwargs)
-
-
-def controller_policy(controller: Controller, alpha: float = 0.8) -> Policy:
-    """The controller's greedy masks (bounded p >= 0.5)."""
+def controller_policy(controller: Controller) -> Policy:
+    """The controller's greedy masks, p >= 0.5 (the encouragement bound alpha > 0.5 keeps p' >= 0.5
+    exactly where p >= 0.5, so it does not change them)."""
 
     @torch.inference_mode()
     def policy(images: np.ndarray) -> np.ndarray:
-        return greedy_masks(bounded_probs(controller(torch.from_numpy(images)), alpha))
+        return greedy_masks(torch.sigmoid(controller(torch.from_numpy(images))))
 
     return policy
 
@@ -53,7 +46,7 @@ def random_policy(seed: int = 0, keep_prob: float = 0.5) -> Policy:
 def evaluate_policy(
     policy: Policy, bandit: InstaNASBandit, batch_size: int = 500, measure: int = 0, limit: int | None = None
 ) -> dict[str, float]:
-    """Mean over the split's images: accuracy (%), reward, LUT latency of the cells and of the whole
+    """Mean over the split's images: accuracy (fraction), reward, LUT latency of the cells and of the whole
     network (ms), MACs, ops per cell; and how many distinct masks the policy chose (an instance-aware
     policy uses many; a policy collapsed onto one architecture, one). With ``measure`` > 0, also the mean wall-clock latency (ms, batch
     1, dynamic execution, the LUT's thread count) of the masks of the first ``measure`` images."""
@@ -69,7 +62,7 @@ def evaluate_policy(
         sums["ops_per_cell"] = sums.get("ops_per_cell", 0.0) + float(masks.sum(-1).mean(-1).sum())
         chosen.append(masks)
     result = {k: v / n for k, v in sums.items()}
-    result["accuracy"] = 100 * result.pop("correct")
+    result["accuracy"] = result.pop("correct")
     all_masks = np.concatenate(chosen)
     result["distinct_masks"] = float(len(mask_counts(all_masks)[1]))
     if measure:

@@ -3,7 +3,7 @@
 * :class:`FlattenMaskAction`: ``MultiBinary(85)`` actions (cell by cell) for ``MultiBinary((17, 5))``.
 * :class:`ChannelFirstObservation`: (C, H, W) images, the layout of SB3's and torch's CNNs.
 * :func:`make_sb3_env`: ``gymnasium.make(id)`` with both wrappers, for SB3's ``check_env`` and one env.
-* :class:`SB3VecEnv`: our native :class:`~envs.vector.InstaNASVectorEnv` as an SB3 ``VecEnv``, so
+* :class:`SB3VecEnv`: our native :class:`~instanas_gym.envs.vector.InstaNASVectorEnv` as an SB3 ``VecEnv``, so
   PPO/A2C evaluate all their environments in one batched supernet call.
 """
 
@@ -18,11 +18,27 @@ from gymnasium import spaces
 from stable_baselines3.common.vec_env import VecEnv
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvStepReturn
 
-from instanas_gym.search_space import MASK_SHAPE, NUM_CELLS, NUM_OPS
+from instanas_gym.masks import FLAT_BITS
+from instanas_gym.search_space import MASK_SHAPE
 
 from .vector import InstaNASVectorEnv
 
-FLAT_BITS = NUM_CELLS * NUM_OPS
+
+def flat_actions(actions: Any, shape: tuple[int, ...], name: str = "action") -> np.ndarray:
+    """Flat MultiBinary actions of ``shape`` as uint8: bool, integer, or float holding exactly 0.0 /
+    1.0 (what Stable-Baselines3 samples for MultiBinary); anything else raises ValueError naming ``name``."""
+    try:
+        arr = np.asarray(actions)
+    except (TypeError, ValueError, OverflowError) as err:
+        raise ValueError(f"{name} must be a 0/1 array of shape {shape}; could not read it as one ({err})") from None
+    if arr.shape != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {arr.shape}")
+    if not (arr.dtype == np.bool_ or np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+        raise ValueError(f"{name} must have a bool, integer or float dtype, got {arr.dtype}")
+    if arr.dtype != np.bool_ and arr.size and not np.isin(arr, (0, 1)).all():
+        bad = np.unique(arr[~np.isin(arr, (0, 1))])[:5].tolist()
+        raise ValueError(f"{name} values must be exactly 0 or 1, got {bad}")
+    return arr.astype(np.uint8)
 
 
 class FlattenMaskAction(gym.ActionWrapper):
@@ -35,10 +51,7 @@ class FlattenMaskAction(gym.ActionWrapper):
         self.action_space = spaces.MultiBinary(FLAT_BITS)
 
     def action(self, action: np.ndarray) -> np.ndarray:
-        action = np.asarray(action)
-        if action.shape != (FLAT_BITS,):
-            raise ValueError(f"action must have shape ({FLAT_BITS},), got {action.shape}")
-        return action.reshape(MASK_SHAPE)
+        return flat_actions(action, (FLAT_BITS,)).reshape(MASK_SHAPE)
 
 
 class ChannelFirstObservation(gym.ObservationWrapper):
@@ -55,8 +68,6 @@ class ChannelFirstObservation(gym.ObservationWrapper):
 
 def make_sb3_env(env_id: str = "InstaNAS-FashionMNIST-v0", **kwargs: Any) -> gym.Env:
     """``gymnasium.make(env_id, **kwargs)`` wrapped for SB3: flat actions, channel-first images."""
-    import instanas_gym  # noqa: F401  (registers the ids)
-
     return ChannelFirstObservation(FlattenMaskAction(gym.make(env_id, **kwargs)))
 
 
@@ -76,8 +87,6 @@ class SB3VecEnv(VecEnv):
 
     @classmethod
     def make(cls, env_id: str = "InstaNAS-FashionMNIST-v0", num_envs: int = 16, **kwargs: Any) -> SB3VecEnv:
-        import instanas_gym  # noqa: F401  (registers the ids)
-
         venv = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="vector_entry_point", **kwargs)
         return cls(venv.unwrapped)
 
@@ -95,13 +104,7 @@ class SB3VecEnv(VecEnv):
         return self._chw(obs)
 
     def step_async(self, actions: np.ndarray) -> None:
-        actions = np.asarray(actions)
-        if actions.shape != (self.num_envs, FLAT_BITS):
-            raise ValueError(f"actions must have shape ({self.num_envs}, {FLAT_BITS}), got {actions.shape}")
-        if np.issubdtype(actions.dtype, np.floating):  # SB3's Bernoulli samples are 0.0/1.0 floats
-            if not np.isin(actions, (0.0, 1.0)).all():
-                raise ValueError("actions must be 0 or 1")
-            actions = actions.astype(np.uint8)
+        actions = flat_actions(actions, (self.num_envs, FLAT_BITS), "actions")
         self._actions = actions.reshape(self.num_envs, *MASK_SHAPE)
 
     def step_wait(self) -> VecEnvStepReturn:

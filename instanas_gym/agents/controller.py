@@ -7,13 +7,41 @@ Width, depth and input size are configurable; its MACs are tiny next to the supe
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from instanas_gym.blocks import conv_bn
+from instanas_gym.files import FileFormatError, atomic_save, load_torch
 from instanas_gym.search_space import MASK_SHAPE, NUM_CELLS, NUM_OPS
+
+CONTROLLER_FORMAT = "instanas-controller-v1"
+
+
+@dataclass(frozen=True)
+class ControllerConfig:
+    """The controller's shape (the paper's for 32 x 32 inputs: 16/32/64 channels, full size)."""
+
+    widths: tuple[int, ...] = (16, 32, 64)
+    """Channels of the stages."""
+    input_size: int | None = None
+    """Side in pixels the image is resized to first (None: as it comes)."""
+
+    def __post_init__(self) -> None:
+        if not self.widths or any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in self.widths):
+            raise ValueError(f"widths must be positive integers, got {self.widths!r}")
+        if self.input_size is not None and (not isinstance(self.input_size, int) or self.input_size < 4):
+            raise ValueError(f"input_size must be None or an integer >= 4 (pixels), got {self.input_size!r}")
+
+    def build(self, in_channels: int) -> Controller:
+        strides = (1, 2, 2, 2, 2, 2)[: len(self.widths)]
+        return Controller(in_channels, self.widths, strides, input_size=self.input_size)
 
 
 class ResBlock(nn.Module):
@@ -110,3 +138,21 @@ def bounded_probs(logits: torch.Tensor, alpha: float) -> torch.Tensor:
 def greedy_masks(probs: torch.Tensor) -> np.ndarray:
     """The thresholded masks (p >= 0.5) as uint8 numpy (B, 17, 5)."""
     return (probs >= 0.5).to(torch.uint8).cpu().numpy()
+
+
+def save_controller(controller: Controller, path: str | os.PathLike, **extra: Any) -> None:
+    """Write the controller's config and weights (and ``extra`` plain data) atomically."""
+    atomic_save({"format": CONTROLLER_FORMAT, "config": controller.config, "state_dict": controller.state_dict(),
+                 **extra}, path)
+
+
+def load_controller(path: str | os.PathLike) -> tuple[Controller, dict[str, Any]]:
+    """The controller stored at ``path`` (eval mode) and the file's dict; loads no code."""
+    hint = "train one with `instanas-gym train-reinforce` or `instanas-gym search`"
+    ckpt = load_torch(path, "instanas-gym controller", CONTROLLER_FORMAT, ("config", "state_dict"), hint)
+    try:
+        controller = Controller(**ckpt["config"])
+        controller.load_state_dict(ckpt["state_dict"])
+    except Exception as err:  # whatever a damaged file's contents make torch raise
+        raise FileFormatError(f"{Path(path)} holds a controller that cannot be built ({err}); {hint}") from None
+    return controller.eval(), ckpt

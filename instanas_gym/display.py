@@ -1,0 +1,84 @@
+"""Result tables for the terminal (rich, legible at 80 columns: short headers and a legend) and for
+markdown files. Accuracy is stored as a fraction everywhere in code and shown here as a percentage."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich import box
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+
+#: (key, short header, format, legend) of every metric a results table can show.
+COLUMNS: tuple[tuple[str, str, str, str], ...] = (
+    ("accuracy", "acc %", "{:.2f}", "test accuracy"),
+    ("latency_ms", "cells", "{:.3f}", "LUT latency of the 17 cells (ms)"),
+    ("network_latency_ms", "LUT", "{:.3f}", "LUT latency of the whole network (ms)"),
+    ("measured_ms", "clock", "{:.3f}", "measured latency at batch 1 (ms)"),
+    ("measured_b64_ms", "b64", "{:.3f}", "measured ms per image at batch 64"),
+    ("macs", "MMAC", "{:.2f}", "multiply-accumulates per image (millions)"),
+    ("ops_per_cell", "ops", "{:.2f}", "ops per cell"),
+    ("distinct_masks", "archs", "{:.0f}", "distinct architectures used"),
+    ("reward", "R", "{:+.2f}", "mean reward"),
+    ("wall_s", "time s", "{:.0f}", "training time (s)"),
+)
+PERCENT_KEYS = ("accuracy",)
+
+
+def _value(key: str, value: float) -> float:
+    if key == "macs":
+        return value / 1e6
+    return 100 * value if key in PERCENT_KEYS else value
+
+
+def _present(results: dict[str, dict[str, float]]) -> list[tuple[str, str, str, str]]:
+    first = next(iter(results.values()))
+    return [c for c in COLUMNS if c[0] in first]
+
+
+def results_table(results: dict[str, dict[str, float]], title: str) -> Group:
+    """A rich table, one row per policy and a column per metric present, then a legend of the short
+    headers: legible in an 80-column terminal."""
+    cols = _present(results)
+    table = Table(title=title, box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0), pad_edge=False)
+    table.add_column("policy", min_width=11)
+    for _, short, _, _ in cols:
+        table.add_column(short, justify="right", no_wrap=True)
+    for policy, result in results.items():
+        table.add_row(policy, *(fmt.format(_value(k, result[k])) for k, _, fmt, _ in cols))
+    legend = Text("; ".join(f"{short}: {text}" for _, short, _, text in cols), style="dim")
+    return Group(table, legend)
+
+
+def markdown_table(results: dict[str, dict[str, float]]) -> str:
+    """The same table in markdown, with the legend's long names as headers."""
+    cols = _present(results)
+    lines = ["| policy | " + " | ".join(text for *_, text in cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for policy, result in results.items():
+        lines.append(f"| {policy} | " + " | ".join(fmt.format(_value(k, result[k])) for k, _, fmt, _ in cols) + " |")
+    return "\n".join(lines)
+
+
+def metrics_table(metrics: dict[str, float], title: str) -> Table:
+    """Test accuracy of the supernet's reference architectures (``test_acc_*`` fractions) after training."""
+    table = Table(title=title)
+    table.add_column("architecture")
+    table.add_column("top-1 accuracy", justify="right")
+    names = {"mobilenetv2": "MobileNetV2 path", "all_ops": "all ops", "random": "random masks (p=0.5)",
+             "fixed": "the fixed mask it trained"}
+    for key, name in names.items():
+        if f"test_acc_{key}" in metrics:
+            table.add_row(name, f"{100 * metrics[f'test_acc_{key}']:.2f}%")
+    return table
+
+
+def validation_table(validation: dict[str, Any], title: str) -> Table:
+    """The clock check of a latency table (its ``validation`` dict) beside the isolated-op table's."""
+    report = Table(title=title)
+    for col in ("table", "Spearman", "MAPE %", "within 10% (%)"):
+        report.add_column(col, justify="right")
+    for name, key in (("in-place", "in_place"), ("isolated ops", "isolated")):
+        v = validation[key]
+        report.add_row(name, f"{v['spearman']:.3f}", f"{v['mape_pct']:.2f}", f"{v['within_10pct']:.1f}")
+    return report

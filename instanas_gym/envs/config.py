@@ -1,0 +1,54 @@
+"""Which environment, and how it is set up: one dataclass that agents, the search and the command
+line pass whole to ``gymnasium.make`` / ``make_vec``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import gymnasium as gym
+
+import instanas_gym
+from instanas_gym.bandit import InstaNASBandit
+from instanas_gym.reward import RewardConfig
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    """An InstaNAS environment id and its settings (see :class:`~instanas_gym.envs.instanas_env.InstaNASEnv`)."""
+
+    env_id: str = "InstaNAS-FashionMNIST-v0"
+    """A registered id (instanas_gym.ENV_IDS)."""
+    split: str | None = None
+    """The split to learn on; None: the id's ("search" for Fashion-MNIST, "train" for CIFAR)."""
+    data_root: str | None = None
+    """Data folder (CIFAR); default $INSTANAS_DATA, else $INSTANAS_CACHE/data."""
+    supernet: str | None = None
+    """Supernet checkpoint; default: bundled (Fashion-MNIST) or $INSTANAS_CACHE/<dataset>/last.pt."""
+    latency_table: str | None = None
+    """Latency table JSON; default: bundled or $INSTANAS_CACHE/<dataset>/latency.json."""
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    """The reward's settings."""
+
+    def __post_init__(self) -> None:
+        if self.env_id not in instanas_gym.ENV_IDS:
+            raise ValueError(f"env_id must be one of {sorted(instanas_gym.ENV_IDS)}, got {self.env_id!r}")
+
+    @property
+    def dataset(self) -> str:
+        return instanas_gym.ENV_IDS[self.env_id]["dataset"]
+
+    def kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``gymnasium.make(self.env_id, ...)``."""
+        paths = {"split": self.split, "data_root": self.data_root, "supernet": self.supernet,
+                 "latency_table": self.latency_table}
+        return {k: v for k, v in paths.items() if v is not None} | {"reward": self.reward}
+
+    def make_vec(self, num_envs: int, **extra: Any) -> gym.vector.VectorEnv:
+        """The native batched vector env with ``num_envs`` sub-environments."""
+        return gym.make_vec(self.env_id, num_envs=num_envs, vectorization_mode="vector_entry_point",
+                            **self.kwargs(), **extra)
+
+    def bandit(self, split: str) -> InstaNASBandit:
+        """The environment's bandit on another split (``"test"`` to judge a policy)."""
+        return InstaNASBandit(**{**instanas_gym.ENV_IDS[self.env_id], **self.kwargs(), "split": split})

@@ -1,0 +1,44 @@
+"""What a latency table describes: the machine, the software and the search space it was measured on."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..runtime import allocator
+from ..search_space import SEARCH_SPACE_VERSION, SearchSpace
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def torch_version() -> str:
+    return torch.__version__
+
+
+def device_meta(space: SearchSpace, threads: int) -> dict[str, Any]:
+    """The metadata a table built here, now, at batch 1 with ``threads`` threads carries."""
+    return {
+        "cpu_model": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "torch_version": torch_version(),
+        "threads": threads,
+        "allocator": allocator(),
+        "batch_size": 1,
+        **{k: v for k, v in space.to_dict().items() if k != "version"},
+        "search_space_version": SEARCH_SPACE_VERSION,
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }

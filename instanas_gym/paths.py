@@ -1,0 +1,47 @@
+"""Where files live: the assets shipped in the package, the cache of trained supernets and tables,
+and the data root. Every location that a user can move is read from the environment at call time:
+
+* ``$INSTANAS_CACHE`` (default ``~/.cache/instanas_gym``): ``<dataset>/last.pt`` (the supernet) and
+  ``<dataset>/latency.json`` (its latency table) for data sets that ship no bundled files;
+* ``$INSTANAS_DATA`` (default ``$INSTANAS_CACHE/data``): where torchvision data sets are looked for
+  (and downloaded to with ``download=True``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+#: Files shipped inside the package.
+ASSETS = Path(__file__).parent / "assets"
+BUNDLED_SUPERNET = ASSETS / "supernet_fashion_mnist.pt"
+BUNDLED_LATENCY_TABLE = ASSETS / "latency_fashion_mnist.json"
+BUNDLED_FASHION_MNIST = ASSETS / "fashion_mnist"
+#: Where Debian's ``dataset-fashion-mnist`` package puts its gzip files.
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+#: The data set whose supernet, latency table and search/test images ship in the package.
+BUNDLED_DATASET = "fashion_mnist"
+
+
+def cache_dir() -> Path:
+    """``$INSTANAS_CACHE``, else ``~/.cache/instanas_gym``."""
+    env = os.environ.get("INSTANAS_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "instanas_gym"
+
+
+def data_root(root: str | os.PathLike | None = None) -> Path:
+    """The data root: ``root`` if given, else ``$INSTANAS_DATA``, else ``cache_dir() / "data"``."""
+    if root is not None:
+        return Path(root).expanduser()
+    env = os.environ.get("INSTANAS_DATA")
+    return Path(env).expanduser() if env else cache_dir() / "data"
+
+
+def default_supernet(dataset: str) -> Path:
+    """The supernet a dataset's environment loads when none is given: bundled, or in the cache."""
+    return BUNDLED_SUPERNET if dataset == BUNDLED_DATASET else cache_dir() / dataset / "last.pt"
+
+
+def default_latency_table(dataset: str) -> Path:
+    """The latency table a dataset's environment loads when none is given: bundled, or in the cache."""
+    return BUNDLED_LATENCY_TABLE if dataset == BUNDLED_DATASET else cache_dir() / dataset / "latency.json"

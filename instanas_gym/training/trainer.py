@@ -1,0 +1,346 @@
+"""One-shot pre-training of the supernet, resumable, on one process or many (``torchrun``).
+
+Each batch runs under random per-image masks (``mask_sampling``):
+
+* ``"paper"``: for the first half of training every op is on; over the second half each op is kept
+  with a probability falling linearly from 1 to ``min_keep_prob`` (the paper's drop-path schedule),
+  with at least one op kept in every cell. It rarely shows the network single-op paths (the
+  MobileNetV2 path among them), which then stay poor;
+* ``"mixed"``: masks from single-op to dense (:func:`~instanas_gym.samplers.mixed_masks`), e.g. to
+  fine-tune with ``init_from``;
+* ``"mobilenetv2"`` / ``"fixed"``: one architecture only (a plain MobileNetV2, or ``fixed_mask``);
+* ``"sandwich"``: the sandwich rule with in-place distillation (:mod:`instanas_gym.sandwich`): per
+  batch the largest network, the smallest and ``sandwich_random`` random ones (single-op,
+  same-op-everywhere and Bernoulli masks), one optimizer step on their summed gradients; one process.
+
+SGD with Nesterov momentum and a per-step cosine learning rate. Checkpoints (``last.pt`` in ``out``)
+hold the weights, search-space config, dataset, position (epoch, batch), the running sums of the
+current epoch, optimizer, scheduler, RNG states and metrics; they are written atomically every
+``checkpoint_every`` steps, at each epoch end and on Ctrl-C, so ``resume=True`` continues a killed run
+with at most ``checkpoint_every`` steps redone, bit for bit as if it had not stopped. A resume with
+settings that change the run (another width, schedule, dataset...) is refused.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+from torch.utils.data import DistributedSampler
+
+from ..checkpoint import load_checkpoint, supernet_state
+from ..checks import check_int, check_number
+from ..data import ImageSet, augment, load_split
+from ..display import metrics_table
+from ..files import FileFormatError, atomic_save
+from ..masks import load_mask, mobilenetv2_mask
+from ..runlog import progress_bar
+from ..runtime import tune_allocator
+from ..samplers import mixed_masks, random_masks
+from ..sandwich import fastest_mask, mac_costs, sandwich_masks, sandwich_step
+from ..search_space import SearchSpace
+from ..supernet import Supernet
+from . import distributed
+from .evaluation import final_evaluation
+
+MaskSampling = Literal["paper", "mixed", "mobilenetv2", "fixed", "sandwich"]
+MASK_SAMPLING = ("paper", "mixed", "mobilenetv2", "fixed", "sandwich")
+#: Settings that may differ between a run and its resume; every other one must match.
+RESUMABLE_CHANGES = ("resume", "out", "threads", "checkpoint_every", "eval_subset", "eval_batch_size", "data_root",
+                     "download")
+
+
+@dataclass
+class TrainConfig:
+    """Arguments of :func:`train_supernet` (``instanas-gym train-supernet`` exposes each as a flag)."""
+
+    dataset: str = "fashion_mnist"
+    """"fashion_mnist", "cifar10" or "cifar100"."""
+    data_root: str | None = None
+    """Data folder; default $INSTANAS_DATA, else $INSTANAS_CACHE/data."""
+    download: bool = False
+    """Let torchvision download the data set (needs internet)."""
+    width_mult: float = 0.25
+    """Width multiplier of every channel count."""
+    cell_merge: Literal["mean", "sum"] = "mean"
+    """How a cell merges its ops' outputs."""
+    epochs: int = 10
+    batch_size: int = 128
+    """Images per step and process."""
+    lr: float = 0.1
+    """Peak SGD learning rate (cosine to 0 per step)."""
+    momentum: float = 0.9
+    weight_decay: float = 4e-5
+    label_smoothing: float = 0.0
+    min_keep_prob: float = 0.5
+    """Per-op keep probability at the end of the "paper" schedule."""
+    mask_sampling: MaskSampling = "paper"
+    """Which masks the batches run under (see the module docstring)."""
+    sandwich_random: int = 2
+    """Random networks per sandwich step (mask_sampling="sandwich")."""
+    distill: bool = True
+    """Sandwich: every network but the largest learns the largest's soft predictions, not the labels."""
+    fixed_mask: str | None = None
+    """Mask file (instanas_gym.masks.load_mask) for mask_sampling="fixed"."""
+    init_from: str | None = None
+    """Start from this checkpoint's weights (fine-tuning)."""
+    train_subset: int | None = None
+    """First N training images only (tests, quick runs)."""
+    eval_subset: int | None = None
+    """First N test images only in the final evaluation."""
+    eval_batch_size: int = 256
+    threads: int = 2
+    """Torch intra-op threads per process."""
+    channels_last: bool = True
+    """channels_last memory format (~1.7x faster training on CPU)."""
+    seed: int = 0
+    out: str = "runs/supernet"
+    """Folder of last.pt (the checkpoint) and the logs."""
+    checkpoint_every: int = 200
+    """Steps between checkpoints (also at every epoch end)."""
+    resume: bool = False
+    """Continue from out/last.pt if it exists (same settings required)."""
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "eval_batch_size", "threads", "checkpoint_every"):
+            check_int(name, getattr(self, name))
+        check_int("sandwich_random", self.sandwich_random, minimum=0)
+        for name in ("train_subset", "eval_subset"):
+            check_int(name, getattr(self, name), optional=True)
+        for name in ("lr", "width_mult"):
+            check_number(name, getattr(self, name), low=0, low_open=True)
+        for name in ("momentum", "weight_decay", "label_smoothing"):
+            check_number(name, getattr(self, name), low=0, high=1, high_open=True)
+        check_number("min_keep_prob", self.min_keep_prob, low=0, high=1, low_open=True)
+        if self.mask_sampling not in MASK_SAMPLING:
+            raise ValueError(f"mask_sampling must be one of {MASK_SAMPLING}, got {self.mask_sampling!r}")
+        if (self.mask_sampling == "fixed") != (self.fixed_mask is not None):
+            raise ValueError("mask_sampling='fixed' and fixed_mask (a mask file) go together")
+
+
+def keep_prob(progress: float, min_keep_prob: float = 0.5) -> float:
+    """Per-op keep probability at ``progress`` in [0, 1] of training: 1 in the first half, then linear."""
+    if progress < 0.5:
+        return 1.0
+    return 1.0 - (1.0 - min_keep_prob) * min(1.0, (progress - 0.5) / 0.5)
+
+
+def _subset(data: ImageSet, n: int | None) -> ImageSet:
+    return data if n is None else ImageSet(data.images[:n], data.labels[:n], data.spec, data.split, data.source)
+
+
+class SupernetTrainer:
+    """The state of one supernet training run and its named steps; :func:`train_supernet` drives it."""
+
+    def __init__(self, cfg: TrainConfig, console: Console) -> None:
+        self.cfg, self.console = cfg, console
+        self.rank, self.world = distributed.init_distributed()
+        tune_allocator()
+        torch.set_num_threads(cfg.threads)
+        self.ckpt_path = Path(cfg.out) / "last.pt"
+        self.train = _subset(load_split(cfg.dataset, "train", cfg.data_root, cfg.download), cfg.train_subset)
+        self.test = _subset(load_split(cfg.dataset, "test", cfg.data_root, cfg.download), cfg.eval_subset)
+        if cfg.mask_sampling == "sandwich" and self.world > 1:
+            raise ValueError(f"mask_sampling='sandwich' runs on one process, got world size {self.world}")
+        self.fixed = load_mask(cfg.fixed_mask) if cfg.fixed_mask else None
+        self.model = self._build_model()
+        self.smallest = fastest_mask(*mac_costs(self.model.space))  # the sandwich's smallest network
+        self.net = distributed.wrap(self.model, self.world)
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                         weight_decay=cfg.weight_decay, nesterov=True)
+        self.sampler = DistributedSampler(range(len(self.train)), num_replicas=self.world, rank=self.rank,
+                                          shuffle=True, seed=cfg.seed)
+        self.steps_per_epoch = math.ceil(len(self.sampler) / cfg.batch_size)
+        self.total_steps = cfg.epochs * self.steps_per_epoch
+        total = self.total_steps
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total))
+        )
+        self.aug_gen = torch.Generator().manual_seed(cfg.seed * 1000 + self.rank)
+        self.mask_rng = np.random.default_rng([cfg.seed, self.rank])
+        self.epoch, self.batch_in_epoch = 0, 0
+        self.sums = {"loss": 0.0, "correct": 0.0, "seen": 0.0}  # of the current epoch, on this rank
+        self.history: list[dict[str, float]] = []
+        self.images, self.labels = self.train.tensors()
+
+    # ---- setup -----------------------------------------------------------------------------------
+    def _build_model(self) -> Supernet:
+        cfg, spec = self.cfg, self.train.spec
+        h, _, c = spec.image_shape
+        torch.manual_seed(cfg.seed)
+        model = Supernet(SearchSpace(cfg.width_mult, h, c, spec.num_classes, cfg.cell_merge), spec.mean, spec.std)
+        if cfg.init_from:
+            model.load_state_dict(load_checkpoint(cfg.init_from)["model"])
+        return model.to(memory_format=self.memory_format)
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.cfg.channels_last else torch.contiguous_format
+
+    # ---- checkpoints -----------------------------------------------------------------------------
+    def save(self) -> None:
+        """Write ``out/last.pt`` with every rank's RNG state (rank 0 writes)."""
+        aug_states = distributed.gather(self.aug_gen.get_state(), self.world)
+        mask_states = distributed.gather(self.mask_rng.bit_generator.state, self.world)
+        sums = distributed.gather(dict(self.sums), self.world)
+        if self.rank != 0:
+            return
+        state = supernet_state(
+            self.model, self.cfg.dataset, config=asdict(self.cfg),
+            train_mask=None if self.fixed is None else self.fixed.tolist(),
+            epoch=self.epoch, batch_in_epoch=self.batch_in_epoch, epoch_sums=sums,
+            optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
+            rng={"augment": aug_states, "masks": mask_states, "torch": torch.get_rng_state()},
+            metrics={"history": self.history},
+        )
+        atomic_save(state, self.ckpt_path)
+
+    def resume(self) -> None:
+        """Continue from ``out/last.pt`` (its settings checked by :func:`check_resume`): restore every state."""
+        ckpt = load_checkpoint(self.ckpt_path)
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.epoch, self.batch_in_epoch = ckpt["epoch"], ckpt["batch_in_epoch"]
+        self.history = ckpt["metrics"]["history"]
+        self.sums = dict(ckpt["epoch_sums"][self.rank])
+        self.aug_gen.set_state(ckpt["rng"]["augment"][self.rank])
+        self.mask_rng.bit_generator.state = ckpt["rng"]["masks"][self.rank]
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        if self.rank == 0:
+            self.console.print(f"resumed from {self.ckpt_path} at epoch {self.epoch}, batch {self.batch_in_epoch}")
+
+    # ---- one step --------------------------------------------------------------------------------
+    def sample_masks(self, step: int, n: int) -> torch.Tensor:
+        """Bool masks (n, 17, 5) for the batch of global ``step``, as ``mask_sampling`` says."""
+        cfg = self.cfg
+        if cfg.mask_sampling == "mixed":
+            return torch.from_numpy(mixed_masks(self.mask_rng, n)).bool()
+        if cfg.mask_sampling in ("mobilenetv2", "fixed"):
+            only = mobilenetv2_mask() if cfg.mask_sampling == "mobilenetv2" else self.fixed
+            return torch.from_numpy(only).bool().expand(n, -1, -1)
+        p = keep_prob(step / self.total_steps, cfg.min_keep_prob)
+        return torch.from_numpy(random_masks(self.mask_rng, n, p, min_ops=1)).bool()
+
+    def train_step(self, idx: torch.Tensor, step: int) -> tuple[float, int]:
+        """One SGD step on the images ``idx``; returns (summed loss, correct predictions), of the
+        largest network for the sandwich rule."""
+        cfg = self.cfg
+        masks = None if cfg.mask_sampling == "sandwich" else self.sample_masks(step, len(idx))
+        x = augment(self.images[idx], self.train.spec, self.aug_gen).contiguous(memory_format=self.memory_format)
+        y = self.labels[idx]
+        self.optimizer.zero_grad(set_to_none=True)
+        if masks is None:
+            members = sandwich_masks(self.mask_rng, self.smallest, cfg.sandwich_random)
+            losses, logits = sandwich_step(self.net, x, y, members, cfg.distill, cfg.label_smoothing)
+            loss = losses[0]
+        else:
+            logits = self.net(x, masks)
+            loss_t = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+            loss_t.backward()
+            loss = loss_t.item()
+        self.optimizer.step()
+        self.scheduler.step()
+        return loss * len(idx), int((logits.argmax(1) == y).sum().item())
+
+    # ---- epochs ----------------------------------------------------------------------------------
+    def run_epoch(self, on_step: Callable[[int], None] | None, advance: Callable[[str], None]) -> None:
+        """The rest of the current epoch, from ``batch_in_epoch``; ends with its history row and a checkpoint."""
+        cfg = self.cfg
+        self.sampler.set_epoch(self.epoch)
+        order = torch.tensor(list(iter(self.sampler)))
+        t0, seen0 = time.perf_counter(), self.sums["seen"]
+        for b in range(self.batch_in_epoch, self.steps_per_epoch):
+            idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+            step = self.epoch * self.steps_per_epoch + b
+            loss_sum, correct = self.train_step(idx, step)
+            self.batch_in_epoch = b + 1
+            self.sums["loss"] += loss_sum
+            self.sums["correct"] += correct
+            self.sums["seen"] += len(idx)
+            ips = (self.sums["seen"] - seen0) * self.world / (time.perf_counter() - t0)
+            advance(self._stats_text(step, ips))
+            if on_step is not None:
+                on_step(step + 1)
+            if (step + 1) % cfg.checkpoint_every == 0:
+                self.save()
+        self._end_epoch()
+
+    def _stats_text(self, step: int, ips: float) -> str:
+        s = self.sums
+        return (f"ep {self.epoch + 1}/{self.cfg.epochs} loss {s['loss'] / s['seen']:.3f} acc {s['correct'] / s['seen']:.3f} "
+                f"keep {keep_prob(step / self.total_steps, self.cfg.min_keep_prob):.2f} "
+                f"lr {self.scheduler.get_last_lr()[0]:.4f} {ips:.0f} img/s")
+
+    def _end_epoch(self) -> None:
+        seen = max(self.sums["seen"], 1)
+        self.history.append({"epoch": self.epoch + 1, "loss": self.sums["loss"] / seen,
+                             "train_acc": self.sums["correct"] / seen})
+        if self.rank == 0:
+            row = self.history[-1]
+            self.console.log(f"epoch {row['epoch']}/{self.cfg.epochs}: loss {row['loss']:.4f}, "
+                             f"train acc {row['train_acc']:.4f}")
+        self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+        self.sums = {"loss": 0.0, "correct": 0.0, "seen": 0.0}
+        self.save()
+
+    def finish(self) -> dict[str, float]:
+        """Test-split evaluation (rank 0), stored in the checkpoint and printed; returns the metrics."""
+        metrics: dict[str, float] = {}
+        if self.rank == 0:
+            metrics = final_evaluation(self.model, self.test, self.cfg.eval_batch_size, self.cfg.seed, fixed=self.fixed)
+            state = load_checkpoint(self.ckpt_path)
+            state["metrics"] = {"history": self.history, **metrics}
+            atomic_save(state, self.ckpt_path)
+            self.console.print(metrics_table(metrics, f"supernet test accuracy ({self.test.spec.name}, {len(self.test)} images)"))
+        distributed.barrier(self.world)
+        return metrics
+
+
+def check_resume(cfg: TrainConfig, path: Path) -> None:
+    """Refuse to resume the checkpoint at ``path`` with settings that change the run."""
+    saved, now = load_checkpoint(path).get("config"), asdict(cfg)
+    if not isinstance(saved, dict):
+        raise FileFormatError(f"{path} holds no training settings to resume from; start a new run in another --out")
+    changed = sorted(k for k in now if k not in RESUMABLE_CHANGES and saved.get(k) != now[k])
+    if changed:
+        detail = ", ".join(f"{k}: checkpoint {saved.get(k)!r} vs now {now[k]!r}" for k in changed)
+        raise ValueError(f"{path} was written with other settings ({detail}); resume with the same ones, or "
+                         f"start a new run in another --out")
+
+
+def train_supernet(
+    cfg: TrainConfig, on_step: Callable[[int], None] | None = None, console: Console | None = None
+) -> dict[str, Any]:
+    """Pre-train a supernet as configured; returns the final test metrics (fractions). Writes ``out/last.pt``.
+
+    ``on_step(global_step)`` is called after every optimisation step (tests use it to interrupt).
+    """
+    resuming = cfg.resume and (Path(cfg.out) / "last.pt").is_file()
+    if resuming:
+        check_resume(cfg, Path(cfg.out) / "last.pt")
+    t = SupernetTrainer(cfg, console or Console())
+    if resuming:
+        t.resume()
+    progress = progress_bar(t.console, disable=t.rank != 0)
+    task = progress.add_task("supernet", total=t.total_steps,
+                             completed=t.epoch * t.steps_per_epoch + t.batch_in_epoch, stats="")
+    t.net.train()
+    try:
+        with progress:
+            while t.epoch < cfg.epochs:
+                t.run_epoch(on_step, lambda stats: progress.update(task, advance=1, stats=stats))
+    except KeyboardInterrupt:
+        t.save()
+        if t.rank == 0:
+            t.console.print(f"interrupted: checkpoint saved to {t.ckpt_path}; rerun with --resume to continue")
+        raise
+    return t.finish()

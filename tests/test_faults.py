@@ -1,0 +1,105 @@
+"""Fault injection: each long-running job is killed with SIGKILL at a random point (nothing gets to
+save), resumed with the same command, and compared with an uninterrupted run: bit-exact.
+
+The REINFORCE demo keeps no checkpoint (a run is minutes; a killed one starts again), and the
+latency-table build is not resumable either (it is a measurement: a killed build leaves no file,
+and the previous table, if any, intact)."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from instanas_gym.checkpoint import load_checkpoint
+from instanas_gym.files import load_torch
+
+KILL_SEED = int(os.environ.get("INSTANAS_KILL_SEED", random.SystemRandom().randrange(10**6)))
+
+
+def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "instanas_gym.cli", *args], capture_output=True, text=True,
+                          timeout=600, env=env)
+
+
+def _kill_midway(args: list[str], watch: Path, env: dict[str, str], rng: random.Random) -> float:
+    """Start the job, wait for its first checkpoint, SIGKILL it a random 0-2 s later; returns the delay."""
+    proc = subprocess.Popen([sys.executable, "-m", "instanas_gym.cli", *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=env)
+    deadline = time.monotonic() + 300
+    while not watch.exists():
+        assert proc.poll() is None, "the job ended before its first checkpoint"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    delay = rng.uniform(0, 2)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return delay
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "INSTANAS_CACHE": str(tmp_path / "cache"), "COLUMNS": "100"}
+
+
+def _same_tensors(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_supernet_training_survives_sigkill(fmnist_root, tmp_path):
+    rng = random.Random(KILL_SEED)
+    common = ["train-supernet", "--data-root", str(fmnist_root), "--width-mult", "0.1", "--epochs", "3",
+              "--batch-size", "16", "--train-subset", "128", "--eval-subset", "32", "--threads", "1",
+              "--checkpoint-every", "3"]
+    env = _env(tmp_path)
+    full = _run([*common, "--out", str(tmp_path / "full")], env)
+    assert full.returncode == 0, full.stderr[-2000:]
+    delay = _kill_midway([*common, "--out", str(tmp_path / "cut")], tmp_path / "cut" / "last.pt", env, rng)
+    resumed = _run([*common, "--out", str(tmp_path / "cut"), "--resume"], env)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    a, b = load_checkpoint(tmp_path / "full" / "last.pt"), load_checkpoint(tmp_path / "cut" / "last.pt")
+    _same_tensors(a["model"], b["model"])
+    assert a["metrics"] == b["metrics"], f"kill seed {KILL_SEED}, killed {delay:.2f} s after the first checkpoint"
+    assert not list((tmp_path / "cut").glob("*.tmp"))
+
+
+def test_search_survives_sigkill(tiny_assets, tmp_path):
+    rng = random.Random(KILL_SEED + 1)
+    common = ["search", "--split", "train", "--data-root", tiny_assets["data_root"], "--supernet",
+              tiny_assets["supernet"], "--latency-table", tiny_assets["latency_table"], "--epochs", "2",
+              "--controller-images", "96", "--batch-size", "16", "--supernet-images", "96",
+              "--supernet-batch-size", "32", "--finetune-images", "96", "--threads", "1", "--checkpoint-every", "2",
+              "--log-every", "1"]
+    env = _env(tmp_path)
+    full = _run([*common, "--out", str(tmp_path / "full")], env)
+    assert full.returncode == 0, full.stderr[-2000:]
+    delay = _kill_midway([*common, "--out", str(tmp_path / "cut")], tmp_path / "cut" / "search.pt", env, rng)
+    resumed = _run([*common, "--out", str(tmp_path / "cut"), "--resume"], env)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    a = load_torch(tmp_path / "full" / "search.pt", "search", "instanas-search-v1")
+    b = load_torch(tmp_path / "cut" / "search.pt", "search", "instanas-search-v1")
+    _same_tensors(a["supernet"]["model"], b["supernet"]["model"])
+    _same_tensors(a["controller"]["state_dict"], b["controller"]["state_dict"])
+    drop_wall = lambda h: {k: [{c: v for c, v in r.items() if c != "wall_s"} for r in rows] for k, rows in h.items()}  # noqa: E731
+    assert drop_wall(a["history"]) == drop_wall(b["history"]), f"kill seed {KILL_SEED}, delay {delay:.2f} s"
+
+
+def test_a_killed_latency_table_build_leaves_the_old_table(tiny_assets, tmp_path):
+    out = tmp_path / "table.json"
+    out.write_text("previous table")
+    env = _env(tmp_path)
+    proc = subprocess.Popen([sys.executable, "-m", "instanas_gym.cli", "build-latency-table", "--supernet",
+                             tiny_assets["supernet"], "--out", str(out), "--passes", "100000"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    time.sleep(random.Random(KILL_SEED + 2).uniform(3, 6))
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert out.read_text() == "previous table"

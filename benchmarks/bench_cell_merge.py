@@ -16,12 +16,12 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from instanas_gym.data import load_split
 from instanas_gym.checkpoint import load_supernet
+from instanas_gym.data import load_split
 from instanas_gym.masks import all_ops_mask, mobilenetv2_mask
 from instanas_gym.samplers import one_op_masks, random_masks
 from instanas_gym.training.evaluation import evaluate
-from instanas_gym.training.trainer import train_supernet, TrainConfig
+from instanas_gym.training.trainer import TrainConfig, train_supernet
 
 
 def main() -> None:

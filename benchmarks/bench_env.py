@@ -26,6 +26,7 @@ from timing import interleaved_rates
 
 import instanas_gym  # noqa: F401
 from instanas_gym.runtime import allocator
+
 ENV_ID = "InstaNAS-FashionMNIST-v0"
 
 

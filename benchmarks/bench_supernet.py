@@ -23,18 +23,18 @@ import argparse
 import numpy as np
 import torch
 import torch.nn.functional as F
+from ddp_timing import ddp_train_rates
 from rich.console import Console
 from rich.table import Table
-from ddp_timing import ddp_train_rates
 from timing import interleaved_rates
 
 from instanas_gym.checkpoint import load_supernet
-from instanas_gym.paths import BUNDLED_SUPERNET
 from instanas_gym.data import get_spec
 from instanas_gym.folding import fold_batchnorm
-from instanas_gym.parallel import ProcessPool
-from instanas_gym.runtime import allocator, tune_allocator
 from instanas_gym.masks import all_ops_mask, mobilenetv2_mask
+from instanas_gym.parallel import ProcessPool
+from instanas_gym.paths import BUNDLED_SUPERNET
+from instanas_gym.runtime import allocator, tune_allocator
 from instanas_gym.samplers import one_op_masks, random_masks
 from instanas_gym.search_space import SearchSpace
 from instanas_gym.supernet import Supernet

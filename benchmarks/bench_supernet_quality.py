@@ -28,12 +28,12 @@ import torch.nn.functional as F
 from timing import interleaved_rates
 
 from instanas_gym.checkpoint import load_supernet
-from instanas_gym.paths import BUNDLED_LATENCY_TABLE, BUNDLED_SUPERNET
 from instanas_gym.data import ImageSet, augment, load_split
 from instanas_gym.latency import LatencyTable
+from instanas_gym.paths import BUNDLED_LATENCY_TABLE, BUNDLED_SUPERNET
 from instanas_gym.runtime import tune_allocator
-from instanas_gym.sandwich import fastest_mask, mac_costs, probe_masks, recalibrate_bn, sandwich_masks, sandwich_step
 from instanas_gym.samplers import one_op_masks
+from instanas_gym.sandwich import fastest_mask, mac_costs, probe_masks, recalibrate_bn, sandwich_masks, sandwich_step
 from instanas_gym.supernet import Supernet
 from instanas_gym.training.evaluation import evaluate
 

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from instanas_gym.runtime import tune_allocator
 from instanas_gym.supernet import Supernet
+
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # images, masks (B, 17, 5) bool, labels
 
 

@@ -17,10 +17,10 @@ from timing import rate
 from torch.profiler import profile
 
 from instanas_gym.checkpoint import load_supernet
-from instanas_gym.paths import BUNDLED_SUPERNET
 from instanas_gym.folding import fold_batchnorm
-from instanas_gym.runtime import tune_allocator
 from instanas_gym.masks import mobilenetv2_mask
+from instanas_gym.paths import BUNDLED_SUPERNET
+from instanas_gym.runtime import tune_allocator
 from instanas_gym.samplers import one_op_masks, random_masks
 
 

@@ -19,9 +19,12 @@ from .checkpoint import load_supernet, train_hint
 from .checks import check_int
 from .data import ImageSet, get_spec, load_split
 from .latency import LatencyTable
+from .latency.calibration import calibrate
+from .latency.measure import measure_masks
 from .paths import default_latency_table, default_supernet
 from .reward import LatencyReward, RewardConfig
 from .runtime import tune_allocator
+from .samplers import spread_masks
 from .supernet import EXECUTION_MODES, ExecutionMode, Supernet
 
 ImageOrder = Literal["random", "sequential"]
@@ -62,6 +65,8 @@ class InstaNASBandit:
         supernet: checkpoint path, or a :class:`Supernet` used as it is (not copied: a search trains
             it); default per :func:`instanas_gym.paths.default_supernet`.
         latency_table: path; default per :func:`instanas_gym.paths.default_latency_table`.
+        latency_backend: which runtime's default table: "torch" (eager PyTorch, dynamic execution,
+            the default) or "onnxruntime" (the deployed model); ignored when ``latency_table`` is given.
         reward: the reward's settings (:class:`~instanas_gym.reward.RewardConfig`, or a dict of its fields).
         mode: supernet execution, "dynamic" (default) or "masked".
         device: torch device of the supernet.
@@ -76,6 +81,7 @@ class InstaNASBandit:
         download: bool = False,
         supernet: str | os.PathLike | Supernet | None = None,
         latency_table: str | os.PathLike | None = None,
+        latency_backend: str = "torch",
         reward: RewardConfig | dict[str, Any] | None = None,
         mode: ExecutionMode = "dynamic",
         device: str = "cpu",
@@ -86,7 +92,8 @@ class InstaNASBandit:
         tune_allocator()
         if threads is not None:
             torch.set_num_threads(threads)
-        lut_path = Path(latency_table) if latency_table is not None else default_latency_table(dataset)
+        default_lut = default_latency_table(dataset, latency_backend)  # checks latency_backend
+        lut_path = Path(latency_table) if latency_table is not None else default_lut
         if isinstance(supernet, Supernet):
             self.model = supernet  # used as is: a search trains it between evaluations
         else:
@@ -125,6 +132,22 @@ class InstaNASBandit:
         if index >= self.num_images:
             raise ValueError(f"{name} must be in [0, {self.num_images}), got {index}")
         return index
+
+    def calibrate_latency(self, n_masks: int = 20, seed: int = 0) -> dict[str, float]:
+        """Fit the latency table to this machine: time ``n_masks`` (<= 20) masks in the table's runtime
+        (``meta["runtime"]``: eager PyTorch or ONNX Runtime) and scale the table and the reward's bounds
+        by the least-squares factor; returns ``{"scale", "mape_before_pct", "mape_after_pct", "n_masks"}``."""
+        masks = self.model.space.effective_mask(spread_masks(np.random.default_rng(seed), n_masks))
+        threads = int(self.table.meta.get("threads", 1))
+        if self.table.meta.get("runtime") == "onnxruntime":
+            from .latency.onnx import measure_onnx_masks  # onnxruntime only where an ONNX table is used
+
+            measure = lambda m: measure_onnx_masks(self.model, m, threads)  # noqa: E731
+        else:
+            measure = lambda m: measure_masks(self.model, m, threads)  # noqa: E731
+        self.table, report = calibrate(self.table, measure, masks)
+        self.reward.use_table(self.table, report["scale"])
+        return report
 
     @torch.inference_mode()
     def evaluate(self, indices: np.ndarray, masks: np.ndarray) -> dict[str, Any]:

@@ -9,7 +9,9 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
+import numpy as np
 import torch
 import tyro
 from rich.console import Console
@@ -20,10 +22,12 @@ from .agents.search import SearchConfig, search
 from .agents.search_report import evaluate_search, family_report, write_report
 from .checkpoint import export_supernet, load_supernet
 from .display import results_table, validation_table
-from .latency.validation import build_validated_table
+from .latency.onnx import build_onnx_table, measure_onnx_masks
+from .latency.validation import build_validated_table, compare, validation_masks
 from .paths import BUNDLED_SUPERNET
 from .plots import latency_scatter
 from .runlog import progress_bar
+from .supernet import Supernet
 from .training import TrainConfig, train_supernet
 
 
@@ -36,8 +40,10 @@ class LatencyTableConfig:
     """JSON file to write (the PNG scatter plot goes beside it)."""
     supernet: str = str(BUNDLED_SUPERNET)
     """Supernet checkpoint."""
+    backend: Literal["torch", "onnxruntime"] = "torch"
+    """The runtime the table describes: eager PyTorch (dynamic execution) or ONNX Runtime (the deployed model)."""
     passes: int = 2000
-    """Timed whole-network passes per build."""
+    """Timed whole-network passes per build (torch; ONNX Runtime: exported masks, 300 is plenty)."""
     threads: int = 1
     """Torch threads while measuring."""
     validate_masks: int = 200
@@ -86,6 +92,9 @@ def run_train_supernet(cfg: TrainConfig, console: Console) -> None:
 def run_build_latency_table(cfg: LatencyTableConfig, console: Console) -> None:
     model, _ = load_supernet(cfg.supernet)
     out = Path(cfg.out)
+    if cfg.backend == "onnxruntime":
+        build_onnx_latency_table(model, cfg, out, console)
+        return
     with progress_bar(console) as progress:
 
         def bar(name: str, total: int) -> Callable[[int, int], None]:
@@ -101,6 +110,28 @@ def run_build_latency_table(cfg: LatencyTableConfig, console: Console) -> None:
     console.print(validation_table(table.validation, f"latency table {out}"))
     console.print(f"rebuild vs first: MAPE {table.validation['rebuild_vs_first_mape_pct']:.2f}% of predictions; "
                   f"fixed {table.fixed_ms:.3f} ms; wrote {out} and {png}")
+
+
+def build_onnx_latency_table(model: Supernet, cfg: LatencyTableConfig, out: Path, console: Console) -> None:
+    """The ONNX Runtime table: fit on ``passes`` exported masks, checked on ``validate_masks`` fresh ones."""
+    with progress_bar(console) as progress:
+        task = progress.add_task("export, time, fit", total=cfg.passes, stats="")
+        table = build_onnx_table(model, cfg.passes, cfg.threads, cfg.repeats, cfg.seed,
+                                 progress=lambda done, _t: progress.update(task, completed=done))
+        masks = validation_masks(model.space, cfg.validate_masks, cfg.seed + 1)
+        check = progress.add_task("validation (clock)", total=len(masks), stats="")
+        measured = measure_onnx_masks(model, masks, cfg.threads, cfg.repeats,
+                                      lambda done, _t: progress.update(check, completed=done))
+    predicted = np.asarray(table.network_ms(masks))
+    table.validation["onnxruntime"] = compare(predicted, measured)
+    table.save(out)
+    png = out.with_suffix(".png")
+    latency_scatter(measured, {"whole-network fit": predicted}, png,
+                    f"LUT vs ONNX Runtime ({len(measured)} fresh masks, {cfg.threads} thread(s))")
+    v = table.validation["onnxruntime"]
+    console.print(f"ONNX Runtime table: Spearman {v['spearman']:.3f}, MAPE {v['mape_pct']:.2f}%, "
+                  f"{v['within_10pct']:.1f}% within +-10% on {v['n_masks']} fresh masks; fixed {table.fixed_ms:.3f} ms; "
+                  f"wrote {out} and {png}")
 
 
 def run_train_reinforce(cfg: ReinforceConfig, console: Console) -> None:

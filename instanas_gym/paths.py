@@ -16,6 +16,10 @@ from pathlib import Path
 ASSETS = Path(__file__).parent / "assets"
 BUNDLED_SUPERNET = ASSETS / "supernet_fashion_mnist.pt"
 BUNDLED_LATENCY_TABLE = ASSETS / "latency_fashion_mnist.json"
+#: The bundled supernet's table for ONNX Runtime, the deployment runtime.
+BUNDLED_ONNX_LATENCY_TABLE = ASSETS / "latency_fashion_mnist_onnxruntime.json"
+#: Runtimes a latency table can describe: eager PyTorch (dynamic execution) or ONNX Runtime.
+LATENCY_BACKENDS = ("torch", "onnxruntime")
 BUNDLED_FASHION_MNIST = ASSETS / "fashion_mnist"
 #: Where Debian's ``dataset-fashion-mnist`` package puts its gzip files.
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -42,6 +46,11 @@ def default_supernet(dataset: str) -> Path:
     return BUNDLED_SUPERNET if dataset == BUNDLED_DATASET else cache_dir() / dataset / "last.pt"
 
 
-def default_latency_table(dataset: str) -> Path:
-    """The latency table a dataset's environment loads when none is given: bundled, or in the cache."""
-    return BUNDLED_LATENCY_TABLE if dataset == BUNDLED_DATASET else cache_dir() / dataset / "latency.json"
+def default_latency_table(dataset: str, backend: str = "torch") -> Path:
+    """The latency table of ``backend`` (one of :data:`LATENCY_BACKENDS`) a dataset's environment
+    loads when none is given: bundled, or ``latency.json`` / ``latency_onnxruntime.json`` in the cache."""
+    if backend not in LATENCY_BACKENDS:
+        raise ValueError(f"latency_backend must be one of {LATENCY_BACKENDS}, got {backend!r}")
+    if dataset == BUNDLED_DATASET:
+        return BUNDLED_LATENCY_TABLE if backend == "torch" else BUNDLED_ONNX_LATENCY_TABLE
+    return cache_dir() / dataset / ("latency.json" if backend == "torch" else f"latency_{backend}.json")

@@ -129,6 +129,15 @@ class LatencyReward:
         r_arch = self.arch_reward(latency_ms)
         return {"reward": np.where(correct, r_task * r_arch, r_task), "reward_task": r_task, "reward_arch": r_arch}
 
+    def use_table(self, table: LatencyTable, scale: float) -> None:
+        """Switch to ``table``, the current one scaled by ``scale`` (a calibration): every bound in ms
+        scales with it, so R_A of every mask stays the same."""
+        check_number("scale", scale, low=0, low_open=True)
+        self.table = table
+        self.upper_start_ms *= scale
+        self.upper_end_ms *= scale
+        self.lower_ms, self.upper_ms = self.lower_ms * scale, self.upper_ms * scale
+
     def constants(self) -> dict[str, float | str]:
         """The reward's constants, as they go into ``info``."""
         return {

@@ -9,12 +9,13 @@ import pytest
 import torch
 
 from instanas_gym.checkpoint import supernet_state
-from instanas_gym.files import atomic_save
 from instanas_gym.data import get_spec
+from instanas_gym.files import atomic_save
 from instanas_gym.latency.measure import build_table
 from instanas_gym.search_space import SearchSpace
 from instanas_gym.supernet import Supernet
 from instanas_gym.testing import write_fashion_mnist
+
 TINY_WIDTH = 0.1
 #: Cases tried per generated-input test (tests/test_fuzz.py), printed at the end of the run.
 FUZZ_COUNTS: dict[str, int] = {}

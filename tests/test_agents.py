@@ -5,14 +5,14 @@ import numpy as np
 import pytest
 import torch
 
-from instanas_gym.agents.compare import compare_agents, CompareConfig
+from instanas_gym.agents.compare import CompareConfig, compare_agents
 from instanas_gym.agents.controller import Controller, bounded_probs, greedy_masks, load_controller
 from instanas_gym.agents.evaluation import controller_policy, evaluate_policy, fixed_policy, random_policy
 from instanas_gym.agents.policy_gradient import PolicyGradientConfig, Reinforce, entropy, log_prob, reinforce_loss
 from instanas_gym.agents.reinforce import ReinforceConfig, train_reinforce
 from instanas_gym.agents.sb3 import sb3_policy, train_sb3
-from instanas_gym.envs.config import EnvConfig
 from instanas_gym.checkpoint import load_supernet
+from instanas_gym.envs.config import EnvConfig
 from instanas_gym.latency.measure import build_table
 from instanas_gym.masks import mobilenetv2_mask
 from instanas_gym.training.trainer import TrainConfig, train_supernet

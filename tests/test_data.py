@@ -3,8 +3,10 @@ import pytest
 import torch
 
 from instanas_gym import data
-from instanas_gym.data import augment, DataNotFoundError, get_spec, load_split, read_idx_pair
+from instanas_gym.data import DataNotFoundError, augment, get_spec, load_split, read_idx_pair
 from instanas_gym.testing import skip_cifar_checksums, write_cifar, write_fashion_mnist
+
+
 @pytest.mark.parametrize("dataset, classes", [("cifar10", 10), ("cifar100", 100)])
 def test_cifar_loads_through_torchvision(tmp_path, dataset, classes):
     write_cifar(tmp_path, dataset, n_train=50, n_test=20)

@@ -6,17 +6,18 @@ from gymnasium.utils.env_checker import check_env
 from gymnasium.vector import AutoresetMode
 
 import instanas_gym
+from instanas_gym.checkpoint import supernet_state
+from instanas_gym.data import get_spec
 from instanas_gym.envs.instanas_env import InstaNASEnv
 from instanas_gym.envs.vector import InstaNASVectorEnv
-from instanas_gym.checkpoint import supernet_state
 from instanas_gym.files import atomic_save
-from instanas_gym.paths import BUNDLED_LATENCY_TABLE, BUNDLED_SUPERNET
-from instanas_gym.data import get_spec
 from instanas_gym.latency.measure import build_table
 from instanas_gym.masks import mobilenetv2_mask
+from instanas_gym.paths import BUNDLED_LATENCY_TABLE, BUNDLED_SUPERNET
 from instanas_gym.search_space import MASK_SHAPE, SearchSpace
 from instanas_gym.supernet import Supernet
 from instanas_gym.testing import skip_cifar_checksums, write_cifar
+
 ENV_KEYS = {
     "correct", "label", "prediction", "confidence", "latency_ms", "network_latency_ms", "reward_task",
     "reward_arch", "macs", "empty_cells", "reward_shape", "correct_reward", "lower_ms", "upper_ms",

@@ -2,10 +2,11 @@ import numpy as np
 import pytest
 import torch
 
-from instanas_gym.folding import fold_batchnorm, FoldedConvs
+from instanas_gym.folding import FoldedConvs, fold_batchnorm
 from instanas_gym.masks import mobilenetv2_mask
 from instanas_gym.samplers import one_op_masks, random_masks
 from instanas_gym.search_space import MASK_SHAPE
+
 from .conftest import tiny_supernet, trained_like
 
 

@@ -9,6 +9,7 @@ from instanas_gym.latency.validation import compare, spearman, validate
 from instanas_gym.masks import all_ops_mask, mobilenetv2_mask
 from instanas_gym.samplers import random_masks
 from instanas_gym.search_space import MASK_SHAPE, SearchSpace
+
 from .conftest import tiny_supernet
 
 

@@ -2,9 +2,11 @@ import numpy as np
 import pytest
 
 from instanas_gym.latency.table import LatencyTable
-from instanas_gym.reward import RewardConfig, fastest_cells_ms, LatencyReward
 from instanas_gym.masks import all_ops_mask, mobilenetv2_mask
+from instanas_gym.reward import LatencyReward, RewardConfig, fastest_cells_ms
 from instanas_gym.search_space import SearchSpace
+
+
 @pytest.fixture
 def table() -> LatencyTable:
     ops = np.tile(np.array([0.3, 0.2, 0.4, 0.25, 0.5]), (17, 1))

@@ -6,9 +6,10 @@ import torch
 import torch.nn.functional as F
 
 from instanas_gym.checkpoint import load_checkpoint, load_supernet
-from instanas_gym.paths import BUNDLED_LATENCY_TABLE
 from instanas_gym.data import load_split
 from instanas_gym.latency import LatencyTable
+from instanas_gym.masks import all_ops_mask, mobilenetv2_mask
+from instanas_gym.paths import BUNDLED_LATENCY_TABLE
 from instanas_gym.sandwich import (
     FAMILIES,
     distillation_loss,
@@ -20,7 +21,6 @@ from instanas_gym.sandwich import (
     sandwich_masks,
     sandwich_step,
 )
-from instanas_gym.masks import all_ops_mask, mobilenetv2_mask
 from instanas_gym.search_space import FALLBACK_OP
 from instanas_gym.training import train_supernet
 

@@ -6,13 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from instanas_gym.agents.search import search, SearchConfig, stage_steps, stages
+from instanas_gym.agents.search import SearchConfig, search, stage_steps, stages
 from instanas_gym.agents.search_report import evaluate_search, family_report, write_report
 from instanas_gym.checkpoint import load_checkpoint, load_supernet
 from instanas_gym.files import atomic_save
 from instanas_gym.latency.table import LatencyTable
 from instanas_gym.masks import all_ops_mask, load_mask, mobilenetv2_mask
 from instanas_gym.samplers import one_op_masks
+
 from .helpers import Crash, raise_at
 
 

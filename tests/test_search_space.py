@@ -5,7 +5,6 @@ import pytest
 import torch
 import torchvision
 
-from instanas_gym.paths import BUNDLED_LATENCY_TABLE
 from instanas_gym.latency.table import LatencyTable
 from instanas_gym.masks import (
     all_ops_mask,
@@ -17,6 +16,7 @@ from instanas_gym.masks import (
     unflatten_mask,
     validate_mask,
 )
+from instanas_gym.paths import BUNDLED_LATENCY_TABLE
 from instanas_gym.samplers import one_op_masks, random_masks
 from instanas_gym.search_space import MASK_SHAPE, SearchSpace, _make_divisible
 

@@ -12,7 +12,8 @@ from instanas_gym.checkpoint import export_supernet, load_checkpoint, load_super
 from instanas_gym.masks import mobilenetv2_mask, save_mask
 from instanas_gym.samplers import one_op_masks
 from instanas_gym.search_space import SearchSpace
-from instanas_gym.training.trainer import keep_prob, train_supernet, TrainConfig
+from instanas_gym.training.trainer import TrainConfig, keep_prob, train_supernet
+
 from .helpers import Crash, raise_at
 
 REPO = Path(__file__).resolve().parents[1]

@@ -3,8 +3,10 @@ import pytest
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 from instanas_gym.envs.vector import InstaNASVectorEnv
-from instanas_gym.envs.wrappers import make_sb3_env, SB3VecEnv
+from instanas_gym.envs.wrappers import SB3VecEnv, make_sb3_env
 from instanas_gym.masks import flatten_mask, mobilenetv2_mask
+
+
 def test_sb3_check_env_on_wrapped_env(tiny_assets):
     env = make_sb3_env("InstaNAS-FashionMNIST-v0", **tiny_assets)
     assert env.observation_space.shape == (1, 28, 28)

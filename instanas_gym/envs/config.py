@@ -4,7 +4,7 @@ line pass whole to ``gymnasium.make`` / ``make_vec``."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import gymnasium as gym
 
@@ -27,6 +27,8 @@ class EnvConfig:
     """Supernet checkpoint; default: bundled (Fashion-MNIST) or $INSTANAS_CACHE/<dataset>/last.pt."""
     latency_table: str | None = None
     """Latency table JSON; default: bundled or $INSTANAS_CACHE/<dataset>/latency.json."""
+    latency_backend: Literal["torch", "onnxruntime"] = "torch"
+    """The runtime whose default latency table the reward uses (when latency_table is None)."""
     reward: RewardConfig = field(default_factory=RewardConfig)
     """The reward's settings."""
 
@@ -42,7 +44,8 @@ class EnvConfig:
         """Keyword arguments for ``gymnasium.make(self.env_id, ...)``."""
         paths = {"split": self.split, "data_root": self.data_root, "supernet": self.supernet,
                  "latency_table": self.latency_table}
-        return {k: v for k, v in paths.items() if v is not None} | {"reward": self.reward}
+        return {k: v for k, v in paths.items() if v is not None} | {"reward": self.reward,
+                                                                     "latency_backend": self.latency_backend}
 
     def make_vec(self, num_envs: int, **extra: Any) -> gym.vector.VectorEnv:
         """The native batched vector env with ``num_envs`` sub-environments."""

@@ -52,6 +52,12 @@ class LatencyBounds:
         """Set the reward's latency bounds LB/UB in ms (None keeps the current one)."""
         self.bandit.reward.set_bounds(lower_ms, upper_ms)
 
+    def calibrate_latency(self, n_masks: int = 20, seed: int = 0) -> dict[str, float]:
+        """Fit the latency table (and the bounds) to this machine by timing ``n_masks`` (<= 20) masks
+        (:meth:`instanas_gym.bandit.InstaNASBandit.calibrate_latency`); returns the scale and the error
+        before and after."""
+        return self.bandit.calibrate_latency(n_masks, seed)
+
     @property
     def latency_bounds(self) -> tuple[float, float]:
         """(LB, UB) in ms."""
@@ -106,7 +112,8 @@ class InstaNASEnv(LatencyBounds, gym.Env):
     ## Arguments
     ``order`` and ``render_mode`` ("rgb_array"), and those of :class:`instanas_gym.bandit.InstaNASBandit`:
     ``dataset`` ("fashion_mnist", "cifar10", "cifar100"), ``split``, ``data_root``, ``download``,
-    ``supernet`` and ``latency_table`` (paths; the bundled ones for Fashion-MNIST), ``reward`` (a
+    ``supernet`` and ``latency_table`` (paths; the bundled ones for Fashion-MNIST), ``latency_backend``
+    (whose default table: "torch", eager PyTorch, or "onnxruntime", the deployed model), ``reward`` (a
     :class:`instanas_gym.reward.RewardConfig`, or a dict of its fields: ``correct_reward``, ``shape``,
     ``lower_ms``, ``upper_ms``, ``upper_start_frac``, ``upper_end_frac``), ``mode`` ("dynamic" or
     "masked" execution), ``device``, ``threads`` (torch threads, process-wide). Invalid arguments

@@ -1,0 +1,103 @@
+"""Latency tables for the deployed model: whole sub-networks timed in ONNX Runtime, fitted per
+(cell, op) plus a fixed cost, and calibration of any table to the machine at hand. Times in ms.
+
+Build (:func:`build_onnx_table`): ``passes`` masks from sparse to dense
+(:func:`~instanas_gym.samplers.spread_masks`) are each exported as a static graph holding only their
+ops (:class:`~instanas_gym.deploy.export.SubNetwork`) and timed at batch 1 in ONNX Runtime (median
+of ``repeats`` runs, fixed thread count). The table is the non-negative least-squares fit of those
+whole-network times on which ops each network runs (the effective mask: fallbacks included) plus a
+fixed cost, so its sums predict the runtime's clock. Unlike eager PyTorch, ONNX Runtime fuses
+convolutions with their BatchNorm and activations and has no per-call Python, so its costs follow
+the arithmetic much more closely.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from ..deploy.engine import session_options
+from ..deploy.export import SubNetwork, onnx_bytes
+from ..samplers import spread_masks
+from ..search_space import MASK_SHAPE
+from ..supernet import Supernet
+from .machine import device_meta
+from .measure import Progress, median_ms
+from .table import LatencyTable
+from .validation import compare, validation_masks
+
+RUNTIME = "onnxruntime"
+
+
+def time_onnx_ms(graph: bytes, image_shape: tuple[int, int, int], threads: int = 1, repeats: int = 30) -> float:
+    """Median wall-clock ms of one batch-1 run of an ONNX graph (uint8 images in) in ONNX Runtime."""
+    session = ort.InferenceSession(graph, session_options(threads), providers=["CPUExecutionProvider"])
+    feed = {"images": np.zeros((1, *image_shape), np.uint8)}
+    for _ in range(3):
+        session.run(None, feed)
+    return median_ms(lambda: session.run(None, feed), repeats)
+
+
+def measure_onnx_masks(
+    model: Supernet, masks: np.ndarray, threads: int = 1, repeats: int = 30, progress: Progress | None = None
+) -> np.ndarray:
+    """ONNX Runtime ms at batch 1 of each mask's exported sub-network, shape (len(masks),)."""
+    s = model.space
+    shape = (s.input_size, s.input_size, s.in_channels)
+    out = np.zeros(len(masks))
+    for i, mask in enumerate(masks):
+        out[i] = time_onnx_ms(onnx_bytes(SubNetwork(model, mask), shape), shape, threads, repeats)
+        if progress is not None:
+            progress(i + 1, len(masks))
+    return out
+
+
+def fit_costs(masks: np.ndarray, measured_ms: np.ndarray) -> tuple[np.ndarray, float]:
+    """Non-negative least squares of ``measured_ms`` (N,) on the effective ``masks`` (N, 17, 5)
+    plus an intercept: (per-op ms (17, 5), fixed ms). Ops never run get 0 (and a warning-free fit)."""
+    x = np.concatenate([masks.reshape(len(masks), -1).astype(float), np.ones((len(masks), 1))], axis=1)
+    active = np.ones(x.shape[1], dtype=bool)
+    coef = np.zeros(x.shape[1])
+    for _ in range(x.shape[1]):  # active-set: drop the most negative coefficient, refit, until none is
+        sol, *_ = np.linalg.lstsq(x[:, active], measured_ms, rcond=None)
+        coef[:] = 0.0
+        coef[active] = sol
+        if (coef >= 0).all():
+            break
+        active[int(np.argmin(np.where(active, coef, np.inf)))] = False
+    coef = np.maximum(coef, 0.0)
+    return coef[:-1].reshape(MASK_SHAPE), float(coef[-1])
+
+
+def build_onnx_table(
+    model: Supernet,
+    passes: int = 300,
+    threads: int = 1,
+    repeats: int = 30,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> LatencyTable:
+    """Measure the deployment runtime's table (see module doc): ``passes`` exported masks, fitted."""
+    entries = MASK_SHAPE[0] * MASK_SHAPE[1] + 1
+    if passes < entries:
+        raise ValueError(f"passes must be >= {entries} (one per entry and the fixed cost), got {passes}")
+    masks = model.space.effective_mask(spread_masks(np.random.default_rng(seed), passes))
+    measured = measure_onnx_masks(model.eval(), masks, threads, repeats, progress)
+    ops_ms, fixed_ms = fit_costs(masks, measured)
+    meta = device_meta(model.space, threads) | {
+        "runtime": RUNTIME, "runtime_version": ort.__version__, "passes": passes, "repeats": repeats,
+        "method": "whole-network fit",
+    }
+    table = LatencyTable(ops_ms, fixed_ms, model.space.opens_stage.copy(), meta)
+    table.validation = {"fit": compare(np.asarray(table.network_ms(masks)), measured)}
+    return table
+
+
+def validate_onnx(table: LatencyTable, model: Supernet, n_masks: int = 100, seed: int = 1, repeats: int = 30,
+                  progress: Progress | None = None) -> dict[str, Any]:
+    """Spearman, MAPE and share within +-10% of the table against ONNX Runtime on fresh masks."""
+    masks = validation_masks(model.space, n_masks, seed)
+    measured = measure_onnx_masks(model, masks, int(table.meta.get("threads", 1)), repeats, progress)
+    return compare(np.asarray(table.network_ms(masks)), measured)

@@ -1,0 +1,181 @@
+"""Export of architectures as standalone networks and ONNX graphs, the ONNX Runtime engine, and
+latency tables for the runtime."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from instanas_gym.agents.controller import Controller
+from instanas_gym.deploy.engine import InstaNASModel, mask_bits
+from instanas_gym.deploy.export import SubNetwork, export_model, onnx_bytes
+from instanas_gym.latency.calibration import calibrate
+from instanas_gym.latency.onnx import build_onnx_table, fit_costs
+from instanas_gym.latency.table import LatencyTable
+from instanas_gym.masks import all_ops_mask, mobilenetv2_mask
+from instanas_gym.paths import default_latency_table
+from instanas_gym.samplers import random_masks
+from instanas_gym.search_space import MASK_SHAPE, SearchSpace
+from instanas_gym.supernet import Supernet
+
+from .conftest import tiny_supernet, trained_like
+
+IMAGE = (28, 28, 1)
+
+
+def _images(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, *IMAGE)).astype(np.uint8)
+
+
+def _reference(model: Supernet, images: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return model(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), mask).numpy()
+
+
+def _masks() -> list[np.ndarray]:
+    """Empty identity cells, empty stage openers (fallbacks), multi-op cells, single ops, all ops."""
+    empty = np.zeros(MASK_SHAPE, np.uint8)
+    sparse = random_masks(np.random.default_rng(1), 1, 0.15)[0]
+    return [empty, sparse, mobilenetv2_mask(), all_ops_mask(), random_masks(np.random.default_rng(2), 1, 0.5)[0]]
+
+
+@pytest.mark.parametrize("merge", ["mean", "sum"])
+def test_exported_architectures_compute_what_the_supernet_computes(merge):
+    torch.manual_seed(0)
+    model = trained_like(Supernet(SearchSpace(0.1, 28, 1, 10, merge), (0.3,), (0.35,)))
+    images = _images(32)
+    session_logits = []
+    for mask in _masks():
+        ref = _reference(model, images, mask)
+        sub = SubNetwork(model, mask)
+        with torch.no_grad():
+            np.testing.assert_allclose(sub(torch.from_numpy(images)).numpy(), ref, atol=1e-5)
+        session = ort.InferenceSession(onnx_bytes(sub, IMAGE), providers=["CPUExecutionProvider"])
+        (out,) = session.run(None, {"images": images})
+        assert np.abs(out - ref).max() <= 1e-4
+        assert (out.argmax(1) == ref.argmax(1)).all()
+        session_logits.append(out)
+    # only the chosen ops are in the graph: the empty mask's network is much smaller than all ops'
+    sizes = [len(onnx_bytes(SubNetwork(model, m), IMAGE)) for m in (_masks()[0], all_ops_mask())]
+    assert sizes[0] * 3 < sizes[1]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    torch.manual_seed(0)
+    model = trained_like(tiny_supernet())
+    controller = Controller(1, (8, 16), (1, 2), input_size=14)
+    torch.nn.init.normal_(controller.head.weight, 0, 1.0)  # a controller that picks many architectures
+    folder = tmp_path_factory.mktemp("deploy")
+    manifest = export_model(folder, model, controller, _images(48, seed=1), extra={"dataset": "fashion_mnist"})
+    return folder, model, controller.eval(), manifest
+
+
+def test_the_engine_equals_the_pytorch_model_on_mixed_architectures(exported):
+    folder, model, controller, manifest = exported
+    assert len(manifest["architectures"]) > 4 and manifest["dataset"] == "fashion_mnist"
+    assert sum(a["share"] for a in manifest["architectures"]) == pytest.approx(1.0)
+    engine = InstaNASModel.load(folder, cache_size=2)
+    images = _images(48, seed=1)
+    out = engine.predict(images)
+    with torch.no_grad():
+        masks = (controller(torch.from_numpy(images)) >= 0).to(torch.uint8).numpy()
+    np.testing.assert_array_equal(out["mask"], masks)
+    ref = np.concatenate([_reference(model, images[i : i + 1], masks[i]) for i in range(len(images))])
+    assert np.abs(out["logits"] - ref).max() <= 1e-4 and (out["prediction"] == ref.argmax(1)).all()
+    assert len(engine.sessions) <= 2  # the cache bound holds
+    assert engine.sessions_built >= len(set(out["served"]))
+    single = engine.predict(images[:1])  # batch 1
+    np.testing.assert_allclose(single["logits"], out["logits"][:1], atol=1e-5)
+
+
+def test_an_unexported_mask_is_served_by_the_nearest_architecture(exported):
+    folder, *_ = exported
+    engine = InstaNASModel.load(folder)
+    known = np.array(engine.manifest["architectures"][0]["mask"], np.uint8)
+    near = known.copy()
+    near[0, 0] ^= 1
+    assert mask_bits(near) not in engine.graphs
+    assert engine.serving_key(near) == mask_bits(known)
+
+
+def test_the_engine_serves_without_pytorch(exported):
+    folder, *_ = exported
+    script = textwrap.dedent(f"""
+        import sys
+        sys.modules["torch"] = None  # any import of torch now fails
+        import numpy as np
+        from instanas_gym.deploy.engine import InstaNASModel
+        out = InstaNASModel.load({str(folder)!r}).predict(np.zeros((3, 28, 28, 1), np.uint8))
+        print(out["prediction"].shape, out["mask"].shape)
+    """)
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "(3,) (3, 17, 5)"
+
+
+def test_engine_arguments_are_checked(exported, tmp_path):
+    folder, *_ = exported
+    with pytest.raises(ValueError, match="cache_size"):
+        InstaNASModel.load(folder, cache_size=0)
+    with pytest.raises(FileNotFoundError, match="manifest.json"):
+        InstaNASModel.load(tmp_path)
+    with pytest.raises(ValueError, match="images"):
+        InstaNASModel.load(folder).predict(np.zeros((28, 28, 1), np.uint8))
+
+
+def test_the_fit_recovers_known_costs_and_calibration_finds_the_scale():
+    rng = np.random.default_rng(0)
+    space = SearchSpace(0.1, 28, 1, 10)
+    truth = rng.uniform(0.01, 0.2, MASK_SHAPE)
+    masks = space.effective_mask(random_masks(rng, 400, 0.4))
+    measured = (masks * truth).sum((1, 2)) + 0.3
+    ops_ms, fixed_ms = fit_costs(masks, measured)
+    np.testing.assert_allclose(ops_ms, truth, atol=1e-6)
+    assert fixed_ms == pytest.approx(0.3)
+    table = LatencyTable(ops_ms, fixed_ms, space.opens_stage.copy(), {})
+    scaled, report = calibrate(table, lambda m: 2.0 * np.asarray(table.network_ms(m)), masks[:20])
+    assert report["scale"] == pytest.approx(2.0) and report["mape_after_pct"] < 1e-6 < report["mape_before_pct"]
+    assert scaled.network_ms(masks[0]) == pytest.approx(2 * table.network_ms(masks[0]))
+    with pytest.raises(ValueError, match="20"):
+        calibrate(table, lambda m: m, masks[:21])
+
+
+def test_a_tiny_onnx_table_builds_and_predicts_its_own_runtime():
+    model = trained_like(tiny_supernet())
+    table = build_onnx_table(model, passes=90, repeats=3)
+    assert table.ops_ms.shape == MASK_SHAPE and (table.ops_ms >= 0).all() and table.fixed_ms >= 0
+    assert table.meta["runtime"] == "onnxruntime" and table.meta["threads"] == 1
+    assert table.validation["fit"]["spearman"] > 0.5
+    table.check(model.space)
+
+
+def test_the_latency_backend_picks_the_default_table():
+    assert default_latency_table("fashion_mnist", "onnxruntime").name == "latency_fashion_mnist_onnxruntime.json"
+    assert default_latency_table("cifar10", "onnxruntime").name == "latency_onnxruntime.json"
+    with pytest.raises(ValueError, match="latency_backend"):
+        default_latency_table("cifar10", "tensorrt")
+
+
+def test_the_environment_calibrates_its_table_on_request(tiny_assets):
+    from instanas_gym.envs.instanas_env import InstaNASEnv
+
+    env = InstaNASEnv(**tiny_assets)
+    mask = mobilenetv2_mask()
+    before_ms = env.bandit.table.cells_ms(mask)
+    before_ra = float(env.bandit.reward.arch_reward(before_ms))
+    lower, upper = env.latency_bounds
+    report = env.calibrate_latency(n_masks=6)
+    s = report["scale"]
+    assert s > 0 and report["n_masks"] == 6 and report["mape_after_pct"] <= report["mape_before_pct"] + 1e-9
+    assert env.bandit.table.cells_ms(mask) == pytest.approx(s * before_ms)
+    assert env.latency_bounds == pytest.approx((s * lower, s * upper))
+    assert float(env.bandit.reward.arch_reward(env.bandit.table.cells_ms(mask))) == pytest.approx(before_ra)
+    with pytest.raises(ValueError, match="20"):
+        env.calibrate_latency(n_masks=21)

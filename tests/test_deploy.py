@@ -167,13 +167,16 @@ def test_the_environment_calibrates_its_table_on_request(tiny_assets):
     from instanas_gym.envs.instanas_env import InstaNASEnv
 
     env = InstaNASEnv(**tiny_assets)
+    t = env.bandit.table  # a table 3x off, as one measured on a slower machine would be
+    env.bandit.table = LatencyTable(3 * t.ops_ms, 3 * t.fixed_ms, t.opens_stage, t.meta)
+    env.bandit.reward.use_table(env.bandit.table, 3.0)
     mask = mobilenetv2_mask()
     before_ms = env.bandit.table.cells_ms(mask)
     before_ra = float(env.bandit.reward.arch_reward(before_ms))
     lower, upper = env.latency_bounds
     report = env.calibrate_latency(n_masks=6)
     s = report["scale"]
-    assert s > 0 and report["n_masks"] == 6 and report["mape_after_pct"] <= report["mape_before_pct"] + 1e-9
+    assert 0.2 < s < 0.5 and report["n_masks"] == 6 and report["mape_after_pct"] < report["mape_before_pct"]
     assert env.bandit.table.cells_ms(mask) == pytest.approx(s * before_ms)
     assert env.latency_bounds == pytest.approx((s * lower, s * upper))
     assert float(env.bandit.reward.arch_reward(env.bandit.table.cells_ms(mask))) == pytest.approx(before_ra)

@@ -22,6 +22,7 @@ from .agents.search import SearchConfig, search
 from .agents.search_report import evaluate_search, family_report, write_report
 from .checkpoint import export_supernet, load_supernet
 from .display import results_table, validation_table
+from .files import FileFormatError
 from .latency.onnx import build_onnx_table, measure_onnx_masks
 from .latency.validation import build_validated_table, compare, validation_masks
 from .paths import BUNDLED_SUPERNET
@@ -221,7 +222,11 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2)
     cls, default, run, text = COMMANDS[name]
     cfg = tyro.cli(cls, args=rest, default=default, prog=f"instanas-gym {name}", description=cls.__doc__)
-    run(cfg, Console())
+    try:
+        run(cfg, Console())
+    except (FileNotFoundError, FileFormatError) as err:  # the message names the file and what to do
+        print(f"instanas-gym {name}: {err}", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

@@ -54,42 +54,42 @@ def _same_tensors(a: dict, b: dict) -> None:
         assert torch.equal(a[k], b[k]), k
 
 
-def test_supernet_training_survives_sigkill(fmnist_root, tmp_path):
-    rng = random.Random(KILL_SEED)
-    common = ["train-supernet", "--data-root", str(fmnist_root), "--width-mult", "0.1", "--epochs", "3",
-              "--batch-size", "16", "--train-subset", "128", "--eval-subset", "32", "--threads", "1",
-              "--checkpoint-every", "3"]
+def _full_and_killed(command: list[str], checkpoint: str, tmp_path: Path, rng: random.Random) -> str:
+    """Run ``command`` into tmp_path/full uninterrupted, and into tmp_path/cut killed once and resumed;
+    returns what to say when they differ (the kill seed and delay)."""
     env = _env(tmp_path)
-    full = _run([*common, "--out", str(tmp_path / "full")], env)
+    full = _run([*command, "--out", str(tmp_path / "full")], env)
     assert full.returncode == 0, full.stderr[-2000:]
-    delay = _kill_midway([*common, "--out", str(tmp_path / "cut")], tmp_path / "cut" / "last.pt", env, rng)
-    resumed = _run([*common, "--out", str(tmp_path / "cut"), "--resume"], env)
+    delay = _kill_midway([*command, "--out", str(tmp_path / "cut")], tmp_path / "cut" / checkpoint, env, rng)
+    resumed = _run([*command, "--out", str(tmp_path / "cut"), "--resume"], env)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert not list((tmp_path / "cut").glob("*.tmp"))
+    return f"kill seed {KILL_SEED}, killed {delay:.2f} s after the first checkpoint"
+
+
+def test_supernet_training_survives_sigkill(fmnist_root, tmp_path):
+    command = ["train-supernet", "--data-root", str(fmnist_root), "--width-mult", "0.1", "--epochs", "3",
+               "--batch-size", "16", "--train-subset", "128", "--eval-subset", "32", "--threads", "1",
+               "--checkpoint-every", "3"]
+    why = _full_and_killed(command, "last.pt", tmp_path, random.Random(KILL_SEED))
     a, b = load_checkpoint(tmp_path / "full" / "last.pt"), load_checkpoint(tmp_path / "cut" / "last.pt")
     _same_tensors(a["model"], b["model"])
-    assert a["metrics"] == b["metrics"], f"kill seed {KILL_SEED}, killed {delay:.2f} s after the first checkpoint"
-    assert not list((tmp_path / "cut").glob("*.tmp"))
+    assert a["metrics"] == b["metrics"], why
 
 
 def test_search_survives_sigkill(tiny_assets, tmp_path):
-    rng = random.Random(KILL_SEED + 1)
-    common = ["search", "--split", "train", "--data-root", tiny_assets["data_root"], "--supernet",
-              tiny_assets["supernet"], "--latency-table", tiny_assets["latency_table"], "--epochs", "2",
-              "--controller-images", "96", "--batch-size", "16", "--supernet-images", "96",
-              "--supernet-batch-size", "32", "--finetune-images", "96", "--threads", "1", "--checkpoint-every", "2",
-              "--log-every", "1"]
-    env = _env(tmp_path)
-    full = _run([*common, "--out", str(tmp_path / "full")], env)
-    assert full.returncode == 0, full.stderr[-2000:]
-    delay = _kill_midway([*common, "--out", str(tmp_path / "cut")], tmp_path / "cut" / "search.pt", env, rng)
-    resumed = _run([*common, "--out", str(tmp_path / "cut"), "--resume"], env)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    command = ["search", "--split", "train", "--data-root", tiny_assets["data_root"], "--supernet",
+               tiny_assets["supernet"], "--latency-table", tiny_assets["latency_table"], "--epochs", "2",
+               "--controller-images", "96", "--batch-size", "16", "--supernet-images", "96",
+               "--supernet-batch-size", "32", "--finetune-images", "96", "--threads", "1", "--checkpoint-every", "2",
+               "--log-every", "1"]
+    why = _full_and_killed(command, "search.pt", tmp_path, random.Random(KILL_SEED + 1))
     a = load_torch(tmp_path / "full" / "search.pt", "search", "instanas-search-v1")
     b = load_torch(tmp_path / "cut" / "search.pt", "search", "instanas-search-v1")
     _same_tensors(a["supernet"]["model"], b["supernet"]["model"])
     _same_tensors(a["controller"]["state_dict"], b["controller"]["state_dict"])
     drop_wall = lambda h: {k: [{c: v for c, v in r.items() if c != "wall_s"} for r in rows] for k, rows in h.items()}  # noqa: E731
-    assert drop_wall(a["history"]) == drop_wall(b["history"]), f"kill seed {KILL_SEED}, delay {delay:.2f} s"
+    assert drop_wall(a["history"]) == drop_wall(b["history"]), why
 
 
 def test_a_killed_latency_table_build_leaves_the_old_table(tiny_assets, tmp_path):

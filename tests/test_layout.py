@@ -138,3 +138,21 @@ def test_only_instanas_gym_is_installed(tmp_path):
                          env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["None", "None", "True"]
+
+
+def test_the_command_line_lists_its_commands_and_reports_file_errors_in_one_line(tmp_path, capsys):
+    import pytest
+
+    from instanas_gym.cli import COMMANDS, main
+
+    main(["--help"])
+    usage = capsys.readouterr().out
+    assert all(name in usage for name in COMMANDS)
+    with pytest.raises(SystemExit) as exit_:
+        main(["build-latency-table", "--supernet", str(tmp_path / "none.pt"), "--out", str(tmp_path / "t.json")])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 1 and "none.pt" in err and "instanas-gym train-supernet" in err
+    assert "Traceback" not in err
+    with pytest.raises(SystemExit) as exit_:
+        main(["no-such-command"])
+    assert exit_.value.code == 2

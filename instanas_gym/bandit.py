@@ -136,7 +136,7 @@ class InstaNASBandit:
     def calibrate_latency(self, n_masks: int = 20, seed: int = 0) -> dict[str, float]:
         """Fit the latency table to this machine: time ``n_masks`` (<= 20) masks in the table's runtime
         (``meta["runtime"]``: eager PyTorch or ONNX Runtime) and scale the table and the reward's bounds
-        by the least-squares factor; returns ``{"scale", "mape_before_pct", "mape_after_pct", "n_masks"}``."""
+        by the median ratio of measured to predicted ms; returns ``{"scale", "mape_before_pct", "mape_after_pct", "n_masks"}``."""
         masks = self.model.space.effective_mask(spread_masks(np.random.default_rng(seed), n_masks))
         threads = int(self.table.meta.get("threads", 1))
         if self.table.meta.get("runtime") == "onnxruntime":

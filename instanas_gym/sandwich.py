@@ -167,9 +167,7 @@ def recalibrate_bn(
 
     The statistics of the BatchNorms that ``mask`` runs become the plain average over ``batches``
     batches of ``batch_size`` images of ``data`` (drawn with replacement, seeded by ``seed``, not
-    augmented); every other BatchNorm keeps the shared statistics. Unlike
-    :func:`instanas_gym.training.recalibrate_bn`, which resets the shared statistics in place under
-    many masks, this one serves scoring one mask (17, 5).
+    augmented); every other BatchNorm keeps the shared statistics.
     """
     if batches < 1 or batch_size < 1:
         raise ValueError(f"batches and batch_size must be >= 1, got {batches} and {batch_size}")

@@ -25,9 +25,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..data import ImageSet
 from ..files import atomic_write, atomic_write_text
 from ..masks import mask_counts, validate_mask
 from ..search_space import SearchSpace
+from ..sandwich import recalibrate_bn
 from ..supernet import Supernet
 from .engine import MANIFEST_FORMAT, mask_bits
 
@@ -107,12 +109,20 @@ def export_model(
     images: np.ndarray,
     extra: dict[str, Any] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    bn_data: ImageSet | None = None,
+    bn_batches: int = 20,
 ) -> dict[str, Any]:
     """Write an instance-aware model for :class:`~instanas_gym.deploy.engine.InstaNASModel`:
     ``controller.onnx`` (uint8 images -> mask logits (B, 17, 5), greedy mask: logit >= 0), one
     ``arch_<key>.onnx`` per architecture the controller picks for ``images`` (uint8 (N, H, W, C),
     e.g. a data set's test split), and ``manifest.json`` (each architecture's mask and share of
-    ``images``, the image shape, classes, ``extra``). Returns the manifest."""
+    ``images``, the image shape, classes, ``extra``). Returns the manifest.
+
+    With ``bn_data`` (training images), every architecture gets BatchNorm statistics of its own,
+    re-estimated on ``bn_batches`` batches of them (:func:`~instanas_gym.sandwich.recalibrate_bn`),
+    instead of the supernet's shared ones: a network that runs alone needs no statistics shared with
+    every other mask (benchmarks/README.md, the probe set).
+    """
     folder = Path(folder)
     shape = tuple(int(v) for v in images.shape[1:])
     controller.eval()
@@ -124,11 +134,13 @@ def export_model(
     archs = []
     for i, (mask, count) in enumerate(zip(distinct, counts)):
         name = f"arch_{mask_bits(mask)}.onnx"
-        export_onnx(SubNetwork(supernet, mask), shape, folder / name)
+        source = supernet if bn_data is None else recalibrate_bn(supernet, bn_data, mask, bn_batches)
+        export_onnx(SubNetwork(source, mask), shape, folder / name)
         archs.append({"file": name, "mask": mask.tolist(), "share": float(count / len(masks))})
         if progress is not None:
             progress(i + 1, len(distinct))
     manifest = {"format": MANIFEST_FORMAT, "image_shape": list(shape), "num_classes": supernet.space.num_classes,
-                "controller": "controller.onnx", "opset": OPSET, "architectures": archs, **(extra or {})}
+                "controller": "controller.onnx", "opset": OPSET, "architectures": archs,
+                "batchnorm": "shared" if bn_data is None else f"per architecture, {bn_batches} batches", **(extra or {})}
     atomic_write_text(folder / "manifest.json", json.dumps(manifest, indent=1))
     return manifest

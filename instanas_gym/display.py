@@ -17,6 +17,8 @@ COLUMNS: tuple[tuple[str, str, str, str], ...] = (
     ("network_latency_ms", "LUT", "{:.3f}", "LUT latency of the whole network (ms)"),
     ("measured_ms", "clock", "{:.3f}", "measured latency at batch 1 (ms)"),
     ("measured_b64_ms", "b64", "{:.3f}", "measured ms per image at batch 64"),
+    ("e2e_ms", "e2e", "{:.3f}", "end to end by the table: controller + whole network (ms)"),
+    ("e2e_measured_ms", "e2e clk", "{:.3f}", "end to end by the clock, batch 1 (ms)"),
     ("macs", "MMAC", "{:.2f}", "multiply-accumulates per image (millions)"),
     ("ops_per_cell", "ops", "{:.2f}", "ops per cell"),
     ("distinct_masks", "archs", "{:.0f}", "distinct architectures used"),
@@ -33,22 +35,42 @@ def _value(key: str, value: float) -> float:
 
 
 def _present(results: dict[str, dict[str, float]]) -> list[tuple[str, str, str, str]]:
-    first = next(iter(results.values()))
-    return [c for c in COLUMNS if c[0] in first]
+    """The columns of the metrics any row has."""
+    return [c for c in COLUMNS if any(c[0] in r for r in results.values())]
 
 
-def results_table(results: dict[str, dict[str, float]], title: str) -> Group:
-    """A rich table, one row per policy and a column per metric present, then a legend of the short
-    headers: legible in an 80-column terminal."""
+def _cell(result: dict[str, float], key: str, fmt: str) -> str:
+    """A formatted value, or "-" where this row has no such metric (e.g. no controller, no e2e)."""
+    return fmt.format(_value(key, result[key])) if key in result else "-"
+
+
+def results_table(results: dict[str, dict[str, float]], title: str, width: int = 80) -> Group:
+    """Rich tables, one row per policy and a column per metric present, then a legend of the short
+    headers. Metrics that would not fit in ``width`` columns go to a second table below the first,
+    so the whole stays legible in an 80-column terminal."""
     cols = _present(results)
-    table = Table(title=title, box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0), pad_edge=False)
-    table.add_column("policy", min_width=11)
-    for _, short, _, _ in cols:
-        table.add_column(short, justify="right", no_wrap=True)
-    for policy, result in results.items():
-        table.add_row(policy, *(fmt.format(_value(k, result[k])) for k, _, fmt, _ in cols))
+    cells = {p: [_cell(r, k, fmt) for k, _, fmt, _ in cols] for p, r in results.items()}
+    name_width = max(11, *(len(word) for p in results for word in p.split()))
+    chunks: list[list[int]] = [[]]
+    used = name_width + 3  # the box's edge and the policy column's padding
+    for i, (_, short, _, _) in enumerate(cols):
+        col = max(len(short), *(len(v[i]) for v in cells.values())) + 2
+        if chunks[-1] and used + col > width - 2:
+            chunks.append([])
+            used = name_width + 3
+        chunks[-1].append(i)
+        used += col
+    tables = []
+    for n, chunk in enumerate(chunks):
+        table = Table(title=title if n == 0 else None, box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0), pad_edge=False)
+        table.add_column("policy", min_width=name_width)
+        for i in chunk:
+            table.add_column(cols[i][1], justify="right", no_wrap=True)
+        for policy, values in cells.items():
+            table.add_row(policy, *(values[i] for i in chunk))
+        tables.append(table)
     legend = Text("; ".join(f"{short}: {text}" for _, short, _, text in cols), style="dim")
-    return Group(table, legend)
+    return Group(*tables, legend)
 
 
 def markdown_table(results: dict[str, dict[str, float]]) -> str:
@@ -56,7 +78,7 @@ def markdown_table(results: dict[str, dict[str, float]]) -> str:
     cols = _present(results)
     lines = ["| policy | " + " | ".join(text for *_, text in cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for policy, result in results.items():
-        lines.append(f"| {policy} | " + " | ".join(fmt.format(_value(k, result[k])) for k, _, fmt, _ in cols) + " |")
+        lines.append(f"| {policy} | " + " | ".join(_cell(result, k, fmt) for k, _, fmt, _ in cols) + " |")
     return "\n".join(lines)
 
 

@@ -202,3 +202,26 @@ def test_exported_architectures_can_carry_batchnorm_statistics_of_their_own(tmp_
     with torch.no_grad():
         np.testing.assert_allclose(out, own(torch.from_numpy(_images(8))).numpy(), rtol=1e-4, atol=1e-4)
     assert np.abs(out - _reference(model, _images(8), all_ops_mask())).max() > 1e-3  # not the shared statistics
+
+
+def test_evaluation_reports_end_to_end_latency_in_the_tables_runtime(tiny_assets, tmp_path):
+    """With an ONNX Runtime table the clock is ONNX Runtime's, and the controller is counted end to end."""
+    import json
+    from pathlib import Path
+
+    from instanas_gym.agents.evaluation import controller_latency_ms, evaluate_policy, fixed_policy
+    from instanas_gym.bandit import InstaNASBandit
+
+    d = json.loads(Path(tiny_assets["latency_table"]).read_text())
+    d["meta"]["runtime"] = "onnxruntime"
+    (tmp_path / "ort.json").write_text(json.dumps(d))
+    bandit = InstaNASBandit(**{**tiny_assets, "split": "test", "latency_table": str(tmp_path / "ort.json")})
+    controller = Controller(1, (8,), (1,), input_size=14)
+    ctrl = controller_latency_ms(controller, IMAGE, "onnxruntime", repeats=5)
+    assert 0 < ctrl < controller_latency_ms(controller, IMAGE, "torch", repeats=5)  # no per-call Python
+    r = evaluate_policy(fixed_policy(mobilenetv2_mask()), bandit, measure=8, limit=16, controller_ms=ctrl)
+    assert r["e2e_ms"] == pytest.approx(r["network_latency_ms"] + ctrl)
+    assert r["e2e_measured_ms"] == pytest.approx(r["measured_ms"] + ctrl)
+    eager = evaluate_policy(fixed_policy(mobilenetv2_mask()), InstaNASBandit(**{**tiny_assets, "split": "test"}),
+                            measure=8, limit=16)
+    assert r["measured_ms"] < eager["measured_ms"] and "e2e_ms" not in eager

@@ -12,7 +12,9 @@ import numpy as np
 import torch
 
 from instanas_gym.bandit import InstaNASBandit
-from instanas_gym.latency.measure import measure_masks
+from instanas_gym.deploy.export import onnx_bytes
+from instanas_gym.latency.measure import measure_masks, median_ms, torch_threads
+from instanas_gym.latency.onnx import measure_onnx_masks, time_onnx_ms
 from instanas_gym.masks import all_ops_mask, mask_counts, mobilenetv2_mask
 from instanas_gym.search_space import MASK_SHAPE
 
@@ -43,13 +45,44 @@ def random_policy(seed: int = 0, keep_prob: float = 0.5) -> Policy:
     return lambda images: (rng.random((len(images), *MASK_SHAPE)) < keep_prob).astype(np.uint8)
 
 
+def controller_latency_ms(
+    controller: Controller, image_shape: tuple[int, int, int], runtime: str = "torch", threads: int = 1, repeats: int = 50
+) -> float:
+    """Median ms of the controller on one image (batch 1) in ``runtime``: "torch" (eager) or
+    "onnxruntime" (its exported graph), with ``threads`` threads."""
+    image = np.zeros((1, *image_shape), np.uint8)
+    if runtime == "onnxruntime":
+        return time_onnx_ms(onnx_bytes(controller.eval(), image_shape, "mask_logits"), image_shape, threads, repeats)
+    x = torch.from_numpy(image)
+    with torch.inference_mode(), torch_threads(threads):
+        return median_ms(lambda: controller(x), repeats)
+
+
+def measured_network_ms(bandit: InstaNASBandit, masks: np.ndarray, repeats: int = 5) -> float:
+    """Mean wall-clock ms at batch 1 of the masks (B, 17, 5) in the runtime the bandit's latency table
+    describes (eager dynamic execution, or each architecture's ONNX graph), the table's thread count;
+    each distinct mask is timed once and weighted by how often it occurs."""
+    distinct, counts = mask_counts(masks)
+    eff = bandit.model.space.effective_mask(distinct)
+    threads = int(bandit.table.meta.get("threads", 1))
+    if bandit.table.meta.get("runtime") == "onnxruntime":
+        ms = measure_onnx_masks(bandit.model, eff, threads, repeats=max(repeats, 20))
+    else:
+        ms = measure_masks(bandit.model, eff, threads, repeats=repeats)
+    return float((ms * counts).sum() / counts.sum())
+
+
 def evaluate_policy(
-    policy: Policy, bandit: InstaNASBandit, batch_size: int = 500, measure: int = 0, limit: int | None = None
+    policy: Policy, bandit: InstaNASBandit, batch_size: int = 500, measure: int = 0, limit: int | None = None,
+    controller_ms: float | None = None,
 ) -> dict[str, float]:
     """Mean over the split's images: accuracy (fraction), reward, LUT latency of the cells and of the whole
     network (ms), MACs, ops per cell; and how many distinct masks the policy chose (an instance-aware
-    policy uses many; a policy collapsed onto one architecture, one). With ``measure`` > 0, also the mean wall-clock latency (ms, batch
-    1, dynamic execution, the LUT's thread count) of the masks of the first ``measure`` images."""
+    policy uses many; a policy collapsed onto one architecture, one). With ``measure`` > 0, also the
+    mean wall-clock latency at batch 1 of the masks of the first ``measure`` images, in the table's
+    runtime (:func:`measured_network_ms`). With ``controller_ms`` (the policy's controller, in the
+    table's runtime), the end-to-end latency: controller + whole network, by the table (``e2e_ms``)
+    and by the clock (``e2e_measured_ms``)."""
     n = bandit.num_images if limit is None else min(limit, bandit.num_images)
     sums: dict[str, float] = {}
     chosen = []
@@ -66,9 +99,12 @@ def evaluate_policy(
     all_masks = np.concatenate(chosen)
     result["distinct_masks"] = float(len(mask_counts(all_masks)[1]))
     if measure:
-        sample = bandit.model.space.effective_mask(all_masks[:measure])
-        threads = int(bandit.table.meta.get("threads", 1))
-        result["measured_ms"] = float(measure_masks(bandit.model, sample, threads, repeats=5).mean())
+        result["measured_ms"] = measured_network_ms(bandit, all_masks[:measure])
+    if controller_ms is not None:
+        result["controller_ms"] = controller_ms
+        result["e2e_ms"] = result["network_latency_ms"] + controller_ms
+        if measure:
+            result["e2e_measured_ms"] = result["measured_ms"] + controller_ms
     return result
 
 

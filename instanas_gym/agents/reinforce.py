@@ -34,7 +34,7 @@ from instanas_gym.runlog import RunLogger, progress_bar
 
 from ..envs.config import EnvConfig
 from .controller import Controller, ControllerConfig, save_controller
-from .evaluation import controller_policy, evaluate_policy, reference_policies
+from .evaluation import controller_latency_ms, controller_policy, evaluate_policy, reference_policies
 from .policy_gradient import PolicyGradientConfig, Reinforce, step_stats
 
 
@@ -119,12 +119,17 @@ def train_reinforce(cfg: ReinforceConfig, console: Console | None = None) -> tup
 
 def judge_on_test(controller: Controller, cfg: ReinforceConfig) -> dict[str, dict[str, float]]:
     """The learned policy beside the MobileNetV2 path and all ops on the test split, with the bounds
-    the training ended on (:func:`~instanas_gym.agents.evaluation.evaluate_policy` for each)."""
+    the training ended on (:func:`~instanas_gym.agents.evaluation.evaluate_policy` for each); the
+    policy's end-to-end latency counts its controller, timed in the latency table's runtime."""
     bandit = cfg.env.bandit("test")
     if cfg.anneal_upper:
         bandit.reward.anneal(1.0)
+    table = bandit.table.meta
+    ctrl_ms = {"InstaNAS (REINFORCE)": controller_latency_ms(controller, bandit.data.spec.image_shape,
+                                                             table.get("runtime", "torch"), int(table.get("threads", 1)))}
     policies = {"InstaNAS (REINFORCE)": controller_policy(controller), **reference_policies()}
-    return {name: evaluate_policy(pol, bandit, measure=cfg.measure) for name, pol in policies.items()}
+    return {name: evaluate_policy(pol, bandit, measure=cfg.measure, controller_ms=ctrl_ms.get(name))
+            for name, pol in policies.items()}
 
 
 def with_seed(cfg: ReinforceConfig, seed: int, out: str) -> ReinforceConfig:

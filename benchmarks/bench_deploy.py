@@ -35,6 +35,7 @@ from rich.console import Console
 from rich.table import Table
 
 from instanas_gym.agents.controller import load_controller
+from instanas_gym.agents.evaluation import controller_latency_ms
 from instanas_gym.agents.reinforce import DEMO, train_reinforce
 from instanas_gym.checkpoint import load_supernet
 from instanas_gym.data import load_split
@@ -117,7 +118,7 @@ def main() -> None:
     r["engine_ms"], r["engine_controller_ms"] = engine_ms(engine, images[: a.images])
     r["speedup_b1"] = r["eager_ms"] / r["engine_ms"]
     r["mbv2_onnx_ms"] = time_onnx_ms(onnx_bytes(SubNetwork(model, mobilenetv2_mask()), shape), shape, 1, 100)
-    r["controller_onnx_ms"] = time_onnx_ms(onnx_bytes(controller, shape, "mask_logits"), shape, 1, 100)
+    r["controller_onnx_ms"] = controller_latency_ms(controller, shape, "onnxruntime", threads=1, repeats=100)
     r["controller_share_mbv2"] = r["controller_onnx_ms"] / (r["controller_onnx_ms"] + r["mbv2_onnx_ms"])
 
     masks = engine.masks(images[: a.batch_images])

@@ -46,7 +46,7 @@ def _check_args(dataset: str, mode: str, device: str, threads: int | None, downl
     get_spec(dataset)  # unknown datasets raise here, before any file is looked for
     if mode not in EXECUTION_MODES:
         raise ValueError(f"mode must be one of {EXECUTION_MODES}, got {mode!r}")
-    if not isinstance(download, bool):
+    if not isinstance(download, bool):  # before the cache of loaded splits hashes it
         raise TypeError(f"download must be True or False, got {download!r}")
     check_int("threads", threads, optional=True)
     try:
@@ -140,7 +140,7 @@ class InstaNASBandit:
         masks = self.model.space.effective_mask(spread_masks(np.random.default_rng(seed), n_masks))
         threads = int(self.table.meta.get("threads", 1))
         if self.table.meta.get("runtime") == "onnxruntime":
-            from .latency.onnx import measure_onnx_masks  # onnxruntime only where an ONNX table is used
+            from .latency.onnx import measure_onnx_masks  # imports onnxruntime: not at every env's start-up
 
             measure = lambda m: measure_onnx_masks(self.model, m, threads)  # noqa: E731
         else:

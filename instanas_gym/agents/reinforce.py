@@ -21,7 +21,7 @@ the bundled width-0.25 supernet needs it (measured; ``benchmarks/README.md``):
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -131,7 +131,3 @@ def judge_on_test(controller: Controller, cfg: ReinforceConfig) -> dict[str, dic
     return {name: evaluate_policy(pol, bandit, measure=cfg.measure, controller_ms=ctrl_ms.get(name))
             for name, pol in policies.items()}
 
-
-def with_seed(cfg: ReinforceConfig, seed: int, out: str) -> ReinforceConfig:
-    """The same run with another seed and output folder."""
-    return replace(cfg, seed=seed, out=out)

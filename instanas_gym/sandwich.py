@@ -157,8 +157,54 @@ def sandwich_step(
     return losses, teacher
 
 
-# ---- BatchNorm statistics per architecture -------------------------------------------------------
+# ---- BatchNorm statistics ------------------------------------------------------------------------
+def batch_norms(model: torch.nn.Module) -> list[torch.nn.BatchNorm2d]:
+    """Every BatchNorm2d of ``model``, in module order."""
+    return [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+
+
 @torch.no_grad()
+def estimate_bn(
+    model: Supernet, data: ImageSet, masks: list[np.ndarray], batch_size: int = 128, seed: int = 0
+) -> None:
+    """Re-estimate ``model``'s BatchNorm running statistics in place as the plain average over one
+    batch of ``batch_size`` training images (drawn with replacement, seeded by ``seed``, not
+    augmented) per mask in ``masks``, each mask run on its whole batch; ``model`` is left in eval mode.
+    BatchNorms that no mask runs are reset (mean 0, variance 1)."""
+    if batch_size < 1 or not masks:
+        raise ValueError(f"batch_size must be >= 1 and masks non-empty, got {batch_size} and {len(masks)} masks")
+    norms = batch_norms(model)
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    model.train()
+    images, _ = data.tensors()
+    gen = torch.Generator().manual_seed(seed)
+    for mask in masks:
+        model(images[torch.randint(0, len(images), (batch_size,), generator=gen)],
+              torch.from_numpy(validate_mask(mask)).bool())
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    model.eval()
+
+
+def shared_bn_masks(rng: np.random.Generator, smallest: np.ndarray, batches: int) -> list[np.ndarray]:
+    """``batches`` masks for :func:`estimate_bn` of the shared statistics: sandwich members in
+    turn (all ops, the smallest network, random ones of :data:`FAMILIES`)."""
+    masks: list[np.ndarray] = []
+    while len(masks) < batches:
+        masks += sandwich_masks(rng, smallest, 2)
+    return masks[:batches]
+
+
+def freeze_bn(model: torch.nn.Module) -> None:
+    """Put every BatchNorm of ``model`` in eval mode (normalise with the running statistics, leave
+    them unchanged) while the rest may train; the affine weights still learn."""
+    for m in batch_norms(model):
+        m.eval()
+
+
 def recalibrate_bn(
     model: Supernet, data: ImageSet, mask: np.ndarray, batches: int = 20, batch_size: int = 128, seed: int = 0
 ) -> Supernet:
@@ -166,25 +212,14 @@ def recalibrate_bn(
     architecture, as Once-for-All does; ``model`` itself is left untouched.
 
     The statistics of the BatchNorms that ``mask`` runs become the plain average over ``batches``
-    batches of ``batch_size`` images of ``data`` (drawn with replacement, seeded by ``seed``, not
-    augmented); every other BatchNorm keeps the shared statistics.
+    batches of ``batch_size`` images of ``data`` (:func:`estimate_bn`); every other BatchNorm keeps
+    the shared statistics.
     """
-    if batches < 1 or batch_size < 1:
-        raise ValueError(f"batches and batch_size must be >= 1, got {batches} and {batch_size}")
-    mask_t = torch.from_numpy(validate_mask(mask)).bool()
-    originals = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    if batches < 1:
+        raise ValueError(f"batches must be >= 1, got {batches}")
     calibrated = copy.deepcopy(model)
-    norms = [m for m in calibrated.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average
-    calibrated.train()
-    images, _ = data.tensors()
-    gen = torch.Generator().manual_seed(seed)
-    for _ in range(batches):
-        calibrated(images[torch.randint(0, len(images), (batch_size,), generator=gen)], mask_t)
-    for m, original in zip(norms, originals):
-        m.momentum = original.momentum
+    estimate_bn(calibrated, data, [mask] * batches, batch_size, seed)
+    for m, original in zip(batch_norms(calibrated), batch_norms(model)):
         if m.num_batches_tracked.item() == 0:  # not run under this mask: keep the shared statistics
             m.load_state_dict(original.state_dict())
-    return calibrated.eval()
+    return calibrated

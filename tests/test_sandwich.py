@@ -8,11 +8,13 @@ import torch.nn.functional as F
 from instanas_gym.checkpoint import load_checkpoint, load_supernet
 from instanas_gym.data import load_split
 from instanas_gym.latency import LatencyTable
-from instanas_gym.masks import all_ops_mask, mobilenetv2_mask
+from instanas_gym.masks import all_ops_mask, mobilenetv2_mask, single_op_mask
 from instanas_gym.paths import BUNDLED_LATENCY_TABLE
 from instanas_gym.sandwich import (
     FAMILIES,
+    batch_norms,
     distillation_loss,
+    estimate_bn,
     family_mask,
     fastest_mask,
     mac_costs,
@@ -20,6 +22,7 @@ from instanas_gym.sandwich import (
     recalibrate_bn,
     sandwich_masks,
     sandwich_step,
+    shared_bn_masks,
 )
 from instanas_gym.search_space import FALLBACK_OP
 from instanas_gym.training import train_supernet
@@ -183,3 +186,55 @@ def test_sandwich_training_resumes_exactly(fmnist_root, tmp_path):
 def test_sandwich_config_is_checked(fmnist_root, tmp_path):
     with pytest.raises(ValueError, match="sandwich_random"):
         train_supernet(replace(_cfg(fmnist_root, tmp_path / "a"), mask_sampling="sandwich", sandwich_random=-1))
+
+
+def test_estimate_bn_averages_the_given_masks_and_resets_unused_norms(fmnist_root):
+    model = trained_like(tiny_supernet())
+    data = load_split("fashion_mnist", "train", fmnist_root)
+    masks = [mobilenetv2_mask(), single_op_mask(FALLBACK_OP)]
+    estimate_bn(model, data, masks, batch_size=16)
+    state = model.state_dict()
+    assert not model.training
+    assert state["cells.5.ops.0.0.1.num_batches_tracked"].item() == 1  # MobileNetV2's op, one batch
+    assert state["cells.5.ops.4.0.1.num_batches_tracked"].item() == 1  # the basic block, one batch
+    assert state["cells.5.ops.1.0.1.num_batches_tracked"].item() == 0  # run by neither: reset
+    assert torch.equal(state["cells.5.ops.1.0.1.running_mean"], torch.zeros_like(state["cells.5.ops.1.0.1.running_mean"]))
+    assert all(m.momentum == 0.1 for m in batch_norms(model))
+    with pytest.raises(ValueError, match="masks"):
+        estimate_bn(model, data, [])
+
+
+def test_shared_bn_masks_cycle_through_sandwich_members():
+    smallest = fastest_mask(*mac_costs(tiny_supernet().space))
+    masks = shared_bn_masks(np.random.default_rng(0), smallest, 9)
+    assert len(masks) == 9
+    assert np.array_equal(masks[0], all_ops_mask()) and np.array_equal(masks[4], all_ops_mask())
+    assert np.array_equal(masks[1], smallest) and np.array_equal(masks[5], smallest)
+
+
+def test_frozen_bn_training_keeps_the_shared_statistics_and_learns_the_weights(fmnist_root, tmp_path):
+    """bn_stats="frozen": statistics estimated once at the start, then unchanged by training steps;
+    the weights (BatchNorm's affine ones included) still move; a resume continues bit for bit."""
+    cfg = replace(_cfg(fmnist_root, tmp_path / "full"), mask_sampling="sandwich", sandwich_random=1,
+                  bn_stats="frozen", bn_batches=3, grad_clip=1.0, epochs=1)
+    seen = []
+    train_supernet(cfg, on_step=lambda step: seen.append(step))
+    model, _ = load_supernet(tmp_path / "full" / "last.pt")
+    state = model.state_dict()
+    assert len(seen) == 4
+    assert state["stem.1.num_batches_tracked"].item() == 3  # the estimate's batches only, not the 4 steps
+    start = trained_like(tiny_supernet())  # never equal to the trained weights
+    assert not torch.equal(state["cells.0.ops.0.0.1.weight"], start.state_dict()["cells.0.ops.0.0.1.weight"])
+    cut = replace(cfg, out=str(tmp_path / "cut"))
+    with pytest.raises(Crash):
+        train_supernet(cut, on_step=raise_at(2, Crash))
+    train_supernet(replace(cut, resume=True))
+    other, _ = load_supernet(tmp_path / "cut" / "last.pt")
+    for (name, a), b in zip(state.items(), other.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+@pytest.mark.parametrize(("field", "value"), [("bn_stats", "running"), ("bn_batches", 0), ("grad_clip", -1.0)])
+def test_bn_and_clip_settings_are_checked(fmnist_root, tmp_path, field, value):
+    with pytest.raises(ValueError, match=field):
+        replace(_cfg(fmnist_root, tmp_path), **{field: value})

@@ -13,6 +13,11 @@ Each batch runs under random per-image masks (``mask_sampling``):
   batch the largest network, the smallest and ``sandwich_random`` random ones (single-op,
   same-op-everywhere and Bernoulli masks), one optimizer step on their summed gradients; one process.
 
+``bn_stats="frozen"`` (for fine-tuning a trained supernet) re-estimates the shared BatchNorm
+statistics once over the sandwich's masks and trains the weights with them held fixed: a per-image
+mask at inference is normalised exactly as in training, whatever its density, instead of by an
+average of dense and sparse masks' statistics that fits neither.
+
 SGD with Nesterov momentum and a per-step cosine learning rate. Checkpoints (``last.pt`` in ``out``)
 hold the weights, search-space config, dataset, position (epoch, batch), the running sums of the
 current epoch, optimizer, scheduler, RNG states and metrics; they are written atomically every
@@ -45,7 +50,7 @@ from ..masks import load_mask, mobilenetv2_mask
 from ..runlog import progress_bar
 from ..runtime import tune_allocator
 from ..samplers import mixed_masks, random_masks
-from ..sandwich import fastest_mask, mac_costs, sandwich_masks, sandwich_step
+from ..sandwich import estimate_bn, fastest_mask, freeze_bn, mac_costs, sandwich_masks, sandwich_step, shared_bn_masks
 from ..search_space import SearchSpace
 from ..supernet import Supernet
 from . import distributed
@@ -88,6 +93,15 @@ class TrainConfig:
     """Random networks per sandwich step (mask_sampling="sandwich")."""
     distill: bool = True
     """Sandwich: every network but the largest learns the largest's soft predictions, not the labels."""
+    bn_stats: Literal["batch", "frozen"] = "batch"
+    """"batch": BatchNorm normalises with batch statistics while training (its running statistics
+    average whatever masks ran); "frozen": the shared running statistics are re-estimated once at
+    the start over ``bn_batches`` batches of sandwich members and then held fixed, and the weights
+    learn to work with them, as every per-image mask is run at inference (fine-tuning, with init_from)."""
+    bn_batches: int = 200
+    """Batches (of batch_size) of the statistics estimate of bn_stats="frozen"."""
+    grad_clip: float = 0.0
+    """Clip the global gradient norm to this before each step (0: no clipping)."""
     fixed_mask: str | None = None
     """Mask file (instanas_gym.masks.load_mask) for mask_sampling="fixed"."""
     init_from: str | None = None
@@ -110,18 +124,21 @@ class TrainConfig:
     """Continue from out/last.pt if it exists (same settings required)."""
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "eval_batch_size", "threads", "checkpoint_every"):
+        for name in ("epochs", "batch_size", "eval_batch_size", "threads", "checkpoint_every", "bn_batches"):
             check_int(name, getattr(self, name))
         check_int("sandwich_random", self.sandwich_random, minimum=0)
         for name in ("train_subset", "eval_subset"):
             check_int(name, getattr(self, name), optional=True)
         for name in ("lr", "width_mult"):
             check_number(name, getattr(self, name), low=0, low_open=True)
+        check_number("grad_clip", self.grad_clip, low=0)
         for name in ("momentum", "weight_decay", "label_smoothing"):
             check_number(name, getattr(self, name), low=0, high=1, high_open=True)
         check_number("min_keep_prob", self.min_keep_prob, low=0, high=1, low_open=True)
         if self.mask_sampling not in MASK_SAMPLING:
             raise ValueError(f"mask_sampling must be one of {MASK_SAMPLING}, got {self.mask_sampling!r}")
+        if self.bn_stats not in ("batch", "frozen"):
+            raise ValueError(f"bn_stats must be 'batch' or 'frozen', got {self.bn_stats!r}")
         if (self.mask_sampling == "fixed") != (self.fixed_mask is not None):
             raise ValueError("mask_sampling='fixed' and fixed_mask (a mask file) go together")
 
@@ -218,6 +235,13 @@ class SupernetTrainer:
         if self.rank == 0:
             self.console.print(f"resumed from {self.ckpt_path} at epoch {self.epoch}, batch {self.batch_in_epoch}")
 
+    def estimate_shared_bn(self) -> None:
+        """bn_stats="frozen", at the start of a run: the shared BatchNorm statistics from
+        ``bn_batches`` batches of sandwich members (:func:`~instanas_gym.sandwich.shared_bn_masks`)."""
+        rng = np.random.default_rng([self.cfg.seed, 1])
+        estimate_bn(self.model, self.train, shared_bn_masks(rng, self.smallest, self.cfg.bn_batches),
+                    self.cfg.batch_size, self.cfg.seed)
+
     # ---- one step --------------------------------------------------------------------------------
     def sample_masks(self, step: int, n: int) -> torch.Tensor:
         """Bool masks (n, 17, 5) for the batch of global ``step``, as ``mask_sampling`` says."""
@@ -238,6 +262,8 @@ class SupernetTrainer:
         x = augment(self.images[idx], self.train.spec, self.aug_gen).contiguous(memory_format=self.memory_format)
         y = self.labels[idx]
         self.optimizer.zero_grad(set_to_none=True)
+        if cfg.bn_stats == "frozen":
+            freeze_bn(self.model)
         if masks is None:
             members = sandwich_masks(self.mask_rng, self.smallest, cfg.sandwich_random)
             losses, logits = sandwich_step(self.net, x, y, members, cfg.distill, cfg.label_smoothing)
@@ -247,6 +273,8 @@ class SupernetTrainer:
             loss_t = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
             loss_t.backward()
             loss = loss_t.item()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
         return loss * len(idx), int((logits.argmax(1) == y).sum().item())
@@ -330,6 +358,8 @@ def train_supernet(
     t = SupernetTrainer(cfg, console or Console())
     if resuming:
         t.resume()
+    elif cfg.bn_stats == "frozen":
+        t.estimate_shared_bn()
     progress = progress_bar(t.console, disable=t.rank != 0)
     task = progress.add_task("supernet", total=t.total_steps,
                              completed=t.epoch * t.steps_per_epoch + t.batch_in_epoch, stats="")

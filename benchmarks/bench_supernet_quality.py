@@ -9,6 +9,14 @@ mask once with the shared BatchNorm statistics and once with statistics re-estim
 alone on ``--recal-batches`` training batches (``sandwich.recalibrate_bn``, as Once-for-All does).
 Rows are sorted by the latency table's network ms (batch 1).
 
+Beside the probes: per-image Bernoulli(0.5) masks (every op kept with p = 0.5, at least one per
+cell, a new mask per image, shared statistics: what the environment runs), and with
+``--alone-epochs E`` two networks trained alone on the same training images for E epochs, the
+floor and the ceiling of a sub-network: the MobileNetV2 w0.25 path (``instanas-gym train-supernet
+--mask-sampling mobilenetv2``) and a controller-sized CNN (the demo controller's 8/16/32-channel
+body on 14 x 14, 0.65 MMACs, with a 10-way linear head; SGD lr 0.1 cosine, the same augmentation).
+The targets are checked at the end, with the shared statistics.
+
 Training cost: images/s of one sandwich step (all ops, the smallest network and ``--sandwich-random``
 random ones, in-place distillation, one SGD step) against a single-path step (one random op per
 cell for the whole batch, cross-entropy, one SGD step), alternated in one run on a copy of the
@@ -20,6 +28,8 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import math
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -27,15 +37,20 @@ import torch
 import torch.nn.functional as F
 from timing import interleaved_rates
 
+from instanas_gym.agents.controller import ControllerConfig
 from instanas_gym.checkpoint import load_supernet
 from instanas_gym.data import ImageSet, augment, load_split
 from instanas_gym.latency import LatencyTable
 from instanas_gym.paths import BUNDLED_LATENCY_TABLE, BUNDLED_SUPERNET
 from instanas_gym.runtime import tune_allocator
-from instanas_gym.samplers import one_op_masks
+from instanas_gym.samplers import one_op_masks, random_masks
 from instanas_gym.sandwich import fastest_mask, mac_costs, probe_masks, recalibrate_bn, sandwich_masks, sandwich_step
 from instanas_gym.supernet import Supernet
+from instanas_gym.training import TrainConfig, train_supernet
 from instanas_gym.training.evaluation import evaluate
+
+#: The controller-sized CNN's body (the demo controller's).
+CNN_BODY = ControllerConfig(widths=(8, 16, 32), input_size=14)
 
 
 def score_probes(
@@ -55,6 +70,60 @@ def score_probes(
         })
         print(f"  {name}: {100 * rows[-1]['acc_shared']:.2f}% / {100 * rows[-1]['acc_recal']:.2f}%", flush=True)
     return sorted(rows, key=lambda r: r["lut_ms"])
+
+
+def train_cnn_alone(train: ImageSet, test: ImageSet, epochs: int, seed: int) -> float:
+    """Test accuracy (fraction) of the controller-sized CNN trained alone for ``epochs`` epochs."""
+    torch.manual_seed(seed)
+    body = CNN_BODY.build(train.spec.image_shape[2])
+    head = torch.nn.Linear(CNN_BODY.widths[-1], train.spec.num_classes)
+    params = [*body.parameters(), *head.parameters()]
+    optimizer = torch.optim.SGD(params, lr=0.1, momentum=0.9, nesterov=True, weight_decay=4e-5)
+    images, labels = train.tensors()
+    steps, gen = epochs * math.ceil(len(images) / 128), torch.Generator().manual_seed(seed)
+    body.train()
+    for step in range(steps):
+        for group in optimizer.param_groups:
+            group["lr"] = 0.05 * (1 + math.cos(math.pi * step / steps))
+        idx = torch.randint(0, len(images), (128,), generator=gen)
+        x = augment(images[idx], train.spec, gen)
+        optimizer.zero_grad(set_to_none=True)
+        F.cross_entropy(head(body.embed(x)), labels[idx]).backward()
+        optimizer.step()
+    body.eval()
+    x, y = test.tensors()
+    with torch.inference_mode():
+        right = sum(int((head(body.embed(x[i:i + 512])).argmax(1) == y[i:i + 512]).sum()) for i in range(0, len(y), 512))
+    return right / len(y)
+
+
+def trained_alone(dataset: str, train: ImageSet, test: ImageSet, a: argparse.Namespace) -> dict:
+    """Test accuracies (fractions) of the MobileNetV2 path and the controller-sized CNN, each trained
+    alone for ``--alone-epochs`` epochs on the training split."""
+    with tempfile.TemporaryDirectory() as out:
+        cfg = TrainConfig(dataset=dataset, data_root=a.data_root, mask_sampling="mobilenetv2", epochs=a.alone_epochs,
+                          threads=a.threads, seed=a.seed, out=out, eval_subset=a.limit)
+        mbv2 = train_supernet(cfg)["test_acc_mobilenetv2"]
+    return {"epochs": a.alone_epochs, "mobilenetv2_alone": mbv2,
+            "cnn_alone": train_cnn_alone(train, test, a.alone_epochs, a.seed)}
+
+
+def check_targets(rows: list[dict], per_image: float, alone: dict | None) -> list[tuple[str, bool]]:
+    """The targets, with the shared statistics: (description with the figure, met)."""
+    by = {r["name"]: r["acc_shared"] for r in rows}
+    big = [r for r in rows if r["macs"] >= 8e6]
+    worst = min(big, key=lambda r: r["acc_shared"])
+    out = [
+        (f"MobileNetV2 path {100 * by['mobilenetv2']:.2f}% >= 90.0%", by["mobilenetv2"] >= 0.90),
+        (f"all ops {100 * by['all_ops']:.2f}% >= 92.0%", by["all_ops"] >= 0.92),
+        (f"every probe of >= 8 MMACs >= 88.0% (worst: {worst['name']} {100 * worst['acc_shared']:.2f}%)",
+         worst["acc_shared"] >= 0.88),
+        (f"per-image Bernoulli(0.5) masks {100 * per_image:.2f}% >= 90.0%", per_image >= 0.90),
+    ]
+    if alone:
+        out.append((f"every probe of >= 8 MMACs beats the CNN trained alone ({100 * alone['cnn_alone']:.2f}%)",
+                    worst["acc_shared"] > alone["cnn_alone"]))
+    return out
 
 
 def training_rates(model: Supernet, train: ImageSet, a: argparse.Namespace) -> dict:
@@ -88,7 +157,7 @@ def training_rates(model: Supernet, train: ImageSet, a: argparse.Namespace) -> d
 
 
 def print_table(rows: list[dict], training: dict | None, header: str) -> None:
-    """The probe table, 80 columns at most."""
+    """The probe table, 80 columns at most (targets and references are printed by ``main``)."""
     print(header)
     print(f"{'mask':<20}{'LUT ms':>8}{'MMACs':>8}{'shared BN':>11}{'recal. BN':>11}{'gain':>8}")
     for r in rows:
@@ -115,6 +184,8 @@ def main() -> None:
     p.add_argument("--train-batch", type=int, default=128)
     p.add_argument("--sandwich-random", type=int, default=2)
     p.add_argument("--train-seconds", type=float, default=20.0, help="timing per contender (s); 0: skip")
+    p.add_argument("--alone-epochs", type=int, default=0,
+                   help="train MobileNetV2 and the controller-sized CNN alone for this many epochs (0: skip)")
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
     a = p.parse_args()
     tune_allocator()
@@ -126,13 +197,24 @@ def main() -> None:
     if a.limit:
         test = ImageSet(test.images[: a.limit], test.labels[: a.limit], test.spec, "test", test.source)
     rows = score_probes(model, table, train, test, a)
+    rng = np.random.default_rng(a.seed)
+    per_image = evaluate(model, test, lambda n: random_masks(rng, n, 0.5, min_ops=1), a.batch_size)
     training = training_rates(model, train, a) if a.train_seconds > 0 else None
+    alone = trained_alone(dataset, train, test, a) if a.alone_epochs > 0 else None
     print_table(rows, training, f"{Path(a.supernet).name}: {len(test)} test images, BN re-estimated on "
                                 f"{a.recal_batches} x {a.recal_batch_size} training images, {a.threads} thread(s)")
+    print(f"per-image Bernoulli(0.5) masks, shared BN: {100 * per_image:.2f}%")
+    if alone:
+        print(f"trained alone for {alone['epochs']} epochs: MobileNetV2 w0.25 {100 * alone['mobilenetv2_alone']:.2f}%, "
+              f"controller-sized CNN {100 * alone['cnn_alone']:.2f}%")
+    targets = check_targets(rows, per_image, alone)
+    for text, met in targets:
+        print(f"  [{'met' if met else 'MISSED'}] {text}")
     if a.json:
         out = {"supernet": a.supernet, "latency_table": a.latency_table, "dataset": dataset, "seed": a.seed,
                "test_images": len(test), "recal_batches": a.recal_batches, "recal_batch_size": a.recal_batch_size,
-               "threads": a.threads, "probes": rows, "training": training}
+               "threads": a.threads, "probes": rows, "per_image_bernoulli_0.5": per_image, "alone": alone,
+               "training": training, "targets": [{"target": t, "met": m} for t, m in targets]}
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
         Path(a.json).write_text(json.dumps(out, indent=1))
 

@@ -21,7 +21,7 @@ from .data import ImageSet, get_spec, load_split
 from .latency import LatencyTable
 from .latency.calibration import calibrate
 from .latency.measure import measure_masks
-from .paths import default_latency_table, default_supernet
+from .paths import DEFAULT_LATENCY_BACKEND, default_latency_table, default_supernet
 from .reward import LatencyReward, RewardConfig
 from .runtime import tune_allocator
 from .samplers import spread_masks
@@ -65,8 +65,9 @@ class InstaNASBandit:
         supernet: checkpoint path, or a :class:`Supernet` used as it is (not copied: a search trains
             it); default per :func:`instanas_gym.paths.default_supernet`.
         latency_table: path; default per :func:`instanas_gym.paths.default_latency_table`.
-        latency_backend: which runtime's default table: "torch" (eager PyTorch, dynamic execution,
-            the default) or "onnxruntime" (the deployed model); ignored when ``latency_table`` is given.
+        latency_backend: which runtime's default table: "onnxruntime" (the deployed model: each
+            architecture as a static ONNX graph, the default) or "torch" (eager PyTorch, dynamic
+            execution); ignored when ``latency_table`` is given.
         reward: the reward's settings (:class:`~instanas_gym.reward.RewardConfig`, or a dict of its fields).
         mode: supernet execution, "dynamic" (default) or "masked".
         device: torch device of the supernet.
@@ -81,7 +82,7 @@ class InstaNASBandit:
         download: bool = False,
         supernet: str | os.PathLike | Supernet | None = None,
         latency_table: str | os.PathLike | None = None,
-        latency_backend: str = "torch",
+        latency_backend: str = DEFAULT_LATENCY_BACKEND,
         reward: RewardConfig | dict[str, Any] | None = None,
         mode: ExecutionMode = "dynamic",
         device: str = "cpu",
@@ -142,9 +143,9 @@ class InstaNASBandit:
         if self.table.meta.get("runtime") == "onnxruntime":
             from .latency.onnx import measure_onnx_masks  # imports onnxruntime: not at every env's start-up
 
-            measure = lambda m: measure_onnx_masks(self.model, m, threads)  # noqa: E731
+            measure = lambda m: measure_onnx_masks(self.model, m, threads)
         else:
-            measure = lambda m: measure_masks(self.model, m, threads)  # noqa: E731
+            measure = lambda m: measure_masks(self.model, m, threads)
         self.table, report = calibrate(self.table, measure, masks)
         self.reward.use_table(self.table, report["scale"])
         return report

@@ -41,17 +41,27 @@ class LatencyTableConfig:
     """JSON file to write (the PNG scatter plot goes beside it)."""
     supernet: str = str(BUNDLED_SUPERNET)
     """Supernet checkpoint."""
-    backend: Literal["torch", "onnxruntime"] = "torch"
-    """The runtime the table describes: eager PyTorch (dynamic execution) or ONNX Runtime (the deployed model)."""
-    passes: int = 2000
-    """Timed whole-network passes per build (torch; ONNX Runtime: exported masks, 300 is plenty)."""
+    backend: Literal["onnxruntime", "torch"] = "onnxruntime"
+    """The runtime the table describes: ONNX Runtime (the deployed model, the environment's default
+    table) or eager PyTorch (dynamic execution)."""
+    passes: int | None = None
+    """Masks timed for the fit: exported static graphs (ONNX Runtime; default 300) or whole-network
+    passes (torch; default 2000)."""
     threads: int = 1
     """Torch threads while measuring."""
     validate_masks: int = 200
     """Fresh masks timed for validation."""
-    repeats: int = 15
-    """Timed runs per validation mask (median)."""
+    repeats: int | None = None
+    """Timed runs per mask (median): default 30 (ONNX Runtime) or 15 (torch, validation)."""
     seed: int = 0
+
+    @property
+    def n_passes(self) -> int:
+        return self.passes if self.passes is not None else (300 if self.backend == "onnxruntime" else 2000)
+
+    @property
+    def n_repeats(self) -> int:
+        return self.repeats if self.repeats is not None else (30 if self.backend == "onnxruntime" else 15)
 
 
 @dataclass(frozen=True)
@@ -103,7 +113,7 @@ def run_build_latency_table(cfg: LatencyTableConfig, console: Console) -> None:
             return lambda done, _total: progress.update(task, completed=done)
 
         table, measured, predicted = build_validated_table(
-            model, cfg.passes, cfg.threads, cfg.validate_masks, cfg.repeats, cfg.seed, progress=bar
+            model, cfg.n_passes, cfg.threads, cfg.validate_masks, cfg.n_repeats, cfg.seed, progress=bar
         )
     table.save(out)
     png = out.with_suffix(".png")
@@ -114,14 +124,14 @@ def run_build_latency_table(cfg: LatencyTableConfig, console: Console) -> None:
 
 
 def build_onnx_latency_table(model: Supernet, cfg: LatencyTableConfig, out: Path, console: Console) -> None:
-    """The ONNX Runtime table: fit on ``passes`` exported masks, checked on ``validate_masks`` fresh ones."""
+    """The ONNX Runtime table: fit on ``n_passes`` exported masks, checked on ``validate_masks`` fresh ones."""
     with progress_bar(console) as progress:
-        task = progress.add_task("export, time, fit", total=cfg.passes, stats="")
-        table = build_onnx_table(model, cfg.passes, cfg.threads, cfg.repeats, cfg.seed,
+        task = progress.add_task("export, time, fit", total=cfg.n_passes, stats="")
+        table = build_onnx_table(model, cfg.n_passes, cfg.threads, cfg.n_repeats, cfg.seed,
                                  progress=lambda done, _t: progress.update(task, completed=done))
         masks = validation_masks(model.space, cfg.validate_masks, cfg.seed + 1)
         check = progress.add_task("validation (clock)", total=len(masks), stats="")
-        measured = measure_onnx_masks(model, masks, cfg.threads, cfg.repeats,
+        measured = measure_onnx_masks(model, masks, cfg.threads, cfg.n_repeats,
                                       lambda done, _t: progress.update(check, completed=done))
     predicted = np.asarray(table.network_ms(masks))
     table.validation["onnxruntime"] = compare(predicted, measured)

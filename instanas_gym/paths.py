@@ -19,7 +19,9 @@ BUNDLED_LATENCY_TABLE = ASSETS / "latency_fashion_mnist.json"
 #: The bundled supernet's table for ONNX Runtime, the deployment runtime.
 BUNDLED_ONNX_LATENCY_TABLE = ASSETS / "latency_fashion_mnist_onnxruntime.json"
 #: Runtimes a latency table can describe: eager PyTorch (dynamic execution) or ONNX Runtime.
-LATENCY_BACKENDS = ("torch", "onnxruntime")
+LATENCY_BACKENDS = ("onnxruntime", "torch")
+#: The runtime whose table the environment uses by default: the deployed model's.
+DEFAULT_LATENCY_BACKEND = "onnxruntime"
 BUNDLED_FASHION_MNIST = ASSETS / "fashion_mnist"
 #: Where Debian's ``dataset-fashion-mnist`` package puts its gzip files.
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -46,9 +48,9 @@ def default_supernet(dataset: str) -> Path:
     return BUNDLED_SUPERNET if dataset == BUNDLED_DATASET else cache_dir() / dataset / "last.pt"
 
 
-def default_latency_table(dataset: str, backend: str = "torch") -> Path:
+def default_latency_table(dataset: str, backend: str = DEFAULT_LATENCY_BACKEND) -> Path:
     """The latency table of ``backend`` (one of :data:`LATENCY_BACKENDS`) a dataset's environment
-    loads when none is given: bundled, or ``latency.json`` / ``latency_onnxruntime.json`` in the cache."""
+    loads when none is given: bundled, or ``latency_onnxruntime.json`` / ``latency.json`` (torch) in the cache."""
     if backend not in LATENCY_BACKENDS:
         raise ValueError(f"latency_backend must be one of {LATENCY_BACKENDS}, got {backend!r}")
     if dataset == BUNDLED_DATASET:

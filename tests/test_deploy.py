@@ -15,6 +15,7 @@ import torch
 from instanas_gym.agents.controller import Controller
 from instanas_gym.deploy.engine import InstaNASModel, mask_bits
 from instanas_gym.deploy.export import SubNetwork, export_model, onnx_bytes
+from instanas_gym.envs.config import EnvConfig
 from instanas_gym.latency.calibration import calibrate
 from instanas_gym.latency.onnx import build_onnx_table, fit_costs
 from instanas_gym.latency.table import LatencyTable
@@ -157,6 +158,9 @@ def test_a_tiny_onnx_table_builds_and_predicts_its_own_runtime():
 
 
 def test_the_latency_backend_picks_the_default_table():
+    assert default_latency_table("fashion_mnist").name == "latency_fashion_mnist_onnxruntime.json"  # the default
+    assert default_latency_table("fashion_mnist", "torch").name == "latency_fashion_mnist.json"
+    assert EnvConfig().latency_backend == "onnxruntime"
     assert default_latency_table("fashion_mnist", "onnxruntime").name == "latency_fashion_mnist_onnxruntime.json"
     assert default_latency_table("cifar10", "onnxruntime").name == "latency_onnxruntime.json"
     with pytest.raises(ValueError, match="latency_backend"):

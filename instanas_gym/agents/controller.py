@@ -96,6 +96,10 @@ class Controller(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """``images``: uint8 (B, H, W, C) or (B, C, H, W), or float in [0, 1]. Returns logits (B, 17, 5)."""
+        return self.head(self.embed(images)).view(-1, *MASK_SHAPE)
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """The pooled features (B, widths[-1]) the head reads, for ``images`` as :meth:`forward` takes them."""
         x = images
         if x.shape[-1] == self.config["in_channels"] and x.shape[1] != self.config["in_channels"]:
             x = x.permute(0, 3, 1, 2)
@@ -103,8 +107,7 @@ class Controller(nn.Module):
         x = x - 0.5
         if self.input_size is not None and x.shape[-1] != self.input_size:
             x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
-        x = self.features(x).mean((2, 3))
-        return self.head(x).view(-1, *MASK_SHAPE)
+        return self.features(x).mean((2, 3))
 
     def macs(self, image_shape: tuple[int, int, int]) -> int:
         """MACs of one forward pass at batch 1 for an (H, W, C) image, counted with forward hooks."""

@@ -26,8 +26,8 @@ class EnvConfig:
     supernet: str | None = None
     """Supernet checkpoint; default: bundled (Fashion-MNIST) or $INSTANAS_CACHE/<dataset>/last.pt."""
     latency_table: str | None = None
-    """Latency table JSON; default: bundled or $INSTANAS_CACHE/<dataset>/latency.json."""
-    latency_backend: Literal["torch", "onnxruntime"] = "torch"
+    """Latency table JSON; default: bundled, or the backend's table in $INSTANAS_CACHE/<dataset>/."""
+    latency_backend: Literal["onnxruntime", "torch"] = "onnxruntime"
     """The runtime whose default latency table the reward uses (when latency_table is None)."""
     reward: RewardConfig = field(default_factory=RewardConfig)
     """The reward's settings."""

@@ -113,7 +113,7 @@ class InstaNASEnv(LatencyBounds, gym.Env):
     ``order`` and ``render_mode`` ("rgb_array"), and those of :class:`instanas_gym.bandit.InstaNASBandit`:
     ``dataset`` ("fashion_mnist", "cifar10", "cifar100"), ``split``, ``data_root``, ``download``,
     ``supernet`` and ``latency_table`` (paths; the bundled ones for Fashion-MNIST), ``latency_backend``
-    (whose default table: "torch", eager PyTorch, or "onnxruntime", the deployed model), ``reward`` (a
+    (whose default table: "onnxruntime", the deployed model, by default, or "torch", eager PyTorch), ``reward`` (a
     :class:`instanas_gym.reward.RewardConfig`, or a dict of its fields: ``correct_reward``, ``shape``,
     ``lower_ms``, ``upper_ms``, ``upper_start_frac``, ``upper_end_frac``), ``mode`` ("dynamic" or
     "masked" execution), ``device``, ``threads`` (torch threads, process-wide). Invalid arguments
@@ -121,8 +121,10 @@ class InstaNASEnv(LatencyBounds, gym.Env):
     ``FileNotFoundError`` or :class:`instanas_gym.files.FileFormatError` naming the file.
 
     ## Version History
-    * v0: the reward's settings are one ``reward`` argument (a ``RewardConfig``); actions, rewards
-      and observations are unchanged since the first release.
+    * v0: the reward's settings are one ``reward`` argument (a ``RewardConfig``); actions and
+      observations are unchanged since the first release. The reward's default latency table is
+      ONNX Runtime's (the deployed model's) since 0.2; ``latency_backend="torch"`` gives the eager
+      PyTorch table of earlier releases.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 2}

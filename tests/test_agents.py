@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from instanas_gym.agents.compare import CompareConfig, compare_agents
-from instanas_gym.agents.controller import Controller, bounded_probs, greedy_masks, load_controller
+from instanas_gym.agents.controller import Controller, ControllerConfig, bounded_probs, greedy_masks, load_controller
 from instanas_gym.agents.evaluation import controller_policy, evaluate_policy, fixed_policy, random_policy
 from instanas_gym.agents.policy_gradient import PolicyGradientConfig, Reinforce, entropy, log_prob, reinforce_loss
 from instanas_gym.agents.reinforce import ReinforceConfig, train_reinforce
@@ -113,6 +113,12 @@ def test_compare_writes_everything_and_reproduces(trained_assets, tmp_path):
     assert set(summary) == {"REINFORCE", "PPO", "A2C", "random", "MobileNetV2"}
     for name in ("curves.csv", "summary.csv", "curves.png", "summary.md"):
         assert (tmp_path / "cmp" / name).stat().st_size > 0
+    reinforce = summary["REINFORCE"]  # its controller counted end to end, in the table's runtime
+    assert reinforce["controller_ms"] > 0
+    assert reinforce["e2e_ms"] == pytest.approx(reinforce["network_latency_ms"] + reinforce["controller_ms"])
+    assert reinforce["e2e_measured_ms"] == pytest.approx(reinforce["measured_ms"] + reinforce["controller_ms"])
+    assert "e2e_ms" not in summary["PPO"]
+    assert "e2e_ms" in (tmp_path / "cmp" / "summary.csv").read_text().splitlines()[0]
     again = compare_agents(CompareConfig(env=trained_assets, agents=("REINFORCE", "random"), seeds=(0, 1),
                                          total_steps=192, num_envs=16, measure=0, eval_limit=64, threads=1,
                                          out=str(tmp_path / "cmp2")))
@@ -150,3 +156,13 @@ def test_logit_penalty_pulls_saturated_sigmoids_back(penalty):
         assert after.abs().mean() < before.abs().mean() - 0.01
     else:
         torch.testing.assert_close(after, before, atol=1e-3, rtol=0)
+
+
+def test_halving_the_image_is_bilinear_resizing():
+    """The controller halves 28 x 28 images by 2 x 2 averaging: the numbers of bilinear resizing to 14 x 14."""
+    images = torch.rand(3, 1, 28, 28)
+    pooled = torch.nn.functional.avg_pool2d(images, 2)
+    resized = torch.nn.functional.interpolate(images, size=(14, 14), mode="bilinear", align_corners=False)
+    assert torch.allclose(pooled, resized, atol=1e-6)
+    c = ControllerConfig(widths=(4, 8), input_size=14).build(1)
+    assert torch.allclose(c.embed(images), c.embed(resized), atol=1e-6)

@@ -2,7 +2,8 @@
 
 Agents: REINFORCE (ours), SB3 PPO and A2C, a uniform-random policy and the fixed MobileNetV2 mask.
 All learn (or just act) on the training split under the same latency-bound schedule; all are then
-evaluated on every test image with the final bounds. Everything is seeded.
+evaluated on every test image with the final bounds. REINFORCE's controller is timed in the latency
+table's runtime and counted end to end (``e2e_ms``, ``e2e_measured_ms``). Everything is seeded.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from instanas_gym.bandit import InstaNASBandit
 from instanas_gym.display import markdown_table
 from instanas_gym.files import atomic_write_text
 from instanas_gym.masks import mobilenetv2_mask
@@ -23,15 +25,15 @@ from instanas_gym.runlog import RunLogger, write_csv
 
 from ..envs.config import EnvConfig
 from .controller import ControllerConfig
-from .evaluation import Policy, controller_policy, evaluate_policy, fixed_policy, random_policy
+from .evaluation import Policy, controller_latency_ms, controller_policy, evaluate_policy, fixed_policy, random_policy
 from .policy_gradient import PolicyGradientConfig
 from .reinforce import ReinforceConfig, train_reinforce
 from .sb3 import sb3_policy, train_sb3
 
 Agent = Literal["REINFORCE", "PPO", "A2C", "random", "MobileNetV2"]
 AGENTS: tuple[Agent, ...] = ("REINFORCE", "PPO", "A2C", "random", "MobileNetV2")
-SUMMARY_KEYS = ("accuracy", "latency_ms", "network_latency_ms", "measured_ms", "reward", "ops_per_cell",
-                "distinct_masks", "wall_s")
+SUMMARY_KEYS = ("accuracy", "latency_ms", "network_latency_ms", "measured_ms", "controller_ms", "e2e_ms",
+                "e2e_measured_ms", "reward", "ops_per_cell", "distinct_masks", "wall_s")
 
 
 @dataclass(frozen=True)
@@ -78,17 +80,28 @@ def run_fixed(policy: Policy, cfg: CompareConfig, seed: int) -> list[dict[str, A
     return log.history
 
 
-def run_agent(agent: str, seed: int, cfg: CompareConfig) -> tuple[list[dict[str, Any]], Policy, float]:
-    """Train (or run) one agent with one seed; returns its log rows, its policy and wall-clock seconds."""
+def run_agent(
+    agent: str, seed: int, cfg: CompareConfig, judge: InstaNASBandit | None = None
+) -> tuple[list[dict[str, Any]], Policy, float, float | None]:
+    """Train (or run) one agent with one seed; returns its log rows, its policy, wall-clock seconds and,
+    for REINFORCE with a ``judge`` bandit, its controller's ms at batch 1 in the runtime and thread
+    count of the judge's latency table (None otherwise)."""
     torch.manual_seed(seed)
     start = time.perf_counter()
     out = Path(cfg.out) / f"{agent}_seed{seed}"
+    controller_ms = None
     if agent == "REINFORCE":
         rcfg = ReinforceConfig(env=cfg.env, pg=cfg.pg, controller=cfg.controller, total_steps=cfg.total_steps,
                                batch_size=cfg.num_envs, anneal_upper=cfg.anneal_upper, seed=seed,
                                threads=cfg.threads, out=str(out))
         controller, rows = train_reinforce(rcfg)
         policy = controller_policy(controller)
+        wall = time.perf_counter() - start
+        if judge is not None:
+            meta = judge.table.meta
+            controller_ms = controller_latency_ms(controller, judge.data.spec.image_shape,
+                                                  meta.get("runtime", "torch"), int(meta.get("threads", 1)))
+        return rows, policy, wall, controller_ms
     elif agent in ("PPO", "A2C"):
         model, rows = train_sb3(agent.lower(), cfg.env, cfg.total_steps, cfg.num_envs, seed, cfg.anneal_upper, out=out)
         policy = sb3_policy(model)
@@ -100,7 +113,7 @@ def run_agent(agent: str, seed: int, cfg: CompareConfig) -> tuple[list[dict[str,
         rows = run_fixed(policy, cfg, seed)
     else:
         raise ValueError(f"unknown agent {agent!r}; expected one of {AGENTS}")
-    return rows, policy, time.perf_counter() - start
+    return rows, policy, time.perf_counter() - start, controller_ms
 
 
 def compare_agents(cfg: CompareConfig) -> dict[str, dict[str, float]]:
@@ -118,16 +131,16 @@ def compare_agents(cfg: CompareConfig) -> dict[str, dict[str, float]]:
     finals: dict[str, list[dict[str, float]]] = {}
     for agent in cfg.agents:
         for seed in cfg.seeds:
-            rows, policy, wall = run_agent(agent, seed, cfg)
-            result = evaluate_policy(policy, bandit, measure=cfg.measure, limit=cfg.eval_limit)
+            rows, policy, wall, controller_ms = run_agent(agent, seed, cfg, bandit)
+            result = evaluate_policy(policy, bandit, measure=cfg.measure, limit=cfg.eval_limit, controller_ms=controller_ms)
             result["wall_s"] = wall
             curves.setdefault(agent, []).append(rows)
             finals.setdefault(agent, []).append(result)
     write_csv([{"agent": agent, "seed": seed, "env_steps": r["env_steps"], "reward": r["reward"]}
                for agent, runs in curves.items() for seed, rows in zip(cfg.seeds, runs) for r in rows],
               out / "curves.csv")
-    keys = [k for k in SUMMARY_KEYS if k in next(iter(finals.values()))[0]]
-    write_csv([{"agent": agent, "seed": seed, **{k: r[k] for k in keys}}
+    keys = [k for k in SUMMARY_KEYS if any(k in r for results in finals.values() for r in results)]
+    write_csv([{"agent": agent, "seed": seed, **{k: r.get(k, "") for k in keys}}
                for agent, results in finals.items() for seed, r in zip(cfg.seeds, results)], out / "summary.csv")
     plot = {}
     for agent, runs in curves.items():

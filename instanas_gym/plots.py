@@ -159,3 +159,58 @@ def latency_histogram(
     ax.set_title(title)
     ax.legend(fontsize=8)
     _save(fig, path)
+
+
+def instance_aware_plot(report: dict, path: str | os.PathLike) -> None:
+    """Accuracy (%) against latency (ms) of an instance-awareness report
+    (``instanas_gym.agents.instance_aware.instance_awareness``): the family's single architectures,
+    their static frontier (flat beyond its slowest vertex), the policy end to end and network only,
+    and the label-reading oracle; the title states the policy's gain over the frontier."""
+    front, oracle = report["frontier"], report["oracle"]
+    f_ms, f_acc = np.asarray(front["latency_ms"]), 100 * np.asarray(front["accuracy"])
+    acc = 100 * report["accuracy"]
+    right = 1.03 * max(np.max(report["family_latency_ms"]), report["e2e_ms"], oracle["latency_ms"])
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    ax.scatter(report["family_latency_ms"], 100 * np.asarray(report["family_accuracy"]), s=16, color="tab:grey",
+               alpha=0.7, zorder=2, label=f"single architectures ({len(report['family_latency_ms'])})")
+    (line,) = ax.plot(f_ms, f_acc, "-o", ms=3, color="tab:blue", zorder=3,
+                      label="static frontier (random per-image mixtures)")
+    ax.plot([f_ms[-1], max(right, f_ms[-1])], [f_acc[-1]] * 2, ":", color=line.get_color(), zorder=3)
+    ax.scatter([report["e2e_ms"]], [acc], marker="*", s=240, color="tab:red", zorder=4,
+               label=f"policy, end to end ({report['e2e_ms']:.3f} ms)")
+    ax.scatter([report["network_ms"]], [acc], marker="*", s=240, facecolors="none", edgecolors="tab:red", zorder=4,
+               label=f"policy, network only ({report['network_ms']:.3f} ms)")
+    ax.scatter([oracle["latency_ms"]], [100 * oracle["accuracy"]], marker="^", s=90, color="tab:green", zorder=4,
+               label="oracle (reads the labels)")
+    points = report["gain"]["points"]
+    gain = "below the frontier's fastest architecture" if np.isnan(points) else f"{points:+.2f} points"
+    ax.set_title(f"policy vs static frontier at equal latency: {gain}\n{report['distinct_archs']} distinct "
+                 f"architectures, {report['images']} images")
+    ax.set_xlabel("latency (ms, latency table, batch 1)")
+    ax.set_ylabel("accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    _save(fig, path)
+
+
+def hardest_easiest_plot(
+    images: np.ndarray, difficulty: np.ndarray, arch_ids: np.ndarray, labels: np.ndarray, path: str | os.PathLike,
+    n: int = 8,
+) -> None:
+    """The ``n`` easiest (top row) and ``n`` hardest (bottom row) images (uint8 (N, H, W, C)) by
+    ``difficulty`` (N,) (a per-image loss: higher is harder), each titled with the architecture index
+    ``arch_ids`` gave it and its class ``labels``."""
+    order = np.argsort(np.asarray(difficulty), kind="stable")
+    n = max(1, min(n, len(order)))
+    rows = (("easiest", order[:n]), ("hardest", order[::-1][:n]))
+    fig, axes = plt.subplots(2, n, figsize=(1.5 * n + 0.6, 3.9), squeeze=False)
+    for r, (name, idx) in enumerate(rows):
+        for c, i in enumerate(idx):
+            ax = axes[r, c]
+            image = images[i]
+            ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=255)
+            ax.set_title(f"arch {int(arch_ids[i])}\nclass {int(labels[i])}", fontsize=8)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[r, 0].set_ylabel(name, fontsize=9)
+    _save(fig, path)

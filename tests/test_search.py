@@ -49,9 +49,6 @@ def test_search_runs_all_phases_and_anneals(full_search, tiny_assets):
     ub = [r["upper_ms"] for r in history["controller"]]
     assert ub == sorted(ub, reverse=True) and ub[0] > ub[-1]  # the bound anneals down over phase 2
     cfg = _cfg(tiny_assets, full_search)
-
-
-
     table = LatencyTable.load(cfg.latency_table)
     assert ub[0] == pytest.approx(0.7 * float(table.cells_ms(all_ops_mask())))
     assert ub[-1] == pytest.approx(0.5 * float(table.cells_ms(mobilenetv2_mask())))
@@ -62,6 +59,8 @@ def test_search_runs_all_phases_and_anneals(full_search, tiny_assets):
     before, _ = load_supernet(tiny_assets["supernet"])
     after, _ = load_supernet(full_search / "supernet.pt")
     assert any(not torch.equal(a, b) for a, b in zip(before.state_dict().values(), after.state_dict().values()))
+    stats = [k for k in before.state_dict() if "running_" in k]  # bn_stats="frozen": normalised, never updated
+    assert stats and all(torch.equal(before.state_dict()[k], after.state_dict()[k]) for k in stats)
     for name in ("controller.pt", "controller_log.csv", "supernet_log.csv"):
         assert (full_search / name).is_file()
 
@@ -85,6 +84,16 @@ def test_resume_mid_phase_loses_nothing(full_search, tiny_assets, tmp_path, inte
     full_h = torch.load(full_search / "search.pt", weights_only=True)["history"]
     cut_h = torch.load(tmp_path / "search.pt", weights_only=True)["history"]
     assert all(strip(full_h[k]) == strip(cut_h[k]) for k in full_h)
+
+
+def test_batch_statistics_search_updates_them(tiny_assets, tmp_path):
+    search(replace(_cfg(tiny_assets, tmp_path), epochs=1, finetune_images=0, bn_stats="batch"))
+    before, _ = load_supernet(tiny_assets["supernet"])
+    after, _ = load_supernet(tmp_path / "supernet.pt")
+    key = "stem.1.running_mean"
+    assert not torch.equal(before.state_dict()[key], after.state_dict()[key])
+    with pytest.raises(ValueError, match="bn_stats"):
+        _cfg(tiny_assets, tmp_path, bn_stats="running")
 
 
 def test_resume_with_other_settings_is_an_error(full_search, tiny_assets):

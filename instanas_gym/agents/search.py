@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -43,6 +43,7 @@ from instanas_gym.files import FileFormatError, atomic_save, load_torch
 from instanas_gym.paths import default_supernet
 from instanas_gym.reward import RewardConfig
 from instanas_gym.runlog import progress_bar, window_means, write_csv
+from instanas_gym.sandwich import freeze_bn
 
 from .controller import Controller, ControllerConfig, bounded_probs, load_controller, save_controller
 from .policy_gradient import PolicyGradientConfig, Reinforce, step_stats
@@ -80,6 +81,10 @@ class SearchConfig:
     supernet_batch_size: int = 128
     supernet_lr: float = 0.01
     """SGD (Nesterov momentum), constant in phase 2."""
+    bn_stats: Literal["frozen", "batch"] = "frozen"
+    """How the supernet's BatchNorm trains in phases 2 and 3: "frozen" normalises with its running
+    statistics and leaves them unchanged (as the bundled supernet was trained last, so the per-image
+    masks at inference see what they trained with); "batch" uses batch statistics, as the paper's code."""
     momentum: float = 0.9
     weight_decay: float = 4e-5
     finetune_images: int = 16_000
@@ -101,6 +106,8 @@ class SearchConfig:
                      "threads", "checkpoint_every", "log_every"):
             check_int(name, getattr(self, name))
         check_int("finetune_images", self.finetune_images, minimum=0)
+        if self.bn_stats not in ("frozen", "batch"):
+            raise ValueError(f"bn_stats must be 'frozen' or 'batch', got {self.bn_stats!r}")
         for name in ("supernet_lr", "finetune_lr"):
             check_number(name, getattr(self, name), low=0, low_open=True)
 
@@ -217,6 +224,8 @@ class _Search:
         cfg = self.cfg
         self.controller.eval()
         self.model.train()
+        if cfg.bn_stats == "frozen":
+            freeze_bn(self.model)
         idx = torch.from_numpy(self.rng.integers(len(self.labels), size=cfg.supernet_batch_size))
         x = augment(self.images[idx], self.data.spec, self.gen)
         with torch.no_grad():

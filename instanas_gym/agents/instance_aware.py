@@ -1,0 +1,277 @@
+"""Judging whether a per-image policy is instance-aware, against the right null.
+
+A policy that picks an architecture per image spends its accuracy and latency as a mixture of single
+architectures. Sending each image to architecture A with probability q and to B otherwise, with no
+look at the image, lands in expectation exactly on the straight line between A and B in (latency,
+accuracy). The null a policy must beat is therefore the *static frontier*: the upper concave
+envelope of the single architectures, not just their Pareto points. A policy above it at its
+end-to-end latency (controller included) gains something only reading the image can give.
+
+Beside the gain: how much the chosen architecture says about the image's class and difficulty
+(mutual information, in bits, with a label-shuffling null beside it), and the oracle that reads the
+labels, the ceiling of any per-image choice within the family.
+
+Units: latency in ms (batch 1, by the latency table), accuracy as a fraction (0-1); the gain is in
+percentage points and percent of latency, as reports display it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from instanas_gym.bandit import InstaNASBandit
+from instanas_gym.data import ImageSet
+from instanas_gym.latency import LatencyTable
+from instanas_gym.masks import all_ops_mask, validate_mask
+from instanas_gym.supernet import Supernet
+from instanas_gym.training.evaluation import correct_per_image
+
+from .evaluation import Policy
+
+Frontier = tuple[np.ndarray, np.ndarray]
+
+
+# ---- the static frontier -------------------------------------------------------------------------
+def _on_or_below_chord(lat: np.ndarray, acc: np.ndarray, a: int, b: int, c: int) -> bool:
+    """Whether point ``b`` lies on or below the chord from ``a`` to ``c`` (latencies a < b < c)."""
+    return (acc[b] - acc[a]) * (lat[c] - lat[a]) <= (acc[c] - acc[a]) * (lat[b] - lat[a])
+
+
+def static_frontier(latency_ms: np.ndarray, accuracy: np.ndarray) -> Frontier:
+    """The upper concave envelope of single architectures in (latency, accuracy).
+
+    Every point on a segment between two vertices is reached in expectation by a random per-image
+    mixture of the two architectures, so this envelope (not the Pareto staircase) is what a policy
+    has to beat. Points dominated by a faster-or-equal and at-least-as-accurate one, and points on or
+    below a chord between two others, are dropped.
+
+    Args:
+        latency_ms: (K,) latency of each architecture (ms).
+        accuracy: (K,) accuracy of each architecture (fraction, 0-1).
+
+    Returns:
+        ``(latency_ms, accuracy)`` of the vertices, sorted by latency; accuracy strictly increases.
+    """
+    lat, acc = np.asarray(latency_ms, dtype=np.float64).ravel(), np.asarray(accuracy, dtype=np.float64).ravel()
+    if lat.shape != acc.shape or not len(lat):
+        raise ValueError(f"latency_ms and accuracy must be equal-length and non-empty, got {lat.shape}, {acc.shape}")
+    if not (np.isfinite(lat).all() and np.isfinite(acc).all()):
+        raise ValueError("latency_ms and accuracy must be finite")
+    hull: list[int] = []
+    best = -np.inf
+    for i in np.lexsort((-acc, lat)):  # fastest first; at equal latency the most accurate first
+        if acc[i] <= best:
+            continue  # a faster (or as fast) architecture is at least as accurate
+        best = acc[i]
+        while len(hull) >= 2 and _on_or_below_chord(lat, acc, hull[-2], hull[-1], i):
+            hull.pop()
+        hull.append(int(i))
+    return lat[hull], acc[hull]
+
+
+def frontier_accuracy(frontier: Frontier, latency_ms: np.ndarray | float) -> np.ndarray | float:
+    """Accuracy (fraction) of the frontier at ``latency_ms`` (ms): linear between vertices, the
+    slowest vertex's beyond it (a slower budget can always run it), nan below the fastest vertex."""
+    lat, acc = frontier
+    out = np.interp(latency_ms, lat, acc, left=np.nan, right=acc[-1])
+    return float(out) if np.ndim(out) == 0 else out
+
+
+def frontier_latency(frontier: Frontier, accuracy: np.ndarray | float) -> np.ndarray | float:
+    """The least latency (ms) at which the frontier reaches ``accuracy`` (fraction): the fastest
+    vertex's for any accuracy up to its own, nan above the best vertex's accuracy."""
+    lat, acc = frontier
+    out = np.interp(accuracy, acc, lat, left=lat[0], right=np.nan)
+    return float(out) if np.ndim(out) == 0 else out
+
+
+def gain_over_frontier(
+    frontier: Frontier, latency_ms: np.ndarray | float, accuracy: np.ndarray | float
+) -> dict[str, Any]:
+    """How far points (``latency_ms`` in ms, ``accuracy`` a fraction) lie above the frontier.
+
+    Returns:
+        ``points``: 100 x (accuracy - frontier accuracy at equal latency), percentage points (nan
+        below the fastest vertex); ``latency_pct``: 100 x (frontier latency - latency) / frontier
+        latency at equal accuracy, the percent of latency saved (nan above the best vertex's
+        accuracy). Both positive above the frontier, about 0 on it, negative below.
+    """
+    at_latency = frontier_accuracy(frontier, latency_ms)
+    at_accuracy = np.asarray(frontier_latency(frontier, accuracy))
+    points = 100.0 * (np.asarray(accuracy) - at_latency)
+    latency_pct = 100.0 * (at_accuracy - np.asarray(latency_ms)) / at_accuracy
+    scalar = np.ndim(points) == 0 and np.ndim(latency_pct) == 0
+    return {"points": float(points) if scalar else points, "latency_pct": float(latency_pct) if scalar else latency_pct}
+
+
+# ---- what the choice says about the image --------------------------------------------------------
+def mutual_information_bits(x: np.ndarray, y: np.ndarray) -> float:
+    """Plug-in mutual information (bits) of two discrete label arrays of equal length: 0 for
+    independent arrays, H(x) for ``x == y``. Biased upwards on few samples per cell of the joint
+    table (a policy with a different architecture per image scores H(y)); compare it with
+    :func:`permutation_mi_bits`."""
+    x, y = np.asarray(x).ravel(), np.asarray(y).ravel()
+    if x.shape != y.shape:
+        raise ValueError(f"x and y must have the same length, got {x.shape} and {y.shape}")
+    if not len(x):
+        return 0.0
+    xi, yi = np.unique(x, return_inverse=True)[1], np.unique(y, return_inverse=True)[1]
+    joint = np.zeros((xi.max() + 1, yi.max() + 1))
+    np.add.at(joint, (xi, yi), 1.0)
+    joint /= len(x)
+    outer = joint.sum(1, keepdims=True) * joint.sum(0, keepdims=True)
+    nz = joint > 0
+    return max(0.0, float((joint[nz] * np.log2(joint[nz] / outer[nz])).sum()))
+
+
+def permutation_mi_bits(x: np.ndarray, y: np.ndarray, rounds: int = 20, seed: int = 0) -> float:
+    """Mean :func:`mutual_information_bits` of ``x`` with ``y`` shuffled (bits): what the plug-in
+    estimate gives with no dependence at all, for these marginals and this many samples."""
+    rng = np.random.default_rng(seed)
+    return float(np.mean([mutual_information_bits(x, rng.permutation(np.asarray(y))) for _ in range(rounds)]))
+
+
+def difficulty_bins(loss: np.ndarray, bins: int = 5) -> np.ndarray:
+    """Quantile bin (int64, 0 = easiest, ``bins - 1`` = hardest) of each image's loss: images ranked
+    by loss (ties in index order) and cut into ``bins`` groups of equal size (+-1)."""
+    loss = np.asarray(loss, dtype=np.float64).ravel()
+    if bins < 1:
+        raise ValueError(f"bins must be >= 1, got {bins}")
+    ranks = np.empty(len(loss), dtype=np.int64)
+    ranks[np.argsort(loss, kind="stable")] = np.arange(len(loss))
+    return ranks * bins // max(len(loss), 1)
+
+
+@torch.inference_mode()
+def per_image_loss(model: Supernet, data: ImageSet, mask: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Cross-entropy (nats, float64 (N,)) of each image of ``data`` under one fixed mask (17, 5), in
+    eval mode (the model's mode is restored after). With the all-ops mask: the images' difficulty."""
+    mask = validate_mask(mask)
+    was_training = model.training
+    model.eval()
+    images, labels = data.tensors()
+    losses = [F.cross_entropy(model(images[i : i + batch_size], mask).float(), labels[i : i + batch_size],
+                              reduction="none").numpy() for i in range(0, len(labels), batch_size)]
+    model.train(was_training)
+    return np.concatenate(losses).astype(np.float64) if losses else np.zeros(0)
+
+
+# ---- the family of single architectures ----------------------------------------------------------
+def oracle(correct: np.ndarray, latency_ms: np.ndarray) -> dict[str, Any]:
+    """The label-reading upper bound over K architectures: per image the cheapest one that is right,
+    the cheapest of all where none is.
+
+    Args:
+        correct: bool (K, N), whether architecture k classifies image n right.
+        latency_ms: (K,) latency of each architecture (ms).
+
+    Returns:
+        ``accuracy`` (fraction), ``latency_ms`` (mean over the images, ms) and ``choice`` (int (N,),
+        the architecture index per image).
+    """
+    correct, lat = np.asarray(correct, dtype=bool), np.asarray(latency_ms, dtype=np.float64)
+    if correct.ndim != 2 or lat.shape != correct.shape[:1] or not len(lat):
+        raise ValueError(f"correct must be (K, N) and latency_ms (K,) with K >= 1, got {correct.shape}, {lat.shape}")
+    order = np.argsort(lat, kind="stable")
+    right = correct[order]
+    choice = order[right.argmax(0)]  # the first right one cheapest first; argmax is 0 (the cheapest) where none is
+    return {"accuracy": float(right.any(0).mean()), "latency_ms": float(lat[choice].mean()), "choice": choice}
+
+
+def score_architectures(
+    model: Supernet, data: ImageSet, table: LatencyTable, masks: np.ndarray, batch_size: int = 256
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each mask of ``masks`` (K, 17, 5) run alone on every image of ``data``: ``(correct bool (K, N),
+    latency_ms (K,))``, the latter the table's latency of the whole network at batch 1 (ms)."""
+    masks = validate_mask(masks, batched=True)
+    correct = np.array([correct_per_image(model, data, m, batch_size) for m in masks]).reshape(len(masks), len(data))
+    return correct, np.asarray(table.network_ms(masks), dtype=np.float64).reshape(len(masks))
+
+
+def random_mixture_policy(mask_a: np.ndarray, mask_b: np.ndarray, share_a: float = 0.5, seed: int = 0) -> Policy:
+    """The null policy: each image to ``mask_a`` with probability ``share_a``, else to ``mask_b``,
+    without a look at the image. In expectation it lies on the chord between the two architectures."""
+    a, b = validate_mask(mask_a), validate_mask(mask_b)
+    rng = np.random.default_rng(seed)
+    return lambda images: np.where((rng.random(len(images)) < share_a)[:, None, None], a, b)
+
+
+# ---- the measurement ------------------------------------------------------------------------------
+def _run_policy(policy: Policy, bandit: InstaNASBandit, n: int, batch_size: int) -> dict[str, np.ndarray]:
+    """The policy's masks (n, 17, 5) on the first n images, and whether each is right and its network ms."""
+    masks, correct, network_ms = [], [], []
+    for start in range(0, n, batch_size):
+        idx = np.arange(start, min(start + batch_size, n))
+        m = validate_mask(policy(bandit.data.images[idx]), batched=True, name="the policy's masks")
+        out = bandit.evaluate(idx, m)
+        masks.append(m)
+        correct.append(out["correct"])
+        network_ms.append(out["network_latency_ms"])
+    return {"masks": np.concatenate(masks), "correct": np.concatenate(correct), "network_ms": np.concatenate(network_ms)}
+
+
+def _family(bandit: InstaNASBandit, reference_masks: np.ndarray, chosen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct effective masks (K, 17, 5) of the references then of the policy's choices, in
+    order of first appearance, and each image's index into them."""
+    refs = validate_mask(reference_masks, batched=True, name="reference_masks")
+    eff = bandit.model.space.effective_mask(np.concatenate([refs, chosen])).astype(np.uint8)
+    index: dict[bytes, int] = {}
+    ids = np.array([index.setdefault(m.tobytes(), len(index)) for m in eff], dtype=np.int64)
+    family = eff[np.sort(np.unique(ids, return_index=True)[1])]
+    return family, ids[len(refs):]
+
+
+def instance_awareness(
+    policy: Policy,
+    bandit: InstaNASBandit,
+    reference_masks: np.ndarray,
+    controller_ms: float = 0.0,
+    limit: int | None = None,
+    batch_size: int = 500,
+) -> dict[str, Any]:
+    """Judge ``policy`` (uint8 images (B, H, W, C) -> masks (B, 17, 5)) on the bandit's split (the
+    first ``limit`` images when given) against the static frontier of its family: the reference
+    masks (R, 17, 5) and every distinct architecture it uses, each run alone on all those images and
+    placed at its table latency (whole network, batch 1, ms). Costs one pass over the images per
+    family member.
+
+    Returns a dict: ``images``; ``accuracy`` (fraction); ``network_ms``, ``controller_ms``, ``e2e_ms``
+    (their sum) in ms; ``distinct_archs``, ``arch_index`` and ``arch_share`` (family index and the
+    fraction of images each used architecture serves, most used first); ``frontier``
+    (``latency_ms``, ``accuracy`` of its vertices); ``gain`` (:func:`gain_over_frontier` at
+    ``e2e_ms``); ``mi_class_bits``, ``mi_difficulty_bits`` and their label-shuffling nulls
+    ``mi_class_null_bits``, ``mi_difficulty_null_bits``; ``oracle`` (:func:`oracle` over the family);
+    ``references`` (R); per family member ``family_masks`` (effective masks, uint8), ``family_latency_ms``,
+    ``family_accuracy``; per image ``arch`` (family index), ``labels``, ``loss`` (all-ops
+    cross-entropy, nats) and ``difficulty`` (its quintile, 0 = easiest).
+    """
+    n = bandit.num_images if limit is None else min(limit, bandit.num_images)
+    run = _run_policy(policy, bandit, n, batch_size)
+    family, arch = _family(bandit, reference_masks, run["masks"])
+    data = bandit.data
+    data = ImageSet(data.images[:n], data.labels[:n], data.spec, data.split, data.source)
+    correct, latency = score_architectures(bandit.model, data, bandit.table, family, batch_size)
+    accuracy, network_ms = float(run["correct"].mean()), float(run["network_ms"].mean())
+    frontier = static_frontier(latency, correct.mean(1))
+    loss = per_image_loss(bandit.model, data, all_ops_mask(), batch_size)
+    difficulty = difficulty_bins(loss)
+    used, counts = np.unique(arch, return_counts=True)
+    order = np.argsort(-counts, kind="stable")
+    return {
+        "images": n, "accuracy": accuracy, "network_ms": network_ms, "controller_ms": float(controller_ms),
+        "e2e_ms": network_ms + controller_ms, "distinct_archs": len(used),
+        "arch_index": used[order], "arch_share": counts[order] / n,
+        "frontier": {"latency_ms": frontier[0], "accuracy": frontier[1]},
+        "gain": gain_over_frontier(frontier, network_ms + controller_ms, accuracy),
+        "mi_class_bits": mutual_information_bits(arch, data.labels),
+        "mi_class_null_bits": permutation_mi_bits(arch, data.labels),
+        "mi_difficulty_bits": mutual_information_bits(arch, difficulty),
+        "mi_difficulty_null_bits": permutation_mi_bits(arch, difficulty),
+        "oracle": oracle(correct, latency), "references": len(reference_masks),
+        "family_masks": family, "family_latency_ms": latency, "family_accuracy": correct.mean(1),
+        "arch": arch, "labels": data.labels, "loss": loss, "difficulty": difficulty,
+    }

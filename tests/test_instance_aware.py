@@ -1,0 +1,196 @@
+"""The measurement of instance-awareness: the static frontier, the information measures, the oracle,
+the random-mixture null on a trained supernet, and the benchmark end to end."""
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from instanas_gym.agents.controller import Controller, save_controller
+from instanas_gym.agents.instance_aware import (
+    difficulty_bins,
+    frontier_accuracy,
+    frontier_latency,
+    gain_over_frontier,
+    instance_awareness,
+    mutual_information_bits,
+    oracle,
+    per_image_loss,
+    permutation_mi_bits,
+    random_mixture_policy,
+    static_frontier,
+)
+from instanas_gym.checkpoint import load_supernet
+from instanas_gym.envs.config import EnvConfig
+from instanas_gym.latency.measure import build_table
+from instanas_gym.masks import all_ops_mask
+from instanas_gym.sandwich import fastest_mask
+from instanas_gym.training.evaluation import correct_per_image
+from instanas_gym.training.trainer import TrainConfig, train_supernet
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_instance_aware.py"
+
+# (latency ms, accuracy): three vertices; (1.5, 0.59375) is Pareto-optimal but below the chord of
+# (1, 0.5)-(2, 0.75) (0.625 there); (3, 0.78125) is below the chord (2, 0.75)-(4, 0.875) (0.8125
+# there); (5, 0.8) is dominated by (4, 0.875); (2, 0.7) is as slow as (2, 0.75) and less accurate.
+POINTS = [(4.0, 0.875), (1.5, 0.59375), (2.0, 0.7), (1.0, 0.5), (3.0, 0.78125), (5.0, 0.8), (2.0, 0.75)]
+
+
+@pytest.fixture(scope="module")
+def trained_assets(tmp_path_factory, fmnist_root):
+    """A tiny supernet briefly trained on the synthetic Fashion-MNIST (all ops clearly beat the fastest
+    mask), with a quickly built latency table."""
+    out = tmp_path_factory.mktemp("trained")
+    train_supernet(TrainConfig(data_root=str(fmnist_root), width_mult=0.1, epochs=3, batch_size=32,
+                               train_subset=512, eval_subset=64, threads=1, out=str(out), lr=0.05))
+    model, _ = load_supernet(out / "last.pt")
+    build_table(model, passes=30, warmup=3).save(out / "latency.json")
+    return EnvConfig(data_root=str(fmnist_root), supernet=str(out / "last.pt"),
+                     latency_table=str(out / "latency.json"), split="train")
+
+
+def frontier_of_points():
+    lat, acc = zip(*POINTS)
+    return static_frontier(np.array(lat), np.array(acc))
+
+
+def test_frontier_is_the_upper_concave_envelope():
+    lat, acc = frontier_of_points()
+    assert lat.tolist() == [1.0, 2.0, 4.0] and acc.tolist() == [0.5, 0.75, 0.875]
+    # the Pareto staircase would keep (1.5, 0.59375): a mixture of its neighbours beats it
+    assert frontier_accuracy((lat, acc), 1.5) == 0.625
+    assert frontier_accuracy((lat, acc), 3.0) == 0.8125
+    assert frontier_accuracy((lat, acc), 2.0) == 0.75
+    assert frontier_accuracy((lat, acc), 9.0) == 0.875  # beyond the slowest vertex: run it
+    assert math.isnan(frontier_accuracy((lat, acc), 0.5))  # faster than any architecture
+    np.testing.assert_array_equal(frontier_accuracy((lat, acc), np.array([1.0, 4.0])), [0.5, 0.875])
+    single = static_frontier(np.array([3.0, 2.0]), np.array([0.4, 0.6]))  # the slower one is dominated
+    assert single[0].tolist() == [2.0] and single[1].tolist() == [0.6]
+    with pytest.raises(ValueError):
+        static_frontier(np.array([1.0]), np.array([0.5, 0.6]))
+
+
+def test_frontier_latency_and_gain_on_hand_made_numbers():
+    front = frontier_of_points()
+    assert frontier_latency(front, 0.8125) == 3.0
+    assert frontier_latency(front, 0.625) == 1.5
+    assert frontier_latency(front, 0.3) == 1.0  # below the fastest vertex's accuracy: the fastest
+    assert math.isnan(frontier_latency(front, 0.9))
+    gain = gain_over_frontier(front, 2.0, 0.8125)  # as accurate as the frontier at 3 ms, at 2 ms
+    assert gain["points"] == pytest.approx(6.25, abs=1e-12)
+    assert gain["latency_pct"] == pytest.approx(100 / 3, abs=1e-12)
+    below = gain_over_frontier(front, 3.0, 0.75)  # the frontier reaches 0.75 at 2 ms
+    assert below["points"] == pytest.approx(-6.25, abs=1e-12)
+    assert below["latency_pct"] == pytest.approx(-50.0, abs=1e-12)
+    on = gain_over_frontier(front, np.array([1.5, 3.0]), np.array([0.625, 0.8125]))
+    np.testing.assert_allclose(on["points"], 0.0, atol=1e-12)
+    np.testing.assert_allclose(on["latency_pct"], 0.0, atol=1e-12)
+    assert math.isnan(gain_over_frontier(front, 0.5, 0.4)["points"])
+
+
+def test_mutual_information():
+    i = np.arange(400)
+    x, y = i % 2, (i // 2) % 4  # every (x, y) pair equally often: exactly independent
+    assert mutual_information_bits(x, y) == pytest.approx(0.0, abs=1e-12)
+    assert mutual_information_bits(y, y) == pytest.approx(2.0, abs=1e-12)  # H(y) of 4 equal classes
+    skew = np.array([0, 0, 0, 1, 2, 2, 1, 0])
+    p = np.bincount(skew) / len(skew)
+    assert mutual_information_bits(skew, skew) == pytest.approx(-(p * np.log2(p)).sum(), abs=1e-12)
+    z = y // 2 + 2 * (i % 3 == 0)  # y's high bit, then noise: dependent on y, a different alphabet
+    assert mutual_information_bits(z, y) == pytest.approx(mutual_information_bits(y, z), abs=1e-12)
+    assert 0.5 < mutual_information_bits(z, y) < 1.5  # about the one bit z keeps of y
+    # an architecture per image "explains" the class fully: the shuffled null says so too
+    per_image, labels = np.arange(60), np.arange(60) % 3
+    assert mutual_information_bits(per_image, labels) == pytest.approx(math.log2(3))
+    assert permutation_mi_bits(per_image, labels) == pytest.approx(math.log2(3))
+    assert permutation_mi_bits(y, y) < 0.2
+    with pytest.raises(ValueError):
+        mutual_information_bits(x, y[:-1])
+
+
+def test_difficulty_bins_are_quantiles():
+    loss = np.random.default_rng(0).permutation(np.arange(100.0)) ** 2
+    bins = difficulty_bins(loss, 5)
+    assert np.bincount(bins).tolist() == [20] * 5
+    np.testing.assert_array_equal(bins, (np.sqrt(loss) // 20).astype(int))  # rank // 20
+    assert (np.diff(bins[np.argsort(loss)]) >= 0).all()
+    assert difficulty_bins(loss, 1).max() == 0
+
+
+def test_oracle_on_a_hand_made_matrix():
+    correct = np.array([[0, 1, 0, 0, 1],    # 2 ms
+                        [1, 1, 0, 0, 0],    # 1 ms
+                        [1, 0, 1, 0, 1]],   # 5 ms
+                       dtype=bool)
+    out = oracle(correct, np.array([2.0, 1.0, 5.0]))
+    assert out["choice"].tolist() == [1, 1, 2, 1, 0]  # image 3: nobody right, the cheapest
+    assert out["accuracy"] == pytest.approx(0.8)
+    assert out["latency_ms"] == pytest.approx((1 + 1 + 5 + 1 + 2) / 5)
+
+
+def test_per_image_loss_restores_mode(trained_assets):
+    bandit = trained_assets.bandit("test")
+    model = bandit.model.train()
+    loss = per_image_loss(model, bandit.data, all_ops_mask(), batch_size=100)
+    assert model.training
+    model.eval()
+    right = correct_per_image(model, bandit.data, all_ops_mask())
+    assert loss.shape == (bandit.num_images,) and (loss >= 0).all()
+    assert loss[right].mean() < loss[~right].mean()  # misclassified images cost more
+
+
+def test_random_two_mask_mixture_lands_on_the_frontier(trained_assets):
+    """The null: a 50/50 random per-image mixture of two architectures is on the chord between them.
+
+    With z_i ~ Bernoulli(1/2) choosing A and d_i = right_A(i) - right_B(i), the gain at the realised
+    latency is (1/N) sum_i (z_i - mean z) d_i: mean 0, standard deviation about sqrt(var(d) / (4 N)).
+    The tolerance is 4 of those; the Pareto staircase (or any frontier without the chord) would put
+    the mixture half the accuracy gap above it, which the test checks is far outside the tolerance."""
+    bandit = trained_assets.bandit("test")
+    slow, fast = all_ops_mask(), fastest_mask(bandit.table.ops_ms, bandit.table.empty_ms)
+    n = bandit.num_images  # 256 synthetic test images
+    report = instance_awareness(random_mixture_policy(slow, fast, seed=0), bandit, np.stack([slow, fast]),
+                                limit=n, batch_size=64)
+    assert len(report["family_latency_ms"]) == 2 and report["distinct_archs"] == 2
+    acc_slow, acc_fast = report["family_accuracy"]
+    assert acc_slow > acc_fast + 0.15, report["family_accuracy"]  # two frontier vertices
+    assert len(report["frontier"]["latency_ms"]) == 2
+    right_slow, right_fast = (correct_per_image(bandit.model, bandit.data, m) for m in (slow, fast))
+    d = right_slow.astype(float) - right_fast
+    tolerance = 100 * 4 * math.sqrt(d.var() / (4 * n))  # points
+    assert tolerance < 100 * (acc_slow - acc_fast) / 2
+    assert abs(report["gain"]["points"]) < tolerance, (report["gain"], tolerance)
+    # the policy as run agrees with each architecture run alone
+    assert report["accuracy"] == pytest.approx(np.where(report["arch"] == 0, right_slow, right_fast).mean())
+    assert 0.35 < report["arch_share"][1] <= report["arch_share"][0] < 0.65
+    assert report["e2e_ms"] == report["network_ms"] == pytest.approx(
+        np.dot([np.mean(report["arch"] == k) for k in (0, 1)], report["family_latency_ms"]))
+    assert report["mi_class_bits"] < report["mi_class_null_bits"] + 0.1
+    assert report["oracle"]["accuracy"] >= acc_slow
+
+
+def test_benchmark_end_to_end(trained_assets, tmp_path):
+    """An untrained controller keeps every op (p = 0.5 everywhere): a single architecture, which can
+    never beat the frontier of a family that holds it."""
+    torch.manual_seed(0)
+    save_controller(Controller(in_channels=1, widths=(4, 8), strides=(1, 2)), tmp_path / "controller.pt")
+    spec = importlib.util.spec_from_file_location("bench_instance_aware", BENCH)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "ia"
+    report = bench.main(["--controller", str(tmp_path / "controller.pt"), "--supernet", trained_assets.supernet,
+                         "--latency-table", trained_assets.latency_table, "--data-root", trained_assets.data_root,
+                         "--limit", "96", "--out", str(out)])
+    for name in ("report.json", "instance_aware.png", "hardest_easiest.png"):
+        assert (out / name).stat().st_size > 0
+    saved = json.loads((out / "report.json").read_text())
+    assert saved["images"] == 96 and saved["distinct_archs"] == 1 and len(saved["arch"]) == 96
+    assert saved["family_names"][saved["arch"][0]] == "all_ops"
+    assert len(saved["family_names"]) == len(saved["family_latency_ms"]) <= 18
+    assert saved["controller_ms"] > 0
+    assert saved["e2e_ms"] == pytest.approx(saved["network_ms"] + saved["controller_ms"])
+    assert report["gain"]["points"] <= 1e-9

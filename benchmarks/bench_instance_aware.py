@@ -15,31 +15,29 @@ network ms plus its controller's median ms at batch 1 in the table's runtime and
 judges the null itself, the two adjacent frontier probes with the largest accuracy step mixed 50/50
 at random per image: its gain should be about 0 (within the binomial noise of ``--limit`` images).
 
-Writes to ``--out``: report.json (every figure, per-architecture and per-image arrays),
+Writes to ``--out``: instance_aware.json (every figure, per-architecture and per-image arrays),
 instance_aware.png (the frontier plot) and hardest_easiest.png (the easiest and hardest images by
 the all-ops loss, with the architecture each got). Prints an 80-column summary.
+``instanas-gym evaluate --instance-aware`` writes the same for a search.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from instanas_gym.agents.controller import load_controller
 from instanas_gym.agents.evaluation import Policy, controller_latency_ms, controller_policy
 from instanas_gym.agents.instance_aware import (
-    instance_awareness,
+    judge_instance_awareness,
     random_mixture_policy,
     score_architectures,
     static_frontier,
+    summary_lines,
 )
 from instanas_gym.bandit import InstaNASBandit
 from instanas_gym.data import ImageSet
-from instanas_gym.plots import hardest_easiest_plot, instance_aware_plot
 from instanas_gym.sandwich import probe_masks
 
 
@@ -71,47 +69,6 @@ def build_policy(a: argparse.Namespace, bandit: InstaNASBandit, masks: np.ndarra
     return controller_policy(controller), ms, f"controller {a.controller}"
 
 
-def family_names(bandit: InstaNASBandit, names: tuple[str, ...], probes: np.ndarray, family: np.ndarray) -> list[str]:
-    """A name per family member: the first probe of that effective mask, else ``policy_<k>`` in order."""
-    eff = bandit.model.space.effective_mask(probes)
-    out, k = [], 0
-    for member in family.astype(bool):
-        hit = [n for n, e in zip(names, eff) if (e == member).all()]
-        out.append(hit[0] if hit else f"policy_{k}")
-        k += not hit
-    return out
-
-
-def jsonable(value: Any) -> Any:
-    """``value`` with numpy arrays and scalars as lists and Python numbers (nan as None)."""
-    if isinstance(value, dict):
-        return {k: jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    return None if isinstance(value, float) and np.isnan(value) else value
-
-
-def print_summary(r: dict, what: str) -> None:
-    """The figures that answer the question, 80 columns at most."""
-    gain, oracle = r["gain"], r["oracle"]
-    print(f"{what}"[:80])
-    print(f"{r['images']} images, family of {len(r['family_latency_ms'])} architectures "
-          f"({r['references']} probes + the policy's)")
-    print(f"accuracy {100 * r['accuracy']:.2f}%, e2e {r['e2e_ms']:.3f} ms (network {r['network_ms']:.3f} "
-          f"+ controller {r['controller_ms']:.3f})")
-    print(f"distinct architectures {r['distinct_archs']}, most used serves {100 * r['arch_share'][0]:.1f}% "
-          f"of the images")
-    print(f"gain over the static frontier: {gain['points']:+.2f} points at equal latency, "
-          f"{gain['latency_pct']:+.1f}% latency")
-    print(f"MI(arch; class)      {r['mi_class_bits']:.3f} bits (labels shuffled: {r['mi_class_null_bits']:.3f})")
-    print(f"MI(arch; difficulty) {r['mi_difficulty_bits']:.3f} bits (labels shuffled: "
-          f"{r['mi_difficulty_null_bits']:.3f})")
-    print(f"oracle over the family (reads the labels): {100 * oracle['accuracy']:.2f}% at "
-          f"{oracle['latency_ms']:.3f} ms")
-
-
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     which = p.add_mutually_exclusive_group(required=True)
@@ -128,19 +85,10 @@ def main(argv: list[str] | None = None) -> dict:
     a = p.parse_args(argv)
     bandit = InstaNASBandit(a.dataset, split="test", data_root=a.data_root, supernet=a.supernet,
                             latency_table=a.latency_table, threads=a.threads)
-    names, masks = zip(*probe_masks(bandit.table, seed=0))
-    masks = np.stack(masks)
-    policy, controller_ms, what = build_policy(a, bandit, masks)
-    report = instance_awareness(policy, bandit, masks, controller_ms=controller_ms, limit=a.limit)
-    report["family_names"] = family_names(bandit, names, masks, report["family_masks"])
-    report["policy"] = what
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "report.json").write_text(json.dumps(jsonable(report)))
-    instance_aware_plot(report, out / "instance_aware.png")
-    hardest_easiest_plot(bandit.data.images[: report["images"]], report["loss"], report["arch"], report["labels"],
-                         out / "hardest_easiest.png")
-    print_summary(report, what)
+    _, masks = zip(*probe_masks(bandit.table, seed=0))
+    policy, controller_ms, what = build_policy(a, bandit, np.stack(masks))
+    report = judge_instance_awareness(policy, bandit, controller_ms, a.out, what, a.limit)
+    print("\n".join(summary_lines(report)))
     return report
 
 

@@ -17,6 +17,7 @@ import tyro
 from rich.console import Console
 
 from .agents.compare import CompareConfig, compare_agents
+from .agents.instance_aware import summary_lines
 from .agents.reinforce import DEMO, ReinforceConfig, judge_on_test, train_reinforce
 from .agents.search import SearchConfig, search
 from .agents.search_report import evaluate_search, family_report, write_report
@@ -83,6 +84,9 @@ class EvaluateConfig:
     reference: tuple[str, ...] = ()
     """NAME=CHECKPOINT[,TABLE]: also judge the MobileNetV2 path of this supernet checkpoint (with its
     own latency table when its width differs), or the mask it was trained on alone."""
+    instance_aware: bool = False
+    """Also judge each searched policy against the static frontier of single architectures (gain,
+    mutual information, oracle; instance_aware.json / .png and hardest_easiest.png in the folder)."""
 
 
 @dataclass(frozen=True)
@@ -186,8 +190,10 @@ def run_evaluate(cfg: EvaluateConfig, console: Console) -> None:
     evaluations = {}
     for folder in cfg.folders:
         with console.status(f"evaluating {folder} on the test split"):
-            ev = evaluate_search(folder, cfg.measure, cfg.limit, cfg.data_root, references)
+            ev = evaluate_search(folder, cfg.measure, cfg.limit, cfg.data_root, references, cfg.instance_aware)
         console.print(results_table(ev["results"], f"{folder}: test split ({len(ev['labels'])} images)"))
+        if ev["instance_aware"] is not None:
+            console.print("\n".join(summary_lines(ev["instance_aware"])), highlight=False)
         console.print(f"report: {write_report(folder, ev)}")
         evaluations[Path(folder).name] = ev
     if len(cfg.folders) > 1:

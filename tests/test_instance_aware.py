@@ -185,9 +185,9 @@ def test_benchmark_end_to_end(trained_assets, tmp_path):
     report = bench.main(["--controller", str(tmp_path / "controller.pt"), "--supernet", trained_assets.supernet,
                          "--latency-table", trained_assets.latency_table, "--data-root", trained_assets.data_root,
                          "--limit", "96", "--out", str(out)])
-    for name in ("report.json", "instance_aware.png", "hardest_easiest.png"):
+    for name in ("instance_aware.json", "instance_aware.png", "hardest_easiest.png"):
         assert (out / name).stat().st_size > 0
-    saved = json.loads((out / "report.json").read_text())
+    saved = json.loads((out / "instance_aware.json").read_text())
     assert saved["images"] == 96 and saved["distinct_archs"] == 1 and len(saved["arch"]) == 96
     assert saved["family_names"][saved["arch"][0]] == "all_ops"
     assert len(saved["family_names"]) == len(saved["family_latency_ms"]) <= 18

@@ -1,5 +1,6 @@
 """The full search (phases 2 and 3) on a tiny supernet and synthetic data: runs, resumes, reports."""
 
+import json
 from dataclasses import replace
 
 import numpy as np
@@ -137,3 +138,17 @@ def test_a_reference_trained_on_a_fixed_mask_is_judged_on_it(full_search, tiny_a
     table = LatencyTable.load(tiny_assets["latency_table"])
     assert got["network_latency_ms"] == pytest.approx(table.network_ms(arch))
     assert "MobileNetV2 path (retrained)" not in results
+
+
+def test_evaluate_judges_instance_awareness(full_search, tiny_assets, capsys):
+    """``instanas-gym evaluate --instance-aware``: the searched policy against the static frontier,
+    its files beside the search, its summary printed."""
+    from instanas_gym.cli import main
+
+    main(["evaluate", "--folders", str(full_search), "--instance-aware", "--limit", "48", "--measure", "0",
+          "--data-root", tiny_assets["data_root"], "--threads", "1"])
+    for name in ("instance_aware.json", "instance_aware.png", "hardest_easiest.png"):
+        assert (full_search / name).stat().st_size > 0
+    saved = json.loads((full_search / "instance_aware.json").read_text())
+    assert saved["images"] == 48 and saved["e2e_ms"] > saved["network_ms"]
+    assert "gain over the static frontier" in capsys.readouterr().out

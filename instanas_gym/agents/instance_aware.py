@@ -17,6 +17,7 @@ percentage points and percent of latency, as reports display it.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,8 +26,11 @@ import torch.nn.functional as F
 
 from instanas_gym.bandit import InstaNASBandit
 from instanas_gym.data import ImageSet
+from instanas_gym.files import atomic_write_json
 from instanas_gym.latency import LatencyTable
 from instanas_gym.masks import all_ops_mask, validate_mask
+from instanas_gym.plots import hardest_easiest_plot, instance_aware_plot
+from instanas_gym.sandwich import probe_masks
 from instanas_gym.supernet import Supernet
 from instanas_gym.training.evaluation import correct_per_image
 
@@ -275,3 +279,67 @@ def instance_awareness(
         "family_masks": family, "family_latency_ms": latency, "family_accuracy": correct.mean(1),
         "arch": arch, "labels": data.labels, "loss": loss, "difficulty": difficulty,
     }
+
+
+# ---- reports -------------------------------------------------------------------------------------
+def family_names(bandit: InstaNASBandit, names: tuple[str, ...], probes: np.ndarray, family: np.ndarray) -> list[str]:
+    """A name per family member: the first probe of that effective mask, else ``policy_<k>`` in order."""
+    eff = bandit.model.space.effective_mask(probes)
+    out, k = [], 0
+    for member in family.astype(bool):
+        hit = [n for n, e in zip(names, eff) if (e == member).all()]
+        out.append(hit[0] if hit else f"policy_{k}")
+        k += not hit
+    return out
+
+
+def _jsonable(value: Any) -> Any:
+    """``value`` with numpy arrays and scalars as lists and Python numbers (nan as None)."""
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    return None if isinstance(value, float) and np.isnan(value) else value
+
+
+def judge_instance_awareness(
+    policy: Policy, bandit: InstaNASBandit, controller_ms: float, out: str | Path, what: str = "policy",
+    limit: int | None = None,
+) -> dict[str, Any]:
+    """:func:`instance_awareness` against the 18 probe architectures of
+    :func:`~instanas_gym.sandwich.probe_masks` (seed 0, by ``bandit``'s table) plus the policy's own,
+    written to ``out``: ``instance_aware.json`` (every figure and array), ``instance_aware.png`` (the
+    frontier plot) and ``hardest_easiest.png`` (the easiest and hardest images by the all-ops loss,
+    with the architecture each got). Returns the report."""
+    names, masks = zip(*probe_masks(bandit.table, seed=0))
+    refs = np.stack(masks)
+    report = instance_awareness(policy, bandit, refs, controller_ms=controller_ms, limit=limit)
+    report["family_names"] = family_names(bandit, names, refs, report["family_masks"])
+    report["policy"] = what
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "instance_aware.json", _jsonable(report))
+    instance_aware_plot(report, out / "instance_aware.png")
+    hardest_easiest_plot(bandit.data.images[: report["images"]], report["loss"], report["arch"], report["labels"],
+                         out / "hardest_easiest.png")
+    return report
+
+
+def summary_lines(r: dict[str, Any]) -> list[str]:
+    """The figures of a :func:`judge_instance_awareness` report that answer the question, <= 80 columns."""
+    gain, oracle_ = r["gain"], r["oracle"]
+    return [
+        f"{r['policy']}"[:80],
+        (f"{r['images']} images, family of {len(r['family_latency_ms'])} architectures "
+         f"({r['references']} probes + the policy's)"),
+        (f"accuracy {100 * r['accuracy']:.2f}%, e2e {r['e2e_ms']:.3f} ms (network {r['network_ms']:.3f} "
+         f"+ controller {r['controller_ms']:.3f})"),
+        f"distinct architectures {r['distinct_archs']}, most used serves {100 * r['arch_share'][0]:.1f}% of the images",
+        (f"gain over the static frontier: {gain['points']:+.2f} points at equal latency, "
+         f"{gain['latency_pct']:+.1f}% latency"),
+        f"MI(arch; class)      {r['mi_class_bits']:.3f} bits (labels shuffled: {r['mi_class_null_bits']:.3f})",
+        f"MI(arch; difficulty) {r['mi_difficulty_bits']:.3f} bits (shuffled: {r['mi_difficulty_null_bits']:.3f})",
+        f"oracle over the family (reads the labels): {100 * oracle_['accuracy']:.2f}% at {oracle_['latency_ms']:.3f} ms",
+    ]

@@ -25,6 +25,7 @@ from instanas_gym.paths import default_supernet
 from instanas_gym.plots import latency_histogram, mask_embedding, pareto_plot
 
 from .evaluation import Policy, controller_latency_ms, controller_policy, evaluate_policy, fixed_policy
+from .instance_aware import judge_instance_awareness
 from .search import load_search
 
 
@@ -71,9 +72,12 @@ def evaluate_search(
     limit: int | None = None,
     data_root: str | None = None,
     references: dict[str, tuple[str, str | None]] | None = None,
+    instance_aware: bool = False,
 ) -> dict[str, Any]:
     """Everything the report of one search shows. Returns ``results`` (name -> metrics), per-image
-    ``masks``, ``labels`` and ``network_ms`` of the searched model, and ``controller_ms``.
+    ``masks``, ``labels`` and ``network_ms`` of the searched model, and ``controller_ms``; with
+    ``instance_aware``, also ``instance_aware``: the searched policy against the static frontier
+    (:func:`~instanas_gym.agents.instance_aware.judge_instance_awareness`, files written to ``folder``).
 
     ``references`` maps a name to (supernet checkpoint, latency table or None for the search's own):
     the MobileNetV2 path of each is judged too, as ``"MobileNetV2 path (name)"``: e.g. that path
@@ -106,6 +110,8 @@ def evaluate_search(
         results[f"{'MobileNetV2 path' if trained is None else 'trained alone'} ({name})"] = result
 
     n = bandit.num_images if limit is None else min(limit, bandit.num_images)
+    aware = judge_instance_awareness(policy, bandit, ctrl_ms, folder, f"InstaNAS (searched) {Path(folder).name}",
+                                     limit) if instance_aware else None
     masks = np.concatenate([policy(bandit.data.images[i : min(i + 500, n)]) for i in range(0, n, 500)])
     return {
         "results": results,
@@ -116,6 +122,7 @@ def evaluate_search(
         "class_names": bandit.data.spec.class_names,
         "config": cfg,
         "bounds": (bandit.reward.lower_ms, bandit.reward.upper_ms),
+        "instance_aware": aware,
     }
 
 

@@ -8,8 +8,9 @@ paper's search defaults (the library's, in :class:`ReinforceConfig`) where a bud
 the bundled width-0.25 supernet needs it (measured; ``benchmarks/README.md``):
 
 - alpha 0.95, not 0.8: with every bit's probability kept in [0.2, 0.8], a sampled mask carries a
-  fifth of all ops on top of the greedy ones, about 1.8 ms of the table's 8.8 ms for all ops, so its
-  latency cannot fall below the final upper bound and R_A stays 0;
+  fifth of all ops on top of the greedy ones, a fifth of the all-ops latency (0.32 ms of the ONNX
+  Runtime table's 1.6 ms; 1.8 of the eager table's 8.8), about the whole final upper bound, so its
+  latency cannot fall below that bound and R_A stays 0;
 - UB anneals to 1.0 x (not 0.5 x) the MobileNetV2 path's latency: the target is "faster than
   MobileNetV2", and below that bound R_A still pulls towards the band's midpoint;
 - a controller of 8/16/32 channels on the image downscaled to 14 x 14 (0.65 MMACs), not the paper's

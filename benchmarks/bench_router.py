@@ -39,12 +39,11 @@ import argparse
 import json
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from instanas_gym.agents.controller import ControllerConfig
-from instanas_gym.agents.instance_aware import judge_instance_awareness, summary_lines
+from instanas_gym.agents.instance_aware import jsonable, judge_instance_awareness, summary_lines
 from instanas_gym.agents.router import (
     Router,
     fit_router,
@@ -63,17 +62,6 @@ from instanas_gym.sandwich import probe_masks
 SUMMARY_KEYS = ("images", "accuracy", "network_ms", "controller_ms", "e2e_ms", "distinct_archs", "arch_share", "gain",
                 "mi_class_bits", "mi_class_null_bits", "mi_difficulty_bits", "mi_difficulty_null_bits",
                 "family_names", "family_latency_ms", "family_accuracy")
-
-
-def jsonable(value: Any) -> Any:
-    """``value`` with numpy arrays and scalars as lists and Python numbers (nan as None)."""
-    if isinstance(value, dict):
-        return {k: jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    return None if isinstance(value, float) and np.isnan(value) else value
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:

@@ -8,13 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from instanas_gym.checkpoint import supernet_state
+from instanas_gym.checkpoint import load_supernet, supernet_state
 from instanas_gym.data import get_spec
 from instanas_gym.files import atomic_save
 from instanas_gym.latency.measure import build_table
 from instanas_gym.search_space import SearchSpace
 from instanas_gym.supernet import Supernet
 from instanas_gym.testing import write_fashion_mnist
+from instanas_gym.training.trainer import TrainConfig, train_supernet
 
 TINY_WIDTH = 0.1
 #: Cases tried per generated-input test (tests/test_fuzz.py), printed at the end of the run.
@@ -60,6 +61,18 @@ def trained_like(model: Supernet) -> Supernet:
             m.weight.data.uniform_(0.5, 1.5, generator=g)
     model.classifier.weight.data.normal_(0, 0.5, generator=g)
     return model.eval()
+
+
+def train_tiny_assets(
+    out: Path, fmnist_root: Path, epochs: int, train_subset: int, eval_subset: int, passes: int, warmup: int
+) -> tuple[str, str]:
+    """A width-0.1 supernet trained briefly on the synthetic Fashion-MNIST (batch 32, lr 0.05) and a
+    latency table built for it, in ``out``; returns (checkpoint path, table path)."""
+    train_supernet(TrainConfig(data_root=str(fmnist_root), width_mult=0.1, epochs=epochs, batch_size=32,
+                               train_subset=train_subset, eval_subset=eval_subset, threads=1, out=str(out), lr=0.05))
+    model, _ = load_supernet(out / "last.pt")
+    build_table(model, passes=passes, warmup=warmup).save(out / "latency.json")
+    return str(out / "last.pt"), str(out / "latency.json")
 
 
 @pytest.fixture(scope="session")

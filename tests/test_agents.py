@@ -11,23 +11,18 @@ from instanas_gym.agents.evaluation import controller_policy, evaluate_policy, f
 from instanas_gym.agents.policy_gradient import PolicyGradientConfig, Reinforce, entropy, log_prob, reinforce_loss
 from instanas_gym.agents.reinforce import ReinforceConfig, train_reinforce
 from instanas_gym.agents.sb3 import sb3_policy, train_sb3
-from instanas_gym.checkpoint import load_supernet
 from instanas_gym.envs.config import EnvConfig
-from instanas_gym.latency.measure import build_table
 from instanas_gym.masks import mobilenetv2_mask
-from instanas_gym.training.trainer import TrainConfig, train_supernet
+
+from .conftest import train_tiny_assets
 
 
 @pytest.fixture(scope="module")
 def trained_assets(tmp_path_factory, fmnist_root):
     """A tiny supernet briefly trained on the synthetic Fashion-MNIST, with its latency table."""
     out = tmp_path_factory.mktemp("trained")
-    train_supernet(TrainConfig(data_root=str(fmnist_root), width_mult=0.1, epochs=8, batch_size=32,
-                               train_subset=512, eval_subset=64, threads=1, out=str(out), lr=0.05))
-    model, _ = load_supernet(out / "last.pt")
-    build_table(model, passes=120, warmup=10).save(out / "latency.json")
-    return EnvConfig(data_root=str(fmnist_root), supernet=str(out / "last.pt"),
-                     latency_table=str(out / "latency.json"), split="train")
+    supernet, table = train_tiny_assets(out, fmnist_root, epochs=8, train_subset=512, eval_subset=64, passes=120, warmup=10)
+    return EnvConfig(data_root=str(fmnist_root), supernet=supernet, latency_table=table, split="train")
 
 
 def test_controller_shape_and_macs():

@@ -24,13 +24,12 @@ from instanas_gym.agents.instance_aware import (
     random_mixture_policy,
     static_frontier,
 )
-from instanas_gym.checkpoint import load_supernet
 from instanas_gym.envs.config import EnvConfig
-from instanas_gym.latency.measure import build_table
 from instanas_gym.masks import all_ops_mask
 from instanas_gym.sandwich import fastest_mask
 from instanas_gym.training.evaluation import correct_per_image
-from instanas_gym.training.trainer import TrainConfig, train_supernet
+
+from .conftest import train_tiny_assets
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_instance_aware.py"
 
@@ -45,12 +44,8 @@ def trained_assets(tmp_path_factory, fmnist_root):
     """A tiny supernet briefly trained on the synthetic Fashion-MNIST (all ops clearly beat the fastest
     mask), with a quickly built latency table."""
     out = tmp_path_factory.mktemp("trained")
-    train_supernet(TrainConfig(data_root=str(fmnist_root), width_mult=0.1, epochs=3, batch_size=32,
-                               train_subset=512, eval_subset=64, threads=1, out=str(out), lr=0.05))
-    model, _ = load_supernet(out / "last.pt")
-    build_table(model, passes=30, warmup=3).save(out / "latency.json")
-    return EnvConfig(data_root=str(fmnist_root), supernet=str(out / "last.pt"),
-                     latency_table=str(out / "latency.json"), split="train")
+    supernet, table = train_tiny_assets(out, fmnist_root, epochs=3, train_subset=512, eval_subset=64, passes=30, warmup=3)
+    return EnvConfig(data_root=str(fmnist_root), supernet=supernet, latency_table=table, split="train")
 
 
 def frontier_of_points():

@@ -24,12 +24,11 @@ from instanas_gym.agents.router import (
     train_router,
 )
 from instanas_gym.bandit import InstaNASBandit
-from instanas_gym.checkpoint import load_supernet
 from instanas_gym.files import FileFormatError, atomic_save
-from instanas_gym.latency.measure import build_table
 from instanas_gym.masks import all_ops_mask, mobilenetv2_mask, single_op_mask
 from instanas_gym.sandwich import probe_masks
-from instanas_gym.training.trainer import TrainConfig, train_supernet
+
+from .conftest import train_tiny_assets
 
 TINY = ControllerConfig(widths=(4, 8))
 
@@ -247,11 +246,8 @@ def test_router_latency_in_both_runtimes():
 def trained_assets(tmp_path_factory, fmnist_root):
     """A tiny supernet briefly trained on the synthetic Fashion-MNIST, with a quickly built table."""
     out = tmp_path_factory.mktemp("trained")
-    train_supernet(TrainConfig(data_root=str(fmnist_root), width_mult=0.1, epochs=1, batch_size=32,
-                               train_subset=256, eval_subset=32, threads=1, out=str(out), lr=0.05))
-    model, _ = load_supernet(out / "last.pt")
-    build_table(model, passes=20, warmup=2).save(out / "latency.json")
-    return {"data_root": str(fmnist_root), "supernet": str(out / "last.pt"), "latency_table": str(out / "latency.json")}
+    supernet, table = train_tiny_assets(out, fmnist_root, epochs=1, train_subset=256, eval_subset=32, passes=20, warmup=2)
+    return {"data_root": str(fmnist_root), "supernet": supernet, "latency_table": table}
 
 
 def test_fit_router_end_to_end_on_the_search_split_only(trained_assets, monkeypatch):

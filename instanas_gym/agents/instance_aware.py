@@ -293,12 +293,12 @@ def family_names(bandit: InstaNASBandit, names: tuple[str, ...], probes: np.ndar
     return out
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     """``value`` with numpy arrays and scalars as lists and Python numbers (nan as None)."""
     if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
+        return {k: jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, np.ndarray)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, np.generic):
         value = value.item()
     return None if isinstance(value, float) and np.isnan(value) else value
@@ -320,7 +320,7 @@ def judge_instance_awareness(
     report["policy"] = what
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "instance_aware.json", _jsonable(report))
+    atomic_write_json(out / "instance_aware.json", jsonable(report))
     instance_aware_plot(report, out / "instance_aware.png")
     hardest_easiest_plot(bandit.data.images[: report["images"]], report["loss"], report["arch"], report["labels"],
                          out / "hardest_easiest.png")

@@ -99,6 +99,30 @@ class ExportConfig:
     """File to write."""
 
 
+@dataclass(frozen=True)
+class DemoConfig:
+    """Arguments of ``instanas-gym demo``: a local web page showing the architecture the controller
+    picks for each test or uploaded image, served by the exported model in ONNX Runtime."""
+
+    controller: str | None = None
+    """Controller file: a REINFORCE controller (``train-reinforce``, ``search``) or a router; default
+    the bundled router (bundled data set only). Exported once into ``$INSTANAS_CACHE/demo``."""
+    export_folder: str | None = None
+    """Serve this export folder (``manifest.json``, ONNX graphs) instead of exporting a controller."""
+    dataset: Literal["fashion_mnist", "cifar10", "cifar100"] = "fashion_mnist"
+    """Data set whose test split the gallery shows."""
+    supernet: str | None = None
+    """Supernet the controller's architectures come from (default the data set's)."""
+    latency_table: str | None = None
+    """Latency table of the page's "by the table" figures (default the data set's ONNX Runtime table)."""
+    data_root: str | None = None
+    host: str = "127.0.0.1"
+    """Address to listen on (0.0.0.0: every interface)."""
+    port: int = 8000
+    threads: int = 1
+    """ONNX Runtime threads per session (per request)."""
+
+
 def run_train_supernet(cfg: TrainConfig, console: Console) -> None:
     train_supernet(cfg, console=console)
     console.print(f"wrote {cfg.out}/last.pt; use it with gymnasium.make(ID, supernet='{cfg.out}/last.pt')")
@@ -206,6 +230,26 @@ def run_export(cfg: ExportConfig, console: Console) -> None:
     console.print(f"wrote {cfg.dest}")
 
 
+def run_demo(cfg: DemoConfig, console: Console) -> None:
+    from .demo.model import served_folder
+    from .demo.server import serve
+    from .demo.state import DemoState
+
+    try:
+        with progress_bar(console) as progress:
+            task = progress.add_task("exporting the architectures", total=None, stats="")
+            folder = served_folder(cfg.controller, cfg.export_folder, cfg.dataset, cfg.supernet, cfg.data_root,
+                                   progress=lambda done, total: progress.update(task, completed=done, total=total))
+        console.print(f"serving {folder}; judging the test split once...")
+        state = DemoState(folder, cfg.dataset, cfg.data_root, cfg.latency_table, cfg.threads)
+    except ValueError as err:
+        print(f"instanas-gym demo: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    console.print(f"{len(state.architectures)} architectures, {100 * state.accuracy:.2f}% of the test split right; "
+                  f"open http://{cfg.host}:{cfg.port}/ (Ctrl-C stops)")
+    serve(state, cfg.host, cfg.port)
+
+
 #: name -> (config class, default config or None, runner, one line of help)
 COMMANDS: dict[str, tuple[type, object, Callable[..., None], str]] = {
     "train-supernet": (TrainConfig, None, run_train_supernet, "one-shot pre-training of a supernet (resumable)"),
@@ -217,6 +261,7 @@ COMMANDS: dict[str, tuple[type, object, Callable[..., None], str]] = {
     "search": (SearchConfig, None, run_search, "the paper's phases 2 and 3 (resumable)"),
     "evaluate": (EvaluateConfig, None, run_evaluate, "judge searches on the test split: tables, plots, report"),
     "export-supernet": (ExportConfig, None, run_export, "strip a training checkpoint's resume state"),
+    "demo": (DemoConfig, None, run_demo, "a local web page: the architecture each image gets"),
 }
 
 

@@ -22,6 +22,9 @@ BUNDLED_ONNX_LATENCY_TABLE = ASSETS / "latency_fashion_mnist_onnxruntime.json"
 LATENCY_BACKENDS = ("onnxruntime", "torch")
 #: The runtime whose table the environment uses by default: the deployed model's.
 DEFAULT_LATENCY_BACKEND = "onnxruntime"
+#: A router over a family of 6 architectures of the bundled supernet (``instanas_gym.agents.router``),
+#: the controller ``instanas-gym demo`` serves by default.
+BUNDLED_ROUTER = ASSETS / "router_fashion_mnist.pt"
 BUNDLED_FASHION_MNIST = ASSETS / "fashion_mnist"
 #: Where Debian's ``dataset-fashion-mnist`` package puts its gzip files.
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")

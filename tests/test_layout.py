@@ -15,7 +15,7 @@ import instanas_gym
 PACKAGE = Path(instanas_gym.__file__).parent
 REPO = PACKAGE.parent
 #: The layers above the core: the core (everything else in the package) imports none of them.
-UPPER = ("instanas_gym.envs", "instanas_gym.agents", "instanas_gym.cli")
+UPPER = ("instanas_gym.envs", "instanas_gym.agents", "instanas_gym.demo", "instanas_gym.cli")
 
 
 def _module_name(path: Path) -> str:

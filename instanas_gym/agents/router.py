@@ -186,6 +186,25 @@ class _RoutingGraph(nn.Module):
         return torch.argmax(torch.sigmoid(self.router(images)) - self.cost, dim=1)
 
 
+class RoutedController(nn.Module):
+    """The router, its routing rule and its family as a controller: uint8 images -> mask logits
+    (B, 17, 5), +1 where the routed member runs an op and -1 where it does not. What
+    :func:`~instanas_gym.deploy.export.export_model` takes as a controller, so an
+    :class:`~instanas_gym.deploy.engine.InstaNASModel` serves a router like any controller (its
+    greedy mask, logit >= 0, is the routed member's)."""
+
+    def __init__(self, router: Router, family_masks: np.ndarray, latency_ms: np.ndarray, price_per_ms: float) -> None:
+        super().__init__()
+        masks = validate_mask(family_masks, batched=True, name="family_masks").astype(np.float32)
+        if len(masks) != router.k:
+            raise ValueError(f"family_masks ({len(masks)}) and the router ({router.k}) disagree on K")
+        self.routing = _RoutingGraph(router, latency_ms, price_per_ms)
+        self.register_buffer("signs", torch.from_numpy(2.0 * masks - 1.0))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.signs[self.routing(images)]
+
+
 def router_latency_ms(
     router: Router,
     image_shape: tuple[int, int, int],
@@ -395,6 +414,10 @@ class SavedRouter(NamedTuple):
     def policy(self) -> Policy:
         """:func:`router_policy` of the stored router, family and price."""
         return router_policy(self.router, self.family_masks, self.latency_ms, self.price_per_ms)
+
+    def controller(self) -> RoutedController:
+        """The stored router, family and price as a controller (:class:`RoutedController`), e.g. to export."""
+        return RoutedController(self.router, self.family_masks, self.latency_ms, self.price_per_ms).eval()
 
 
 def save_router(

@@ -6,7 +6,9 @@ session, for a batch of images, without PyTorch.
 runs the controller on the batch, groups the images by the architecture chosen for each, and runs
 each group as one call of that architecture's session. Sessions are built on first use and kept in
 a least-recently-used cache of at most ``cache_size``; every session runs with ``threads`` intra-op
-threads and one inter-op thread, so timings are reproducible.
+threads and one inter-op thread, so timings are reproducible. ``predict`` may be called from several
+threads at once (a web server's): the cache is guarded by a lock, and ONNX Runtime sessions run
+concurrently.
 
 An image whose mask the folder holds no graph for is served by the exported architecture nearest to
 its mask (fewest differing bits): ``predict`` reports the mask asked for and the one that ran.
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -77,6 +80,7 @@ class InstaNASModel:
         self._bits = np.array([np.unpackbits(np.frombuffer(bytes.fromhex(k), np.uint8))[:85] for k in self._keys])
         self.sessions: OrderedDict[str, ort.InferenceSession] = OrderedDict()
         self.sessions_built = 0
+        self._lock = threading.Lock()
 
     def _session(self, graph: str | os.PathLike | bytes) -> ort.InferenceSession:
         source = graph if isinstance(graph, bytes) else str(graph)
@@ -113,16 +117,17 @@ class InstaNASModel:
 
     def session(self, key: str, mask: np.ndarray | None = None) -> ort.InferenceSession:
         """The session of architecture ``key`` from the cache (built on first use, least recently used evicted)."""
-        if key in self.sessions:
-            self.sessions.move_to_end(key)
-            return self.sessions[key]
-        if key not in self.graphs:
-            self.graphs[key] = self.build(mask)  # type: ignore[misc]
-        self.sessions[key] = self._session(self.graphs[key])
-        self.sessions_built += 1
-        while len(self.sessions) > self.cache_size:
-            self.sessions.popitem(last=False)
-        return self.sessions[key]
+        with self._lock:
+            if key in self.sessions:
+                self.sessions.move_to_end(key)
+                return self.sessions[key]
+            if key not in self.graphs:
+                self.graphs[key] = self.build(mask)  # type: ignore[misc]
+            session = self.sessions[key] = self._session(self.graphs[key])
+            self.sessions_built += 1
+            while len(self.sessions) > self.cache_size:
+                self.sessions.popitem(last=False)
+            return session
 
     def predict(self, images: np.ndarray) -> dict[str, Any]:
         """Classify uint8 images (B, H, W, C), each by the architecture the controller picks for it.

@@ -1,0 +1,110 @@
+"""The demo's web app (Flask) and its server (waitress).
+
+Flask keeps the app to a few small views, and waitress is a pure-Python production WSGI server that
+serves several requests at once from a pool of threads, on every OS, with nothing to compile. The
+model runs on the server, in ONNX Runtime, the deployment runtime whose latency the page reports;
+a browser runtime (onnxruntime-web) would time the browser's WebAssembly instead. The page itself
+(``static/``) is plain HTML, CSS and JavaScript with no external files, so it works offline.
+
+Routes (JSON unless said otherwise; every error is ``{"error": message}`` with a 4xx status):
+
+* ``GET /``: the page.
+* ``GET /api/summary``: what the page draws at load (:meth:`.state.DemoState.summary`).
+* ``GET /api/images/<index>.png``: a test image (404 outside the test split).
+* ``POST /api/predict``: multipart form with a file ``image`` (and optionally ``invert``: auto, yes,
+  no) or a form field ``index`` (a test image); answers :meth:`.state.DemoState.classify`, plus the
+  image classified (``image_png``, base64) and, for a test image, its label.
+
+The server keeps no state per user: the page remembers the previous architecture itself, so several
+users never see each other's.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from flask import Flask, Response, jsonify, request, send_from_directory
+from werkzeug.exceptions import HTTPException
+
+from .state import DemoState, png_bytes
+from .upload import UploadError, decode_upload
+
+#: Largest request accepted (bytes); a larger upload gets 413.
+MAX_UPLOAD_BYTES = 8 * 1024 * 1024
+#: Requests waitress serves at once.
+SERVER_THREADS = 4
+FORMS = ("multipart/form-data", "application/x-www-form-urlencoded")
+
+
+def _error(message: str, status: int) -> tuple[Response, int]:
+    return jsonify(error=message), status
+
+
+def create_app(state: DemoState, max_upload_bytes: int = MAX_UPLOAD_BYTES) -> Flask:
+    """The Flask app serving ``state``'s page and API."""
+    app = Flask(__name__, static_folder="static", static_url_path="/static")
+    app.config["MAX_CONTENT_LENGTH"] = max_upload_bytes
+    summary = state.summary()
+
+    @app.errorhandler(HTTPException)
+    def http_error(err: HTTPException) -> tuple[Response, int]:
+        if err.code == 413:
+            return _error(f"the upload is larger than {max_upload_bytes // (1024 * 1024)} MiB", 413)
+        return _error(err.description or err.name, err.code or 500)
+
+    @app.errorhandler(UploadError)
+    def upload_error(err: UploadError) -> tuple[Response, int]:
+        return _error(str(err), err.status)
+
+    @app.get("/")
+    def page() -> Response:
+        return send_from_directory(app.static_folder, "index.html")
+
+    @app.get("/api/summary")
+    def get_summary() -> Response:
+        return jsonify(summary)
+
+    @app.get("/api/images/<int:index>.png")
+    def test_image(index: int) -> Response | tuple[Response, int]:
+        try:
+            image = state.test_image(index)
+        except IndexError as err:
+            return _error(str(err), 404)
+        return Response(png_bytes(image), mimetype="image/png", headers={"Cache-Control": "max-age=3600"})
+
+    @app.post("/api/predict")
+    def predict() -> Response | tuple[Response, int]:
+        if request.mimetype not in FORMS:
+            return _error(f"send a form (multipart/form-data with a file 'image', or a field 'index'), "
+                          f"not {request.mimetype or 'no content type'}", 415)
+        extra: dict[str, Any] = {}
+        if "image" in request.files:
+            upload = request.files["image"]
+            image, inverted = decode_upload(upload.read(), state.spec.image_shape,
+                                            request.form.get("invert", "auto"))  # type: ignore[arg-type]
+            extra = {"source": upload.filename or "upload", "inverted": inverted}
+        elif "index" in request.form:
+            text = request.form["index"]
+            if not text.strip().lstrip("-").isdigit():
+                return _error(f"index must be an integer, got {text!r}", 400)
+            try:
+                image = state.test_image(int(text))
+            except IndexError as err:
+                return _error(str(err), 404)
+            label = state.spec.class_names[int(state.test.labels[int(text)])]
+            extra = {"source": f"test image {int(text)}", "index": int(text), "label": label}
+        else:
+            return _error("no image: send a file field 'image' or a form field 'index'", 400)
+        result = state.classify(image)
+        result["image_png"] = base64.b64encode(png_bytes(image)).decode("ascii")
+        return jsonify(result | extra)
+
+    return app
+
+
+def serve(state: DemoState, host: str = "127.0.0.1", port: int = 8000, threads: int = SERVER_THREADS) -> None:
+    """Serve the demo until interrupted (waitress, ``threads`` requests at once)."""
+    from waitress import serve as waitress_serve
+
+    waitress_serve(create_app(state), host=host, port=port, threads=threads)

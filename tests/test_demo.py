@@ -1,0 +1,344 @@
+"""The demo page: the served model, the API (good and bad requests, concurrent clients) and the page
+in a real headless browser."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import threading
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from instanas_gym.agents.controller import ControllerConfig
+from instanas_gym.agents.router import Router, load_router, save_router
+from instanas_gym.checkpoint import supernet_state
+from instanas_gym.data import load_split
+from instanas_gym.demo.model import load_any_controller, served_folder
+from instanas_gym.demo.server import create_app
+from instanas_gym.demo.state import DemoState, embed_masks
+from instanas_gym.demo.upload import MAX_PIXELS, UploadError, decode_upload
+from instanas_gym.deploy.export import export_model
+from instanas_gym.files import FileFormatError, atomic_save
+from instanas_gym.latency.table import LatencyTable
+from instanas_gym.masks import all_ops_mask, mobilenetv2_mask
+
+from .conftest import tiny_supernet, trained_like
+
+pytest.importorskip("flask")
+waitress = pytest.importorskip("waitress")
+
+
+class BrightnessController(nn.Module):
+    """A controller for tests: the MobileNetV2 path for bright images, all ops for dark ones."""
+
+    def __init__(self, threshold: float) -> None:
+        super().__init__()
+        self.threshold = threshold
+        self.register_buffer("signs", torch.from_numpy(np.stack([mobilenetv2_mask(), all_ops_mask()]) * 2.0 - 1.0))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        dark = (images.float().mean((1, 2, 3)) < self.threshold).long()
+        return self.signs[dark]
+
+
+@pytest.fixture(scope="module")
+def demo_files(tmp_path_factory, fmnist_root) -> dict:
+    folder = tmp_path_factory.mktemp("demo")
+    model = trained_like(tiny_supernet())
+    test = load_split("fashion_mnist", "test", fmnist_root)
+    threshold = float(np.median(test.images.reshape(len(test), -1).mean(1)))
+    export_model(folder / "export", model, BrightnessController(threshold), test.images)
+    table = LatencyTable(np.linspace(0.01, 0.1, 85).reshape(17, 5), 0.05, model.space.opens_stage, {"runtime": "onnxruntime"})
+    table.save(folder / "latency.json")
+    atomic_save(supernet_state(model, "fashion_mnist"), folder / "supernet.pt")
+    return {"export": folder / "export", "table": folder / "latency.json", "supernet": folder / "supernet.pt",
+            "data_root": fmnist_root, "threshold": threshold}
+
+
+@pytest.fixture(scope="module")
+def state(demo_files) -> DemoState:
+    return DemoState(demo_files["export"], "fashion_mnist", demo_files["data_root"], demo_files["table"])
+
+
+@pytest.fixture(scope="module")
+def client(state):
+    return create_app(state, max_upload_bytes=200_000).test_client()
+
+
+def _png(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _upload(client, data: bytes, name: str = "x.png", **form):
+    return client.post("/api/predict", data={"image": (io.BytesIO(data), name), **form},
+                       content_type="multipart/form-data")
+
+
+# ---- what the page shows -------------------------------------------------------------------------
+def test_summary_describes_the_architectures_the_controller_picks(state, client):
+    summary = client.get("/api/summary").get_json()
+    archs = summary["architectures"]
+    assert len(archs) == 2
+    assert sum(a["share"] for a in archs) == pytest.approx(1.0)
+    assert summary["landmarks"] == []  # both landmarks are architectures the controller uses
+    masks = {json.dumps(a["mask"]) for a in archs}
+    assert masks == {json.dumps(mobilenetv2_mask().tolist()), json.dumps(all_ops_mask().tolist())}
+    for a in archs:
+        assert a["e2e_ms"] == pytest.approx(a["table_ms"] + summary["controller_ms"])
+        assert a["table_ms"] == pytest.approx(state.table.network_ms(np.array(a["mask"])))
+    right = state.prediction == state.test.labels
+    assert summary["test_accuracy"] == pytest.approx(right.mean())
+    assert len(summary["easiest"]) == len(summary["hardest"]) == 8
+    assert max(e["loss"] for e in summary["easiest"]) <= min(e["loss"] for e in summary["hardest"])
+    gallery = summary["gallery"]
+    assert len(gallery) == 40 and len({e["index"] for e in gallery}) == 40
+    assert {e["architecture"] for e in gallery} == {0, 1}
+
+
+def test_embedding_spreads_distinct_masks_and_collapses_one():
+    xy = embed_masks(np.stack([mobilenetv2_mask(), all_ops_mask(), np.zeros((17, 5), np.uint8)]))
+    assert xy.shape == (3, 2) and np.abs(xy).max() == pytest.approx(1.0)
+    assert len({tuple(np.round(p, 6)) for p in xy}) == 3
+    assert not embed_masks(mobilenetv2_mask()[None]).any()
+
+
+def test_a_test_image_is_classified_by_the_architecture_its_brightness_picks(state, client, demo_files):
+    for index in (0, 1, 2, 3):
+        got = client.post("/api/predict", data={"index": str(index)}).get_json()
+        image = state.test.images[index]
+        dark = image.mean() < demo_files["threshold"]
+        assert np.array_equal(got["mask"], (all_ops_mask() if dark else mobilenetv2_mask()).tolist())
+        assert got["served_mask"] == got["mask"] and not got["nearest"]
+        ref = state.engine.predict(image[None])
+        assert got["prediction"] == state.spec.class_names[int(ref["prediction"][0])]
+        assert got["confidence"] == pytest.approx(float(ref["confidence"][0]), rel=1e-5)
+        assert got["label"] == state.spec.class_names[int(state.test.labels[index])]
+        table, measured = got["latency_ms"]["table"], got["latency_ms"]["measured"]
+        assert table["network"] == pytest.approx(state.table.network_ms(np.array(got["mask"])))
+        assert table["e2e"] == pytest.approx(table["controller"] + table["network"])
+        assert measured["e2e"] == pytest.approx(measured["controller"] + measured["network"])
+        assert measured["network"] > 0 and measured["controller"] > 0
+        shown = np.asarray(Image.open(io.BytesIO(__import__("base64").b64decode(got["image_png"]))))
+        assert np.array_equal(shown, image[..., 0])
+
+
+def test_an_uploaded_photo_is_converted_to_the_data_sets_image(client):
+    rng = np.random.default_rng(0)
+    photo = np.full((90, 60, 3), 235, np.uint8)  # a dark garment on a light background
+    photo[20:70, 15:45] = rng.integers(0, 60, (50, 30, 3))
+    got = _upload(client, _png(photo), "shirt.png")
+    assert got.status_code == 200, got.get_json()
+    body = got.get_json()
+    assert body["inverted"] and body["source"] == "shirt.png"
+    shown = np.asarray(Image.open(io.BytesIO(__import__("base64").b64decode(body["image_png"]))))
+    assert shown.shape == (28, 28) and shown[0, 0] < 30 and shown[14, 14] > 180  # light garment on black
+    assert np.array(body["mask"]).shape == (17, 5)
+    kept = _upload(client, _png(photo), invert="no").get_json()
+    assert not kept["inverted"]
+
+
+def test_decode_upload_handles_modes_and_refuses_bad_files():
+    rgba = np.zeros((10, 10, 4), np.uint8)
+    rgba[..., 3] = 0  # fully transparent: laid on white
+    image, inverted = decode_upload(_png(rgba), (28, 28, 1), "no")
+    assert image.shape == (28, 28, 1) and image.min() == 255 and not inverted
+    colour, _ = decode_upload(_png(np.zeros((5, 7), np.uint8)), (32, 32, 3))
+    assert colour.shape == (32, 32, 3)
+    with pytest.raises(UploadError, match="invert") as err:
+        decode_upload(_png(rgba), (28, 28, 1), "maybe")  # type: ignore[arg-type]
+    assert err.value.status == 400
+    with pytest.raises(UploadError, match="damaged") as err:
+        decode_upload(_png(np.zeros((50, 50), np.uint8))[:60], (28, 28, 1))
+    assert err.value.status == 400
+
+
+# ---- bad requests: a 4xx with a message, never a crash ---------------------------------------------
+def _huge_pixels_png() -> bytes:
+    side = int(np.sqrt(MAX_PIXELS)) + 100
+    buf = io.BytesIO()
+    Image.new("1", (side, side)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("case", "status", "message"),
+    [
+        ("not an image", 415, "not an image"),
+        ("empty", 400, "empty"),
+        ("too many bytes", 413, "larger than"),
+        ("too many pixels", 413, "pixels"),
+        ("json body", 415, "send a form"),
+        ("no image", 400, "no image"),
+        ("index not a number", 400, "integer"),
+        ("index out of range", 404, "not a test image"),
+        ("bad invert", 400, "invert"),
+    ],
+)
+def test_bad_requests_get_a_4xx_with_a_message(client, case, status, message):
+    png = _png(np.zeros((28, 28), np.uint8))
+    requests = {
+        "not an image": lambda: _upload(client, b"%PDF-1.4 not an image at all", "paper.pdf"),
+        "empty": lambda: _upload(client, b""),
+        "too many bytes": lambda: _upload(client, os.urandom(300_000)),
+        "too many pixels": lambda: _upload(client, _huge_pixels_png()),
+        "json body": lambda: client.post("/api/predict", json={"index": 1}),
+        "no image": lambda: client.post("/api/predict", data={"other": "1"}),
+        "index not a number": lambda: client.post("/api/predict", data={"index": "three"}),
+        "index out of range": lambda: client.post("/api/predict", data={"index": "100000"}),
+        "bad invert": lambda: _upload(client, png, invert="sideways"),
+    }
+    got = requests[case]()
+    assert got.status_code == status
+    assert message in got.get_json()["error"]
+
+
+def test_unknown_routes_and_images_answer_404_as_json(client):
+    for url in ("/api/images/100000.png", "/api/nothing"):
+        got = client.get(url)
+        assert got.status_code == 404 and got.get_json()["error"]
+    assert client.get("/api/images/5.png").mimetype == "image/png"
+    assert b"upload-input" in client.get("/").data
+
+
+# ---- a real server ---------------------------------------------------------------------------------
+@pytest.fixture
+def server(state):
+    srv = waitress.create_server(create_app(state), host="127.0.0.1", port=0, threads=4)
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{srv.effective_port}"
+    srv.close()
+    thread.join(5)
+
+
+def _post_index(url: str, index: int) -> dict:
+    data = urllib.parse.urlencode({"index": index}).encode()
+    with urllib.request.urlopen(urllib.request.Request(f"{url}/api/predict", data=data), timeout=30) as r:
+        return json.loads(r.read())
+
+
+def test_concurrent_clients_get_their_own_results(server, state, demo_files):
+    dark = np.flatnonzero(state.test.images.reshape(len(state.test), -1).mean(1) < demo_files["threshold"])
+    bright = np.setdiff1d(np.arange(len(state.test)), dark)
+    picks = {"a": [int(i) for i in dark[:12]], "b": [int(i) for i in bright[:12]]}
+    answers: dict[str, list[dict]] = {"a": [], "b": []}
+    barrier = threading.Barrier(2)
+
+    def client_loop(name: str) -> None:
+        barrier.wait()
+        for index in picks[name]:
+            answers[name].append(_post_index(server, index))
+
+    threads = [threading.Thread(target=client_loop, args=(n,)) for n in picks]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    for name, mask in (("a", all_ops_mask()), ("b", mobilenetv2_mask())):
+        assert [a["index"] for a in answers[name]] == picks[name]
+        assert all(np.array_equal(a["mask"], mask.tolist()) for a in answers[name])
+        for a in answers[name]:
+            expected = state.spec.class_names[int(state.engine.predict(state.test.images[a["index"]][None])["prediction"][0])]
+            assert a["prediction"] == expected
+
+
+def _chromium() -> tuple[str, str] | None:
+    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    driver = shutil.which("chromedriver")
+    return (browser, driver) if browser and driver else None
+
+
+def test_the_page_in_a_headless_browser_shows_grid_prediction_and_latency(server, tmp_path):
+    found = _chromium()
+    if found is None:
+        if os.environ.get("CI"):
+            pytest.fail("Chromium and ChromeDriver are missing: .ci/run installs them (Debian chromium, chromium-driver)")
+        pytest.skip("Chromium and ChromeDriver are not installed (Debian packages chromium, chromium-driver)")
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = found[0]
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1000"):
+        options.add_argument(arg)
+    browser = webdriver.Chrome(options=options, service=Service(found[1]))
+    try:
+        browser.get(server + "/")
+        wait = WebDriverWait(browser, 30)
+        wait.until(lambda b: b.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "1")
+        assert len(browser.find_elements(By.CSS_SELECTOR, "#gallery .thumb")) == 40
+        assert len(browser.find_elements(By.CSS_SELECTOR, "#embedding circle[data-arch]")) == 2
+        photo = tmp_path / "garment.png"
+        photo.write_bytes(_png(np.random.default_rng(1).integers(0, 255, (40, 30, 3)).astype(np.uint8)))
+        browser.find_element(By.ID, "upload-input").send_keys(str(photo))
+        browser.find_element(By.ID, "upload-button").click()
+        wait.until(lambda b: "%" in b.find_element(By.ID, "prediction").text)
+        cells = browser.find_elements(By.CSS_SELECTOR, "#grid-current .cell")
+        assert len(cells) == 85
+        assert browser.find_elements(By.CSS_SELECTOR, "#grid-current .cell.on")
+        assert "ms" in browser.find_element(By.ID, "latency-table").text
+        assert "Measured for this request" in browser.find_element(By.ID, "latency-measured").text
+        browser.find_elements(By.CSS_SELECTOR, "#hardest .thumb")[0].click()
+        wait.until(lambda b: "true:" in b.find_element(By.ID, "prediction").text)
+        assert len(browser.find_elements(By.CSS_SELECTOR, "#grid-previous .cell")) == 85  # the upload's, now previous
+        assert browser.find_element(By.ID, "message").text == ""
+        browser.find_element(By.ID, "upload-input").send_keys(str(Path(__file__)))  # not an image
+        browser.find_element(By.ID, "upload-button").click()
+        wait.until(lambda b: "not an image" in b.find_element(By.ID, "message").text)
+    finally:
+        browser.quit()
+
+
+# ---- the served model ------------------------------------------------------------------------------
+def test_served_folder_exports_a_router_once_and_reuses_it(demo_files, tmp_path):
+    torch.manual_seed(0)
+    router = Router(ControllerConfig((4, 8, 8), 14), in_channels=1, k=2)
+    path = tmp_path / "router.pt"
+    save_router(router, path, np.stack([mobilenetv2_mask(), all_ops_mask()]), np.array([0.3, 1.0]), 0.1)
+    routed = load_any_controller(path)
+    x = torch.from_numpy(load_split("fashion_mnist", "test", demo_files["data_root"]).images[:32])
+    expected = load_router(path).policy()(x.numpy())
+    assert np.array_equal((routed(x) >= 0).numpy().astype(np.uint8), expected)
+    folder = served_folder(path, supernet=demo_files["supernet"], data_root=demo_files["data_root"])
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["controller_file"] == str(path) and 1 <= len(manifest["architectures"]) <= 2
+    before = (folder / "manifest.json").stat().st_mtime_ns
+    assert served_folder(path, supernet=demo_files["supernet"], data_root=demo_files["data_root"]) == folder
+    assert (folder / "manifest.json").stat().st_mtime_ns == before
+
+
+def test_served_folder_errors_name_the_argument(demo_files, tmp_path):
+    with pytest.raises(ValueError, match="not both"):
+        served_folder(tmp_path / "c.pt", demo_files["export"])
+    with pytest.raises(FileNotFoundError, match="--export-folder .* no manifest.json"):
+        served_folder(export_folder=tmp_path)
+    with pytest.raises(ValueError, match="no controller ships for dataset 'cifar10'"):
+        served_folder(dataset="cifar10")
+    with pytest.raises(FileNotFoundError, match="--controller .*: no such file"):
+        served_folder(tmp_path / "missing.pt", supernet=demo_files["supernet"])
+    assert served_folder(export_folder=demo_files["export"]) == demo_files["export"]
+    (tmp_path / "junk.pt").write_bytes(b"junk")
+    with pytest.raises(FileFormatError, match="junk.pt"):
+        load_any_controller(tmp_path / "junk.pt")
+    atomic_save({"format": "something-else"}, tmp_path / "other.pt")
+    with pytest.raises(FileFormatError, match="instanas-router-v1"):
+        load_any_controller(tmp_path / "other.pt")
+
+
+def test_a_served_folder_of_another_image_shape_is_refused(demo_files, tmp_path):
+    with pytest.raises(ValueError, match=r"shape \(28, 28, 1\).*cifar10"):
+        DemoState(demo_files["export"], "cifar10", demo_files["data_root"], demo_files["table"])

@@ -216,6 +216,9 @@ def test_save_load_round_trip_and_damaged_files(tmp_path):
     assert saved.price_per_ms == 0.25 and saved.meta == {"budget_ms": 1.5, "note": "x"}
     assert saved.router.config == router.config and not saved.router.training
     np.testing.assert_array_equal(saved.policy()(images), router_policy(router, FAMILY, FAMILY_MS, 0.25)(images))
+    family = saved.family(dataset="fashion_mnist")
+    assert family.k == 3 and family.names == ("arm 0", "arm 1", "arm 2") and family.dataset == "fashion_mnist"
+    np.testing.assert_array_equal(family.latency_ms, FAMILY_MS)
 
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes(path.read_bytes()[:200])

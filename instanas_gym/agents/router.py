@@ -32,6 +32,7 @@ from instanas_gym.checks import check_int, check_number
 from instanas_gym.data import DatasetSpec, ImageSet
 from instanas_gym.data import augment as augment_batch
 from instanas_gym.deploy.export import onnx_bytes
+from instanas_gym.family import ArchitectureFamily
 from instanas_gym.files import FileFormatError, atomic_save, load_torch
 from instanas_gym.latency.measure import median_ms, torch_threads
 from instanas_gym.latency.onnx import time_onnx_ms
@@ -411,6 +412,14 @@ class SavedRouter(NamedTuple):
     price_per_ms: float
     meta: dict[str, Any]
 
+    def family(self, **fields: Any) -> ArchitectureFamily:
+        """The routed family as an :class:`~instanas_gym.family.ArchitectureFamily` (names from
+        ``meta["family_names"]`` when it holds K of them); ``fields``: its other fields (``dataset``,
+        ``supernet``, ``meta``), for :func:`~instanas_gym.family.save_family`."""
+        names = self.meta.get("family_names")
+        names = tuple(names) if isinstance(names, (list, tuple)) and len(names) == len(self.family_masks) else None
+        return ArchitectureFamily(self.family_masks, names, self.latency_ms, **fields)
+
     def policy(self) -> Policy:
         """:func:`router_policy` of the stored router, family and price."""
         return router_policy(self.router, self.family_masks, self.latency_ms, self.price_per_ms)
@@ -426,12 +435,11 @@ def save_router(
 ) -> None:
     """Write the router's config and weights, its family's masks (K, 17, 5), their latency (ms) and
     the price (1/ms) atomically; ``meta``: plain data (numbers, strings, lists, dicts) kept beside."""
-    masks = validate_mask(family_masks, batched=True, name="family_masks").astype(np.uint8)
-    lat = np.asarray(latency_ms, dtype=np.float64)
-    if lat.shape != (len(masks),) or len(masks) != router.k:
-        raise ValueError(f"family_masks ({len(masks)}), latency_ms {lat.shape} and the router ({router.k}) disagree on K")
+    family = ArchitectureFamily(family_masks, latency_ms=latency_ms)  # K >= 1 distinct masks, one latency each
+    if family.k != router.k:
+        raise ValueError(f"family_masks ({family.k}) and the router ({router.k}) disagree on K")
     atomic_save({"format": ROUTER_FORMAT, "config": router.config, "state_dict": router.state_dict(),
-                 "family_masks": torch.from_numpy(masks), "latency_ms": lat.tolist(),
+                 "family_masks": torch.from_numpy(family.masks.copy()), "latency_ms": family.latency_ms.tolist(),
                  "price_per_ms": float(price_per_ms), "meta": meta}, path)
 
 
@@ -444,16 +452,15 @@ def load_router(path: str | os.PathLike) -> SavedRouter:
         cfg = dict(ckpt["config"])
         router = Router(ControllerConfig(tuple(cfg["widths"]), cfg["input_size"]), cfg["in_channels"], cfg["k"])
         router.load_state_dict(ckpt["state_dict"])
-        masks = validate_mask(ckpt["family_masks"].numpy(), batched=True, name="family_masks").astype(np.uint8)
-        lat = np.asarray(ckpt["latency_ms"], dtype=np.float64)
+        family = ArchitectureFamily(ckpt["family_masks"].numpy(), latency_ms=ckpt["latency_ms"])
         price = float(ckpt["price_per_ms"])
-        if lat.shape != (router.k,) or len(masks) != router.k:
-            raise ValueError(f"{router.k} outputs, {len(masks)} masks and {lat.shape} latencies")
-        if not (np.isfinite(lat).all() and np.isfinite(price) and price >= 0):
-            raise ValueError("latencies and price must be finite, the price >= 0")
+        if family.k != router.k:
+            raise ValueError(f"{router.k} outputs and {family.k} masks")
+        if not (np.isfinite(price) and price >= 0):
+            raise ValueError("the price must be finite and >= 0")
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as err:  # a damaged file's contents
         raise FileFormatError(f"{Path(path)} holds a router that cannot be built ({err}); {hint}") from None
-    return SavedRouter(router.eval(), masks, lat, price, dict(ckpt.get("meta") or {}))
+    return SavedRouter(router.eval(), family.masks.copy(), family.latency_ms, price, dict(ckpt.get("meta") or {}))
 
 
 # ---- the whole fit -------------------------------------------------------------------------------

@@ -2,9 +2,11 @@
 
 * :class:`FlattenMaskAction`: ``MultiBinary(85)`` actions (cell by cell) for ``MultiBinary((17, 5))``.
 * :class:`ChannelFirstObservation`: (C, H, W) images, the layout of SB3's and torch's CNNs.
-* :func:`make_sb3_env`: ``gymnasium.make(id)`` with both wrappers, for SB3's ``check_env`` and one env.
+* :func:`make_sb3_env`: ``gymnasium.make(id)`` with both wrappers (or the family view), for SB3's ``check_env`` and one env.
 * :class:`SB3VecEnv`: our native :class:`~instanas_gym.envs.vector.InstaNASVectorEnv` as an SB3 ``VecEnv``, so
-  PPO/A2C evaluate all their environments in one batched supernet call.
+  PPO/A2C evaluate all their environments in one batched supernet call; or its family view
+  (:class:`~instanas_gym.envs.family.FamilyVectorAction`, or the lookup env
+  :class:`~instanas_gym.envs.lookup.FamilyLookupVectorEnv`), with ``Discrete(K)`` actions.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvS
 from instanas_gym.masks import FLAT_BITS
 from instanas_gym.search_space import MASK_SHAPE
 
-from .vector import InstaNASVectorEnv
+from .family import FamilyAction, FamilyVectorAction, check_arms
 
 
 def flat_actions(actions: Any, shape: tuple[int, ...], name: str = "action") -> np.ndarray:
@@ -66,29 +68,42 @@ class ChannelFirstObservation(gym.ObservationWrapper):
         return np.ascontiguousarray(observation.transpose(2, 0, 1))
 
 
-def make_sb3_env(env_id: str = "InstaNAS-FashionMNIST-v0", **kwargs: Any) -> gym.Env:
-    """``gymnasium.make(env_id, **kwargs)`` wrapped for SB3: flat actions, channel-first images."""
-    return ChannelFirstObservation(FlattenMaskAction(gym.make(env_id, **kwargs)))
+def make_sb3_env(env_id: str = "InstaNAS-FashionMNIST-v0", family: Any = None, **kwargs: Any) -> gym.Env:
+    """``gymnasium.make(env_id, **kwargs)`` wrapped for SB3: flat actions (with ``family``, an
+    ``ArchitectureFamily`` or its file: ``Discrete(K)`` arms, :class:`~instanas_gym.envs.family.FamilyAction`),
+    channel-first images."""
+    env = gym.make(env_id, **kwargs)
+    return ChannelFirstObservation(FlattenMaskAction(env) if family is None else FamilyAction(env, family))
 
 
 class SB3VecEnv(VecEnv):
     """An SB3 ``VecEnv`` over the native batched env: flat actions, channel-first images.
+
+    Over a family view (a vector env with ``Discrete(K)`` single actions) the actions are
+    ``Discrete(K)`` arms instead, and each info holds its ``"arm"``.
 
     Every step ends every episode, so ``dones`` is all True and each info holds the SB3
     ``terminal_observation`` (the image that was acted on); the returned observations are the next
     images. ``seed(s)`` seeds sub-environment i with ``s + i`` at the next ``reset``.
     """
 
-    def __init__(self, venv: InstaNASVectorEnv) -> None:
+    def __init__(self, venv: gym.vector.VectorEnv) -> None:
         self.venv = venv
         h, w, c = venv.single_observation_space.shape
-        super().__init__(venv.num_envs, spaces.Box(0, 255, (c, h, w), np.uint8), spaces.MultiBinary(FLAT_BITS))
+        single = venv.single_action_space
+        self._arms = int(single.n) if isinstance(single, spaces.Discrete) else None
+        actions = spaces.MultiBinary(FLAT_BITS) if self._arms is None else spaces.Discrete(self._arms)
+        super().__init__(venv.num_envs, spaces.Box(0, 255, (c, h, w), np.uint8), actions)
         self._actions: np.ndarray | None = None
 
     @classmethod
-    def make(cls, env_id: str = "InstaNAS-FashionMNIST-v0", num_envs: int = 16, **kwargs: Any) -> SB3VecEnv:
-        venv = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="vector_entry_point", **kwargs)
-        return cls(venv.unwrapped)
+    def make(
+        cls, env_id: str = "InstaNAS-FashionMNIST-v0", num_envs: int = 16, family: Any = None, **kwargs: Any
+    ) -> SB3VecEnv:
+        """The native vector env of ``env_id``; with ``family`` (an ``ArchitectureFamily`` or its file)
+        its family view, ``Discrete(K)`` actions."""
+        venv = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="vector_entry_point", **kwargs).unwrapped
+        return cls(venv if family is None else FamilyVectorAction(venv, family))
 
     @staticmethod
     def _chw(obs: np.ndarray) -> np.ndarray:
@@ -104,6 +119,9 @@ class SB3VecEnv(VecEnv):
         return self._chw(obs)
 
     def step_async(self, actions: np.ndarray) -> None:
+        if self._arms is not None:
+            self._actions = check_arms(actions, self._arms, (self.num_envs,), "actions")
+            return
         actions = flat_actions(actions, (self.num_envs, FLAT_BITS), "actions")
         self._actions = actions.reshape(self.num_envs, *MASK_SHAPE)
 
@@ -126,13 +144,13 @@ class SB3VecEnv(VecEnv):
         self.venv.close()
 
     def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
-        return [getattr(self.venv, attr_name)] * len(self._get_indices(indices))
+        return [getattr(self.venv.unwrapped, attr_name)] * len(self._get_indices(indices))
 
     def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
-        setattr(self.venv, attr_name, value)
+        setattr(self.venv.unwrapped, attr_name, value)
 
     def env_method(self, method_name: str, *method_args, indices: VecEnvIndices = None, **method_kwargs) -> list[Any]:
-        result = getattr(self.venv, method_name)(*method_args, **method_kwargs)
+        result = getattr(self.venv.unwrapped, method_name)(*method_args, **method_kwargs)
         return [result] * len(self._get_indices(indices))
 
     def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices: VecEnvIndices = None) -> list[bool]:

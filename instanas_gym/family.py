@@ -1,0 +1,158 @@
+"""A family of K architectures of one supernet, and its file: the arms of a categorical (K-way) action.
+
+An :class:`ArchitectureFamily` holds K distinct masks (K, 17, 5), a name for each, optionally each
+one's latency in ms by a latency table, the dataset and supernet it was chosen for, and free
+metadata. :func:`save_family` writes it as JSON (format ``"instanas-family-v1"``)::
+
+    {"format": "instanas-family-v1", "ops": [op names], "dataset": "fashion_mnist" | null,
+     "supernet": "path/to/last.pt" | null, "meta": {...},
+     "arms": [{"name": "MobileNetV2 path", "mask": [[0/1] x 5] x 17, "latency_ms": 0.372 | null}, ...]}
+
+and :func:`load_family` reads it back; every error names the file and the field.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .files import FileFormatError, atomic_write_text, load_json
+from .masks import flatten_mask, validate_mask
+from .search_space import OPS
+
+FAMILY_FORMAT = "instanas-family-v1"
+HINT = "write one with instanas_gym.family.save_family"
+
+
+@dataclass(frozen=True, eq=False)
+class ArchitectureFamily:
+    """K distinct architectures of one supernet, the arms a policy chooses among.
+
+    Args:
+        masks: (K, 17, 5) 0/1 masks, K >= 1, no two the same; stored as uint8.
+        names: one name per arm; None: ``"arm 0"``, ``"arm 1"``, ...
+        latency_ms: (K,) each arm's latency (ms, finite, >= 0) by the latency table the family was
+            chosen with (say which in ``meta``); None when not known. For reading only: environments
+            look each arm's latency up in their own table.
+        dataset: the dataset the supernet was trained on ("fashion_mnist", ...), or None.
+        supernet: the supernet checkpoint the family was chosen on (a path, as given), or None.
+        meta: free plain data (numbers, strings, lists, dicts), kept as is.
+
+    Raises ``ValueError`` naming the field (``masks``, ``names``, ``latency_ms``) when it is wrong.
+    """
+
+    masks: np.ndarray
+    names: tuple[str, ...] | None = None
+    latency_ms: np.ndarray | None = None
+    dataset: str | None = None
+    supernet: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        masks = np.asarray(self.masks)
+        if masks.ndim == 3 and len(masks) == 0:
+            raise ValueError("masks: a family needs K >= 1 masks, got 0")
+        masks = validate_mask(masks, batched=True, name="masks")
+        flat = flatten_mask(masks)
+        _, first, inverse = np.unique(flat, axis=0, return_index=True, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        dupes = [i for i in range(len(masks)) if first[inverse[i]] != i]
+        if dupes:
+            raise ValueError(f"masks: arm {dupes[0]} repeats arm {first[inverse[dupes[0]]]}; a family's masks must differ")
+        k = len(masks)
+        names = tuple(f"arm {i}" for i in range(k)) if self.names is None else tuple(self.names)
+        if len(names) != k or not all(isinstance(n, str) for n in names):
+            raise ValueError(f"names: {k} strings expected (one per mask), got {len(names)} names {list(names)[:4]}")
+        lat = None
+        if self.latency_ms is not None:
+            lat = np.asarray(self.latency_ms, dtype=np.float64)
+            if lat.shape != (k,) or not np.isfinite(lat).all() or (lat < 0).any():
+                raise ValueError(f"latency_ms: {k} finite values >= 0 expected (ms, one per mask), got {lat.tolist()}")
+        for name in ("dataset", "supernet"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
+                raise ValueError(f"{name}: a string or None expected, got {getattr(self, name)!r}")
+        if not isinstance(self.meta, dict):
+            raise ValueError(f"meta: a dict expected, got {type(self.meta).__name__}")
+        masks.setflags(write=False)
+        object.__setattr__(self, "masks", masks)
+        object.__setattr__(self, "names", names)
+        object.__setattr__(self, "latency_ms", lat)
+
+    @property
+    def k(self) -> int:
+        """The number of arms."""
+        return len(self.masks)
+
+    def __len__(self) -> int:
+        return self.k
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data, as :func:`save_family` writes it."""
+        lat = [None] * self.k if self.latency_ms is None else self.latency_ms.tolist()
+        return {
+            "format": FAMILY_FORMAT,
+            "ops": [op.name for op in OPS],
+            "dataset": self.dataset,
+            "supernet": self.supernet,
+            "meta": self.meta,
+            "arms": [{"name": n, "mask": m.tolist(), "latency_ms": ms} for n, m, ms in zip(self.names, self.masks, lat)],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "family") -> ArchitectureFamily:
+        """The family of :meth:`to_dict`'s data; ``FileFormatError`` names ``source`` and the field."""
+        if data.get("format") != FAMILY_FORMAT:
+            raise FileFormatError(f"{source}: field 'format' must be {FAMILY_FORMAT!r}, found {data.get('format')!r}; {HINT}")
+        arms = data.get("arms")
+        if not isinstance(arms, list) or not arms:
+            raise FileFormatError(f"{source}: field 'arms' must be a list of K >= 1 arms, found {arms!r:.80}; {HINT}")
+        masks, names, lat = [], [], []
+        for i, arm in enumerate(arms):
+            if not isinstance(arm, dict) or "mask" not in arm:
+                raise FileFormatError(f"{source}: field 'arms[{i}]' must be an object with a 'mask'; {HINT}")
+            try:
+                masks.append(validate_mask(arm["mask"], name=f"field 'arms[{i}].mask'"))
+            except ValueError as err:
+                raise FileFormatError(f"{source}: {err}; {HINT}") from None
+            names.append(arm.get("name", f"arm {i}"))
+            lat.append(arm.get("latency_ms"))
+        if any(v is None for v in lat) and not all(v is None for v in lat):
+            raise FileFormatError(f"{source}: field 'arms[*].latency_ms' must be given for every arm or none; {HINT}")
+        try:
+            return cls(np.stack(masks), tuple(names), None if lat[0] is None else np.asarray(lat, dtype=np.float64),
+                       data.get("dataset"), data.get("supernet"), data.get("meta") or {})
+        except (TypeError, ValueError) as err:
+            raise FileFormatError(f"{source}: field {err}; {HINT}") from None
+
+
+def save_family(path: str | os.PathLike, family: ArchitectureFamily) -> None:
+    """Write ``family`` as JSON at ``path`` atomically (format ``"instanas-family-v1"``)."""
+    if not isinstance(family, ArchitectureFamily):
+        raise TypeError(f"family must be an ArchitectureFamily, got {type(family).__name__}")
+    text = json.dumps(family.to_dict(), indent=1, allow_nan=False)
+    atomic_write_text(path, re.sub(r"\[\s*([01](?:,\s*[01])*)\s*\]", _one_line, text))  # a mask row per line
+
+
+def _one_line(row: re.Match) -> str:
+    return "[" + ", ".join(re.findall(r"[01]", row.group(1))) + "]"
+
+
+def load_family(path: str | os.PathLike) -> ArchitectureFamily:
+    """The family in the file ``path`` (of :func:`save_family`); errors name the file and the field."""
+    path = Path(path)
+    return ArchitectureFamily.from_dict(load_json(path, "architecture family file", HINT), str(path))
+
+
+def as_family(family: ArchitectureFamily | str | os.PathLike) -> ArchitectureFamily:
+    """A family from itself or from the path of its file."""
+    if isinstance(family, ArchitectureFamily):
+        return family
+    if isinstance(family, (str, os.PathLike)):
+        return load_family(family)
+    raise TypeError(f"family must be an ArchitectureFamily or the path of a family file, got {type(family).__name__}")

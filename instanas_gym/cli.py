@@ -17,6 +17,7 @@ import tyro
 from rich.console import Console
 
 from .agents.compare import CompareConfig, compare_agents
+from .agents.family_reinforce import FamilyReinforceConfig, judge_family_policy, train_family_reinforce
 from .agents.instance_aware import summary_lines
 from .agents.reinforce import DEMO, ReinforceConfig, judge_on_test, train_reinforce
 from .agents.search import SearchConfig, search
@@ -184,6 +185,14 @@ def run_train_reinforce(cfg: ReinforceConfig, console: Console) -> None:
     console.print(f"controller saved to {cfg.out}/controller.pt, log in {cfg.out}/log.csv")
 
 
+def run_train_family(cfg: FamilyReinforceConfig, console: Console) -> None:
+    router, family, _ = train_family_reinforce(cfg, console)
+    console.print(f"judging the greedy policy on the test split against the static frontier ({cfg.out})...")
+    report = judge_family_policy(router, family, cfg)
+    console.print("\n".join(summary_lines(report)))
+    console.print(f"wrote {cfg.out}/controller.pt (a router file: instanas-gym demo --controller {cfg.out}/controller.pt)")
+
+
 def run_compare(cfg: CompareConfig, console: Console) -> None:
     summary = compare_agents(cfg)
     console.print(results_table(summary, f"{cfg.env.env_id}: test split, mean over {len(cfg.seeds)} seeds"))
@@ -257,6 +266,8 @@ COMMANDS: dict[str, tuple[type, object, Callable[..., None], str]] = {
                             "latency table measured in place, checked against the clock"),
     "train-reinforce": (ReinforceConfig, DEMO, run_train_reinforce,
                         "REINFORCE controller (the demo preset), judged on the test split"),
+    "train-family": (FamilyReinforceConfig, None, run_train_family,
+                     "REINFORCE over a family of K architectures, judged against the static frontier"),
     "compare": (CompareConfig, None, run_compare, "REINFORCE, PPO, A2C, random and MobileNetV2 over seeds"),
     "search": (SearchConfig, None, run_search, "the paper's phases 2 and 3 (resumable)"),
     "evaluate": (EvaluateConfig, None, run_evaluate, "judge searches on the test split: tables, plots, report"),

@@ -1,0 +1,128 @@
+"""REINFORCE over a family of architectures: the categorical update learns the right arm per image
+class, its baselines, its checks, and a whole run on a tiny supernet saved as a router file."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+import torch
+
+from instanas_gym.agents.controller import ControllerConfig
+from instanas_gym.agents.family_reinforce import (
+    FamilyPGConfig,
+    FamilyReinforce,
+    FamilyReinforceConfig,
+    judge_family_policy,
+    resolve_family,
+    train_family_reinforce,
+)
+from instanas_gym.agents.router import Router, load_router, save_router
+from instanas_gym.envs.config import EnvConfig
+from instanas_gym.family import ArchitectureFamily, save_family
+from instanas_gym.masks import all_ops_mask, mobilenetv2_mask, single_op_mask
+
+from .conftest import train_tiny_assets
+
+
+def class_images(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Images (n, 16, 16, 1) of 4 classes, each class one lit quadrant over noise."""
+    labels = rng.integers(0, 4, n)
+    images = rng.integers(0, 40, (n, 16, 16, 1))
+    for i, c in enumerate(labels):
+        r, q = divmod(int(c), 2)
+        images[i, 8 * r : 8 * r + 8, 8 * q : 8 * q + 8] += 200
+    return images.astype(np.uint8), labels
+
+
+def rewards_for(arms: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """+10 where the arm is the right one for the class (arm 0 for classes 0, 1; arm 1 for 2, 3), else -10."""
+    return np.where(arms == (labels[:, None] >= 2), 10.0, -10.0)
+
+
+@pytest.mark.parametrize("samples", [1, 4])
+def test_family_reinforce_learns_the_right_arm_per_class(samples):
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    policy = Router(ControllerConfig(widths=(4, 8), input_size=None), 1, 2)
+    pg = FamilyReinforce(policy, 2, FamilyPGConfig(lr=1e-2, samples=samples), torch.Generator().manual_seed(0))
+    for _ in range(120):
+        images, labels = class_images(rng, 32)
+        s = pg.sample(torch.from_numpy(images))
+        assert s.arms.shape == (32, samples) and s.probs.shape == (32, 2)
+        assert float(s.probs.detach().min()) >= 0.1 / 2 - 1e-6  # the uniform share: mix / K
+        rewards = rewards_for(s.arms.numpy(), labels)
+        baseline = rewards_for(s.greedy[:, None], labels)[:, 0] if samples == 1 else None
+        stats = pg.update(s, rewards, baseline)
+    assert {"entropy", "loss", "grad_norm", "greedy_prob"} <= set(stats)
+    images, labels = class_images(rng, 400)  # images it never saw
+    with torch.no_grad():
+        greedy = policy(torch.from_numpy(images)).argmax(1).numpy()
+    for c in range(4):
+        assert (greedy[labels == c] == int(c >= 2)).mean() > 0.9, c
+
+
+def test_leave_one_out_baseline_and_checks():
+    policy = Router(ControllerConfig(widths=(4, 8), input_size=None), 1, 3)
+    with torch.no_grad():
+        policy.head.weight.zero_()
+        policy.head.bias.zero_()
+    pg = FamilyReinforce(policy, 3, FamilyPGConfig(lr=1e-2, samples=2, entropy_coef=0.0, mix=0.0),
+                         torch.Generator().manual_seed(0))
+    images = np.zeros((4, 16, 16, 1), np.uint8)
+    s = pg.sample(torch.from_numpy(images))
+    same = pg.update(s, np.full((4, 2), 5.0))  # equal rewards: every advantage is 0, so no gradient
+    assert same["grad_norm"] == pytest.approx(0.0, abs=1e-7)
+    with pytest.raises(ValueError, match="shape"):
+        pg.update(pg.sample(torch.from_numpy(images)), np.zeros((4, 3)))
+    one = FamilyReinforce(policy, 3, FamilyPGConfig(samples=1), torch.Generator())
+    with pytest.raises(ValueError, match="baseline"):
+        one.update(one.sample(torch.from_numpy(images)), np.zeros((4, 1)))
+    for bad in ({"mix": 1.5}, {"samples": 0}, {"lr": 0.0}):
+        with pytest.raises(ValueError):
+            FamilyPGConfig(**bad)
+
+
+def test_resolve_family_from_a_family_file_a_router_file_or_the_bundled_router(tmp_path):
+    family = ArchitectureFamily(np.stack([mobilenetv2_mask(), all_ops_mask()]), ("mbv2", "all"))
+    save_family(tmp_path / "f.json", family)
+    assert resolve_family(str(tmp_path / "f.json"), "fashion_mnist").names == ("mbv2", "all")
+    router = Router(ControllerConfig(widths=(4, 8)), 1, 2)
+    save_router(router, tmp_path / "r.pt", family.masks, np.array([1.0, 2.0]), 0.0)
+    assert np.array_equal(resolve_family(str(tmp_path / "r.pt"), "fashion_mnist").masks, family.masks)
+    bundled = resolve_family(None, "fashion_mnist")
+    assert bundled.k == 6 and bundled.dataset == "fashion_mnist"
+    with pytest.raises(ValueError, match="no family ships"):
+        resolve_family(None, "cifar10")
+
+
+@pytest.fixture(scope="module")
+def tiny_env(tmp_path_factory, fmnist_root) -> EnvConfig:
+    out = tmp_path_factory.mktemp("trained_family")
+    supernet, table = train_tiny_assets(out, fmnist_root, epochs=2, train_subset=256, eval_subset=64, passes=60, warmup=5)
+    return EnvConfig(data_root=str(fmnist_root), supernet=supernet, latency_table=table, split="train")
+
+
+def test_a_whole_run_saves_a_router_file_and_is_judged(tiny_env, tmp_path):
+    family = ArchitectureFamily(np.stack([mobilenetv2_mask(), all_ops_mask(), single_op_mask(4)]),
+                                ("mbv2", "all ops", "basic"), dataset="fashion_mnist")
+    save_family(tmp_path / "family.json", family)
+    cfg = FamilyReinforceConfig(env=tiny_env, family=str(tmp_path / "family.json"), total_steps=320, batch_size=32,
+                                warm_start_images=128, warm_start_epochs=1, threads=1, judge_limit=64,
+                                out=str(tmp_path / "run"), log_every=5)
+    router, fam, history = train_family_reinforce(cfg)
+    assert fam.names == family.names and len(history) == 2
+    with open(tmp_path / "run" / "log.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 and {"reward", "accuracy", "entropy", "distinct_arms", "upper_ms"} <= set(rows[0])
+    saved = load_router(tmp_path / "run" / "controller.pt")
+    assert saved.price_per_ms == 0.0 and np.array_equal(saved.family_masks, family.masks)
+    assert saved.meta["family_names"] == list(family.names)
+    images = tiny_env.bandit("test").data.images[:16]
+    with torch.no_grad():
+        greedy = router(torch.from_numpy(images)).argmax(1).numpy()
+    assert np.array_equal(saved.policy()(images), family.masks[greedy])
+    report = judge_family_policy(router, fam, cfg)
+    assert report["images"] == 64 and 1 <= report["distinct_archs"] <= 3
+    assert (tmp_path / "run" / "instance_aware.json").is_file()

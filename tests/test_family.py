@@ -198,6 +198,13 @@ def test_lookup_env_steps_as_the_live_family_view(tiny_assets, tmp_path):
     assert set(one) == {k for k in info["final_info"] if not k.startswith("_")}
     with pytest.raises(ValueError, match=r"actions must be arm indices in \[0, 4\)"):
         lookup.step(np.full(5, 4))
+    from instanas_gym.envs.wrappers import SB3VecEnv
+
+    sb3 = SB3VecEnv(lookup)
+    sb3.seed(2)
+    assert sb3.reset().shape == (5, 1, 28, 28) and sb3.action_space == gym.spaces.Discrete(4)
+    _, _, dones, infos = sb3.step(np.array([0, 1, 2, 3, 0]))
+    assert dones.all() and [i["arm"] for i in infos] == [0, 1, 2, 3, 0]
 
 
 def test_lookup_outcomes_refuse_a_stale_file(tiny_assets, tmp_path):

@@ -179,6 +179,12 @@ def test_lookup_env_steps_as_the_live_family_view(tiny_assets, tmp_path):
         if step == 3:  # the annealed bound moves both the same way
             for env in (live, lookup):
                 env.unwrapped.bandit.reward.anneal(0.8)
+        if step == 4:  # a new table (as calibrate_latency installs): the arms' latencies follow it
+            import dataclasses
+
+            table = live.unwrapped.bandit.table
+            for env in (live, lookup):
+                env.unwrapped.bandit.table = dataclasses.replace(table, ops_ms=table.ops_ms * 2)
         arms = rng.integers(0, 4, 5)
         _assert_same_step(live.step(arms), lookup.step(arms))
     # the single live env with the family wrapper, seeded as sub-environment 0
@@ -188,6 +194,7 @@ def test_lookup_env_steps_as_the_live_family_view(tiny_assets, tmp_path):
 
     single = FamilyAction(gym.make("InstaNAS-FashionMNIST-v0", **tiny_assets), fam)
     single.unwrapped.bandit.reward.anneal(0.8)
+    single.unwrapped.bandit.table = lookup.bandit.table
     lookup.reset(seed=11)
     single.reset(seed=11)
     _, rewards, _, _, info = lookup.step(np.array([2, 0, 0, 0, 0]))

@@ -95,6 +95,7 @@ class InstaNASBandit:
             torch.set_num_threads(threads)
         default_lut = default_latency_table(dataset, latency_backend)  # checks latency_backend
         lut_path = Path(latency_table) if latency_table is not None else default_lut
+        self.supernet_path: Path | None = None  # the checkpoint, when the supernet came from one
         if isinstance(supernet, Supernet):
             self.model = supernet  # used as is: a search trains it between evaluations
         else:
@@ -105,6 +106,7 @@ class InstaNASBandit:
                     f"or pass supernet=PATH."
                 )
             self.model, trained_on = _cached_supernet(str(net_path), net_path.stat().st_mtime, mode, device)
+            self.supernet_path = net_path
             if trained_on != dataset:
                 raise ValueError(f"supernet {net_path} was trained on {trained_on}, not {dataset}")
         self.data = _cached_split(dataset, split, None if data_root is None else str(data_root), download)
@@ -150,7 +152,6 @@ class InstaNASBandit:
         self.reward.use_table(self.table, report["scale"])
         return report
 
-    @torch.inference_mode()
     def evaluate(self, indices: np.ndarray, masks: np.ndarray) -> dict[str, Any]:
         """Run the supernet on images ``indices`` (B,) under ``masks`` (B, 17, 5) uint8/bool.
 
@@ -158,26 +159,39 @@ class InstaNASBandit:
         confidence, latency_ms (LUT, 17 cells), network_latency_ms (LUT, whole network), macs,
         empty_cells; and the reward constants (scalars).
         """
-        masks = np.asarray(masks, dtype=bool)
+        prediction, confidence = self.classify(indices, masks)
+        return self.outcome(indices, prediction, confidence, self.arch_figures(masks))
+
+    @torch.inference_mode()
+    def classify(self, indices: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The supernet's answer on images ``indices`` (B,) under ``masks`` (B, 17, 5) uint8/bool:
+        ``(prediction int64 (B,), confidence float64 (B,))``, the softmax probability of the prediction."""
         x = self.images[indices].to(self.device).contiguous()  # NCHW: a permuted view would run channels_last
-        logits = self.model(x, torch.from_numpy(masks).to(self.device))
-        probs = logits.float().softmax(1)
-        confidence, prediction = probs.max(1)
-        prediction = prediction.cpu().numpy()
-        labels = self.data.labels[indices]
-        correct = prediction == labels
+        logits = self.model(x, torch.from_numpy(np.asarray(masks, dtype=bool)).to(self.device))
+        confidence, prediction = logits.float().softmax(1).max(1)
+        return prediction.cpu().numpy(), confidence.cpu().numpy().astype(np.float64)
+
+    def arch_figures(self, masks: np.ndarray) -> dict[str, np.ndarray]:
+        """What ``masks`` (B, 17, 5) cost, by the current table: arrays (B,) latency_ms (17 cells),
+        network_latency_ms (whole network), macs (batch 1), empty_cells."""
+        masks = np.asarray(masks, dtype=bool)
         latency = np.asarray(self.table.cells_ms(masks), dtype=np.float64)
         eff = self.model.space.effective_mask(masks)
-        out: dict[str, Any] = self.reward(correct, latency)
-        out.update(
-            correct=correct,
-            label=labels,
-            prediction=prediction,
-            confidence=confidence.cpu().numpy().astype(np.float64),
-            latency_ms=latency,
-            network_latency_ms=latency + self.table.fixed_ms,
-            macs=(eff * self.macs_table).sum(axis=(1, 2)) + self.model.space.fixed_macs,
-            empty_cells=(~masks.any(-1)).sum(-1),
-        )
+        return {
+            "latency_ms": latency,
+            "network_latency_ms": latency + self.table.fixed_ms,
+            "macs": (eff * self.macs_table).sum(axis=(1, 2)) + self.model.space.fixed_macs,
+            "empty_cells": (~masks.any(-1)).sum(-1),
+        }
+
+    def outcome(
+        self, indices: np.ndarray, prediction: np.ndarray, confidence: np.ndarray, arch: dict[str, np.ndarray]
+    ) -> dict[str, Any]:
+        """:meth:`evaluate`'s result from the supernet's answers on images ``indices`` (:meth:`classify`)
+        and their masks' :meth:`arch_figures`: the reward (of the reward's current bounds) and every info."""
+        labels = self.data.labels[indices]
+        correct = prediction == labels
+        out: dict[str, Any] = self.reward(correct, arch["latency_ms"])
+        out.update(correct=correct, label=labels, prediction=prediction, confidence=confidence, **arch)
         out.update(self.reward.constants())
         return out

@@ -139,3 +139,101 @@ def test_family_vector_view_matches_the_single_env_and_serves_sb3(tiny_assets):
     np.testing.assert_allclose(sb3_rewards, rewards, rtol=1e-6)
     assert dones.all() and [i["arm"] for i in infos] == arms.tolist()
     assert sb3.get_attr("latency_bounds")[0] == venv.unwrapped.latency_bounds
+
+
+# ---- lookup mode ---------------------------------------------------------------------------------
+def _assert_same_step(a, b):
+    obs_a, rew_a, term_a, trunc_a, info_a = a
+    obs_b, rew_b, term_b, trunc_b, info_b = b
+    np.testing.assert_array_equal(obs_a, obs_b)
+    np.testing.assert_array_equal(rew_a, rew_b)
+    np.testing.assert_array_equal(term_a, term_b)
+    np.testing.assert_array_equal(trunc_a, trunc_b)
+    assert list(info_a) == list(info_b) and list(info_a["final_info"]) == list(info_b["final_info"])
+    for key, value in info_a["final_info"].items():
+        other = info_b["final_info"][key]
+        assert value.dtype == other.dtype, key
+        if key == "confidence":  # one supernet call per arm against one per step: float rounding only
+            np.testing.assert_allclose(value, other, rtol=1e-5, err_msg=key)
+        else:
+            np.testing.assert_array_equal(value, other, err_msg=key)
+    np.testing.assert_array_equal(np.stack(info_a["final_obs"]), np.stack(info_b["final_obs"]))
+    np.testing.assert_array_equal(info_a["image_index"], info_b["image_index"])
+
+
+def test_lookup_env_steps_as_the_live_family_view(tiny_assets, tmp_path):
+    from instanas_gym.envs.family import FamilyVectorAction
+    from instanas_gym.envs.lookup import FamilyLookupVectorEnv
+    from instanas_gym.envs.vector import InstaNASVectorEnv
+
+    fam = small_family(4, dataset="fashion_mnist")
+    save_family(tmp_path / "f.json", fam)
+    lookup = FamilyLookupVectorEnv(5, family=tmp_path / "f.json", progress=False, **tiny_assets)
+    assert lookup.bandit.outcomes_path == tmp_path / "f_outcomes_train.npz" and lookup.bandit.outcomes_path.is_file()
+    live = FamilyVectorAction(InstaNASVectorEnv(5, **tiny_assets), tmp_path / "f.json")
+    assert lookup.action_space == live.action_space
+    a, b = live.reset(seed=3), lookup.reset(seed=3)
+    np.testing.assert_array_equal(a[0], b[0])
+    rng = np.random.default_rng(0)
+    for step in range(6):
+        if step == 3:  # the annealed bound moves both the same way
+            for env in (live, lookup):
+                env.unwrapped.bandit.reward.anneal(0.8)
+        if step == 4:  # a new table (as calibrate_latency installs): the arms' latencies follow it
+            import dataclasses
+
+            table = live.unwrapped.bandit.table
+            for env in (live, lookup):
+                env.unwrapped.bandit.table = dataclasses.replace(table, ops_ms=table.ops_ms * 2)
+        arms = rng.integers(0, 4, 5)
+        _assert_same_step(live.step(arms), lookup.step(arms))
+    # the single live env with the family wrapper, seeded as sub-environment 0
+    import gymnasium as gym
+
+    from instanas_gym.envs.family import FamilyAction
+
+    single = FamilyAction(gym.make("InstaNAS-FashionMNIST-v0", **tiny_assets), fam)
+    single.unwrapped.bandit.reward.anneal(0.8)
+    single.unwrapped.bandit.table = lookup.bandit.table
+    lookup.reset(seed=11)
+    single.reset(seed=11)
+    _, rewards, _, _, info = lookup.step(np.array([2, 0, 0, 0, 0]))
+    _, reward, _, _, one = single.step(2)
+    assert reward == rewards[0] and one["arm"] == 2
+    assert {k: one[k] for k in ("correct", "prediction", "latency_ms", "upper_ms", "macs")} == {
+        k: info["final_info"][k][0] for k in ("correct", "prediction", "latency_ms", "upper_ms", "macs")}
+    assert set(one) == {k for k in info["final_info"] if not k.startswith("_")}
+    with pytest.raises(ValueError, match=r"actions must be arm indices in \[0, 4\)"):
+        lookup.step(np.full(5, 4))
+    from instanas_gym.envs.wrappers import SB3VecEnv
+
+    sb3 = SB3VecEnv(lookup)
+    sb3.seed(2)
+    assert sb3.reset().shape == (5, 1, 28, 28) and sb3.action_space == gym.spaces.Discrete(4)
+    _, _, dones, infos = sb3.step(np.array([0, 1, 2, 3, 0]))
+    assert dones.all() and [i["arm"] for i in infos] == [0, 1, 2, 3, 0]
+
+
+def test_lookup_outcomes_refuse_a_stale_file(tiny_assets, tmp_path):
+    from instanas_gym.checkpoint import supernet_state
+    from instanas_gym.files import atomic_save
+    from instanas_gym.lookup import FamilyLookup
+
+    from .conftest import tiny_supernet
+
+    save_family(tmp_path / "f.json", small_family(2))
+    first = FamilyLookup(tmp_path / "f.json", progress=False, **tiny_assets)
+    other = tmp_path / "other.pt"
+    atomic_save(supernet_state(tiny_supernet(seed=1), "fashion_mnist"), other)
+    with pytest.raises(FileFormatError, match=r"f_outcomes_train\.npz is stale: .*supernet_sha256.*rebuild=True"):
+        FamilyLookup(tmp_path / "f.json", progress=False, **(tiny_assets | {"supernet": str(other)}))
+    rebuilt = FamilyLookup(tmp_path / "f.json", rebuild=True, progress=False, **(tiny_assets | {"supernet": str(other)}))
+    assert rebuilt.outcomes["prediction"].shape == first.outcomes["prediction"].shape == (2, 512)
+    save_family(tmp_path / "f.json", small_family(2, seed=5))  # another family under the same name
+    with pytest.raises(FileFormatError, match="masks_sha256"):
+        FamilyLookup(tmp_path / "f.json", progress=False, **(tiny_assets | {"supernet": str(other)}))
+    (tmp_path / "f_outcomes_train.npz").write_bytes(b"junk")
+    with pytest.raises(FileFormatError, match="not a readable outcomes file"):
+        FamilyLookup(tmp_path / "f.json", progress=False, **tiny_assets)
+    with pytest.raises(ValueError, match="outcomes=PATH"):
+        FamilyLookup(small_family(2), **tiny_assets)

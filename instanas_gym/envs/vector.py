@@ -33,13 +33,15 @@ class InstaNASVectorEnv(LatencyBounds, VectorEnv):
     """
 
     metadata = {"render_modes": ["rgb_array"], "autoreset_mode": AutoresetMode.SAME_STEP}
+    #: What builds ``self.bandit`` from the keyword arguments.
+    bandit_class: type[InstaNASBandit] = InstaNASBandit
 
     def __init__(
         self, num_envs: int = 1, order: ImageOrder = "random", render_mode: str | None = None, **kwargs: Any
     ) -> None:
         num_envs = check_int("num_envs", num_envs)
         check_common(order, render_mode, self.metadata["render_modes"])
-        self.bandit = InstaNASBandit(**kwargs)
+        self.bandit = self.bandit_class(**kwargs)
         self.num_envs = num_envs
         self.order: ImageOrder = order
         self.render_mode = render_mode
@@ -91,12 +93,21 @@ class InstaNASVectorEnv(LatencyBounds, VectorEnv):
         return np.array([self.bandit.check_index(v) for v in values], dtype=np.int64)
 
     def step(self, actions):
-        if self._indices is None:
-            raise RuntimeError("call reset() before step()")
+        indices = self._awaiting()
         masks = validate_mask(actions, batched=True, name="actions")
         if masks.shape[0] != self.num_envs:
             raise ValueError(f"actions must have shape ({self.num_envs}, 17, 5), got {masks.shape}")
-        out = self.bandit.evaluate(self._indices, masks)
+        return self._step_with(self.bandit.evaluate(indices, masks), masks)
+
+    def _awaiting(self) -> np.ndarray:
+        """The images awaiting actions."""
+        if self._indices is None:
+            raise RuntimeError("call reset() before step()")
+        return self._indices
+
+    def _step_with(self, out: dict[str, Any], masks: np.ndarray):
+        """``step``'s return from the bandit's result ``out`` for the masks taken: next images, rewards,
+        terminations and infos laid out as Gymnasium's vector envs lay them out."""
         rewards = out.pop("reward").astype(np.float64)
         step_info = self._batch(out)
         final_obs = np.empty(self.num_envs, dtype=object)

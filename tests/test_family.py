@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from instanas_gym.family import FAMILY_FORMAT, ArchitectureFamily, load_family, save_family
 from instanas_gym.files import FileFormatError
-from instanas_gym.masks import all_ops_mask, mobilenetv2_mask, single_op_mask
+from instanas_gym.masks import all_ops_mask, mobilenetv2_mask
 from instanas_gym.samplers import random_masks
 
 from .conftest import FUZZ_COUNTS
@@ -98,7 +98,7 @@ def test_family_action_round_trip_and_both_checkers(tiny_assets, tmp_path):
     for arm in range(4):
         np.testing.assert_array_equal(env.action(arm), fam.masks[arm])
         env.reset(seed=arm)
-        _, reward, terminated, _, info = env.step(np.int64(arm))
+        _, _, terminated, _, info = env.step(np.int64(arm))
         assert info["arm"] == arm and terminated
         assert info["latency_ms"] == pytest.approx(env.unwrapped.bandit.table.cells_ms(fam.masks[arm]))
     for bad in (4, -1, 1.0, [0, 1]):

@@ -95,6 +95,7 @@ def test_family_action_round_trip_and_both_checkers(tiny_assets, tmp_path):
     save_family(tmp_path / "f.json", fam)
     env = FamilyAction(gym.make("InstaNAS-FashionMNIST-v0", **tiny_assets), tmp_path / "f.json")
     assert env.action_space == gym.spaces.Discrete(4)
+    assert gym.make(env.spec).action_space == gym.spaces.Discrete(4)  # the spec records the family view
     for arm in range(4):
         np.testing.assert_array_equal(env.action(arm), fam.masks[arm])
         env.reset(seed=arm)

@@ -44,7 +44,8 @@ class ArchitectureFamily:
         supernet: the supernet checkpoint the family was chosen on (a path, as given), or None.
         meta: free plain data (numbers, strings, lists, dicts), kept as is.
 
-    Raises ``ValueError`` naming the field (``masks``, ``names``, ``latency_ms``) when it is wrong.
+    Raises ``ValueError`` (a wrong value) or ``TypeError`` (``dataset``, ``supernet`` not a string,
+    ``meta`` not a dict) naming the field.
     """
 
     masks: np.ndarray
@@ -76,9 +77,9 @@ class ArchitectureFamily:
                 raise ValueError(f"latency_ms: {k} finite values >= 0 expected (ms, one per mask), got {lat.tolist()}")
         for name in ("dataset", "supernet"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
-                raise ValueError(f"{name}: a string or None expected, got {getattr(self, name)!r}")
+                raise TypeError(f"{name}: a string or None expected, got {getattr(self, name)!r}")
         if not isinstance(self.meta, dict):
-            raise ValueError(f"meta: a dict expected, got {type(self.meta).__name__}")
+            raise TypeError(f"meta: a dict expected, got {type(self.meta).__name__}")
         masks.setflags(write=False)
         object.__setattr__(self, "masks", masks)
         object.__setattr__(self, "names", names)

@@ -6,11 +6,15 @@ import json
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from instanas_gym.family import FAMILY_FORMAT, ArchitectureFamily, load_family, save_family
 from instanas_gym.files import FileFormatError
-from instanas_gym.masks import all_ops_mask, mobilenetv2_mask, single_op_mask
+from instanas_gym.masks import all_ops_mask, mobilenetv2_mask
 from instanas_gym.samplers import random_masks
+
+from .conftest import FUZZ_COUNTS
 
 
 def small_family(k: int = 4, seed: int = 0, **kwargs) -> ArchitectureFamily:
@@ -91,10 +95,11 @@ def test_family_action_round_trip_and_both_checkers(tiny_assets, tmp_path):
     save_family(tmp_path / "f.json", fam)
     env = FamilyAction(gym.make("InstaNAS-FashionMNIST-v0", **tiny_assets), tmp_path / "f.json")
     assert env.action_space == gym.spaces.Discrete(4)
+    assert gym.make(env.spec).action_space == gym.spaces.Discrete(4)  # the spec records the family view
     for arm in range(4):
         np.testing.assert_array_equal(env.action(arm), fam.masks[arm])
         env.reset(seed=arm)
-        _, reward, terminated, _, info = env.step(np.int64(arm))
+        _, _, terminated, _, info = env.step(np.int64(arm))
         assert info["arm"] == arm and terminated
         assert info["latency_ms"] == pytest.approx(env.unwrapped.bandit.table.cells_ms(fam.masks[arm]))
     for bad in (4, -1, 1.0, [0, 1]):
@@ -237,3 +242,47 @@ def test_lookup_outcomes_refuse_a_stale_file(tiny_assets, tmp_path):
         FamilyLookup(tmp_path / "f.json", progress=False, **tiny_assets)
     with pytest.raises(ValueError, match="outcomes=PATH"):
         FamilyLookup(small_family(2), **tiny_assets)
+
+
+# ---- generated bad input -------------------------------------------------------------------------
+FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+JSON_JUNK = st.recursive(st.none() | st.booleans() | st.integers(-3, 3) | st.floats(allow_nan=False) | st.text(max_size=4),
+                         lambda inner: st.lists(inner, max_size=18) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+                         max_leaves=20)
+FIELDS = st.sampled_from(["format", "arms", "dataset", "supernet", "meta", "arms.0", "arms.1.mask", "arms.0.name",
+                          "arms.1.latency_ms", "arms.0.mask.3", "arms.1.mask.16.4"])
+
+
+@FUZZ
+@given(field=FIELDS, value=JSON_JUNK)
+def test_damaged_family_files_raise_naming_the_file(tmp_path_factory, field, value):
+    FUZZ_COUNTS["damaged family files"] = FUZZ_COUNTS.get("damaged family files", 0) + 1
+    data = small_family(2, latency_ms=[0.5, 0.25]).to_dict()
+    *path, last = field.split(".")
+    node = data
+    for part in path:
+        node = node[int(part)] if isinstance(node, list) else node[part]
+    node[int(last) if isinstance(node, list) else last] = value
+    file = tmp_path_factory.mktemp("family") / "damaged.json"
+    file.write_text(json.dumps(data))
+    try:
+        fam = load_family(file)
+    except FileFormatError as err:
+        assert str(file) in str(err) and "field" in str(err), err
+    else:
+        assert fam.masks.shape == (2, 17, 5) and fam.masks.dtype == np.uint8
+
+
+@FUZZ
+@given(arm=st.one_of(JSON_JUNK, st.integers(-10, 10), st.sampled_from([np.int8(1), np.uint64(3), np.float32(1), np.array(2),
+                                                                          np.array([1]), np.bool_(True)])))
+def test_bad_arms_raise_value_errors(arm):
+    from instanas_gym.envs.family import check_arms
+
+    FUZZ_COUNTS["family arms"] = FUZZ_COUNTS.get("family arms", 0) + 1
+    try:
+        out = check_arms(arm, 4)
+    except ValueError as err:
+        assert "action must" in str(err), err
+    else:
+        assert out.shape == () and 0 <= int(out) < 4 and isinstance(arm, (int, np.integer, np.ndarray))

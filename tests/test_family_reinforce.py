@@ -22,6 +22,7 @@ from instanas_gym.agents.router import Router, load_router, save_router
 from instanas_gym.envs.config import EnvConfig
 from instanas_gym.family import ArchitectureFamily, save_family
 from instanas_gym.masks import all_ops_mask, mobilenetv2_mask, single_op_mask
+from instanas_gym.paths import BUNDLED_ROUTER
 
 from .conftest import train_tiny_assets
 
@@ -84,15 +85,17 @@ def test_leave_one_out_baseline_and_checks():
             FamilyPGConfig(**bad)
 
 
-def test_resolve_family_from_a_family_file_a_router_file_or_the_bundled_router(tmp_path):
+def test_resolve_family_from_a_family_file_a_router_file_or_the_bundled_family(tmp_path):
     family = ArchitectureFamily(np.stack([mobilenetv2_mask(), all_ops_mask()]), ("mbv2", "all"))
     save_family(tmp_path / "f.json", family)
-    assert resolve_family(str(tmp_path / "f.json"), "fashion_mnist").names == ("mbv2", "all")
+    fam, source = resolve_family(str(tmp_path / "f.json"), "fashion_mnist")
+    assert fam.names == ("mbv2", "all") and source == tmp_path / "f.json"
     router = Router(ControllerConfig(widths=(4, 8)), 1, 2)
     save_router(router, tmp_path / "r.pt", family.masks, np.array([1.0, 2.0]), 0.0)
-    assert np.array_equal(resolve_family(str(tmp_path / "r.pt"), "fashion_mnist").masks, family.masks)
-    bundled = resolve_family(None, "fashion_mnist")
-    assert bundled.k == 6 and bundled.dataset == "fashion_mnist"
+    assert np.array_equal(resolve_family(str(tmp_path / "r.pt"), "fashion_mnist")[0].masks, family.masks)
+    bundled, path = resolve_family(None, "fashion_mnist")
+    assert bundled.k == 6 and bundled.dataset == "fashion_mnist" and path.name == "family_fashion_mnist.json"
+    assert np.array_equal(bundled.masks, load_router(BUNDLED_ROUTER).family_masks)  # the demo's router's family
     with pytest.raises(ValueError, match="no family ships"):
         resolve_family(None, "cifar10")
 
@@ -104,15 +107,17 @@ def tiny_env(tmp_path_factory, fmnist_root) -> EnvConfig:
     return EnvConfig(data_root=str(fmnist_root), supernet=supernet, latency_table=table, split="train")
 
 
-def test_a_whole_run_saves_a_router_file_and_is_judged(tiny_env, tmp_path):
+@pytest.mark.parametrize("lookup", [True, False])
+def test_a_whole_run_saves_a_router_file_and_is_judged(tiny_env, tmp_path, lookup):
     family = ArchitectureFamily(np.stack([mobilenetv2_mask(), all_ops_mask(), single_op_mask(4)]),
                                 ("mbv2", "all ops", "basic"), dataset="fashion_mnist")
     save_family(tmp_path / "family.json", family)
-    cfg = FamilyReinforceConfig(env=tiny_env, family=str(tmp_path / "family.json"), total_steps=320, batch_size=32,
-                                warm_start_images=128, warm_start_epochs=1, threads=1, judge_limit=64,
+    cfg = FamilyReinforceConfig(env=tiny_env, family=str(tmp_path / "family.json"), lookup=lookup, total_steps=320,
+                                batch_size=32, warm_start_images=128, warm_start_epochs=1, threads=1, judge_limit=64,
                                 out=str(tmp_path / "run"), log_every=5)
     router, fam, history = train_family_reinforce(cfg)
     assert fam.names == family.names and len(history) == 2
+    assert (tmp_path / "family_outcomes_train.npz").is_file() == lookup
     with open(tmp_path / "run" / "log.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 2 and {"reward", "accuracy", "entropy", "distinct_arms", "upper_ms"} <= set(rows[0])
@@ -126,3 +131,15 @@ def test_a_whole_run_saves_a_router_file_and_is_judged(tiny_env, tmp_path):
     report = judge_family_policy(router, fam, cfg)
     assert report["images"] == 64 and 1 <= report["distinct_archs"] <= 3
     assert (tmp_path / "run" / "instance_aware.json").is_file()
+
+
+def test_lookup_and_live_runs_learn_the_same_policy(tiny_env, tmp_path):
+    family = ArchitectureFamily(np.stack([mobilenetv2_mask(), all_ops_mask()]), dataset="fashion_mnist")
+    save_family(tmp_path / "family.json", family)
+    routers = []
+    for lookup in (True, False):
+        cfg = FamilyReinforceConfig(env=tiny_env, family=str(tmp_path / "family.json"), lookup=lookup, total_steps=128,
+                                    batch_size=16, threads=1, out=str(tmp_path / f"run_{lookup}"))
+        routers.append(train_family_reinforce(cfg)[0])
+    for (name, a), b in zip(routers[0].state_dict().items(), routers[1].state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)

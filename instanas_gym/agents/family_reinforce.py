@@ -34,10 +34,13 @@ import numpy as np
 import torch
 from rich.console import Console
 
+import instanas_gym
+
 from instanas_gym.checks import check_int, check_number
 from instanas_gym.data import ImageSet
 from instanas_gym.family import ArchitectureFamily, as_family
-from instanas_gym.paths import BUNDLED_DATASET, BUNDLED_ROUTER
+from instanas_gym.lookup import outcomes_path
+from instanas_gym.paths import BUNDLED_DATASET, BUNDLED_FAMILY
 from instanas_gym.reward import RewardConfig
 from instanas_gym.runlog import RunLogger, progress_bar
 
@@ -133,7 +136,10 @@ class FamilyReinforceConfig:
     """The environment it learns on (its training split) and is judged on (its test split)."""
     family: str | None = None
     """Family file (``instanas_gym.family.save_family``) or router file whose family to use; None:
-    the bundled router's family (bundled data set only)."""
+    the bundled family (bundled data set only)."""
+    lookup: bool = True
+    """Step the family view in lookup mode (each image's outcome under each arm computed once and
+    stored beside the family file; same rewards as live, at table speed); else run the supernet live."""
     pg: FamilyPGConfig = field(default_factory=FamilyPGConfig)
     """The update."""
     controller: ControllerConfig = field(default_factory=lambda: ControllerConfig(widths=(8, 16, 32), input_size=14))
@@ -164,15 +170,15 @@ class FamilyReinforceConfig:
         check_int("judge_limit", self.judge_limit, optional=True)
 
 
-def resolve_family(family: str | None, dataset: str) -> ArchitectureFamily:
-    """The family of ``family`` (a family file or a router file), or the bundled router's."""
+def resolve_family(family: str | None, dataset: str) -> tuple[ArchitectureFamily, Path]:
+    """The family of ``family`` (a family file, or a router file whose family to use; None: the
+    bundled family) and where its lookup outcomes live (beside the file)."""
     if family is None:
         if dataset != BUNDLED_DATASET:
             raise ValueError(f"no family ships for {dataset!r}: pass family= (a family or router file)")
-        return load_router(BUNDLED_ROUTER).family(dataset=dataset)
-    if str(family).endswith(".pt"):
-        return load_router(family).family(dataset=dataset)
-    return as_family(family)
+        family = str(BUNDLED_FAMILY)
+    fam = load_router(family).family(dataset=dataset) if str(family).endswith(".pt") else as_family(family)
+    return fam, Path(family)
 
 
 def _describe(row: dict[str, Any]) -> str:
@@ -182,11 +188,16 @@ def _describe(row: dict[str, Any]) -> str:
 
 def warm_start(router: Router, bandit: Any, family: ArchitectureFamily, n: int, epochs: int, seed: int) -> None:
     """Train ``router`` by supervision on the first ``n`` images of ``bandit``'s split to predict
-    each arm's correctness (:func:`~instanas_gym.agents.router.train_router`)."""
+    each arm's correctness (:func:`~instanas_gym.agents.router.train_router`), looked up where the
+    bandit stores the arms' outcomes."""
     n = min(n, bandit.num_images)
-    data = ImageSet(bandit.data.images[:n], bandit.data.labels[:n], bandit.data.spec, bandit.data.split, bandit.data.source)
-    correct, _ = score_architectures(bandit.model, data, bandit.table, family.masks)
-    train_router(router, data.images, correct, epochs, seed=seed)
+    if getattr(bandit, "outcomes", None) is not None:  # lookup mode: already computed
+        correct = bandit.outcomes["correct"][:, :n]
+    else:
+        data = ImageSet(bandit.data.images[:n], bandit.data.labels[:n], bandit.data.spec, bandit.data.split,
+                        bandit.data.source)
+        correct, _ = score_architectures(bandit.model, data, bandit.table, family.masks)
+    train_router(router, bandit.data.images[:n], correct, epochs, seed=seed)
 
 
 def train_family_reinforce(cfg: FamilyReinforceConfig, console: Console | None = None) -> tuple[Router, ArchitectureFamily, list[dict[str, Any]]]:
@@ -195,8 +206,10 @@ def train_family_reinforce(cfg: FamilyReinforceConfig, console: Console | None =
     console = console or Console()
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    family = resolve_family(cfg.family, cfg.env.dataset)
-    venv = cfg.env.make_vec(cfg.batch_size)
+    family, source = resolve_family(cfg.family, cfg.env.dataset)
+    split = cfg.env.split or instanas_gym.ENV_IDS[cfg.env.env_id]["split"]
+    extra = {"outcomes": outcomes_path(source, split)} if cfg.lookup else {}
+    venv = cfg.env.make_family_vec(cfg.batch_size, family, cfg.lookup, **extra)
     env = venv.unwrapped
     reward = env.bandit.reward
     obs, _ = venv.reset(seed=cfg.seed)
@@ -217,10 +230,10 @@ def train_family_reinforce(cfg: FamilyReinforceConfig, console: Console | None =
                 reward.anneal(update / max(1, updates - 1))
             s = pg.sample(torch.from_numpy(obs))
             arms = s.arms.numpy()
-            extra = [env.evaluate_current(family.masks[arms[:, j]])["reward"] for j in range(1, arms.shape[1])]
-            baseline = env.evaluate_current(family.masks[s.greedy])["reward"] if arms.shape[1] == 1 else None
-            obs, first, _, _, info = venv.step(family.masks[arms[:, 0]])
-            rewards = np.stack([first, *extra], axis=1)
+            others = [venv.evaluate_current_arms(arms[:, j])["reward"] for j in range(1, arms.shape[1])]
+            baseline = venv.evaluate_current_arms(s.greedy)["reward"] if arms.shape[1] == 1 else None
+            obs, first, _, _, info = venv.step(arms[:, 0])
+            rewards = np.stack([first, *others], axis=1)
             step = info["final_info"]
             log.add({"reward": float(rewards.mean()), "accuracy": float(np.mean(step["correct"])),
                      "latency_ms": float(np.mean(step["network_latency_ms"])),

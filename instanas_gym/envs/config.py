@@ -3,14 +3,20 @@ line pass whole to ``gymnasium.make`` / ``make_vec``."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import gymnasium as gym
+from gymnasium.vector import VectorEnv
 
 import instanas_gym
 from instanas_gym.bandit import InstaNASBandit
+from instanas_gym.family import ArchitectureFamily
 from instanas_gym.reward import RewardConfig
+
+from .family import FamilyVectorAction
+from .lookup import FamilyLookupVectorEnv
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,18 @@ class EnvConfig:
         """The native batched vector env with ``num_envs`` sub-environments."""
         return gym.make_vec(self.env_id, num_envs=num_envs, vectorization_mode="vector_entry_point",
                             **self.kwargs(), **extra)
+
+    def make_family_vec(
+        self, num_envs: int, family: ArchitectureFamily | str | os.PathLike, lookup: bool = False, **extra: Any
+    ) -> VectorEnv:
+        """The family view (``Discrete(K)`` arms) of the native vector env: live
+        (:class:`~instanas_gym.envs.family.FamilyVectorAction`) or, with ``lookup``, from the
+        family's stored outcomes (:class:`~instanas_gym.envs.lookup.FamilyLookupVectorEnv`; ``extra``
+        may name ``outcomes``). Both offer ``evaluate_current_arms``."""
+        if not lookup:
+            return FamilyVectorAction(self.make_vec(num_envs), family)
+        kwargs = {**instanas_gym.ENV_IDS[self.env_id], **self.kwargs()}
+        return FamilyLookupVectorEnv(num_envs, family=family, **kwargs, **extra)
 
     def bandit(self, split: str) -> InstaNASBandit:
         """The environment's bandit on another split (``"test"`` to judge a policy)."""

@@ -101,3 +101,9 @@ class FamilyVectorAction(VectorActionWrapper):
         obs, rewards, terminated, truncated, info = self.env.step(self.family.masks[arms])
         info["final_info"].update(arm=arms, _arm=np.ones(self.num_envs, dtype=bool))
         return obs, rewards, terminated, truncated, info
+
+    def evaluate_current_arms(self, arms: Any) -> dict[str, Any]:
+        """Reward terms and infos of ``arms`` (num_envs,) on the images awaiting actions, without
+        stepping (the wrapped env's ``evaluate_current`` of their masks)."""
+        arms = check_arms(arms, self.family.k, (self.num_envs,), "arms")
+        return self.env.unwrapped.evaluate_current(self.family.masks[arms])

@@ -64,3 +64,9 @@ class FamilyLookupVectorEnv(InstaNASVectorEnv):
         out = self.bandit.evaluate_arms(indices, arms)
         out["arm"] = arms
         return self._step_with(out, self.family.masks[arms])
+
+    def evaluate_current_arms(self, arms: Any) -> dict[str, Any]:
+        """Reward terms and infos of ``arms`` (num_envs,) on the images awaiting actions, without
+        stepping, by lookup: several arms per image (a leave-one-out baseline) at table speed."""
+        arms = check_arms(arms, self.family.k, (self.num_envs,), "arms")
+        return self.bandit.evaluate_arms(self._awaiting(), arms)

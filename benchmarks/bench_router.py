@@ -77,6 +77,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--extra-candidates", type=int, default=14, help="spread masks added to the 18 probes")
     p.add_argument("--k", type=int, default=6, help="most architectures in the family")
     p.add_argument("--margin", type=float, default=0.2, help="the cheap anchor's accuracy margin (fraction)")
+    p.add_argument("--anchors", choices=["accuracy", "frontier"], default="accuracy",
+                   help="the family's first members: best, cheap anchor, fastest; or the candidates' static frontier")
     p.add_argument("--widths", type=int, nargs="+", default=[8, 16, 32], help="the router body's stage channels")
     p.add_argument("--input-size", type=int, default=14, help="side the router resizes images to (0: as they come)")
     p.add_argument("--epochs", type=int, default=8)
@@ -131,7 +133,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     router, family, lat, price, fit = fit_router(
         search, candidates, a.k, max(network), config, a.epochs, a.lr, a.batch_size, a.holdout, a.seed, a.margin,
-        a.augment, a.search_limit, log=lambda msg: print(f"  {msg}", flush=True))
+        a.augment, a.search_limit, log=lambda msg: print(f"  {msg}", flush=True), anchors=a.anchors)
     fam_names = [cand_names[i] for i in fit["family"]]
     print(f"family of {len(lat)}, on {len(fit['holdout_index'])} held-out search images (auc: the router's ranking):")
     for name, ms, acc, auc in zip(fam_names, lat, fit["family_accuracy"], fit["auc"]):

@@ -58,6 +58,16 @@ def test_select_family_prefers_complementary_errors_to_a_duplicate():
     assert select_family(correct, lat, 1).tolist() == [0]
 
 
+def test_select_family_can_start_from_the_static_frontier():
+    n = 100
+    correct = nested([0.9, 0.8, 0.85, 0.5, 0.7], n)
+    lat = np.array([4.0, 1.0, 3.5, 0.5, 2.0])  # frontier: 0.5 ms (0.5), 1 ms (0.8), 4 ms (0.9); 0.85 @ 3.5 under its chord
+    assert select_family(correct, lat, 3, anchors="frontier").tolist() == [0, 1, 3]  # most accurate first
+    assert select_family(correct, lat, 2, anchors="frontier").tolist() == [0, 1]
+    with pytest.raises(ValueError, match="anchors"):
+        select_family(correct, lat, 2, anchors="best")  # type: ignore[arg-type]
+
+
 def test_select_family_spreads_latency():
     """A ladder of nested candidates: after the forced members (the best at 4 ms, the cheap anchor at
     2 ms, the fastest at 0.5 ms) the greedy step fills the latency gaps, and never takes the

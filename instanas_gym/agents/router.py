@@ -20,7 +20,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -80,11 +80,16 @@ def oracle_utility(correct: np.ndarray, latency_ms: np.ndarray, prices: np.ndarr
 
 
 def select_family(
-    correct: np.ndarray, latency_ms: np.ndarray, k: int, margin: float = ANCHOR_MARGIN, prices: int = FAMILY_PRICES
+    correct: np.ndarray, latency_ms: np.ndarray, k: int, margin: float = ANCHOR_MARGIN, prices: int = FAMILY_PRICES,
+    anchors: Literal["accuracy", "frontier"] = "accuracy",
 ) -> np.ndarray:
     """Choose at most ``k`` of C candidate architectures for a router, greedily and deterministically.
 
-    The rule, in order (each member counted once):
+    With ``anchors="frontier"``, the family starts from the vertices of the candidates' static
+    frontier (:func:`~instanas_gym.agents.instance_aware.static_frontier` of their accuracy and
+    latency on these images: the architectures a random mixture would use, most accurate first, at
+    most ``k``), and step 4 below fills the rest. With ``anchors="accuracy"`` (the default), the
+    rule, in order (each member counted once):
 
     1. the most accurate candidate (ties: the faster, then the lower index), so the family reaches
        the best accuracy on offer;
@@ -115,13 +120,21 @@ def select_family(
     correct, lat = _check_scores(correct, latency_ms)
     k = check_int("k", k)
     margin = check_number("margin", margin, 0.0, 1.0)
+    if anchors not in ("accuracy", "frontier"):
+        raise ValueError(f"anchors must be 'accuracy' or 'frontier', got {anchors!r}")
     acc, index = correct.mean(1), np.arange(len(lat))
-    best = int(np.lexsort((index, lat, -acc))[0])
-    near = np.flatnonzero(acc >= acc[best] - margin)
-    anchor = int(near[np.lexsort((near, -acc[near], lat[near]))[0]])
-    fastest = int(np.lexsort((index, -acc, lat))[0])
+    if anchors == "frontier":
+        front_ms, front_acc = static_frontier(lat, acc)
+        vertices = [int(np.flatnonzero((lat == m) & (acc == a))[0]) for m, a in zip(front_ms, front_acc)]
+        firsts = vertices[::-1]  # the most accurate first
+    else:
+        best = int(np.lexsort((index, lat, -acc))[0])
+        near = np.flatnonzero(acc >= acc[best] - margin)
+        anchor = int(near[np.lexsort((near, -acc[near], lat[near]))[0]])
+        fastest = int(np.lexsort((index, -acc, lat))[0])
+        firsts = [best, anchor, fastest]
     chosen: list[int] = []
-    for c in (best, anchor, fastest):
+    for c in firsts:
         if c not in chosen and len(chosen) < k:
             chosen.append(c)
     ladder = family_prices(lat, prices)
@@ -508,6 +521,7 @@ def fit_router(
     limit: int | None = None,
     eval_batch_size: int = 256,
     log: Callable[[str], None] | None = None,
+    anchors: Literal["accuracy", "frontier"] = "accuracy",
 ) -> tuple[Router, np.ndarray, np.ndarray, float, dict[str, Any]]:
     """Fit a router to the bandit's split (the search split; a ``"test"`` bandit is refused).
 
@@ -556,7 +570,7 @@ def fit_router(
     say(f"scoring {len(distinct)} distinct candidates on {n_hold} held-out {bandit.split} images")
     cand_correct, cand_lat = score_architectures(bandit.model, _subset(data, hold_idx), bandit.table, cands[distinct],
                                                  eval_batch_size)
-    picked = select_family(cand_correct, cand_lat, k, margin)
+    picked = select_family(cand_correct, cand_lat, k, margin, anchors=anchors)
     picked = picked[np.argsort(cand_lat[picked], kind="stable")]  # fastest first: ties in route() go to the faster
     family_idx, family_masks, family_lat = distinct[picked], cands[distinct[picked]], cand_lat[picked]
     hold_correct = cand_correct[picked]

@@ -18,6 +18,7 @@ import torch
 from .checkpoint import load_supernet, train_hint
 from .checks import check_int
 from .data import ImageSet, get_spec, load_split
+from .devices import autocast, check_precision, resolve_device
 from .latency import LatencyTable
 from .latency.calibration import calibrate
 from .latency.measure import measure_masks
@@ -42,17 +43,13 @@ def _cached_supernet(path: str, mtime: float, mode: str, device: str) -> tuple[S
     return model.to(device), ckpt["dataset"]
 
 
-def _check_args(dataset: str, mode: str, device: str, threads: int | None, download: bool) -> None:
+def _check_args(dataset: str, mode: str, threads: int | None, download: bool) -> None:
     get_spec(dataset)  # unknown datasets raise here, before any file is looked for
     if mode not in EXECUTION_MODES:
         raise ValueError(f"mode must be one of {EXECUTION_MODES}, got {mode!r}")
     if not isinstance(download, bool):  # before the cache of loaded splits hashes it
         raise TypeError(f"download must be True or False, got {download!r}")
     check_int("threads", threads, optional=True)
-    try:
-        torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise ValueError(f"device: {err}") from None
 
 
 class InstaNASBandit:
@@ -70,7 +67,9 @@ class InstaNASBandit:
             execution); ignored when ``latency_table`` is given.
         reward: the reward's settings (:class:`~instanas_gym.reward.RewardConfig`, or a dict of its fields).
         mode: supernet execution, "dynamic" (default) or "masked".
-        device: torch device of the supernet.
+        device: where the supernet runs: "cpu" (default), "cuda", "cuda:N" or "auto" (CUDA when
+            present); on a GPU the split's images are copied there once, and each step sends only indices.
+        precision: "fp32" (default) or "bf16" (bfloat16 autocast of the supernet's forward pass).
         threads: torch intra-op threads (process-wide); None leaves torch's setting.
     """
 
@@ -87,8 +86,11 @@ class InstaNASBandit:
         mode: ExecutionMode = "dynamic",
         device: str = "cpu",
         threads: int | None = None,
+        precision: str = "fp32",
     ) -> None:
-        _check_args(dataset, mode, device, threads, download)
+        _check_args(dataset, mode, threads, download)
+        self.device = resolve_device(device)
+        self.precision = check_precision(precision)
         reward_cfg = RewardConfig.coerce(reward)
         tune_allocator()
         if threads is not None:
@@ -96,7 +98,7 @@ class InstaNASBandit:
         default_lut = default_latency_table(dataset, latency_backend)  # checks latency_backend
         lut_path = Path(latency_table) if latency_table is not None else default_lut
         if isinstance(supernet, Supernet):
-            self.model = supernet  # used as is: a search trains it between evaluations
+            self.model = supernet.to(self.device)  # not copied: a search trains it between evaluations
         else:
             net_path = Path(supernet) if supernet is not None else default_supernet(dataset)
             if not net_path.is_file():
@@ -104,15 +106,14 @@ class InstaNASBandit:
                     f"no supernet checkpoint for {dataset} at {net_path}: {train_hint(net_path, dataset)}, "
                     f"or pass supernet=PATH."
                 )
-            self.model, trained_on = _cached_supernet(str(net_path), net_path.stat().st_mtime, mode, device)
+            self.model, trained_on = _cached_supernet(str(net_path), net_path.stat().st_mtime, mode, str(self.device))
             if trained_on != dataset:
                 raise ValueError(f"supernet {net_path} was trained on {trained_on}, not {dataset}")
         self.data = _cached_split(dataset, split, None if data_root is None else str(data_root), download)
         self.table = LatencyTable.load(lut_path, self.model.space)
         self.reward = LatencyReward(self.table, reward_cfg)
-        self.device = torch.device(device)
         self.dataset, self.split = dataset, split
-        self.images = torch.from_numpy(self.data.images).permute(0, 3, 1, 2)  # uint8 NCHW view
+        self.images = torch.from_numpy(self.data.images).permute(0, 3, 1, 2).to(self.device)  # uint8 NCHW view
         self.macs_table = self.model.space.op_macs
 
     @property
@@ -159,8 +160,10 @@ class InstaNASBandit:
         empty_cells; and the reward constants (scalars).
         """
         masks = np.asarray(masks, dtype=bool)
-        x = self.images[indices].to(self.device).contiguous()  # NCHW: a permuted view would run channels_last
-        logits = self.model(x, torch.from_numpy(masks).to(self.device))
+        rows = torch.from_numpy(np.asarray(indices)).to(self.device)
+        x = self.images[rows].contiguous()  # NCHW: a permuted view would run channels_last
+        with autocast(self.device, self.precision):
+            logits = self.model(x, torch.from_numpy(masks))  # masks stay on the CPU: dynamic execution reads them there
         probs = logits.float().softmax(1)
         confidence, prediction = probs.max(1)
         prediction = prediction.cpu().numpy()

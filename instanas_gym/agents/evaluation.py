@@ -27,9 +27,11 @@ def controller_policy(controller: Controller) -> Policy:
     """The controller's greedy masks, p >= 0.5 (the encouragement bound alpha > 0.5 keeps p' >= 0.5
     exactly where p >= 0.5, so it does not change them)."""
 
+    device = next(controller.parameters()).device
+
     @torch.inference_mode()
     def policy(images: np.ndarray) -> np.ndarray:
-        return greedy_masks(torch.sigmoid(controller(torch.from_numpy(images))))
+        return greedy_masks(torch.sigmoid(controller(torch.from_numpy(images).to(device))))
 
     return policy
 

@@ -29,9 +29,16 @@ def torch_version() -> str:
     return torch.__version__
 
 
-def device_meta(space: SearchSpace, threads: int) -> dict[str, Any]:
-    """The metadata a table built here, now, at batch 1 with ``threads`` threads carries."""
+def device_name(device: torch.device) -> str:
+    """The processor a table of ``device`` describes: the GPU's name on CUDA, else the CPU's model."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
+
+
+def device_meta(space: SearchSpace, threads: int, device: torch.device = torch.device("cpu")) -> dict[str, Any]:
+    """The metadata a table built here, now, at batch 1 with ``threads`` threads on ``device`` carries."""
     return {
+        "device": device.type,
+        "device_name": device_name(device),
         "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
         "torch_version": torch_version(),

@@ -48,3 +48,8 @@ def wrap(model: torch.nn.Module, world: int, device: torch.device = torch.device
         return model
     ids = [device] if device.type == "cuda" else None
     return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
+
+
+def barrier(world: int) -> None:
+    if world > 1:
+        dist.barrier()

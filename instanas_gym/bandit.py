@@ -18,7 +18,7 @@ import torch
 from .checkpoint import load_supernet, train_hint
 from .checks import check_int
 from .data import ImageSet, get_spec, load_split
-from .devices import autocast, check_precision, resolve_device
+from .devices import autocast, check_precision, cpu_copy, resolve_device
 from .latency import LatencyTable
 from .latency.calibration import calibrate
 from .latency.measure import measure_masks
@@ -141,12 +141,13 @@ class InstaNASBandit:
         by the median ratio of measured to predicted ms; returns ``{"scale", "mape_before_pct", "mape_after_pct", "n_masks"}``."""
         masks = self.model.space.effective_mask(spread_masks(np.random.default_rng(seed), n_masks))
         threads = int(self.table.meta.get("threads", 1))
+        model = cpu_copy(self.model) if self.table.meta.get("device", "cpu") == "cpu" else self.model
         if self.table.meta.get("runtime") == "onnxruntime":
             from .latency.onnx import measure_onnx_masks  # imports onnxruntime: not at every env's start-up
 
-            measure = lambda m: measure_onnx_masks(self.model, m, threads)
+            measure = lambda m: measure_onnx_masks(model, m, threads)
         else:
-            measure = lambda m: measure_masks(self.model, m, threads)
+            measure = lambda m: measure_masks(model, m, threads)
         self.table, report = calibrate(self.table, measure, masks)
         self.reward.use_table(self.table, report["scale"])
         return report

@@ -8,6 +8,7 @@ that names the argument, not a crash deep inside the first ``.to()``.
 
 from __future__ import annotations
 
+import copy
 import os
 from contextlib import AbstractContextManager, nullcontext
 from typing import Literal
@@ -66,3 +67,10 @@ def pin(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
 def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
     """``tensor`` on ``device``; the copy does not block when it starts from pinned memory."""
     return tensor.to(device, non_blocking=tensor.is_pinned())
+
+
+def cpu_copy(module: torch.nn.Module) -> torch.nn.Module:
+    """``module`` itself when it is on the CPU, else a copy there: the clock paths time the CPU
+    runtimes (eager PyTorch, ONNX Runtime) that the latency tables describe."""
+    on_cpu = all(p.device.type == "cpu" for p in module.parameters())
+    return module if on_cpu else copy.deepcopy(module).cpu()

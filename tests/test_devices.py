@@ -8,10 +8,14 @@ import torch
 from rich.console import Console
 
 from instanas_gym.bandit import InstaNASBandit
-from instanas_gym.devices import autocast, resolve_device
+from instanas_gym.devices import autocast, cpu_copy, resolve_device
+from instanas_gym.latency.machine import cpu_model
+from instanas_gym.latency.measure import build_table
 from instanas_gym.envs.config import EnvConfig
 from instanas_gym.training import distributed
 from instanas_gym.training.trainer import SupernetTrainer, TrainConfig
+
+from .conftest import tiny_supernet
 
 no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the errors of a machine without a GPU")
 
@@ -73,3 +77,17 @@ def test_autocast_runs_the_supernet_in_bf16(tiny_assets):
     assert logits.dtype == torch.bfloat16
     out = bandit.evaluate(np.arange(4), np.ones((4, 17, 5), np.uint8))
     assert out["confidence"].dtype == np.float64 and np.isfinite(out["reward"]).all()
+
+
+def test_a_latency_table_names_its_device(tiny_supernet_model):
+    meta = build_table(tiny_supernet_model, passes=20, warmup=2).meta
+    assert meta["device"] == "cpu" and meta["device_name"] == cpu_model()
+
+
+def test_clock_paths_time_a_cpu_module_in_place(tiny_supernet_model):
+    assert cpu_copy(tiny_supernet_model) is tiny_supernet_model
+
+
+@pytest.fixture
+def tiny_supernet_model():
+    return tiny_supernet()

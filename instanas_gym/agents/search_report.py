@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from instanas_gym.bandit import InstaNASBandit
+from instanas_gym.devices import cpu_copy
 from instanas_gym.checkpoint import load_supernet
 from instanas_gym.display import markdown_table
 from instanas_gym.files import atomic_write_text
@@ -32,14 +33,14 @@ from .search import load_search
 @torch.inference_mode()
 def batch_ms(policy: Policy, bandit: InstaNASBandit, batch: int = 64, images: int = 1024, repeats: int = 3) -> float:
     """Wall-clock ms per image of the supernet (dynamic execution) on test images in batches of
-    ``batch``, each image under its own mask (best of ``repeats`` passes over ``images`` images)."""
-    model = bandit.model.eval()
+    ``batch``, each image under its own mask (best of ``repeats`` passes over ``images`` images), on the CPU."""
+    model = cpu_copy(bandit.model).eval()
     n = min(images, bandit.num_images)
     batches = []
     for start in range(0, n - batch + 1, batch):
         idx = np.arange(start, start + batch)
         masks = torch.from_numpy(np.ascontiguousarray(policy(bandit.data.images[idx]), dtype=np.uint8)).bool()
-        batches.append((bandit.images[idx].contiguous(), masks))
+        batches.append((bandit.images[idx].cpu().contiguous(), masks))
     model(*batches[0])  # warm-up
     best = float("inf")
     for _ in range(repeats):

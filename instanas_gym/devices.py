@@ -59,14 +59,12 @@ def autocast(device: torch.device, precision: Precision) -> AbstractContextManag
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
-def pin(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """``tensor`` in page-locked memory when it will be copied to a GPU (asynchronous copies), else as is."""
-    return tensor.pin_memory() if device.type == "cuda" else tensor
-
-
 def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """``tensor`` on ``device``; the copy does not block when it starts from pinned memory."""
-    return tensor.to(device, non_blocking=tensor.is_pinned())
+    """A CPU batch on ``device``: on a GPU through page-locked (pinned) memory, an asynchronous copy,
+    as ``DataLoader(pin_memory=True)`` does; on the CPU the tensor itself."""
+    if device.type != "cuda":
+        return tensor
+    return tensor.pin_memory().to(device, non_blocking=True)
 
 
 def cpu_copy(module: torch.nn.Module) -> torch.nn.Module:

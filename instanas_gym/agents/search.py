@@ -39,7 +39,7 @@ from instanas_gym.bandit import InstaNASBandit
 from instanas_gym.checkpoint import load_supernet, supernet_state
 from instanas_gym.checks import check_int, check_number
 from instanas_gym.data import augment, get_spec
-from instanas_gym.devices import Precision, autocast, check_precision, pin, resolve_device, to_device
+from instanas_gym.devices import Precision, autocast, check_precision, resolve_device, to_device
 from instanas_gym.files import FileFormatError, atomic_save, load_torch
 from instanas_gym.paths import default_supernet
 from instanas_gym.reward import RewardConfig
@@ -160,8 +160,7 @@ class _Search:
                                      latency_table=cfg.latency_table, reward=cfg.reward, device=str(self.device),
                                      precision=cfg.precision)
         self.data = self.bandit.data
-        images, labels = self.data.tensors()
-        self.images, self.labels = pin(images, self.device), pin(labels, self.device)
+        self.images, self.labels = self.data.tensors()
         self.gen = torch.Generator().manual_seed(cfg.seed)
         self.pg = Reinforce(cfg.controller.build(self.data.spec.image_shape[2]).to(self.device), cfg.pg, self.gen)
         self.controller = self.pg.controller
@@ -243,7 +242,7 @@ class _Search:
         if cfg.bn_stats == "frozen":
             freeze_bn(self.model)
         idx = torch.from_numpy(self.rng.integers(len(self.labels), size=cfg.supernet_batch_size))
-        x = to_device(pin(augment(self.images[idx], self.data.spec, self.gen), self.device), self.device)
+        x = to_device(augment(self.images[idx], self.data.spec, self.gen), self.device)
         y = to_device(self.labels[idx], self.device)
         with torch.no_grad():
             probs = bounded_probs(self.controller(x), cfg.pg.alpha).cpu()

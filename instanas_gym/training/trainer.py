@@ -44,7 +44,7 @@ from torch.utils.data import DistributedSampler
 from ..checkpoint import load_checkpoint, supernet_state
 from ..checks import check_int, check_number
 from ..data import ImageSet, augment, load_split
-from ..devices import Precision, autocast, check_precision, pin, resolve_device, to_device
+from ..devices import Precision, autocast, check_precision, resolve_device, to_device
 from ..display import metrics_table
 from ..files import FileFormatError, atomic_save
 from ..masks import load_mask, mobilenetv2_mask
@@ -194,8 +194,7 @@ class SupernetTrainer:
         self.epoch, self.batch_in_epoch = 0, 0
         self.sums = {"loss": 0.0, "correct": 0.0, "seen": 0.0}  # of the current epoch, on this rank
         self.history: list[dict[str, float]] = []
-        images, labels = self.train.tensors()
-        self.images, self.labels = pin(images, self.device), pin(labels, self.device)
+        self.images, self.labels = self.train.tensors()
 
     # ---- setup -----------------------------------------------------------------------------------
     def _build_model(self) -> Supernet:
@@ -270,7 +269,7 @@ class SupernetTrainer:
         cfg = self.cfg
         masks = None if cfg.mask_sampling == "sandwich" else self.sample_masks(step, len(idx))
         x = augment(self.images[idx], self.train.spec, self.aug_gen)
-        x = to_device(pin(x, self.device), self.device).contiguous(memory_format=self.memory_format)
+        x = to_device(x, self.device).contiguous(memory_format=self.memory_format)
         y = to_device(self.labels[idx], self.device)
         self.optimizer.zero_grad(set_to_none=True)
         if cfg.bn_stats == "frozen":

@@ -92,6 +92,8 @@ class EvaluateConfig:
     instance_aware: bool = False
     """Also judge each searched policy against the static frontier of single architectures (gain,
     mutual information, oracle; instance_aware.json / .png and hardest_easiest.png in the folder)."""
+    device: str = "auto"
+    """Where the networks run for accuracy ("auto": CUDA when present); the clock columns time the CPU."""
 
 
 @dataclass(frozen=True)
@@ -200,7 +202,8 @@ def run_evaluate(cfg: EvaluateConfig, console: Console) -> None:
     evaluations = {}
     for folder in cfg.folders:
         with console.status(f"evaluating {folder} on the test split"):
-            ev = evaluate_search(folder, cfg.measure, cfg.limit, cfg.data_root, references, cfg.instance_aware)
+            ev = evaluate_search(folder, cfg.measure, cfg.limit, cfg.data_root, references, cfg.instance_aware,
+                                 cfg.device)
         console.print(results_table(ev["results"], f"{folder}: test split ({len(ev['labels'])} images)"))
         if ev["instance_aware"] is not None:
             console.print("\n".join(summary_lines(ev["instance_aware"])), highlight=False)

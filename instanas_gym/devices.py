@@ -17,6 +17,7 @@ import torch
 
 Precision = Literal["fp32", "bf16"]
 PRECISIONS = ("fp32", "bf16")
+CPU = torch.device("cpu")
 
 
 def resolve_device(device: str | torch.device = "auto", name: str = "device") -> torch.device:

@@ -64,7 +64,7 @@ def data_root(root: str | os.PathLike | None = None, dataset: str | None = None)
     env = os.environ.get("INSTANAS_DATA")
     if env:
         return Path(env).expanduser()
-    recorded = prepared(dataset).get("data_root") if dataset and prepared(dataset) else None
+    recorded = (prepared(dataset) or {}).get("data_root") if dataset else None
     return Path(recorded) if isinstance(recorded, str) else cache_dir() / "data"
 
 

@@ -128,11 +128,12 @@ class PrepareConfig:
 
     def train_config(self, stage: str) -> TrainConfig:
         """The trainer's settings of the ``supernet`` or ``frozen`` stage (resumable)."""
-        common = dict(dataset=self.name, data_root=str(self.root), width_mult=self.width_mult,
-                      batch_size=self.batch_size, mask_sampling="sandwich", sandwich_random=self.sandwich_random,
-                      distill=True, train_subset=self.train_subset, eval_subset=self.eval_subset,
-                      threads=self.threads, channels_last=self.channels_last, device=self.device,
-                      precision=self.precision, seed=self.seed, resume=True)
+        common: dict[str, Any] = {
+            "dataset": self.name, "data_root": str(self.root), "width_mult": self.width_mult,
+            "batch_size": self.batch_size, "mask_sampling": "sandwich", "sandwich_random": self.sandwich_random,
+            "distill": True, "train_subset": self.train_subset, "eval_subset": self.eval_subset,
+            "threads": self.threads, "channels_last": self.channels_last, "device": self.device,
+            "precision": self.precision, "seed": self.seed, "resume": True}
         if stage == "supernet":
             return TrainConfig(**common, epochs=self.epochs, lr=self.lr, out=str(self.work_dir / "sandwich"))
         return TrainConfig(**common, epochs=self.frozen_epochs, lr=self.frozen_lr, bn_stats="frozen",

@@ -17,9 +17,9 @@ from instanas_gym.testing import skip_cifar_checksums, write_cifar
 
 
 def tiny(root, work, **over) -> prep.PrepareConfig:
-    settings = dict(data_root=str(root), download=False, work=str(work), width_mult=0.1, epochs=1, frozen_epochs=1,
-                    batch_size=16, train_subset=32, eval_subset=16, bn_batches=2, threads=1, device="auto",
-                    table_passes=86, table_repeats=1, validate_masks=3)
+    settings = {"data_root": str(root), "download": False, "work": str(work), "width_mult": 0.1, "epochs": 1,
+                "frozen_epochs": 1, "batch_size": 16, "train_subset": 32, "eval_subset": 16, "bn_batches": 2,
+                "threads": 1, "device": "auto", "table_passes": 86, "table_repeats": 1, "validate_masks": 3}
     return prep.PrepareConfig("cifar10", **(settings | over))
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from ..devices import CPU
 from ..runtime import allocator
 from ..search_space import SEARCH_SPACE_VERSION, SearchSpace
 
@@ -34,7 +35,7 @@ def device_name(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
 
 
-def device_meta(space: SearchSpace, threads: int, device: torch.device = torch.device("cpu")) -> dict[str, Any]:
+def device_meta(space: SearchSpace, threads: int, device: torch.device = CPU) -> dict[str, Any]:
     """The metadata a table built here, now, at batch 1 with ``threads`` threads on ``device`` carries."""
     return {
         "device": device.type,

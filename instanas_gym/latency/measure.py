@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..devices import CPU
 from ..runtime import tune_allocator
 from ..samplers import spread_masks
 from ..search_space import MASK_SHAPE
@@ -48,7 +49,7 @@ def torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def median_ms(fn: Callable[[], object], repeats: int, device: torch.device = torch.device("cpu")) -> float:
+def median_ms(fn: Callable[[], object], repeats: int, device: torch.device = CPU) -> float:
     """Median ms of ``fn()`` over ``repeats`` calls, after one warm-up call: wall clock on the CPU,
     CUDA events (the GPU's own time, from launch to completion) on a CUDA ``device``."""
     fn()

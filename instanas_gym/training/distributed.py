@@ -15,13 +15,15 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from ..devices import CPU
+
 
 def backend(device: torch.device) -> str:
     """The process-group backend for ranks on ``device``: "nccl" on GPUs, "gloo" on CPUs."""
     return "nccl" if device.type == "cuda" else "gloo"
 
 
-def init_distributed(device: torch.device = torch.device("cpu")) -> tuple[int, int]:
+def init_distributed(device: torch.device = CPU) -> tuple[int, int]:
     """(rank, world size); initialises the process group (:func:`backend` of ``device``) when
     launched by torchrun with WORLD_SIZE > 1, and does nothing otherwise."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -41,7 +43,7 @@ def gather(obj: Any, world: int) -> list[Any]:
     return out
 
 
-def wrap(model: torch.nn.Module, world: int, device: torch.device = torch.device("cpu")) -> torch.nn.Module:
+def wrap(model: torch.nn.Module, world: int, device: torch.device = CPU) -> torch.nn.Module:
     """The model as trained: DDP over several processes (ops chosen by no image of a batch get no
     gradient, so DDP must expect unused parameters; on a GPU each rank its own), the model itself on one."""
     if world == 1:

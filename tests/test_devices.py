@@ -7,6 +7,7 @@ import pytest
 import torch
 from rich.console import Console
 
+from instanas_gym.agents.search import SearchConfig, search
 from instanas_gym.bandit import InstaNASBandit
 from instanas_gym.devices import autocast, cpu_copy, resolve_device
 from instanas_gym.envs.config import EnvConfig
@@ -91,3 +92,15 @@ def test_clock_paths_time_a_cpu_module_in_place(tiny_supernet_model):
 @pytest.fixture
 def tiny_supernet_model():
     return tiny_supernet()
+
+
+def test_search_runs_in_bf16_with_channels_last(tiny_assets, tmp_path):
+    """The search's supernet steps under bfloat16 autocast and channels_last, on the device "auto" picks."""
+    cfg = SearchConfig(dataset="fashion_mnist", split="train", data_root=tiny_assets["data_root"],
+                       supernet=tiny_assets["supernet"], latency_table=tiny_assets["latency_table"], epochs=1,
+                       controller_images=32, batch_size=16, supernet_images=32, supernet_batch_size=16,
+                       finetune_images=16, threads=1, log_every=1, device="auto", precision="bf16",
+                       channels_last=True, out=str(tmp_path / "search"))
+    out = search(cfg, Console(quiet=True))
+    rows = (out / "supernet_log.csv").read_text().splitlines()
+    assert len(rows) > 1 and "nan" not in rows[-1]

@@ -35,6 +35,11 @@ def device_name(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
 
 
+def here_gpu_name() -> str:
+    """This machine's first CUDA GPU's name, or "no CUDA GPU"."""
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no CUDA GPU"
+
+
 def device_meta(space: SearchSpace, threads: int, device: torch.device = CPU) -> dict[str, Any]:
     """The metadata a table built here, now, at batch 1 with ``threads`` threads on ``device`` carries."""
     return {

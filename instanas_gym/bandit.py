@@ -18,6 +18,7 @@ import torch
 from .checkpoint import load_supernet, train_hint
 from .checks import check_int
 from .data import ImageSet, get_spec, load_split
+from .devices import autocast, check_precision, cpu_copy, resolve_device
 from .latency import LatencyTable
 from .latency.calibration import calibrate
 from .latency.measure import measure_masks
@@ -42,17 +43,13 @@ def _cached_supernet(path: str, mtime: float, mode: str, device: str) -> tuple[S
     return model.to(device), ckpt["dataset"]
 
 
-def _check_args(dataset: str, mode: str, device: str, threads: int | None, download: bool) -> None:
+def _check_args(dataset: str, mode: str, threads: int | None, download: bool) -> None:
     get_spec(dataset)  # unknown datasets raise here, before any file is looked for
     if mode not in EXECUTION_MODES:
         raise ValueError(f"mode must be one of {EXECUTION_MODES}, got {mode!r}")
     if not isinstance(download, bool):  # before the cache of loaded splits hashes it
         raise TypeError(f"download must be True or False, got {download!r}")
     check_int("threads", threads, optional=True)
-    try:
-        torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise ValueError(f"device: {err}") from None
 
 
 class InstaNASBandit:
@@ -70,7 +67,9 @@ class InstaNASBandit:
             execution); ignored when ``latency_table`` is given.
         reward: the reward's settings (:class:`~instanas_gym.reward.RewardConfig`, or a dict of its fields).
         mode: supernet execution, "dynamic" (default) or "masked".
-        device: torch device of the supernet.
+        device: where the supernet runs: "cpu" (default), "cuda", "cuda:N" or "auto" (CUDA when
+            present); on a GPU the split's images are copied there once, and each step sends only indices.
+        precision: "fp32" (default) or "bf16" (bfloat16 autocast of the supernet's forward pass).
         threads: torch intra-op threads (process-wide); None leaves torch's setting.
     """
 
@@ -87,8 +86,11 @@ class InstaNASBandit:
         mode: ExecutionMode = "dynamic",
         device: str = "cpu",
         threads: int | None = None,
+        precision: str = "fp32",
     ) -> None:
-        _check_args(dataset, mode, device, threads, download)
+        _check_args(dataset, mode, threads, download)
+        self.device = resolve_device(device)
+        self.precision = check_precision(precision)
         reward_cfg = RewardConfig.coerce(reward)
         tune_allocator()
         if threads is not None:
@@ -97,7 +99,7 @@ class InstaNASBandit:
         lut_path = Path(latency_table) if latency_table is not None else default_lut
         self.supernet_path: Path | None = None  # the checkpoint, when the supernet came from one
         if isinstance(supernet, Supernet):
-            self.model = supernet  # used as is: a search trains it between evaluations
+            self.model = supernet.to(self.device)  # not copied: a search trains it between evaluations
         else:
             net_path = Path(supernet) if supernet is not None else default_supernet(dataset)
             if not net_path.is_file():
@@ -105,16 +107,15 @@ class InstaNASBandit:
                     f"no supernet checkpoint for {dataset} at {net_path}: {train_hint(net_path, dataset)}, "
                     f"or pass supernet=PATH."
                 )
-            self.model, trained_on = _cached_supernet(str(net_path), net_path.stat().st_mtime, mode, device)
+            self.model, trained_on = _cached_supernet(str(net_path), net_path.stat().st_mtime, mode, str(self.device))
             self.supernet_path = net_path
             if trained_on != dataset:
                 raise ValueError(f"supernet {net_path} was trained on {trained_on}, not {dataset}")
         self.data = _cached_split(dataset, split, None if data_root is None else str(data_root), download)
         self.table = LatencyTable.load(lut_path, self.model.space)
         self.reward = LatencyReward(self.table, reward_cfg)
-        self.device = torch.device(device)
         self.dataset, self.split = dataset, split
-        self.images = torch.from_numpy(self.data.images).permute(0, 3, 1, 2)  # uint8 NCHW view
+        self.images = torch.from_numpy(self.data.images).permute(0, 3, 1, 2).to(self.device)  # uint8 NCHW view
         self.macs_table = self.model.space.op_macs
 
     @property
@@ -142,12 +143,13 @@ class InstaNASBandit:
         by the median ratio of measured to predicted ms; returns ``{"scale", "mape_before_pct", "mape_after_pct", "n_masks"}``."""
         masks = self.model.space.effective_mask(spread_masks(np.random.default_rng(seed), n_masks))
         threads = int(self.table.meta.get("threads", 1))
+        model = cpu_copy(self.model) if self.table.meta.get("device", "cpu") == "cpu" else self.model
         if self.table.meta.get("runtime") == "onnxruntime":
             from .latency.onnx import measure_onnx_masks  # imports onnxruntime: not at every env's start-up
 
-            measure = lambda m: measure_onnx_masks(self.model, m, threads)
+            measure = lambda m: measure_onnx_masks(model, m, threads)
         else:
-            measure = lambda m: measure_masks(self.model, m, threads)
+            measure = lambda m: measure_masks(model, m, threads)
         self.table, report = calibrate(self.table, measure, masks)
         self.reward.use_table(self.table, report["scale"])
         return report
@@ -166,8 +168,11 @@ class InstaNASBandit:
     def classify(self, indices: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The supernet's answer on images ``indices`` (B,) under ``masks`` (B, 17, 5) uint8/bool:
         ``(prediction int64 (B,), confidence float64 (B,))``, the softmax probability of the prediction."""
-        x = self.images[indices].to(self.device).contiguous()  # NCHW: a permuted view would run channels_last
-        logits = self.model(x, torch.from_numpy(np.asarray(masks, dtype=bool)).to(self.device))
+        rows = torch.from_numpy(np.asarray(indices)).to(self.device)
+        x = self.images[rows].contiguous()  # NCHW: a permuted view would run channels_last
+        with autocast(self.device, self.precision):
+            # masks stay on the CPU: dynamic execution reads them there
+            logits = self.model(x, torch.from_numpy(np.asarray(masks, dtype=bool)))
         confidence, prediction = logits.float().softmax(1).max(1)
         return prediction.cpu().numpy(), confidence.cpu().numpy().astype(np.float64)
 

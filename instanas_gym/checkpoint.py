@@ -35,7 +35,9 @@ def supernet_state(model: Supernet, dataset: str, **extra: Any) -> dict[str, Any
 def train_hint(path: Path, dataset: str | None = None) -> str:
     """What to do about a missing or broken supernet checkpoint at ``path``: the command that trains one."""
     data = f" --dataset {dataset}" if dataset else ""
-    return f"train one with `instanas-gym train-supernet{data} --out {path.parent}` (it writes {path.parent / 'last.pt'})"
+    prepare = f"`instanas-gym prepare {dataset}` trains and installs one, or " if dataset else ""
+    return (f"{prepare}train one with `instanas-gym train-supernet{data} --out {path.parent}` "
+            f"(it writes {path.parent / 'last.pt'})")
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

@@ -23,12 +23,14 @@ from .agents.reinforce import DEMO, ReinforceConfig, judge_on_test, train_reinfo
 from .agents.search import SearchConfig, search
 from .agents.search_report import evaluate_search, family_report, write_report
 from .checkpoint import export_supernet, load_supernet
+from .devices import resolve_device
 from .display import results_table, validation_table
 from .files import FileFormatError
 from .latency.onnx import build_onnx_table, measure_onnx_masks
 from .latency.validation import build_validated_table, compare, validation_masks
 from .paths import BUNDLED_SUPERNET
 from .plots import latency_scatter
+from .prepare import PrepareConfig, prepare
 from .runlog import progress_bar
 from .supernet import Supernet
 from .training import TrainConfig, train_supernet
@@ -56,6 +58,9 @@ class LatencyTableConfig:
     repeats: int | None = None
     """Timed runs per mask (median): default 30 (ONNX Runtime) or 15 (torch, validation)."""
     seed: int = 0
+    device: str = "cpu"
+    """The device the table describes (torch backend): "cpu", or "cuda" / "cuda:N" / "auto" to time
+    the supernet on a GPU with CUDA events; ONNX Runtime tables are CPU tables."""
 
     @property
     def n_passes(self) -> int:
@@ -88,6 +93,8 @@ class EvaluateConfig:
     instance_aware: bool = False
     """Also judge each searched policy against the static frontier of single architectures (gain,
     mutual information, oracle; instance_aware.json / .png and hardest_easiest.png in the folder)."""
+    device: str = "auto"
+    """Where the networks run for accuracy ("auto": CUDA when present); the clock columns time the CPU."""
 
 
 @dataclass(frozen=True)
@@ -132,9 +139,13 @@ def run_train_supernet(cfg: TrainConfig, console: Console) -> None:
 def run_build_latency_table(cfg: LatencyTableConfig, console: Console) -> None:
     model, _ = load_supernet(cfg.supernet)
     out = Path(cfg.out)
+    device = resolve_device(cfg.device)
     if cfg.backend == "onnxruntime":
+        if device.type != "cpu":
+            raise ValueError(f"device={cfg.device!r}: ONNX Runtime tables describe the CPU; use --backend torch")
         build_onnx_latency_table(model, cfg, out, console)
         return
+    model.to(device)
     with progress_bar(console) as progress:
 
         def bar(name: str, total: int) -> Callable[[int, int], None]:
@@ -146,7 +157,8 @@ def run_build_latency_table(cfg: LatencyTableConfig, console: Console) -> None:
         )
     table.save(out)
     png = out.with_suffix(".png")
-    latency_scatter(measured, predicted, png, f"LUT vs clock ({len(measured)} masks, {cfg.threads} thread(s))")
+    where = f"{table.meta['device_name']}" if device.type == "cuda" else f"{cfg.threads} thread(s)"
+    latency_scatter(measured, predicted, png, f"LUT vs clock ({len(measured)} masks, {where})")
     console.print(validation_table(table.validation, f"latency table {out}"))
     console.print(f"rebuild vs first: MAPE {table.validation['rebuild_vs_first_mape_pct']:.2f}% of predictions; "
                   f"fixed {table.fixed_ms:.3f} ms; wrote {out} and {png}")
@@ -223,7 +235,8 @@ def run_evaluate(cfg: EvaluateConfig, console: Console) -> None:
     evaluations = {}
     for folder in cfg.folders:
         with console.status(f"evaluating {folder} on the test split"):
-            ev = evaluate_search(folder, cfg.measure, cfg.limit, cfg.data_root, references, cfg.instance_aware)
+            ev = evaluate_search(folder, cfg.measure, cfg.limit, cfg.data_root, references, cfg.instance_aware,
+                                 cfg.device)
         console.print(results_table(ev["results"], f"{folder}: test split ({len(ev['labels'])} images)"))
         if ev["instance_aware"] is not None:
             console.print("\n".join(summary_lines(ev["instance_aware"])), highlight=False)
@@ -259,6 +272,10 @@ def run_demo(cfg: DemoConfig, console: Console) -> None:
     serve(state, cfg.host, cfg.port)
 
 
+def run_prepare(cfg: PrepareConfig, console: Console) -> None:
+    prepare(cfg, console)
+
+
 #: name -> (config class, default config or None, runner, one line of help)
 COMMANDS: dict[str, tuple[type, object, Callable[..., None], str]] = {
     "train-supernet": (TrainConfig, None, run_train_supernet, "one-shot pre-training of a supernet (resumable)"),
@@ -273,6 +290,8 @@ COMMANDS: dict[str, tuple[type, object, Callable[..., None], str]] = {
     "evaluate": (EvaluateConfig, None, run_evaluate, "judge searches on the test split: tables, plots, report"),
     "export-supernet": (ExportConfig, None, run_export, "strip a training checkpoint's resume state"),
     "demo": (DemoConfig, None, run_demo, "a local web page: the architecture each image gets"),
+    "prepare": (PrepareConfig, None, run_prepare,
+                "data, supernet, latency table for a data set, installed for gymnasium.make (resumable)"),
 }
 
 

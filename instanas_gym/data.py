@@ -106,7 +106,7 @@ def load_split(dataset: str, split: str, root: str | os.PathLike | None = None, 
         raise TypeError(f"download must be True or False, got {download!r}")
     if split not in spec.splits:
         raise ValueError(f"{dataset} has splits {spec.splits}, got {split!r}")
-    path = data_root(root)
+    path = data_root(root, dataset)
     if dataset in ("cifar10", "cifar100"):
         images, labels, source = _load_cifar(dataset, split, path, download)
     else:

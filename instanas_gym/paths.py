@@ -3,14 +3,20 @@ and the data root. Every location that a user can move is read from the environm
 
 * ``$INSTANAS_CACHE`` (default ``~/.cache/instanas_gym``): ``<dataset>/last.pt`` (the supernet) and
   ``<dataset>/latency.json`` (its latency table) for data sets that ship no bundled files;
-* ``$INSTANAS_DATA`` (default ``$INSTANAS_CACHE/data``): where torchvision data sets are looked for
-  (and downloaded to with ``download=True``).
+* ``$INSTANAS_DATA`` (default: the data root ``instanas-gym prepare`` recorded in
+  ``$INSTANAS_CACHE/<dataset>/prepared.json``, else ``$INSTANAS_CACHE/data``): where torchvision data
+  sets are looked for (and downloaded to with ``download=True``).
+
+``instanas-gym prepare DATASET`` installs ``last.pt``, the latency table(s) and ``prepared.json`` in
+``$INSTANAS_CACHE/<dataset>/``; for the bundled data set they then replace the bundled files.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+from typing import Any
 
 #: Files shipped inside the package.
 ASSETS = Path(__file__).parent / "assets"
@@ -41,17 +47,43 @@ def cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "instanas_gym"
 
 
-def data_root(root: str | os.PathLike | None = None) -> Path:
-    """The data root: ``root`` if given, else ``$INSTANAS_DATA``, else ``cache_dir() / "data"``."""
+#: What ``instanas-gym prepare`` writes beside the files it installs: the data root, the files, the date.
+PREPARED_FILE = "prepared.json"
+
+
+def prepared(dataset: str) -> dict[str, Any] | None:
+    """The record ``instanas-gym prepare`` installed for ``dataset`` (``cache_dir()/<dataset>/prepared.json``),
+    or None when there is none (or it is unreadable: then the defaults apply)."""
+    path = cache_dir() / dataset / PREPARED_FILE
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def data_root(root: str | os.PathLike | None = None, dataset: str | None = None) -> Path:
+    """The data root: ``root`` if given, else ``$INSTANAS_DATA``, else the one ``prepare`` recorded
+    for ``dataset``, else ``cache_dir() / "data"``."""
     if root is not None:
         return Path(root).expanduser()
     env = os.environ.get("INSTANAS_DATA")
-    return Path(env).expanduser() if env else cache_dir() / "data"
+    if env:
+        return Path(env).expanduser()
+    recorded = (prepared(dataset) or {}).get("data_root") if dataset else None
+    return Path(recorded) if isinstance(recorded, str) else cache_dir() / "data"
+
+
+def _installed(dataset: str) -> bool:
+    """Whether ``prepare`` installed files for the bundled data set, which then replace the bundled ones."""
+    return dataset == BUNDLED_DATASET and prepared(dataset) is not None
 
 
 def default_supernet(dataset: str) -> Path:
     """The supernet a dataset's environment loads when none is given: bundled, or in the cache."""
-    return BUNDLED_SUPERNET if dataset == BUNDLED_DATASET else cache_dir() / dataset / "last.pt"
+    if dataset == BUNDLED_DATASET and not _installed(dataset):
+        return BUNDLED_SUPERNET
+    return cache_dir() / dataset / "last.pt"
 
 
 def default_latency_table(dataset: str, backend: str = DEFAULT_LATENCY_BACKEND) -> Path:
@@ -59,6 +91,6 @@ def default_latency_table(dataset: str, backend: str = DEFAULT_LATENCY_BACKEND) 
     loads when none is given: bundled, or ``latency_onnxruntime.json`` / ``latency.json`` (torch) in the cache."""
     if backend not in LATENCY_BACKENDS:
         raise ValueError(f"latency_backend must be one of {LATENCY_BACKENDS}, got {backend!r}")
-    if dataset == BUNDLED_DATASET:
+    if dataset == BUNDLED_DATASET and not _installed(dataset):
         return BUNDLED_LATENCY_TABLE if backend == "torch" else BUNDLED_ONNX_LATENCY_TABLE
     return cache_dir() / dataset / ("latency.json" if backend == "torch" else f"latency_{backend}.json")

@@ -182,7 +182,7 @@ def estimate_bn(
     images, _ = data.tensors()
     gen = torch.Generator().manual_seed(seed)
     for mask in masks:
-        model(images[torch.randint(0, len(images), (batch_size,), generator=gen)],
+        model(images[torch.randint(0, len(images), (batch_size,), generator=gen)].to(model.mean.device),
               torch.from_numpy(validate_mask(mask)).bool())
     for m, momentum in zip(norms, momenta):
         m.momentum = momentum

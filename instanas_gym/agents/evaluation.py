@@ -13,6 +13,7 @@ import torch
 
 from instanas_gym.bandit import InstaNASBandit
 from instanas_gym.deploy.export import onnx_bytes
+from instanas_gym.devices import cpu_copy
 from instanas_gym.latency.measure import measure_masks, median_ms, torch_threads
 from instanas_gym.latency.onnx import measure_onnx_masks, time_onnx_ms
 from instanas_gym.masks import all_ops_mask, mask_counts, mobilenetv2_mask
@@ -27,9 +28,11 @@ def controller_policy(controller: Controller) -> Policy:
     """The controller's greedy masks, p >= 0.5 (the encouragement bound alpha > 0.5 keeps p' >= 0.5
     exactly where p >= 0.5, so it does not change them)."""
 
+    device = next(controller.parameters()).device
+
     @torch.inference_mode()
     def policy(images: np.ndarray) -> np.ndarray:
-        return greedy_masks(torch.sigmoid(controller(torch.from_numpy(images))))
+        return greedy_masks(torch.sigmoid(controller(torch.from_numpy(images).to(device))))
 
     return policy
 
@@ -49,7 +52,8 @@ def controller_latency_ms(
     controller: Controller, image_shape: tuple[int, int, int], runtime: str = "torch", threads: int = 1, repeats: int = 50
 ) -> float:
     """Median ms of the controller on one image (batch 1) in ``runtime``: "torch" (eager) or
-    "onnxruntime" (its exported graph), with ``threads`` threads."""
+    "onnxruntime" (its exported graph), with ``threads`` threads, on the CPU."""
+    controller = cpu_copy(controller)
     image = np.zeros((1, *image_shape), np.uint8)
     if runtime == "onnxruntime":
         return time_onnx_ms(onnx_bytes(controller.eval(), image_shape, "mask_logits"), image_shape, threads, repeats)
@@ -65,10 +69,11 @@ def measured_network_ms(bandit: InstaNASBandit, masks: np.ndarray, repeats: int 
     distinct, counts = mask_counts(masks)
     eff = bandit.model.space.effective_mask(distinct)
     threads = int(bandit.table.meta.get("threads", 1))
+    model = cpu_copy(bandit.model)  # the tables describe the CPU, wherever the bandit runs
     if bandit.table.meta.get("runtime") == "onnxruntime":
-        ms = measure_onnx_masks(bandit.model, eff, threads, repeats=max(repeats, 20))
+        ms = measure_onnx_masks(model, eff, threads, repeats=max(repeats, 20))
     else:
-        ms = measure_masks(bandit.model, eff, threads, repeats=repeats)
+        ms = measure_masks(model, eff, threads, repeats=repeats)
     return float((ms * counts).sum() / counts.sum())
 
 

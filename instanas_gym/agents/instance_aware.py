@@ -153,13 +153,16 @@ def difficulty_bins(loss: np.ndarray, bins: int = 5) -> np.ndarray:
 @torch.inference_mode()
 def per_image_loss(model: Supernet, data: ImageSet, mask: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """Cross-entropy (nats, float64 (N,)) of each image of ``data`` under one fixed mask (17, 5), in
-    eval mode (the model's mode is restored after). With the all-ops mask: the images' difficulty."""
+    eval mode (the model's mode is restored after), on the model's device. With the all-ops mask: the
+    images' difficulty."""
     mask = validate_mask(mask)
     was_training = model.training
     model.eval()
     images, labels = data.tensors()
-    losses = [F.cross_entropy(model(images[i : i + batch_size], mask).float(), labels[i : i + batch_size],
-                              reduction="none").numpy() for i in range(0, len(labels), batch_size)]
+    device = model.mean.device
+    losses = [F.cross_entropy(model(images[i : i + batch_size].to(device), mask).float().cpu(),
+                              labels[i : i + batch_size], reduction="none").numpy()
+              for i in range(0, len(labels), batch_size)]
     model.train(was_training)
     return np.concatenate(losses).astype(np.float64) if losses else np.zeros(0)
 

@@ -78,7 +78,7 @@ class Sample:
 
     @property
     def masks(self) -> np.ndarray:
-        return self.actions.to(torch.uint8).numpy()
+        return self.actions.to(torch.uint8).cpu().numpy()
 
     @property
     def greedy(self) -> np.ndarray:
@@ -97,15 +97,19 @@ class Reinforce:
         self.optimizer = torch.optim.Adam(controller.parameters(), lr=cfg.lr)
 
     def sample(self, images: torch.Tensor) -> Sample:
-        """Masks for ``images`` (uint8 NHWC or NCHW), sampled from the bounded probabilities."""
-        logits = self.controller(images)
+        """Masks for ``images`` (uint8 NHWC or NCHW), sampled from the bounded probabilities on the
+        controller's device (the draw itself on the CPU, from ``generator``: the same masks on any device)."""
+        device = next(self.controller.parameters()).device
+        logits = self.controller(images.to(device))
         probs = bounded_probs(logits, self.cfg.alpha)
-        return Sample(logits, probs, torch.bernoulli(probs.detach(), generator=self.generator))
+        actions = torch.bernoulli(probs.detach().cpu(), generator=self.generator).to(device)
+        return Sample(logits, probs, actions)
 
     def update(self, s: Sample, rewards: np.ndarray, baseline: np.ndarray) -> dict[str, float]:
         """One policy-gradient step; returns entropy, loss, grad_norm and logit_rms."""
         cfg = self.cfg
-        advantage = torch.as_tensor(np.asarray(rewards) - np.asarray(baseline), dtype=torch.float32)
+        advantage = torch.as_tensor(np.asarray(rewards) - np.asarray(baseline), dtype=torch.float32,
+                                    device=s.probs.device)
         loss, ent = reinforce_loss(s.probs, s.actions, advantage, cfg.entropy_coef)
         if cfg.logit_penalty:
             loss = loss + cfg.logit_penalty * s.logits.pow(2).flatten(1).sum(1).mean()

@@ -94,7 +94,8 @@ def train_reinforce(cfg: ReinforceConfig, console: Console | None = None) -> tup
     env = venv.unwrapped
     reward = env.bandit.reward
     obs, _ = venv.reset(seed=cfg.seed)
-    pg = Reinforce(cfg.controller.build(obs.shape[-1]), cfg.pg, torch.Generator().manual_seed(cfg.seed))
+    controller = cfg.controller.build(obs.shape[-1]).to(env.bandit.device)  # on the env's device (env.device)
+    pg = Reinforce(controller, cfg.pg, torch.Generator().manual_seed(cfg.seed))
     updates = max(1, cfg.total_steps // cfg.batch_size)
     start = time.perf_counter()
     progress = progress_bar(console)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -39,6 +39,7 @@ from instanas_gym.bandit import InstaNASBandit
 from instanas_gym.checkpoint import load_supernet, supernet_state
 from instanas_gym.checks import check_int, check_number
 from instanas_gym.data import augment, get_spec
+from instanas_gym.devices import Precision, autocast, check_precision, resolve_device, to_device
 from instanas_gym.files import FileFormatError, atomic_save, load_torch
 from instanas_gym.paths import default_supernet
 from instanas_gym.reward import RewardConfig
@@ -93,6 +94,12 @@ class SearchConfig:
     """Phase 3's peak learning rate (cosine to 0)."""
     seed: int = 0
     threads: int = 2
+    device: str = "auto"
+    """Where the supernet and the controller run: "auto" (CUDA when present), "cpu", "cuda", "cuda:N"."""
+    precision: Precision = "fp32"
+    """"bf16": bfloat16 autocast of the forward passes (weights and optimizers stay fp32)."""
+    channels_last: bool = False
+    """channels_last memory format for the supernet's training steps."""
     out: str = "runs/search"
     checkpoint_every: int = 100
     """Steps between checkpoints (also at every stage end)."""
@@ -108,6 +115,8 @@ class SearchConfig:
         check_int("finetune_images", self.finetune_images, minimum=0)
         if self.bn_stats not in ("frozen", "batch"):
             raise ValueError(f"bn_stats must be 'frozen' or 'batch', got {self.bn_stats!r}")
+        resolve_device(self.device)
+        check_precision(self.precision)
         for name in ("supernet_lr", "finetune_lr"):
             check_number(name, getattr(self, name), low=0, low_open=True)
 
@@ -142,14 +151,18 @@ class _Search:
         torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
         net_path = Path(cfg.supernet) if cfg.supernet else default_supernet(cfg.dataset)
+        self.device = resolve_device(cfg.device)
         self.model, _ = load_supernet(net_path)
+        self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        self.model.to(self.device, memory_format=self.memory_format)
         split = cfg.split or default_split(cfg.dataset)
         self.bandit = InstaNASBandit(cfg.dataset, split, cfg.data_root, cfg.download, supernet=self.model,
-                                     latency_table=cfg.latency_table, reward=cfg.reward)
+                                     latency_table=cfg.latency_table, reward=cfg.reward, device=str(self.device),
+                                     precision=cfg.precision)
         self.data = self.bandit.data
         self.images, self.labels = self.data.tensors()
         self.gen = torch.Generator().manual_seed(cfg.seed)
-        self.pg = Reinforce(cfg.controller.build(self.data.spec.image_shape[2]), cfg.pg, self.gen)
+        self.pg = Reinforce(cfg.controller.build(self.data.spec.image_shape[2]).to(self.device), cfg.pg, self.gen)
         self.controller = self.pg.controller
         self.supernet_opt = torch.optim.SGD(
             self.model.parameters(), lr=cfg.supernet_lr, momentum=cfg.momentum,
@@ -189,8 +202,10 @@ class _Search:
         state = load_torch(self.path, "instanas-gym search checkpoint", SEARCH_FORMAT, keys, hint)
         if not isinstance(state["config"], dict):
             raise FileFormatError(f"{self.path} is a damaged search checkpoint (config is not a dict); {hint}")
-        if state["config"] != {**asdict(self.cfg), "resume": state["config"].get("resume")}:
-            changed = {k for k, v in asdict(self.cfg).items() if k != "resume" and state["config"].get(k) != v}
+        defaults = {f.name: f.default for f in fields(SearchConfig)}  # settings older files lack
+        changed = {k for k, v in asdict(self.cfg).items()
+                   if k not in ("resume", "device") and state["config"].get(k, defaults.get(k)) != v}
+        if changed:
             raise ValueError(f"{self.path} was written with other settings ({sorted(changed)}); "
                              f"resume with the same ones or use another --out")
         self.model.load_state_dict(state["supernet"]["model"])
@@ -227,20 +242,22 @@ class _Search:
         if cfg.bn_stats == "frozen":
             freeze_bn(self.model)
         idx = torch.from_numpy(self.rng.integers(len(self.labels), size=cfg.supernet_batch_size))
-        x = augment(self.images[idx], self.data.spec, self.gen)
+        x = to_device(augment(self.images[idx], self.data.spec, self.gen), self.device)
+        y = to_device(self.labels[idx], self.device)
         with torch.no_grad():
-            probs = bounded_probs(self.controller(x), cfg.pg.alpha)
+            probs = bounded_probs(self.controller(x), cfg.pg.alpha).cpu()
             masks = (probs >= 0.5) if greedy else torch.bernoulli(probs, generator=self.gen).bool()
         for group in self.supernet_opt.param_groups:
             group["lr"] = lr
-        logits = self.model(x, masks)
-        loss = F.cross_entropy(logits, self.labels[idx])
+        with autocast(self.device, cfg.precision):
+            logits = self.model(x.contiguous(memory_format=self.memory_format), masks)
+            loss = F.cross_entropy(logits.float(), y)
         self.supernet_opt.zero_grad(set_to_none=True)
         loss.backward()
         self.supernet_opt.step()
         m = masks.numpy()
         return {
-            "loss": loss.item(), "accuracy": (logits.argmax(1) == self.labels[idx]).float().mean().item(),
+            "loss": loss.item(), "accuracy": (logits.argmax(1) == y).float().mean().item(),
             "latency_ms": float(np.mean(self.bandit.table.cells_ms(m))), "ops_per_cell": float(m.sum(-1).mean()),
             "lr": lr,
         }

@@ -18,6 +18,7 @@ import torch
 
 from instanas_gym.bandit import InstaNASBandit
 from instanas_gym.checkpoint import load_supernet
+from instanas_gym.devices import cpu_copy, resolve_device
 from instanas_gym.display import markdown_table
 from instanas_gym.files import atomic_write_text
 from instanas_gym.masks import fixed_architectures, mask_counts, mobilenetv2_mask, save_mask
@@ -32,14 +33,14 @@ from .search import load_search
 @torch.inference_mode()
 def batch_ms(policy: Policy, bandit: InstaNASBandit, batch: int = 64, images: int = 1024, repeats: int = 3) -> float:
     """Wall-clock ms per image of the supernet (dynamic execution) on test images in batches of
-    ``batch``, each image under its own mask (best of ``repeats`` passes over ``images`` images)."""
-    model = bandit.model.eval()
+    ``batch``, each image under its own mask (best of ``repeats`` passes over ``images`` images), on the CPU."""
+    model = cpu_copy(bandit.model).eval()
     n = min(images, bandit.num_images)
     batches = []
     for start in range(0, n - batch + 1, batch):
         idx = np.arange(start, start + batch)
         masks = torch.from_numpy(np.ascontiguousarray(policy(bandit.data.images[idx]), dtype=np.uint8)).bool()
-        batches.append((bandit.images[idx].contiguous(), masks))
+        batches.append((bandit.images[idx].cpu().contiguous(), masks))
     model(*batches[0])  # warm-up
     best = float("inf")
     for _ in range(repeats):
@@ -73,6 +74,7 @@ def evaluate_search(
     data_root: str | None = None,
     references: dict[str, tuple[str, str | None]] | None = None,
     instance_aware: bool = False,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Everything the report of one search shows. Returns ``results`` (name -> metrics), per-image
     ``masks``, ``labels`` and ``network_ms`` of the searched model, and ``controller_ms``; with
@@ -85,10 +87,14 @@ def evaluate_search(
     or a plain MobileNetV2 of another width with a table built for it. A checkpoint trained on one
     fixed mask (``--mask-sampling fixed``, e.g. the search's ``top_mask.json`` retrained alone) is
     judged on that mask, as ``"trained alone (name)"``. The pre-trained supernet the search started
-    from is always one of them."""
+    from is always one of them.
+
+    The networks run on ``device`` (:func:`~instanas_gym.devices.resolve_device`); the clock
+    columns time CPU copies, in the runtime the latency table describes."""
     model, controller, cfg = load_search(folder)
+    controller.to(resolve_device(device))
     dataset = cfg.get("dataset", "fashion_mnist")
-    kwargs = dict(data_root=data_root or cfg.get("data_root"), reward=cfg.get("reward"))
+    kwargs = dict(data_root=data_root or cfg.get("data_root"), reward=cfg.get("reward"), device=device)
     bandit = InstaNASBandit(dataset, "test", supernet=model, latency_table=cfg.get("latency_table"), **kwargs)
     bandit.reward.anneal(1.0)  # the bounds the search ended on
     policy = controller_policy(controller)

@@ -12,6 +12,7 @@ from gymnasium.vector import VectorEnv
 
 import instanas_gym
 from instanas_gym.bandit import InstaNASBandit
+from instanas_gym.devices import Precision, check_precision, resolve_device
 from instanas_gym.family import ArchitectureFamily
 from instanas_gym.reward import RewardConfig
 
@@ -37,10 +38,16 @@ class EnvConfig:
     """The runtime whose default latency table the reward uses (when latency_table is None)."""
     reward: RewardConfig = field(default_factory=RewardConfig)
     """The reward's settings."""
+    device: str = "auto"
+    """Where the supernet runs: "auto" (CUDA when present, else CPU), "cpu", "cuda", "cuda:N"."""
+    precision: Precision = "fp32"
+    """"bf16": bfloat16 autocast of the supernet's forward pass."""
 
     def __post_init__(self) -> None:
         if self.env_id not in instanas_gym.ENV_IDS:
             raise ValueError(f"env_id must be one of {sorted(instanas_gym.ENV_IDS)}, got {self.env_id!r}")
+        resolve_device(self.device, "env.device")
+        check_precision(self.precision, "env.precision")
 
     @property
     def dataset(self) -> str:
@@ -50,8 +57,9 @@ class EnvConfig:
         """Keyword arguments for ``gymnasium.make(self.env_id, ...)``."""
         paths = {"split": self.split, "data_root": self.data_root, "supernet": self.supernet,
                  "latency_table": self.latency_table}
-        return {k: v for k, v in paths.items() if v is not None} | {"reward": self.reward,
-                                                                     "latency_backend": self.latency_backend}
+        return {k: v for k, v in paths.items() if v is not None} | {
+            "reward": self.reward, "latency_backend": self.latency_backend, "device": self.device,
+            "precision": self.precision}
 
     def make_vec(self, num_envs: int, **extra: Any) -> gym.vector.VectorEnv:
         """The native batched vector env with ``num_envs`` sub-environments."""

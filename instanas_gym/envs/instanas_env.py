@@ -116,7 +116,8 @@ class InstaNASEnv(LatencyBounds, gym.Env):
     (whose default table: "onnxruntime", the deployed model, by default, or "torch", eager PyTorch), ``reward`` (a
     :class:`instanas_gym.reward.RewardConfig`, or a dict of its fields: ``correct_reward``, ``shape``,
     ``lower_ms``, ``upper_ms``, ``upper_start_frac``, ``upper_end_frac``), ``mode`` ("dynamic" or
-    "masked" execution), ``device``, ``threads`` (torch threads, process-wide). Invalid arguments
+    "masked" execution), ``device`` ("cpu", "cuda", "cuda:N" or "auto"), ``precision`` ("fp32" or
+    "bf16" autocast), ``threads`` (torch threads, process-wide). Invalid arguments
     raise ``ValueError`` or ``TypeError`` naming the argument; missing or broken files raise
     ``FileNotFoundError`` or :class:`instanas_gym.files.FileFormatError` naming the file.
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from ..devices import CPU
 from ..runtime import allocator
 from ..search_space import SEARCH_SPACE_VERSION, SearchSpace
 
@@ -29,9 +30,21 @@ def torch_version() -> str:
     return torch.__version__
 
 
-def device_meta(space: SearchSpace, threads: int) -> dict[str, Any]:
-    """The metadata a table built here, now, at batch 1 with ``threads`` threads carries."""
+def device_name(device: torch.device) -> str:
+    """The processor a table of ``device`` describes: the GPU's name on CUDA, else the CPU's model."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
+
+
+def here_gpu_name() -> str:
+    """This machine's first CUDA GPU's name, or "no CUDA GPU"."""
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no CUDA GPU"
+
+
+def device_meta(space: SearchSpace, threads: int, device: torch.device = CPU) -> dict[str, Any]:
+    """The metadata a table built here, now, at batch 1 with ``threads`` threads on ``device`` carries."""
     return {
+        "device": device.type,
+        "device_name": device_name(device),
         "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
         "torch_version": torch_version(),

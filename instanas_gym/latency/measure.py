@@ -10,6 +10,10 @@ fitted against the number of ops by least squares (:func:`fit_overheads`): the i
 is the forward's Python outside any module and joins the hooked stem and head in the fixed cost; the
 slope (additions of op outputs, minus the hooks' own overhead) is spread over the entries, so the LUT
 stays a plain sum that predicts the hook-free clock.
+
+On a GPU (the model on a CUDA device) kernels run asynchronously: the clock is read with CUDA events
+after a synchronisation (:func:`median_ms`), and the op hooks synchronise before reading the time,
+so each entry is the op's GPU time, not its launch time. The table's metadata names the device.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..devices import CPU
 from ..runtime import tune_allocator
 from ..samplers import spread_masks
 from ..search_space import MASK_SHAPE
@@ -44,21 +49,32 @@ def torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def median_ms(fn: Callable[[], object], repeats: int) -> float:
-    """Median wall-clock ms of ``fn()`` over ``repeats`` calls, after one warm-up call."""
+def median_ms(fn: Callable[[], object], repeats: int, device: torch.device = CPU) -> float:
+    """Median ms of ``fn()`` over ``repeats`` calls, after one warm-up call: wall clock on the CPU,
+    CUDA events (the GPU's own time, from launch to completion) on a CUDA ``device``."""
     fn()
     times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        for _ in range(repeats):
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end) / 1e3)
+    else:
+        for _ in range(repeats):
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
     return 1e3 * float(np.median(times))
 
 
 def example_input(model: Supernet) -> torch.Tensor:
-    """A random batch-1 image of the model's input shape."""
+    """A random batch-1 image of the model's input shape, on the model's device."""
     s = model.space
-    return torch.rand(1, s.in_channels, s.input_size, s.input_size)
+    return torch.rand(1, s.in_channels, s.input_size, s.input_size, device=model.mean.device)
 
 
 @torch.inference_mode()
@@ -66,7 +82,7 @@ def wall_ms(model: Supernet, mask: np.ndarray, repeats: int = 15, x: torch.Tenso
     """Median wall-clock ms of one batch-1 forward pass under ``mask`` (the model's execution mode)."""
     x = example_input(model) if x is None else x
     m = torch.from_numpy(np.asarray(mask, dtype=bool))
-    return median_ms(lambda: model(x, m), repeats)
+    return median_ms(lambda: model(x, m), repeats, x.device)
 
 
 @torch.inference_mode()
@@ -93,12 +109,16 @@ def _op_timer(model: Supernet, record_ms: np.ndarray, fixed_ms: np.ndarray) -> I
     entry an op, and ``fixed_ms`` (2,): the stem, and the head through the classifier."""
     starts: dict[object, float] = {}
     handles = []
+    device = model.mean.device
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
 
     def span(first: torch.nn.Module, last: torch.nn.Module, out: np.ndarray, key: tuple[int, ...]) -> None:
         def pre(_m, _i) -> None:
+            sync()
             starts[key] = time.perf_counter()
 
         def post(_m, _i, _o) -> None:
+            sync()
             out[key] = 1e3 * (time.perf_counter() - starts[key])
 
         handles.extend([first.register_forward_pre_hook(pre), last.register_forward_hook(post)])
@@ -161,7 +181,7 @@ def time_passes(
                 progress(done // 2 + 1, passes)
     for done, i in enumerate(order):
         m = torch.from_numpy(masks[i])
-        wall[i] = median_ms(lambda: model(x, m), 3)
+        wall[i] = median_ms(lambda: model(x, m), 3, x.device)
         if progress is not None:
             progress((passes + done) // 2 + 1, passes)
     return PassTimes(ops, fixed, wall)
@@ -200,7 +220,7 @@ def build_table(
     finally:
         model.mode = mode
     ops_ms, fixed_ms, modules_ms = fit_table(times, masks)
-    meta = device_meta(model.space, threads) | {
+    meta = device_meta(model.space, threads, model.mean.device) | {
         "passes": passes, "warmup": warmup, "method": "in-place", "fixed_modules_ms": modules_ms,
     }
     return LatencyTable(ops_ms, fixed_ms, model.space.opens_stage.copy(), meta)
@@ -212,14 +232,15 @@ def build_isolated_table(model: Supernet, repeats: int = 30, threads: int = 1) -
     model = model.eval()
     ops_ms = np.zeros(MASK_SHAPE)
     s = model.space
+    device = model.mean.device
     with torch_threads(threads):
         for c, cell in enumerate(model.cells):
-            h = torch.rand(1, cell.spec.in_channels, cell.spec.in_size, cell.spec.in_size)
+            h = torch.rand(1, cell.spec.in_channels, cell.spec.in_size, cell.spec.in_size, device=device)
             for j, op in enumerate(cell.ops):
-                ops_ms[c, j] = median_ms(lambda: op(h), repeats)
+                ops_ms[c, j] = median_ms(lambda: op(h), repeats, device)
         x = example_input(model)
-        last = torch.rand(1, s.cells[-1].out_channels, s.final_size, s.final_size)
-        fixed = median_ms(lambda: model.stem(model.preprocess(x)), repeats)
-        fixed += median_ms(lambda: model.classifier(model.pool(model.head(last)).flatten(1)), repeats)
-    meta = device_meta(s, threads) | {"repeats": repeats, "method": "isolated"}
+        last = torch.rand(1, s.cells[-1].out_channels, s.final_size, s.final_size, device=device)
+        fixed = median_ms(lambda: model.stem(model.preprocess(x)), repeats, device)
+        fixed += median_ms(lambda: model.classifier(model.pool(model.head(last)).flatten(1)), repeats, device)
+    meta = device_meta(s, threads, device) | {"repeats": repeats, "method": "isolated"}
     return LatencyTable(ops_ms, fixed, s.opens_stage.copy(), meta)

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..files import FileFormatError, atomic_write_json, load_json
 from ..search_space import FALLBACK_OP, MASK_SHAPE, NUM_CELLS, SEARCH_SPACE_VERSION, SearchSpace
-from .machine import cpu_model, torch_version
+from .machine import cpu_model, here_gpu_name, torch_version
 
 FORMAT = "instanas-latency-v1"
 #: Metadata every table must carry, and must match the search space it is used with.
@@ -111,7 +111,8 @@ class LatencyTable:
         return table
 
     def check(self, space: SearchSpace, source: str = "latency table") -> None:
-        """Error if the table was built for another search space; warning for another CPU or torch."""
+        """Error if the table was built for another search space; warning for another CPU (GPU, for
+        a table of a CUDA device) or torch."""
         want = space.to_dict() | {"search_space_version": SEARCH_SPACE_VERSION}
         bad = {k: (self.meta.get(k), want[k]) for k in SPACE_KEYS if self.meta.get(k) != want[k]}
         if bad:
@@ -119,7 +120,9 @@ class LatencyTable:
             raise FileFormatError(f"{source} does not match the supernet ({detail}); rebuild it")
         if not np.array_equal(self.opens_stage, space.opens_stage):
             raise FileFormatError(f"{source}: opens_stage does not match the search space's stage openers; rebuild it")
-        here = {"cpu_model": cpu_model(), "torch_version": torch_version()}
+        gpu_table = self.meta.get("device", "cpu") == "cuda"  # tables before device metadata describe the CPU
+        here = {"device_name": here_gpu_name()} if gpu_table else {"cpu_model": cpu_model()}
+        here["torch_version"] = torch_version()
         other = {k: (self.meta.get(k), v) for k, v in here.items() if self.meta.get(k) != v}
         if other:
             detail = ", ".join(f"{k}: table {a!r} vs here {b!r}" for k, (a, b) in other.items())

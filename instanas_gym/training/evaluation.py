@@ -18,15 +18,16 @@ def correct_per_image(
     model: Supernet, data: ImageSet, masks: np.ndarray | Callable[[int], np.ndarray], batch_size: int = 256
 ) -> np.ndarray:
     """Bool (N,): which images of ``data`` are classified right under one fixed mask (17, 5) or
-    ``masks(n)`` per-image masks (eval mode, restored after)."""
+    ``masks(n)`` per-image masks (eval mode, restored after), on the model's device."""
     was_training = model.training
     model.eval()
     images, labels = data.tensors()
+    device = model.mean.device
     right = []
     for i in range(0, len(labels), batch_size):
-        x = images[i : i + batch_size]
+        x = images[i : i + batch_size].to(device)
         m = masks(len(x)) if callable(masks) else masks
-        right.append((model(x, m).argmax(1) == labels[i : i + batch_size]).numpy())
+        right.append((model(x, m).argmax(1).cpu() == labels[i : i + batch_size]).numpy())
     model.train(was_training)
     return np.concatenate(right)
 

@@ -44,6 +44,7 @@ from torch.utils.data import DistributedSampler
 from ..checkpoint import load_checkpoint, supernet_state
 from ..checks import check_int, check_number
 from ..data import ImageSet, augment, load_split
+from ..devices import Precision, autocast, check_precision, resolve_device, to_device
 from ..display import metrics_table
 from ..files import FileFormatError, atomic_save
 from ..masks import load_mask, mobilenetv2_mask
@@ -60,7 +61,7 @@ MaskSampling = Literal["paper", "mixed", "mobilenetv2", "fixed", "sandwich"]
 MASK_SAMPLING = ("paper", "mixed", "mobilenetv2", "fixed", "sandwich")
 #: Settings that may differ between a run and its resume; every other one must match.
 RESUMABLE_CHANGES = ("resume", "out", "threads", "checkpoint_every", "eval_subset", "eval_batch_size", "data_root",
-                     "download")
+                     "download", "device")
 
 
 @dataclass
@@ -115,6 +116,10 @@ class TrainConfig:
     """Torch intra-op threads per process."""
     channels_last: bool = True
     """channels_last memory format (~1.7x faster training on CPU)."""
+    device: str = "auto"
+    """"auto" (CUDA when present, else CPU; under torchrun the GPU of LOCAL_RANK), "cpu", "cuda", "cuda:N"."""
+    precision: Precision = "fp32"
+    """"bf16": bfloat16 autocast of the forward passes (weights and optimizer stay fp32)."""
     seed: int = 0
     out: str = "runs/supernet"
     """Folder of last.pt (the checkpoint) and the logs."""
@@ -135,6 +140,8 @@ class TrainConfig:
         for name in ("momentum", "weight_decay", "label_smoothing"):
             check_number(name, getattr(self, name), low=0, high=1, high_open=True)
         check_number("min_keep_prob", self.min_keep_prob, low=0, high=1, low_open=True)
+        resolve_device(self.device)
+        check_precision(self.precision)
         if self.mask_sampling not in MASK_SAMPLING:
             raise ValueError(f"mask_sampling must be one of {MASK_SAMPLING}, got {self.mask_sampling!r}")
         if self.bn_stats not in ("batch", "frozen"):
@@ -159,7 +166,8 @@ class SupernetTrainer:
 
     def __init__(self, cfg: TrainConfig, console: Console) -> None:
         self.cfg, self.console = cfg, console
-        self.rank, self.world = distributed.init_distributed()
+        self.device = resolve_device(cfg.device)
+        self.rank, self.world = distributed.init_distributed(self.device)
         tune_allocator()
         torch.set_num_threads(cfg.threads)
         self.ckpt_path = Path(cfg.out) / "last.pt"
@@ -170,7 +178,7 @@ class SupernetTrainer:
         self.fixed = load_mask(cfg.fixed_mask) if cfg.fixed_mask else None
         self.model = self._build_model()
         self.smallest = fastest_mask(*mac_costs(self.model.space))  # the sandwich's smallest network
-        self.net = distributed.wrap(self.model, self.world)
+        self.net = distributed.wrap(self.model, self.world, self.device)
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                          weight_decay=cfg.weight_decay, nesterov=True)
         self.sampler = DistributedSampler(range(len(self.train)), num_replicas=self.world, rank=self.rank,
@@ -196,7 +204,7 @@ class SupernetTrainer:
         model = Supernet(SearchSpace(cfg.width_mult, h, c, spec.num_classes, cfg.cell_merge), spec.mean, spec.std)
         if cfg.init_from:
             model.load_state_dict(load_checkpoint(cfg.init_from)["model"])
-        return model.to(memory_format=self.memory_format)
+        return model.to(self.device, memory_format=self.memory_format)
 
     @property
     def memory_format(self) -> torch.memory_format:
@@ -239,8 +247,9 @@ class SupernetTrainer:
         """bn_stats="frozen", at the start of a run: the shared BatchNorm statistics from
         ``bn_batches`` batches of sandwich members (:func:`~instanas_gym.sandwich.shared_bn_masks`)."""
         rng = np.random.default_rng([self.cfg.seed, 1])
-        estimate_bn(self.model, self.train, shared_bn_masks(rng, self.smallest, self.cfg.bn_batches),
-                    self.cfg.batch_size, self.cfg.seed)
+        with autocast(self.device, self.cfg.precision):
+            estimate_bn(self.model, self.train, shared_bn_masks(rng, self.smallest, self.cfg.bn_batches),
+                        self.cfg.batch_size, self.cfg.seed)
 
     # ---- one step --------------------------------------------------------------------------------
     def sample_masks(self, step: int, n: int) -> torch.Tensor:
@@ -259,18 +268,21 @@ class SupernetTrainer:
         largest network for the sandwich rule."""
         cfg = self.cfg
         masks = None if cfg.mask_sampling == "sandwich" else self.sample_masks(step, len(idx))
-        x = augment(self.images[idx], self.train.spec, self.aug_gen).contiguous(memory_format=self.memory_format)
-        y = self.labels[idx]
+        x = augment(self.images[idx], self.train.spec, self.aug_gen)
+        x = to_device(x, self.device).contiguous(memory_format=self.memory_format)
+        y = to_device(self.labels[idx], self.device)
         self.optimizer.zero_grad(set_to_none=True)
         if cfg.bn_stats == "frozen":
             freeze_bn(self.model)
         if masks is None:
             members = sandwich_masks(self.mask_rng, self.smallest, cfg.sandwich_random)
-            losses, logits = sandwich_step(self.net, x, y, members, cfg.distill, cfg.label_smoothing)
+            with autocast(self.device, cfg.precision):
+                losses, logits = sandwich_step(self.net, x, y, members, cfg.distill, cfg.label_smoothing)
             loss = losses[0]
         else:
-            logits = self.net(x, masks)
-            loss_t = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+            with autocast(self.device, cfg.precision):
+                logits = self.net(x, masks)
+                loss_t = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
             loss_t.backward()
             loss = loss_t.item()
         if cfg.grad_clip > 0:
@@ -324,7 +336,9 @@ class SupernetTrainer:
         """Test-split evaluation (rank 0), stored in the checkpoint and printed; returns the metrics."""
         metrics: dict[str, float] = {}
         if self.rank == 0:
-            metrics = final_evaluation(self.model, self.test, self.cfg.eval_batch_size, self.cfg.seed, fixed=self.fixed)
+            with autocast(self.device, self.cfg.precision):
+                metrics = final_evaluation(self.model, self.test, self.cfg.eval_batch_size, self.cfg.seed,
+                                           fixed=self.fixed)
             state = load_checkpoint(self.ckpt_path)
             state["metrics"] = {"history": self.history, **metrics}
             atomic_save(state, self.ckpt_path)
@@ -338,7 +352,8 @@ def check_resume(cfg: TrainConfig, path: Path) -> None:
     saved, now = load_checkpoint(path).get("config"), asdict(cfg)
     if not isinstance(saved, dict):
         raise FileFormatError(f"{path} holds no training settings to resume from; start a new run in another --out")
-    changed = sorted(k for k in now if k not in RESUMABLE_CHANGES and saved.get(k) != now[k])
+    saved = {k: saved.get(k, TrainConfig.__dataclass_fields__[k].default) for k in now}  # older files lack newer settings
+    changed = sorted(k for k in now if k not in RESUMABLE_CHANGES and saved[k] != now[k])
     if changed:
         detail = ", ".join(f"{k}: checkpoint {saved.get(k)!r} vs now {now[k]!r}" for k in changed)
         raise ValueError(f"{path} was written with other settings ({detail}); resume with the same ones, or "

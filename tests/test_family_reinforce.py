@@ -19,6 +19,7 @@ from instanas_gym.agents.family_reinforce import (
     train_family_reinforce,
 )
 from instanas_gym.agents.router import Router, load_router, save_router
+from instanas_gym.bandit import InstaNASBandit
 from instanas_gym.envs.config import EnvConfig
 from instanas_gym.family import ArchitectureFamily, save_family
 from instanas_gym.masks import all_ops_mask, mobilenetv2_mask, single_op_mask
@@ -142,3 +143,33 @@ def test_lookup_and_live_runs_learn_the_same_policy(tiny_env, tmp_path):
         routers.append(train_family_reinforce(cfg)[0])
     for (name, a), b in zip(routers[0].state_dict().items(), routers[1].state_dict().values()):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_on_a_tiny_env_it_learns_which_arm_is_right_for_which_class(tiny_env, tmp_path):
+    """A lookup env whose outcomes are made by hand: arm 0 is right on classes 0-4, arm 1 on 5-9."""
+    from instanas_gym.lookup import outcomes_key, save_outcomes
+    from instanas_gym.reward import RewardConfig
+
+    family = ArchitectureFamily(np.stack([single_op_mask(0), single_op_mask(2)]), ("a", "b"), dataset="fashion_mnist")
+    save_family(tmp_path / "family.json", family)
+    kwargs = {"dataset": "fashion_mnist", "split": "train", "data_root": tiny_env.data_root,
+              "supernet": tiny_env.supernet, "latency_table": tiny_env.latency_table}
+    for split in ("train", "test"):
+        probe = InstaNASBandit(**{**kwargs, "split": split})  # the live bandit, for the outcomes' key
+        labels = probe.data.labels
+        right = np.stack([labels < 5, labels >= 5])
+        prediction = np.where(right, labels[None], (labels[None] + 1) % 10)
+        save_outcomes(tmp_path / f"family_outcomes_{split}.npz",
+                      {"prediction": prediction, "confidence": np.full(right.shape, 0.9), "correct": right},
+                      outcomes_key(probe, family))
+    lat = max(probe.table.cells_ms(m) for m in family.masks)
+    env = EnvConfig(data_root=tiny_env.data_root, supernet=tiny_env.supernet, latency_table=tiny_env.latency_table,
+                    split="train", reward=RewardConfig(lower_ms=0.0, upper_ms=2.0 * lat))  # both arms pay when right
+    cfg = FamilyReinforceConfig(env=env, family=str(tmp_path / "family.json"), pg=FamilyPGConfig(lr=1e-2),
+                                total_steps=6400, anneal_upper=False, threads=1, out=str(tmp_path / "run"), log_every=50)
+    router, _, history = train_family_reinforce(cfg)
+    assert history[-1]["accuracy"] > history[0]["accuracy"]
+    test = env.bandit("test").data
+    with torch.no_grad():
+        greedy = router(torch.from_numpy(test.images)).argmax(1).numpy()
+    assert (greedy == (test.labels >= 5)).mean() > 0.9

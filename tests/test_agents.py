@@ -2,6 +2,7 @@ import csv
 import math
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 import torch
 
@@ -10,7 +11,8 @@ from instanas_gym.agents.controller import Controller, ControllerConfig, bounded
 from instanas_gym.agents.evaluation import controller_policy, evaluate_policy, fixed_policy, random_policy
 from instanas_gym.agents.policy_gradient import PolicyGradientConfig, Reinforce, entropy, log_prob, reinforce_loss
 from instanas_gym.agents.reinforce import ReinforceConfig, train_reinforce
-from instanas_gym.agents.sb3 import sb3_policy, train_sb3
+from instanas_gym.agents.sb3 import SB3Actor, sb3_latency_ms, sb3_policy, train_sb3
+from instanas_gym.deploy.export import onnx_bytes
 from instanas_gym.envs.config import EnvConfig
 from instanas_gym.family import ArchitectureFamily, save_family
 from instanas_gym.latency import LatencyTable
@@ -212,3 +214,22 @@ def test_best_single_arm_has_the_highest_mean_reward():
     assert best_single_arm(correct, np.array([1.0, 1.0]), reward) == 0
     with pytest.raises(ValueError, match="cells_ms"):
         best_single_arm(correct, np.array([1.0]), reward)
+
+
+@pytest.mark.parametrize("lookup", [False, True])
+def test_sb3_on_the_family_view_and_its_actor_timed(trained_assets, tmp_path, lookup):
+    """PPO over a family's arms (live or lookup): its policy returns the family's masks, and its actor
+    as one exported graph (what is timed) chooses what ``predict`` chooses."""
+    family = ArchitectureFamily(np.stack([mobilenetv2_mask(), all_ops_mask(), single_op_mask(4)]))
+    save_family(tmp_path / "family.json", family)
+    model, history = train_sb3("ppo", trained_assets, total_steps=64, num_envs=16, seed=0,
+                               family=str(tmp_path / "family.json"), lookup=lookup)
+    assert history and 1 <= history[-1]["ops_per_cell"] <= 5
+    images = np.random.default_rng(0).integers(0, 256, (5, 28, 28, 1)).astype(np.uint8)
+    masks = sb3_policy(model, family)(images)
+    arms, _ = model.predict(images.transpose(0, 3, 1, 2), deterministic=True)
+    assert np.array_equal(masks, family.masks[arms])
+    session = ort.InferenceSession(onnx_bytes(SB3Actor(model.policy), (28, 28, 1), "action"), providers=["CPUExecutionProvider"])
+    assert np.array_equal(session.run(None, {"images": images})[0], arms)
+    for runtime in ("torch", "onnxruntime"):
+        assert 0 < sb3_latency_ms(model, (28, 28, 1), runtime, repeats=3) < 1000

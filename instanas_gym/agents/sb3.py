@@ -159,7 +159,7 @@ def sb3_policy(model: BaseAlgorithm, family: ArchitectureFamily | None = None) -
     return policy
 
 
-class _Actor(nn.Module):
+class SB3Actor(nn.Module):
     """The deterministic action of an SB3 actor-critic policy as one graph: uint8 images (B, H, W, C)
     -> the arm (B,) int64 for ``Discrete`` actions, the 85 bits (B, 85) for ``MultiBinary``."""
 
@@ -181,7 +181,7 @@ def sb3_latency_ms(
     """Median ms of the model's deterministic action on one image (batch 1) in ``runtime``: "torch"
     (eager) or "onnxruntime" (its exported graph), with ``threads`` threads; the actor only (feature
     extractor, actor layers, action head), as ``evaluation.controller_latency_ms`` times a controller."""
-    actor = _Actor(model.policy).eval()
+    actor = SB3Actor(model.policy).eval()
     if runtime == "onnxruntime":
         return time_onnx_ms(onnx_bytes(actor, image_shape, "action"), image_shape, threads, repeats)
     x = torch.zeros((1, *image_shape), dtype=torch.uint8)

@@ -27,6 +27,7 @@ latency alone. random, MobileNetV2 and best-single have no controller. Everythin
 
 from __future__ import annotations
 
+import importlib.util
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -275,6 +276,9 @@ def compare_agents(cfg: CompareConfig) -> dict[str, dict[str, float]]:
 
     Returns per agent the mean over seeds of the test metrics (and ``*_std``).
     """
+    if "VW-family" in cfg.agents and importlib.util.find_spec("vowpalwabbit") is None:
+        raise ImportError("agent VW-family needs vowpalwabbit (pip install 'instanas-gym[baselines]'); "
+                          "or leave it out of agents (--agents)")
     torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)

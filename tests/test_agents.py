@@ -200,6 +200,8 @@ def test_compare_every_agent_writes_every_column(trained_assets, tmp_path):
         assert 1 <= summary[agent]["distinct_archs"] <= 3
     curves = (tmp_path / "cmp" / "curves.csv").read_text()
     assert "best-single" in curves and "router" not in curves  # the router has no env-step curve
+    with pytest.raises(ValueError, match="agents: unknown"):
+        CompareConfig(agents=("DQN",))
 
 
 def test_best_single_arm_has_the_highest_mean_reward():

@@ -208,8 +208,11 @@ def test_cache_gives_the_same_report_and_spares_the_runs(trained_assets, monkeyp
     assert len(cache) == len(plain["family_masks"]) == 18 + 24  # every image its own random architecture
     runs = []
     monkeypatch.setattr(instance_aware, "correct_per_image", lambda *a, **k: runs.append(1) or correct_per_image(*a, **k))
-    again = instance_awareness(random_policy(0), bandit, probes, limit=24, cache=cache)
+    again = instance_awareness(random_policy(0), bandit, probes, limit=24, cache=cache, loss=plain["loss"])
     assert not runs and again["gain"] == plain["gain"]
+    assert again["mi_difficulty_bits"] == plain["mi_difficulty_bits"] and np.array_equal(again["loss"], plain["loss"])
+    with pytest.raises(ValueError, match="loss"):
+        instance_awareness(random_policy(0), bandit, probes, limit=24, cache=cache, loss=plain["loss"][:3])
     limited = instance_awareness(random_policy(1), bandit, probes, limit=24, cache=cache, own_limit=3)
     assert len(runs) == 3 and limited["distinct_archs"] == 24 and len(limited["family_masks"]) == 18 + 24
     assert np.isnan(limited["family_accuracy"]).sum() == 21 and np.isfinite(limited["family_accuracy"][:21]).all()

@@ -17,9 +17,10 @@ Two judgements per agent and seed: :func:`~instanas_gym.agents.evaluation.evalua
 latency, reward) and :func:`~instanas_gym.agents.instance_aware.instance_awareness` against the 18
 probe architectures plus the policy's own (its ``own_archs`` most used): the gain over the static
 frontier at the end-to-end latency, distinct architectures, the most used one's share, and the mutual
-information of the choice with the class and the difficulty. The probes' correctness is computed
-once per run and shared. Controllers are timed at batch 1 in the latency table's runtime and counted
-end to end (``controller_ms``, ``e2e_ms``): REINFORCE's and REINFORCE-family's networks, the router
+information of the choice with the class and the difficulty. The probes' correctness (and that of
+every architecture once scored) and the images' all-ops loss are computed once per run and shared.
+Controllers are timed at batch 1 in the latency table's runtime and counted end to end
+(``controller_ms``, ``e2e_ms``): REINFORCE's and REINFORCE-family's networks, the router
 (with its routing rule), and the actors of the SB3 policies. VW-family's cost (Python feature
 strings and VW's predictor) is not counted: it has no e2e column and its gain is at the network's
 latency alone. random, MobileNetV2 and best-single have no controller. Everything is seeded.
@@ -286,6 +287,7 @@ def compare_agents(cfg: CompareConfig) -> dict[str, dict[str, float]]:
     arms = FamilyArms(cfg, judge) if any(a in FAMILY_AGENTS for a in cfg.agents) else None
     probes = np.stack([mask for _, mask in probe_masks(judge.table, seed=0)])
     cache: dict[bytes, np.ndarray] = {}  # correctness on the judged test images, shared by every agent
+    loss = None  # the judged images' all-ops loss, the same for every agent
     curves: dict[str, list[list[dict[str, float]]]] = {}
     finals: dict[str, list[dict[str, float]]] = {}
     for agent in cfg.agents:
@@ -293,7 +295,8 @@ def compare_agents(cfg: CompareConfig) -> dict[str, dict[str, float]]:
             rows, policy, wall, controller_ms = run_agent(agent, seed, cfg, judge, arms)
             result = evaluate_policy(policy, judge, measure=cfg.measure, limit=cfg.eval_limit, controller_ms=controller_ms)
             report = instance_awareness(policy, judge, probes, controller_ms or 0.0, limit=cfg.eval_limit, cache=cache,
-                                        own_limit=cfg.own_archs)
+                                        own_limit=cfg.own_archs, loss=loss)
+            loss = report["loss"]
             result |= aware_figures(report)
             result["wall_s"] = wall
             if rows:
@@ -320,7 +323,7 @@ def compare_agents(cfg: CompareConfig) -> dict[str, dict[str, float]]:
         ("lookup" if cfg.lookup else "live") + ")"
     atomic_write_text(
         out / "summary.md",
-        f"{cfg.env.env_id}, {len(cfg.seeds)} seeds, {cfg.total_steps} env steps each{family}; test split"
+        f"{cfg.env.env_id}, {len(cfg.seeds)} seed{'s' * (len(cfg.seeds) != 1)}, {cfg.total_steps} env steps each{family}; test split"
         f"{'' if cfg.eval_limit is None else f' (first {cfg.eval_limit} images)'}; mean over seeds\n\n"
         + markdown_table(summary) + f"\n\n{NOTE}\n"
     )

@@ -263,6 +263,7 @@ def instance_awareness(
     batch_size: int = 500,
     cache: dict[bytes, np.ndarray] | None = None,
     own_limit: int | None = None,
+    loss: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Judge ``policy`` (uint8 images (B, H, W, C) -> masks (B, 17, 5)) on the bandit's split (the
     first ``limit`` images when given) against the static frontier of its family: the reference
@@ -286,7 +287,8 @@ def instance_awareness(
     (ties: first used first), e.g. for a policy with a different mask per image; the others keep
     their family index but get accuracy nan and are left out of the frontier and of the oracle
     (whose ``choice`` then indexes the scored members, in family order).
-    None (default): score all.
+    None (default): score all. ``loss``: the images' all-ops cross-entropy when known (an earlier
+    report's ``loss`` on the same images), else computed (one pass).
     """
     n = bandit.num_images if limit is None else min(limit, bandit.num_images)
     check_int("own_limit", own_limit, minimum=0, optional=True)
@@ -301,7 +303,10 @@ def instance_awareness(
     family_accuracy[scored] = correct.mean(1)
     accuracy, network_ms = float(run["correct"].mean()), float(run["network_ms"].mean())
     frontier = static_frontier(latency[scored], family_accuracy[scored])
-    loss = per_image_loss(bandit.model, data, all_ops_mask(), batch_size)
+    if loss is None:
+        loss = per_image_loss(bandit.model, data, all_ops_mask(), batch_size)
+    elif np.shape(loss) != (n,):
+        raise ValueError(f"loss must have one value per judged image, shape ({n},), got {np.shape(loss)}")
     difficulty = difficulty_bins(loss)
     used, counts = np.unique(arch, return_counts=True)
     order = np.argsort(-counts, kind="stable")

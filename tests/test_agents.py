@@ -6,7 +6,14 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from instanas_gym.agents.compare import AGENTS, AWARE_KEYS, FAMILY_AGENTS, CompareConfig, best_single_arm, compare_agents
+from instanas_gym.agents.compare import (
+    AGENTS,
+    AWARE_KEYS,
+    FAMILY_AGENTS,
+    CompareConfig,
+    best_single_arm,
+    compare_agents,
+)
 from instanas_gym.agents.controller import Controller, ControllerConfig, bounded_probs, greedy_masks, load_controller
 from instanas_gym.agents.evaluation import controller_policy, evaluate_policy, fixed_policy, random_policy
 from instanas_gym.agents.policy_gradient import PolicyGradientConfig, Reinforce, entropy, log_prob, reinforce_loss

@@ -1,5 +1,7 @@
-"""REINFORCE, PPO, A2C, a random policy and the MobileNetV2 mask on one environment, several seeds,
-the same budget, judged on the test split (the same as ``instanas-gym compare``).
+"""Every agent on one environment, several seeds, the same budget, judged on the test split and
+against the static frontier (the same as ``instanas-gym compare``): REINFORCE, PPO and A2C over
+masks and over a family's arms, VW, the supervised router, a random policy, the MobileNetV2 mask and
+the best single arm (``--agents`` picks some; ``--family``, ``--lookup/--no-lookup``).
 
     python examples/compare_agents.py --seeds 0 1 2 --total-steps 16000 --out runs/compare
 

@@ -16,6 +16,7 @@ import torch
 import tyro
 from rich.console import Console
 
+from .agents.compare import NOTE as COMPARE_NOTE
 from .agents.compare import CompareConfig, compare_agents
 from .agents.family_reinforce import FamilyReinforceConfig, judge_family_policy, train_family_reinforce
 from .agents.instance_aware import summary_lines
@@ -208,6 +209,7 @@ def run_train_family(cfg: FamilyReinforceConfig, console: Console) -> None:
 def run_compare(cfg: CompareConfig, console: Console) -> None:
     summary = compare_agents(cfg)
     console.print(results_table(summary, f"{cfg.env.env_id}: test split, mean over {len(cfg.seeds)} seeds"))
+    console.print(COMPARE_NOTE, style="dim")
     console.print(f"wrote {cfg.out}/curves.csv, summary.csv, curves.png, summary.md")
 
 
@@ -285,7 +287,7 @@ COMMANDS: dict[str, tuple[type, object, Callable[..., None], str]] = {
                         "REINFORCE controller (the demo preset), judged on the test split"),
     "train-family": (FamilyReinforceConfig, None, run_train_family,
                      "REINFORCE over a family of K architectures, judged against the static frontier"),
-    "compare": (CompareConfig, None, run_compare, "REINFORCE, PPO, A2C, random and MobileNetV2 over seeds"),
+    "compare": (CompareConfig, None, run_compare, "every agent (masks and family view) over seeds, instance-awareness"),
     "search": (SearchConfig, None, run_search, "the paper's phases 2 and 3 (resumable)"),
     "evaluate": (EvaluateConfig, None, run_evaluate, "judge searches on the test split: tables, plots, report"),
     "export-supernet": (ExportConfig, None, run_export, "strip a training checkpoint's resume state"),

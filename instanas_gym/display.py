@@ -23,9 +23,15 @@ COLUMNS: tuple[tuple[str, str, str, str], ...] = (
     ("ops_per_cell", "ops", "{:.2f}", "ops per cell"),
     ("distinct_masks", "archs", "{:.0f}", "distinct architectures used"),
     ("reward", "R", "{:+.2f}", "mean reward"),
+    ("gain_points", "gain pt", "{:+.2f}", "accuracy above the static frontier at equal latency (points)"),
+    ("gain_latency_pct", "gain L%", "{:+.1f}", "latency saved against the static frontier at equal accuracy (%)"),
+    ("distinct_archs", "eff", "{:.0f}", "distinct effective architectures (the ops that run)"),
+    ("top_share", "top %", "{:.1f}", "images the most used architecture serves (%)"),
+    ("mi_class_bits", "MI cls", "{:.2f}", "mutual information of the architecture and the class (bits)"),
+    ("mi_difficulty_bits", "MI dif", "{:.2f}", "mutual information of the architecture and the difficulty (bits)"),
     ("wall_s", "time s", "{:.0f}", "training time (s)"),
 )
-PERCENT_KEYS = ("accuracy",)
+PERCENT_KEYS = ("accuracy", "top_share")
 
 
 def _value(key: str, value: float) -> float:

@@ -2,17 +2,29 @@ import csv
 import math
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 import torch
 
-from instanas_gym.agents.compare import CompareConfig, compare_agents
+from instanas_gym.agents.compare import (
+    AGENTS,
+    AWARE_KEYS,
+    FAMILY_AGENTS,
+    CompareConfig,
+    best_single_arm,
+    compare_agents,
+)
 from instanas_gym.agents.controller import Controller, ControllerConfig, bounded_probs, greedy_masks, load_controller
 from instanas_gym.agents.evaluation import controller_policy, evaluate_policy, fixed_policy, random_policy
 from instanas_gym.agents.policy_gradient import PolicyGradientConfig, Reinforce, entropy, log_prob, reinforce_loss
 from instanas_gym.agents.reinforce import ReinforceConfig, train_reinforce
-from instanas_gym.agents.sb3 import sb3_policy, train_sb3
+from instanas_gym.agents.sb3 import SB3Actor, sb3_latency_ms, sb3_policy, train_sb3
+from instanas_gym.deploy.export import onnx_bytes
 from instanas_gym.envs.config import EnvConfig
-from instanas_gym.masks import mobilenetv2_mask
+from instanas_gym.family import ArchitectureFamily, save_family
+from instanas_gym.latency import LatencyTable
+from instanas_gym.masks import all_ops_mask, mobilenetv2_mask, single_op_mask
+from instanas_gym.reward import LatencyReward, RewardConfig
 
 from .conftest import train_tiny_assets
 
@@ -102,8 +114,8 @@ def test_sb3_end_to_end(trained_assets, algo):
 
 
 def test_compare_writes_everything_and_reproduces(trained_assets, tmp_path):
-    cfg = CompareConfig(env=trained_assets, seeds=(0, 1), total_steps=192, num_envs=16, measure=4,
-                        eval_limit=64, threads=1, out=str(tmp_path / "cmp"))
+    cfg = CompareConfig(env=trained_assets, agents=("REINFORCE", "PPO", "A2C", "random", "MobileNetV2"), seeds=(0, 1),
+                        total_steps=192, num_envs=16, measure=4, eval_limit=64, threads=1, out=str(tmp_path / "cmp"))
     summary = compare_agents(cfg)
     assert set(summary) == {"REINFORCE", "PPO", "A2C", "random", "MobileNetV2"}
     for name in ("curves.csv", "summary.csv", "curves.png", "summary.md"):
@@ -112,7 +124,8 @@ def test_compare_writes_everything_and_reproduces(trained_assets, tmp_path):
     assert reinforce["controller_ms"] > 0
     assert reinforce["e2e_ms"] == pytest.approx(reinforce["network_latency_ms"] + reinforce["controller_ms"])
     assert reinforce["e2e_measured_ms"] == pytest.approx(reinforce["measured_ms"] + reinforce["controller_ms"])
-    assert "e2e_ms" not in summary["PPO"]
+    assert summary["PPO"]["controller_ms"] > 0  # its actor, timed like REINFORCE's controller
+    assert "e2e_ms" not in summary["random"] and "e2e_ms" not in summary["MobileNetV2"]
     assert "e2e_ms" in (tmp_path / "cmp" / "summary.csv").read_text().splitlines()[0]
     again = compare_agents(CompareConfig(env=trained_assets, agents=("REINFORCE", "random"), seeds=(0, 1),
                                          total_steps=192, num_envs=16, measure=0, eval_limit=64, threads=1,
@@ -161,3 +174,71 @@ def test_halving_the_image_is_bilinear_resizing():
     assert torch.allclose(pooled, resized, atol=1e-6)
     c = ControllerConfig(widths=(4, 8), input_size=14).build(1)
     assert torch.allclose(c.embed(images), c.embed(resized), atol=1e-6)
+
+
+def test_compare_every_agent_writes_every_column(trained_assets, tmp_path):
+    """Every agent, over the 85 bits and over a family's arms (lookup mode), judged also for
+    instance-awareness; every file and every column written."""
+    family = ArchitectureFamily(np.stack([mobilenetv2_mask(), all_ops_mask(), single_op_mask(4)]), ("mbv2", "all", "op4"))
+    save_family(tmp_path / "family.json", family)
+    cfg = CompareConfig(env=trained_assets, seeds=(0,), total_steps=64, num_envs=16, measure=0, eval_limit=48,
+                        threads=1, family=str(tmp_path / "family.json"), router_epochs=1, own_archs=4,
+                        out=str(tmp_path / "cmp"))
+    summary = compare_agents(cfg)
+    assert tuple(summary) == AGENTS
+    assert (tmp_path / "family_outcomes_train.npz").is_file()  # the family agents stepped the lookup env
+    for name in ("curves.csv", "summary.csv", "curves.png", "summary.md"):
+        assert (tmp_path / "cmp" / name).stat().st_size > 0
+    with open(tmp_path / "cmp" / "summary.csv") as f:
+        rows = {r["agent"]: r for r in csv.DictReader(f)}
+    assert set(rows) == set(AGENTS) and set(AWARE_KEYS) <= set(next(iter(rows.values())))
+    md = (tmp_path / "cmp" / "summary.md").read_text()
+    assert "family of 3 arms" in md and "mutual information of the architecture and the class" in md
+    for agent in ("REINFORCE", "REINFORCE-family", "router", "PPO", "A2C-family"):
+        assert summary[agent]["e2e_ms"] == pytest.approx(summary[agent]["network_latency_ms"] + summary[agent]["controller_ms"])
+    for agent in ("VW-family", "random", "MobileNetV2", "best-single"):
+        assert "e2e_ms" not in summary[agent]
+    for agent in ("MobileNetV2", "best-single"):
+        assert summary[agent]["distinct_archs"] == 1 and summary[agent]["top_share"] == 1
+        # one architecture, in the family its frontier is built from: on or below it, and it says nothing
+        assert summary[agent]["mi_class_bits"] == 0 and summary[agent]["gain_points"] <= 1e-9
+    assert summary["random"]["distinct_archs"] == 48
+    for agent in FAMILY_AGENTS:
+        assert 1 <= summary[agent]["distinct_archs"] <= 3
+    curves = (tmp_path / "cmp" / "curves.csv").read_text()
+    assert "best-single" in curves and "router" not in curves  # the router has no env-step curve
+    with pytest.raises(ValueError, match="agents: unknown"):
+        CompareConfig(agents=("DQN",))
+
+
+def test_best_single_arm_has_the_highest_mean_reward():
+    """Two arms at the bounds' midpoint (R_A = 1) and at a bound (R_A = 0): the fast arm right on 3 of
+    4 images earns 10 (3 x 1) - 10 = 20 / 4; the slow one right on all, 0: the fast one wins, and a
+    tie goes to the lower index."""
+    table = LatencyTable(np.ones((17, 5)), 0.0, np.zeros(17, dtype=bool))
+    reward = LatencyReward(table, RewardConfig(lower_ms=0.0, upper_ms=2.0))
+    correct = np.array([[True] * 4, [True, True, True, False]])
+    assert best_single_arm(correct, np.array([2.0, 1.0]), reward) == 1
+    assert best_single_arm(correct[[1, 1]], np.array([1.0, 1.0]), reward) == 0
+    assert best_single_arm(correct, np.array([1.0, 1.0]), reward) == 0
+    with pytest.raises(ValueError, match="cells_ms"):
+        best_single_arm(correct, np.array([1.0]), reward)
+
+
+@pytest.mark.parametrize("lookup", [False, True])
+def test_sb3_on_the_family_view_and_its_actor_timed(trained_assets, tmp_path, lookup):
+    """PPO over a family's arms (live or lookup): its policy returns the family's masks, and its actor
+    as one exported graph (what is timed) chooses what ``predict`` chooses."""
+    family = ArchitectureFamily(np.stack([mobilenetv2_mask(), all_ops_mask(), single_op_mask(4)]))
+    save_family(tmp_path / "family.json", family)
+    model, history = train_sb3("ppo", trained_assets, total_steps=64, num_envs=16, seed=0,
+                               family=str(tmp_path / "family.json"), lookup=lookup)
+    assert history and 1 <= history[-1]["ops_per_cell"] <= 5
+    images = np.random.default_rng(0).integers(0, 256, (5, 28, 28, 1)).astype(np.uint8)
+    masks = sb3_policy(model, family)(images)
+    arms, _ = model.predict(images.transpose(0, 3, 1, 2), deterministic=True)
+    assert np.array_equal(masks, family.masks[arms])
+    session = ort.InferenceSession(onnx_bytes(SB3Actor(model.policy), (28, 28, 1), "action"), providers=["CPUExecutionProvider"])
+    assert np.array_equal(session.run(None, {"images": images})[0], arms)
+    for runtime in ("torch", "onnxruntime"):
+        assert 0 < sb3_latency_ms(model, (28, 28, 1), runtime, repeats=3) < 1000

@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 import torch
 
+from instanas_gym.agents import instance_aware
 from instanas_gym.agents.controller import Controller, save_controller
+from instanas_gym.agents.evaluation import random_policy
 from instanas_gym.agents.instance_aware import (
     difficulty_bins,
     frontier_accuracy,
@@ -26,7 +28,7 @@ from instanas_gym.agents.instance_aware import (
 )
 from instanas_gym.envs.config import EnvConfig
 from instanas_gym.masks import all_ops_mask
-from instanas_gym.sandwich import fastest_mask
+from instanas_gym.sandwich import fastest_mask, probe_masks
 from instanas_gym.training.evaluation import correct_per_image
 
 from .conftest import train_tiny_assets
@@ -189,3 +191,30 @@ def test_benchmark_end_to_end(trained_assets, tmp_path):
     assert saved["controller_ms"] > 0
     assert saved["e2e_ms"] == pytest.approx(saved["network_ms"] + saved["controller_ms"])
     assert report["gain"]["points"] <= 1e-9
+
+
+def test_cache_gives_the_same_report_and_spares_the_runs(trained_assets, monkeypatch):
+    """The correctness cache (shared by every policy a comparison judges) changes no figure; a second
+    policy judged with it runs only the architectures not seen yet. ``own_limit`` scores the
+    references and the most used own architectures only, leaving the rest out of the frontier."""
+    bandit = trained_assets.bandit("test")
+    probes = np.stack([m for _, m in probe_masks(bandit.table, seed=0)])
+    plain = instance_awareness(random_policy(0), bandit, probes, limit=24)
+    cache: dict[bytes, np.ndarray] = {}
+    cached = instance_awareness(random_policy(0), bandit, probes, limit=24, cache=cache)
+    assert plain.keys() == cached.keys()
+    for key in plain:
+        np.testing.assert_equal(cached[key], plain[key], err_msg=key)
+    assert len(cache) == len(plain["family_masks"]) == 18 + 24  # every image its own random architecture
+    runs = []
+    monkeypatch.setattr(instance_aware, "correct_per_image", lambda *a, **k: runs.append(1) or correct_per_image(*a, **k))
+    again = instance_awareness(random_policy(0), bandit, probes, limit=24, cache=cache, loss=plain["loss"])
+    assert not runs and again["gain"] == plain["gain"]
+    assert again["mi_difficulty_bits"] == plain["mi_difficulty_bits"] and np.array_equal(again["loss"], plain["loss"])
+    with pytest.raises(ValueError, match="loss"):
+        instance_awareness(random_policy(0), bandit, probes, limit=24, cache=cache, loss=plain["loss"][:3])
+    limited = instance_awareness(random_policy(1), bandit, probes, limit=24, cache=cache, own_limit=3)
+    assert len(runs) == 3 and limited["distinct_archs"] == 24 and len(limited["family_masks"]) == 18 + 24
+    assert np.isnan(limited["family_accuracy"]).sum() == 21 and np.isfinite(limited["family_accuracy"][:21]).all()
+    full = instance_awareness(random_policy(1), bandit, probes, limit=24, cache=cache)
+    assert limited["mi_class_bits"] == full["mi_class_bits"] and limited["accuracy"] == full["accuracy"]

@@ -9,6 +9,8 @@ import instanas_gym.agents.router as router_module
 from instanas_gym.agents.controller import ControllerConfig, save_controller
 from instanas_gym.agents.router import (
     Router,
+    expected_reward_policy,
+    expected_rewards,
     family_prices,
     fit_router,
     load_router,
@@ -211,6 +213,26 @@ def test_router_policy_returns_the_family_masks():
     assert (router_policy(router, FAMILY, FAMILY_MS, 1.0)(images) == FAMILY[2]).all()  # 0.05 - 1 beats 0.5 - 2
     with pytest.raises(ValueError):
         router_policy(router, FAMILY[:2], FAMILY_MS[:2], 0.0)
+
+
+def test_expected_reward_rule_by_hand():
+    """R = c R_A if right, -c if wrong, so E[R_k] = c (p_k (R_A_k + 1) - 1). With c = 10: a sure-right
+    arm of R_A 0 expects 0; an arm right with p = 0.8 at R_A = 0.5 expects 10 (0.8 x 1.5 - 1) = 2, so
+    it wins; at p = 0.6, 10 (0.9 - 1) = -1, and the sure-right one wins."""
+    probs = np.array([[1.0, 0.8], [1.0, 0.6]])
+    expected = expected_rewards(probs, np.array([0.0, 0.5]), 10.0)
+    np.testing.assert_allclose(expected, [[0.0, 2.0], [0.0, -1.0]])
+    np.testing.assert_allclose(expected_rewards(np.array([[0.0]]), np.array([1.0]), 10.0), [[-10.0]])
+    router = fixed_router([0.0, 3.0, -3.0])  # P(right) 0.5, 0.95, 0.05
+    images = np.zeros((4, 28, 28, 1), np.uint8)
+    # R_A (1, 0.1, 1): member 0 expects 10 (0.5 x 2 - 1) = 0, member 1 10 (0.95 x 1.1 - 1) = 0.45, member 2
+    # -9: member 1; with its R_A 0 it expects -0.5, and member 0 wins
+    assert (expected_reward_policy(router, FAMILY, np.array([1.0, 0.1, 1.0]), 10.0)(images) == FAMILY[1]).all()
+    assert (expected_reward_policy(router, FAMILY, np.array([1.0, 0.0, 1.0]), 10.0)(images) == FAMILY[0]).all()
+    with pytest.raises(ValueError, match="reward_arch"):
+        expected_rewards(probs, np.array([0.0]), 10.0)
+    with pytest.raises(ValueError, match="correct_reward"):
+        expected_rewards(probs, np.array([0.0, 0.5]), 0.0)
 
 
 def test_save_load_round_trip_and_damaged_files(tmp_path):

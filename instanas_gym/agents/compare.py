@@ -1,39 +1,75 @@
 """An honest comparison: every agent, several seeds, the same env-step budget, judged on the test split.
 
-Agents: REINFORCE (ours), SB3 PPO and A2C, a uniform-random policy and the fixed MobileNetV2 mask.
-All learn (or just act) on the training split under the same latency-bound schedule; all are then
-evaluated on every test image with the final bounds. REINFORCE's controller is timed in the latency
-table's runtime and counted end to end (``e2e_ms``, ``e2e_measured_ms``). Everything is seeded.
+Agents, over the 85-bit masks: REINFORCE (ours), SB3 PPO and A2C, a uniform-random policy and the
+fixed MobileNetV2 mask. Over a family of K architectures (``CompareConfig.family``; its ``Discrete(K)``
+view, stepped in lookup mode by default): REINFORCE-family (a categorical controller), SB3 PPO-family
+and A2C-family, VW-family (Vowpal Wabbit's contextual bandit), ``router`` (not RL: a supervised
+router fitted to each arm's correctness on the training images of the budget, free from the lookup
+outcomes, routing each image to the arm of highest expected env reward at the final bounds,
+:func:`~instanas_gym.agents.router.expected_rewards`: E[R_k] = c (p_k (R_A(L_k) + 1) - 1)) and
+``best-single`` (the arm of highest mean reward on those training images at the final bounds: what a
+context-free bandit converges to). All learn (or just act) on the training split, ``total_steps``
+images each (REINFORCE-family also rewards extra arms of the same images by lookup, its
+leave-one-out baseline; the router makes ``router_epochs`` passes over its images), under the same
+latency-bound schedule; all are then judged on the test split with the final bounds.
+
+Two judgements per agent and seed: :func:`~instanas_gym.agents.evaluation.evaluate_policy` (accuracy,
+latency, reward) and :func:`~instanas_gym.agents.instance_aware.instance_awareness` against the 18
+probe architectures plus the policy's own (its ``own_archs`` most used): the gain over the static
+frontier at the end-to-end latency, distinct architectures, the most used one's share, and the mutual
+information of the choice with the class and the difficulty. The probes' correctness (and that of
+every architecture once scored) and the images' all-ops loss are computed once per run and shared.
+Controllers are timed at batch 1 in the latency table's runtime and counted end to end
+(``controller_ms``, ``e2e_ms``): REINFORCE's and REINFORCE-family's networks, the router
+(with its routing rule), and the actors of the SB3 policies. VW-family's cost (Python feature
+strings and VW's predictor) is not counted: it has no e2e column and its gain is at the network's
+latency alone. random, MobileNetV2 and best-single have no controller. Everything is seeded.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
+from gymnasium.vector import VectorEnv
 
+import instanas_gym
 from instanas_gym.bandit import InstaNASBandit
+from instanas_gym.data import ImageSet
 from instanas_gym.display import markdown_table
 from instanas_gym.files import atomic_write_text
+from instanas_gym.lookup import outcomes_path
 from instanas_gym.masks import mobilenetv2_mask
 from instanas_gym.plots import curves_with_bands
+from instanas_gym.reward import LatencyReward
 from instanas_gym.runlog import RunLogger, write_csv
+from instanas_gym.sandwich import probe_masks
 
 from ..envs.config import EnvConfig
 from .controller import ControllerConfig
 from .evaluation import Policy, controller_latency_ms, controller_policy, evaluate_policy, fixed_policy, random_policy
+from .family_reinforce import FamilyReinforceConfig, resolve_family, train_family_reinforce
+from .instance_aware import instance_awareness, score_architectures
 from .policy_gradient import PolicyGradientConfig
 from .reinforce import ReinforceConfig, train_reinforce
-from .sb3 import sb3_policy, train_sb3
+from .router import Router, expected_reward_policy, router_latency_ms, router_policy, train_router
+from .sb3 import sb3_latency_ms, sb3_policy, train_sb3
+from .vw import train_vw, vw_policy
 
-Agent = Literal["REINFORCE", "PPO", "A2C", "random", "MobileNetV2"]
-AGENTS: tuple[Agent, ...] = ("REINFORCE", "PPO", "A2C", "random", "MobileNetV2")
+Agent = Literal["REINFORCE", "REINFORCE-family", "PPO", "A2C", "PPO-family", "A2C-family", "VW-family", "router",
+                "random", "MobileNetV2", "best-single"]
+AGENTS: tuple[Agent, ...] = get_args(Agent)
+#: The agents that act over the family's arms.
+FAMILY_AGENTS = ("REINFORCE-family", "PPO-family", "A2C-family", "VW-family", "router", "best-single")
+#: What :func:`instance_awareness` adds to each agent's row.
+AWARE_KEYS = ("gain_points", "gain_latency_pct", "distinct_archs", "top_share", "mi_class_bits", "mi_difficulty_bits")
 SUMMARY_KEYS = ("accuracy", "latency_ms", "network_latency_ms", "measured_ms", "controller_ms", "e2e_ms",
-                "e2e_measured_ms", "reward", "ops_per_cell", "distinct_masks", "wall_s")
+                "e2e_measured_ms", "reward", "ops_per_cell", "distinct_masks", *AWARE_KEYS, "wall_s")
 
 
 @dataclass(frozen=True)
@@ -45,24 +81,98 @@ class CompareConfig:
     agents: tuple[Agent, ...] = AGENTS
     seeds: tuple[int, ...] = (0, 1, 2)
     total_steps: int = 16_000
-    """Env steps per agent and seed."""
+    """Env steps (training images) per agent and seed."""
     num_envs: int = 32
     anneal_upper: bool = True
+    family: str | None = None
+    """The family of the family-view agents: a family file or a router file (None: the bundled family,
+    bundled data set only)."""
+    lookup: bool = True
+    """Family-view agents step the family's lookup env (outcomes stored beside the family file,
+    computed on first use); else the supernet live."""
     pg: PolicyGradientConfig = field(default_factory=PolicyGradientConfig)
     """REINFORCE's update (its lr and alpha among them)."""
     controller: ControllerConfig = field(default_factory=ControllerConfig)
     """REINFORCE's controller."""
+    router_epochs: int = 4
+    """Passes of the router over its training images."""
     measure: int = 100
     """Test images whose masks are timed on the clock."""
     eval_limit: int | None = None
     """Test images evaluated (None: all)."""
+    own_archs: int = 16
+    """A policy's most used architectures scored beside the 18 probes when judging instance-awareness."""
     threads: int = 2
     out: str = "runs/compare"
 
+    def __post_init__(self) -> None:
+        unknown = [a for a in self.agents if a not in AGENTS]
+        if unknown:
+            raise ValueError(f"agents: unknown {unknown}; expected some of {AGENTS}")
 
-def run_fixed(policy: Policy, cfg: CompareConfig, seed: int) -> list[dict[str, Any]]:
-    """Step the training env with a non-learning policy for the budget, logging like the agents do."""
-    venv = cfg.env.make_vec(cfg.num_envs)
+
+def judge_bandit(cfg: CompareConfig) -> InstaNASBandit:
+    """The test split's bandit with the bounds every agent is judged with: those the search ends on."""
+    bandit = cfg.env.bandit("test")
+    if cfg.anneal_upper:
+        bandit.reward.anneal(1.0)
+    return bandit
+
+
+def best_single_arm(correct: np.ndarray, cells_ms: np.ndarray, reward: LatencyReward) -> int:
+    """The arm of highest mean env reward under ``reward``'s current bounds: ``correct`` bool (K, N),
+    whether arm k classifies image n right; ``cells_ms`` (K,) the arms' cell latencies (ms). Ties: the
+    lower index."""
+    correct, lat = np.asarray(correct, dtype=bool), np.asarray(cells_ms, dtype=np.float64)
+    if correct.ndim != 2 or lat.shape != correct.shape[:1] or not correct.size:
+        raise ValueError(f"correct must be (K, N) and cells_ms (K,), K, N >= 1, got {correct.shape}, {lat.shape}")
+    return int(np.argmax(reward(correct, np.broadcast_to(lat[:, None], correct.shape))["reward"].mean(1)))
+
+
+class FamilyArms:
+    """The family the family-view agents act over (``cfg.family``), its training env, and each arm's
+    correctness on the training images of the budget (computed once: looked up in lookup mode)."""
+
+    def __init__(self, cfg: CompareConfig, judge: InstaNASBandit) -> None:
+        self.cfg, self.judge = cfg, judge
+        self.family, self.source = resolve_family(cfg.family, cfg.env.dataset)
+        self.cells_ms = np.asarray(judge.table.cells_ms(self.family.masks), dtype=np.float64).reshape(self.family.k)
+        self.latency_ms = self.cells_ms + judge.table.fixed_ms
+        """(K,) whole-network latency of each arm by the table (ms)."""
+        self._train: tuple[np.ndarray, np.ndarray] | None = None
+
+    def outcomes(self) -> str | None:
+        """Where the family's lookup outcomes on the training split are stored (None: live mode)."""
+        split = self.cfg.env.split or instanas_gym.ENV_IDS[self.cfg.env.env_id]["split"]
+        return str(outcomes_path(self.source, split)) if self.cfg.lookup else None
+
+    def venv(self) -> VectorEnv:
+        """The family view of the training env, ``cfg.num_envs`` images per step (lookup mode per ``cfg.lookup``)."""
+        extra = {"outcomes": self.outcomes()} if self.cfg.lookup else {}
+        return self.cfg.env.make_family_vec(self.cfg.num_envs, self.family, self.cfg.lookup, **extra)
+
+    def train_correct(self) -> tuple[np.ndarray, np.ndarray]:
+        """The first ``total_steps`` training images (uint8 (N, H, W, C)) and whether each arm is right
+        on them (bool (K, N)), computed on the first call."""
+        if self._train is None:
+            bandit = self.venv().unwrapped.bandit
+            n = min(self.cfg.total_steps, bandit.num_images)
+            data = ImageSet(bandit.data.images[:n], bandit.data.labels[:n], bandit.data.spec, bandit.data.split,
+                            bandit.data.source)
+            if getattr(bandit, "outcomes", None) is not None:  # lookup mode: already computed
+                correct = bandit.outcomes["correct"][:, :n]
+            else:
+                correct, _ = score_architectures(bandit.model, data, bandit.table, self.family.masks)
+            self._train = (data.images, correct)
+        return self._train
+
+    def reward_arch(self) -> np.ndarray:
+        """(K,) each arm's R_A at the judge's (final) bounds."""
+        return self.judge.reward.arch_reward(self.cells_ms)
+
+
+def run_fixed(act: Policy, venv: VectorEnv, cfg: CompareConfig, seed: int) -> list[dict[str, Any]]:
+    """Step ``venv`` with a non-learning ``act`` (images -> actions) for the budget, logging like the agents do."""
     obs, _ = venv.reset(seed=seed)
     reward_fn = venv.unwrapped.bandit.reward
     updates = max(1, cfg.total_steps // cfg.num_envs)
@@ -71,7 +181,7 @@ def run_fixed(policy: Policy, cfg: CompareConfig, seed: int) -> list[dict[str, A
     for update in range(updates):
         if cfg.anneal_upper:
             reward_fn.anneal(update / max(1, updates - 1))
-        obs, rewards, _, _, info = venv.step(policy(obs))
+        obs, rewards, _, _, info = venv.step(act(obs))
         final = info["final_info"]
         log.add({"reward": float(rewards.mean()), "accuracy": float(final["correct"].mean()),
                  "latency_ms": float(final["latency_ms"].mean())})
@@ -81,15 +191,25 @@ def run_fixed(policy: Policy, cfg: CompareConfig, seed: int) -> list[dict[str, A
 
 
 def run_agent(
-    agent: str, seed: int, cfg: CompareConfig, judge: InstaNASBandit | None = None
+    agent: str, seed: int, cfg: CompareConfig, judge: InstaNASBandit | None = None, arms: FamilyArms | None = None
 ) -> tuple[list[dict[str, Any]], Policy, float, float | None]:
-    """Train (or run) one agent with one seed; returns its log rows, its policy, wall-clock seconds and,
-    for REINFORCE with a ``judge`` bandit, its controller's ms at batch 1 in the runtime and thread
-    count of the judge's latency table (None otherwise)."""
+    """Train (or run) one agent with one seed; returns its log rows (none for the router), its policy,
+    wall-clock seconds and its controller's ms at batch 1 in the runtime and thread count of the judge's
+    latency table (None where it has no controller, or, for VW-family, where it is not counted).
+
+    ``judge``: the test bandit (default :func:`judge_bandit`); ``arms``: the family-view agents'
+    family (default: built from ``cfg`` and ``judge``)."""
+    if agent not in AGENTS:
+        raise ValueError(f"unknown agent {agent!r}; expected one of {AGENTS}")
+    judge = judge or judge_bandit(cfg)
+    if agent in FAMILY_AGENTS:
+        arms = arms or FamilyArms(cfg, judge)
     torch.manual_seed(seed)
+    meta = judge.table.meta
+    runtime, threads, shape = meta.get("runtime", "torch"), int(meta.get("threads", 1)), judge.data.spec.image_shape
     start = time.perf_counter()
     out = Path(cfg.out) / f"{agent}_seed{seed}"
-    controller_ms = None
+    controller_ms, rows = None, []
     if agent == "REINFORCE":
         rcfg = ReinforceConfig(env=cfg.env, pg=cfg.pg, controller=cfg.controller, total_steps=cfg.total_steps,
                                batch_size=cfg.num_envs, anneal_upper=cfg.anneal_upper, seed=seed,
@@ -97,23 +217,59 @@ def run_agent(
         controller, rows = train_reinforce(rcfg)
         policy = controller_policy(controller)
         wall = time.perf_counter() - start
-        if judge is not None:
-            meta = judge.table.meta
-            controller_ms = controller_latency_ms(controller, judge.data.spec.image_shape,
-                                                  meta.get("runtime", "torch"), int(meta.get("threads", 1)))
-        return rows, policy, wall, controller_ms
-    elif agent in ("PPO", "A2C"):
-        model, rows = train_sb3(agent.lower(), cfg.env, cfg.total_steps, cfg.num_envs, seed, cfg.anneal_upper, out=out)
-        policy = sb3_policy(model)
+        return rows, policy, wall, controller_latency_ms(controller, shape, runtime, threads)
+    if agent == "REINFORCE-family":
+        fcfg = FamilyReinforceConfig(env=cfg.env, family=cfg.family, lookup=cfg.lookup, total_steps=cfg.total_steps,
+                                     batch_size=cfg.num_envs, anneal_upper=cfg.anneal_upper, seed=seed,
+                                     threads=cfg.threads, out=str(out))
+        router, _, rows = train_family_reinforce(fcfg)
+        policy = router_policy(router, arms.family.masks, arms.latency_ms, 0.0)
+        wall = time.perf_counter() - start
+        return rows, policy, wall, router_latency_ms(router, shape, runtime, threads, latency_ms=arms.latency_ms)
+    if agent == "router":
+        router = Router(FamilyReinforceConfig().controller, shape[-1], arms.family.k)
+        images, correct = arms.train_correct()
+        train_router(router, images, correct, cfg.router_epochs, seed=seed)
+        policy = expected_reward_policy(router, arms.family.masks, arms.reward_arch(), judge.reward.correct_reward)
+        wall = time.perf_counter() - start
+        return rows, policy, wall, router_latency_ms(router, shape, runtime, threads, latency_ms=arms.latency_ms)
+    if agent in ("PPO", "A2C", "PPO-family", "A2C-family"):
+        family = arms.family if agent.endswith("-family") else None
+        extra = {"family": family, "lookup": cfg.lookup, "outcomes": arms.outcomes()} if family is not None else {}
+        model, rows = train_sb3(agent.split("-")[0].lower(), cfg.env, cfg.total_steps, cfg.num_envs, seed,
+                                cfg.anneal_upper, out=out, **extra)
+        policy = sb3_policy(model, family)
+        wall = time.perf_counter() - start
+        return rows, policy, wall, sb3_latency_ms(model, shape, runtime, threads)
+    if agent == "VW-family":
+        agent_vw, rows = train_vw(arms.venv(), arms.family, cfg.total_steps, seed, anneal_upper=cfg.anneal_upper, out=out)
+        policy = vw_policy(agent_vw, arms.family)
+    elif agent == "best-single":
+        _, correct = arms.train_correct()
+        arm = best_single_arm(correct, arms.cells_ms, judge.reward)
+        rows = run_fixed(lambda obs: np.full(len(obs), arm, dtype=np.int64), arms.venv(), cfg, seed)
+        policy = fixed_policy(arms.family.masks[arm])
     elif agent == "random":
-        rows = run_fixed(random_policy(seed), cfg, seed)
+        rows = run_fixed(random_policy(seed), cfg.env.make_vec(cfg.num_envs), cfg, seed)
         policy = random_policy(seed + 1000)
-    elif agent == "MobileNetV2":
+    else:  # MobileNetV2
         policy = fixed_policy(mobilenetv2_mask())
-        rows = run_fixed(policy, cfg, seed)
-    else:
-        raise ValueError(f"unknown agent {agent!r}; expected one of {AGENTS}")
+        rows = run_fixed(policy, cfg.env.make_vec(cfg.num_envs), cfg, seed)
     return rows, policy, time.perf_counter() - start, controller_ms
+
+
+def aware_figures(report: dict[str, Any]) -> dict[str, float]:
+    """The figures of an :func:`instance_awareness` report a comparison row shows (:data:`AWARE_KEYS`)."""
+    return {"gain_points": report["gain"]["points"], "gain_latency_pct": report["gain"]["latency_pct"],
+            "distinct_archs": float(report["distinct_archs"]), "top_share": float(report["arch_share"][0]),
+            "mi_class_bits": report["mi_class_bits"], "mi_difficulty_bits": report["mi_difficulty_bits"]}
+
+
+#: What summary.md and the printed table say beside the legend.
+NOTE = ("gain: above the static frontier of the 18 probes and the policy's own architectures, at the e2e latency "
+        "where a controller is counted (REINFORCE, REINFORCE-family, router, PPO/A2C and their -family: timed at "
+        "batch 1 in the table's runtime); VW-family's cost is not counted (no e2e; gain at the network's latency); "
+        "random, MobileNetV2 and best-single have no controller.")
 
 
 def compare_agents(cfg: CompareConfig) -> dict[str, dict[str, float]]:
@@ -121,20 +277,30 @@ def compare_agents(cfg: CompareConfig) -> dict[str, dict[str, float]]:
 
     Returns per agent the mean over seeds of the test metrics (and ``*_std``).
     """
+    if "VW-family" in cfg.agents and importlib.util.find_spec("vowpalwabbit") is None:
+        raise ImportError("agent VW-family needs vowpalwabbit (pip install 'instanas-gym[baselines]'); "
+                          "or leave it out of agents (--agents)")
     torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    bandit = cfg.env.bandit("test")
-    if cfg.anneal_upper:
-        bandit.reward.anneal(1.0)  # judge every agent with the bounds the search ends on
+    judge = judge_bandit(cfg)
+    arms = FamilyArms(cfg, judge) if any(a in FAMILY_AGENTS for a in cfg.agents) else None
+    probes = np.stack([mask for _, mask in probe_masks(judge.table, seed=0)])
+    cache: dict[bytes, np.ndarray] = {}  # correctness on the judged test images, shared by every agent
+    loss = None  # the judged images' all-ops loss, the same for every agent
     curves: dict[str, list[list[dict[str, float]]]] = {}
     finals: dict[str, list[dict[str, float]]] = {}
     for agent in cfg.agents:
         for seed in cfg.seeds:
-            rows, policy, wall, controller_ms = run_agent(agent, seed, cfg, bandit)
-            result = evaluate_policy(policy, bandit, measure=cfg.measure, limit=cfg.eval_limit, controller_ms=controller_ms)
+            rows, policy, wall, controller_ms = run_agent(agent, seed, cfg, judge, arms)
+            result = evaluate_policy(policy, judge, measure=cfg.measure, limit=cfg.eval_limit, controller_ms=controller_ms)
+            report = instance_awareness(policy, judge, probes, controller_ms or 0.0, limit=cfg.eval_limit, cache=cache,
+                                        own_limit=cfg.own_archs, loss=loss)
+            loss = report["loss"]
+            result |= aware_figures(report)
             result["wall_s"] = wall
-            curves.setdefault(agent, []).append(rows)
+            if rows:
+                curves.setdefault(agent, []).append(rows)
             finals.setdefault(agent, []).append(result)
     write_csv([{"agent": agent, "seed": seed, "env_steps": r["env_steps"], "reward": r["reward"]}
                for agent, runs in curves.items() for seed, rows in zip(cfg.seeds, runs) for r in rows],
@@ -153,9 +319,12 @@ def compare_agents(cfg: CompareConfig) -> dict[str, dict[str, float]]:
     for agent, results in finals.items():
         summary[agent] = {k: float(np.mean([r[k] for r in results])) for k in results[0]}
         summary[agent] |= {f"{k}_std": float(np.std([r[k] for r in results])) for k in results[0]}
+    family = "" if arms is None else f"; family of {arms.family.k} arms ({arms.source.name}, " + \
+        ("lookup" if cfg.lookup else "live") + ")"
     atomic_write_text(
         out / "summary.md",
-        f"{cfg.env.env_id}, {len(cfg.seeds)} seeds, {cfg.total_steps} env steps each; test split; mean over seeds\n\n"
-        + markdown_table(summary) + "\n"
+        f"{cfg.env.env_id}, {len(cfg.seeds)} seed{'s' * (len(cfg.seeds) != 1)}, {cfg.total_steps} env steps each{family}; test split"
+        f"{'' if cfg.eval_limit is None else f' (first {cfg.eval_limit} images)'}; mean over seeds\n\n"
+        + markdown_table(summary) + f"\n\n{NOTE}\n"
     )
     return summary

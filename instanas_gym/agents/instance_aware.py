@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from instanas_gym.bandit import InstaNASBandit
+from instanas_gym.checks import check_int
 from instanas_gym.data import ImageSet
 from instanas_gym.files import atomic_write_json
 from instanas_gym.latency import LatencyTable
@@ -190,12 +191,26 @@ def oracle(correct: np.ndarray, latency_ms: np.ndarray) -> dict[str, Any]:
 
 
 def score_architectures(
-    model: Supernet, data: ImageSet, table: LatencyTable, masks: np.ndarray, batch_size: int = 256
+    model: Supernet, data: ImageSet, table: LatencyTable, masks: np.ndarray, batch_size: int = 256,
+    cache: dict[bytes, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Each mask of ``masks`` (K, 17, 5) run alone on every image of ``data``: ``(correct bool (K, N),
-    latency_ms (K,))``, the latter the table's latency of the whole network at batch 1 (ms)."""
+    latency_ms (K,))``, the latter the table's latency of the whole network at batch 1 (ms).
+
+    ``cache``: correctness vectors (N,) by the bytes of the uint8 mask, valid for this ``model`` and
+    ``data`` only (the caller keeps them together): a mask found there is not run again, and each
+    mask run is added. The result is the same with or without it."""
     masks = validate_mask(masks, batched=True)
-    correct = np.array([correct_per_image(model, data, m, batch_size) for m in masks]).reshape(len(masks), len(data))
+    rows = []
+    for m in masks:
+        key = np.ascontiguousarray(m, dtype=np.uint8).tobytes()
+        if cache is not None and key in cache:
+            rows.append(cache[key])
+            continue
+        rows.append(correct_per_image(model, data, m, batch_size))
+        if cache is not None:
+            cache[key] = rows[-1]
+    correct = np.array(rows, dtype=bool).reshape(len(masks), len(data))
     return correct, np.asarray(table.network_ms(masks), dtype=np.float64).reshape(len(masks))
 
 
@@ -232,6 +247,16 @@ def _family(bandit: InstaNASBandit, reference_masks: np.ndarray, chosen: np.ndar
     return family, ids[len(refs):]
 
 
+def _scored(arch: np.ndarray, references: int, members: int, own_limit: int | None) -> np.ndarray:
+    """Family indices to score: every member, or the references and the ``own_limit`` members the
+    images of ``arch`` use most (ties: lower index first), in index order."""
+    if own_limit is None:
+        return np.arange(members)
+    own = np.bincount(arch, minlength=members)[references:]
+    top = references + np.argsort(-own, kind="stable")[:own_limit]
+    return np.sort(np.concatenate([np.arange(references), top[own[top - references] > 0]]))
+
+
 def instance_awareness(
     policy: Policy,
     bandit: InstaNASBandit,
@@ -239,6 +264,9 @@ def instance_awareness(
     controller_ms: float = 0.0,
     limit: int | None = None,
     batch_size: int = 500,
+    cache: dict[bytes, np.ndarray] | None = None,
+    own_limit: int | None = None,
+    loss: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Judge ``policy`` (uint8 images (B, H, W, C) -> masks (B, 17, 5)) on the bandit's split (the
     first ``limit`` images when given) against the static frontier of its family: the reference
@@ -255,16 +283,33 @@ def instance_awareness(
     ``references`` (R); per family member ``family_masks`` (effective masks, uint8), ``family_latency_ms``,
     ``family_accuracy``; per image ``arch`` (family index), ``labels``, ``loss`` (all-ops
     cross-entropy, nats) and ``difficulty`` (its quintile, 0 = easiest).
+
+    ``cache``: as for :func:`score_architectures`, for this bandit's first ``limit`` images (e.g. the
+    references' correctness, shared by every policy judged on them); the result is the same.
+    ``own_limit``: score only the references and the policy's ``own_limit`` most used architectures
+    (ties: first used first), e.g. for a policy with a different mask per image; the others keep
+    their family index but get accuracy nan and are left out of the frontier and of the oracle
+    (whose ``choice`` then indexes the scored members, in family order).
+    None (default): score all. ``loss``: the images' all-ops cross-entropy when known (an earlier
+    report's ``loss`` on the same images), else computed (one pass).
     """
     n = bandit.num_images if limit is None else min(limit, bandit.num_images)
+    check_int("own_limit", own_limit, minimum=0, optional=True)
     run = _run_policy(policy, bandit, n, batch_size)
     family, arch = _family(bandit, reference_masks, run["masks"])
     data = bandit.data
     data = ImageSet(data.images[:n], data.labels[:n], data.spec, data.split, data.source)
-    correct, latency = score_architectures(bandit.model, data, bandit.table, family, batch_size)
+    scored = _scored(arch, len(reference_masks), len(family), own_limit)
+    correct, _ = score_architectures(bandit.model, data, bandit.table, family[scored], batch_size, cache)
+    latency = np.asarray(bandit.table.network_ms(family), dtype=np.float64).reshape(len(family))
+    family_accuracy = np.full(len(family), np.nan)
+    family_accuracy[scored] = correct.mean(1)
     accuracy, network_ms = float(run["correct"].mean()), float(run["network_ms"].mean())
-    frontier = static_frontier(latency, correct.mean(1))
-    loss = per_image_loss(bandit.model, data, all_ops_mask(), batch_size)
+    frontier = static_frontier(latency[scored], family_accuracy[scored])
+    if loss is None:
+        loss = per_image_loss(bandit.model, data, all_ops_mask(), batch_size)
+    elif np.shape(loss) != (n,):
+        raise ValueError(f"loss must have one value per judged image, shape ({n},), got {np.shape(loss)}")
     difficulty = difficulty_bins(loss)
     used, counts = np.unique(arch, return_counts=True)
     order = np.argsort(-counts, kind="stable")
@@ -278,8 +323,8 @@ def instance_awareness(
         "mi_class_null_bits": permutation_mi_bits(arch, data.labels),
         "mi_difficulty_bits": mutual_information_bits(arch, difficulty),
         "mi_difficulty_null_bits": permutation_mi_bits(arch, difficulty),
-        "oracle": oracle(correct, latency), "references": len(reference_masks),
-        "family_masks": family, "family_latency_ms": latency, "family_accuracy": correct.mean(1),
+        "oracle": oracle(correct, latency[scored]), "references": len(reference_masks),
+        "family_masks": family, "family_latency_ms": latency, "family_accuracy": family_accuracy,
         "arch": arch, "labels": data.labels, "loss": loss, "difficulty": difficulty,
     }
 

@@ -413,6 +413,34 @@ def router_policy(router: Router, family_masks: np.ndarray, latency_ms: np.ndarr
     return policy
 
 
+def expected_rewards(probs: np.ndarray, reward_arch: np.ndarray, correct_reward: float) -> np.ndarray:
+    """The env reward each image expects from each member (B, K), given the predicted P(right)
+    ``probs`` (B, K) and each member's R_A (K,) at the reward's bounds: the reward is c R_A when
+    right and -c when wrong (c = ``correct_reward``), so E[R_k] = c (p_k (R_A_k + 1) - 1)."""
+    probs, r_arch = np.asarray(probs, dtype=np.float64), np.asarray(reward_arch, dtype=np.float64)
+    if probs.ndim != 2 or r_arch.shape != probs.shape[1:] or not len(r_arch) or not np.isfinite(r_arch).all():
+        raise ValueError(f"probs must be (B, K) and reward_arch (K,) finite, K >= 1, got {probs.shape}, {r_arch.shape}")
+    c = check_number("correct_reward", correct_reward, 0.0, low_open=True)
+    return c * (probs * (r_arch[None] + 1.0) - 1.0)
+
+
+def expected_reward_policy(
+    router: Router, family_masks: np.ndarray, reward_arch: np.ndarray, correct_reward: float
+) -> Policy:
+    """Per image the member of highest :func:`expected_rewards` (ties: the lower index), as masks
+    uint8 (B, 17, 5): what the env's reward at those bounds asks of a router."""
+    masks = validate_mask(family_masks, batched=True, name="family_masks").astype(np.uint8)
+    r_arch = np.asarray(reward_arch, dtype=np.float64)
+    if r_arch.shape != (len(masks),) or len(masks) != router.k:
+        raise ValueError(f"family_masks ({len(masks)}), reward_arch {r_arch.shape} and the router ({router.k}) disagree on K")
+    expected_rewards(np.zeros((1, len(r_arch))), r_arch, correct_reward)  # checks the arguments
+
+    def policy(images: np.ndarray) -> np.ndarray:
+        return masks[np.argmax(expected_rewards(predict_correct(router, images), r_arch, correct_reward), axis=1)]
+
+    return policy
+
+
 # ---- files ---------------------------------------------------------------------------------------
 class SavedRouter(NamedTuple):
     """What :func:`load_router` returns."""

@@ -1,13 +1,15 @@
 """Stable-Baselines3 PPO and A2C on InstaNAS, plugged in through SB3's own extension points.
 
 The policy sees channel-first images through :class:`SmallCNN` (``policy_kwargs``; NatureCNN's 8x8
-stride-4 stem cannot take 28-32 px images) and acts in ``MultiBinary(85)``; the environments are our
+stride-4 stem cannot take 28-32 px images) and acts in ``MultiBinary(85)``, or over a family of K
+architectures in ``Discrete(K)`` (its family view, live or in lookup mode); the environments are our
 native batched vector env behind :class:`~instanas_gym.envs.wrappers.SB3VecEnv`. :class:`InstaNASCallback` anneals
 the latency upper bound on the same schedule as REINFORCE and logs the same fields.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -18,9 +20,15 @@ import torch
 from stable_baselines3 import A2C, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.preprocessing import preprocess_obs
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
+from instanas_gym.deploy.export import onnx_bytes
+from instanas_gym.family import ArchitectureFamily
+from instanas_gym.latency.measure import median_ms, torch_threads
+from instanas_gym.latency.onnx import time_onnx_ms
 from instanas_gym.runlog import RunLogger
 from instanas_gym.search_space import MASK_SHAPE
 
@@ -64,7 +72,10 @@ class InstaNASCallback(BaseCallback):
         out: str | Path | None = None, name: str = "log",
     ) -> None:
         super().__init__()
-        self.reward = venv.venv.bandit.reward
+        self.reward = venv.venv.unwrapped.bandit.reward
+        family = getattr(venv.venv, "family", None)
+        self.arm_masks = None if family is None else family.masks
+        """The family's masks (K, 17, 5) when the actions are arms, else None."""
         self.total_steps, self.anneal_upper, self.log_every = total_steps, anneal_upper, log_every
         self.log = RunLogger(out, name, "env_steps")
         self._next_log = log_every
@@ -74,7 +85,8 @@ class InstaNASCallback(BaseCallback):
         if self.anneal_upper:
             self.reward.anneal(self.num_timesteps / self.total_steps)
         infos = self.locals["infos"]
-        masks = np.asarray(self.locals["actions"]).reshape(-1, *MASK_SHAPE)
+        actions = np.asarray(self.locals["actions"])
+        masks = actions.reshape(-1, *MASK_SHAPE) if self.arm_masks is None else self.arm_masks[actions.reshape(-1)]
         self.log.add({
             "reward": float(np.mean(self.locals["rewards"])),
             "accuracy": float(np.mean([i["correct"] for i in infos])),
@@ -102,12 +114,24 @@ def train_sb3(
     anneal_upper: bool = True,
     algo_kwargs: dict[str, Any] | None = None,
     out: str | Path | None = None,
+    family: ArchitectureFamily | str | os.PathLike | None = None,
+    lookup: bool = False,
+    outcomes: str | os.PathLike | None = None,
 ) -> tuple[BaseAlgorithm, list[dict[str, Any]]]:
-    """Train PPO or A2C (``algo``) for ``total_steps`` env steps; returns the model and the logged rows."""
+    """Train PPO or A2C (``algo``) for ``total_steps`` env steps; returns the model and the logged rows.
+
+    With ``family`` (an :class:`~instanas_gym.family.ArchitectureFamily` or its file) it acts on the
+    family view, one of K arms per image (:meth:`~instanas_gym.envs.config.EnvConfig.make_family_vec`):
+    live, or with ``lookup`` from the family's stored outcomes (``outcomes``: their file, needed for
+    a family given as an object)."""
     if algo not in ALGORITHMS:
         raise ValueError(f"algo must be one of {sorted(ALGORITHMS)}, got {algo!r}")
     env = env or EnvConfig()
-    venv = SB3VecEnv.make(env.env_id, num_envs=num_envs, **env.kwargs())
+    if family is None:
+        venv = SB3VecEnv.make(env.env_id, num_envs=num_envs, **env.kwargs())
+    else:
+        extra = {"outcomes": outcomes} if lookup and outcomes is not None else {}
+        venv = SB3VecEnv(env.make_family_vec(num_envs, family, lookup, **extra))
     kwargs = {**DEFAULT_KWARGS[algo], **(algo_kwargs or {})}
     model = ALGORITHMS[algo](
         "CnnPolicy", venv, seed=seed, device="cpu", verbose=0,
@@ -122,11 +146,44 @@ def train_sb3(
     return model, callback.log.history
 
 
-def sb3_policy(model: BaseAlgorithm) -> Policy:
-    """Deterministic SB3 actions as masks, for uint8 (B, H, W, C) images."""
+def sb3_policy(model: BaseAlgorithm, family: ArchitectureFamily | None = None) -> Policy:
+    """Deterministic SB3 actions as masks, for uint8 (B, H, W, C) images; with ``family`` the
+    actions are arms, and the masks the family's."""
 
     def policy(images: np.ndarray) -> np.ndarray:
         actions, _ = model.predict(np.ascontiguousarray(images.transpose(0, 3, 1, 2)), deterministic=True)
+        if family is not None:
+            return family.masks[np.asarray(actions, dtype=np.int64).reshape(-1)]
         return np.asarray(actions, dtype=np.uint8).reshape(-1, *MASK_SHAPE)
 
     return policy
+
+
+class SB3Actor(nn.Module):
+    """The deterministic action of an SB3 actor-critic policy as one graph: uint8 images (B, H, W, C)
+    -> the arm (B,) int64 for ``Discrete`` actions, the 85 bits (B, 85) for ``MultiBinary``."""
+
+    def __init__(self, policy: ActorCriticPolicy) -> None:
+        super().__init__()
+        self.policy = policy
+        self.discrete = isinstance(policy.action_space, gym.spaces.Discrete)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        obs = preprocess_obs(images.permute(0, 3, 1, 2), self.policy.observation_space, self.policy.normalize_images)
+        features = self.policy.pi_features_extractor(obs)
+        logits = self.policy.action_net(self.policy.mlp_extractor.forward_actor(features))
+        return logits.argmax(1) if self.discrete else (logits > 0).to(torch.uint8)
+
+
+def sb3_latency_ms(
+    model: BaseAlgorithm, image_shape: tuple[int, int, int], runtime: str = "torch", threads: int = 1, repeats: int = 50
+) -> float:
+    """Median ms of the model's deterministic action on one image (batch 1) in ``runtime``: "torch"
+    (eager) or "onnxruntime" (its exported graph), with ``threads`` threads; the actor only (feature
+    extractor, actor layers, action head), as ``evaluation.controller_latency_ms`` times a controller."""
+    actor = SB3Actor(model.policy).eval()
+    if runtime == "onnxruntime":
+        return time_onnx_ms(onnx_bytes(actor, image_shape, "action"), image_shape, threads, repeats)
+    x = torch.zeros((1, *image_shape), dtype=torch.uint8)
+    with torch.inference_mode(), torch_threads(threads):
+        return median_ms(lambda: actor(x), repeats)

@@ -48,18 +48,28 @@ def random_policy(seed: int = 0, keep_prob: float = 0.5) -> Policy:
     return lambda images: (rng.random((len(images), *MASK_SHAPE)) < keep_prob).astype(np.uint8)
 
 
+def module_latency_ms(
+    module: torch.nn.Module, image_shape: tuple[int, int, int], output: str, runtime: str = "torch", threads: int = 1,
+    repeats: int = 50,
+) -> float:
+    """Median ms of ``module`` (uint8 images (B, H, W, C) -> one tensor, named ``output`` in its
+    graph) on one image (batch 1) in ``runtime``: "torch" (eager) or "onnxruntime" (its exported
+    graph), with ``threads`` threads, on the CPU. What times every policy's network: a controller, a
+    router with its routing rule, an SB3 actor."""
+    module = cpu_copy(module)
+    if runtime == "onnxruntime":
+        return time_onnx_ms(onnx_bytes(module.eval(), image_shape, output), image_shape, threads, repeats)
+    x = torch.zeros((1, *image_shape), dtype=torch.uint8)
+    with torch.inference_mode(), torch_threads(threads):
+        return median_ms(lambda: module(x), repeats)
+
+
 def controller_latency_ms(
     controller: Controller, image_shape: tuple[int, int, int], runtime: str = "torch", threads: int = 1, repeats: int = 50
 ) -> float:
     """Median ms of the controller on one image (batch 1) in ``runtime``: "torch" (eager) or
     "onnxruntime" (its exported graph), with ``threads`` threads, on the CPU."""
-    controller = cpu_copy(controller)
-    image = np.zeros((1, *image_shape), np.uint8)
-    if runtime == "onnxruntime":
-        return time_onnx_ms(onnx_bytes(controller.eval(), image_shape, "mask_logits"), image_shape, threads, repeats)
-    x = torch.from_numpy(image)
-    with torch.inference_mode(), torch_threads(threads):
-        return median_ms(lambda: controller(x), repeats)
+    return module_latency_ms(controller, image_shape, "mask_logits", runtime, threads, repeats)
 
 
 def measured_network_ms(bandit: InstaNASBandit, masks: np.ndarray, repeats: int = 5) -> float:

@@ -31,15 +31,12 @@ from instanas_gym.bandit import InstaNASBandit
 from instanas_gym.checks import check_int, check_number
 from instanas_gym.data import DatasetSpec, ImageSet
 from instanas_gym.data import augment as augment_batch
-from instanas_gym.deploy.export import onnx_bytes
 from instanas_gym.family import ArchitectureFamily
 from instanas_gym.files import FileFormatError, atomic_save, load_torch
-from instanas_gym.latency.measure import median_ms, torch_threads
-from instanas_gym.latency.onnx import time_onnx_ms
 from instanas_gym.masks import validate_mask
 
 from .controller import ControllerConfig
-from .evaluation import Policy
+from .evaluation import Policy, module_latency_ms
 from .instance_aware import gain_over_frontier, oracle, score_architectures, static_frontier
 
 ROUTER_FORMAT = "instanas-router-v1"
@@ -234,11 +231,7 @@ def router_latency_ms(
     not change the time, so an untrained router of the same shape times the same."""
     lat = np.zeros(router.k) if latency_ms is None else np.asarray(latency_ms, dtype=np.float64)
     graph = _RoutingGraph(router, lat, price_per_ms).eval()
-    if runtime == "onnxruntime":
-        return time_onnx_ms(onnx_bytes(graph, image_shape, "architecture"), image_shape, threads, repeats)
-    x = torch.zeros((1, *image_shape), dtype=torch.uint8)
-    with torch.inference_mode(), torch_threads(threads):
-        return median_ms(lambda: graph(x), repeats)
+    return module_latency_ms(graph, image_shape, "architecture", runtime, threads, repeats)
 
 
 # ---- training ------------------------------------------------------------------------------------

@@ -25,16 +25,13 @@ from stable_baselines3.common.preprocessing import preprocess_obs
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
-from instanas_gym.deploy.export import onnx_bytes
 from instanas_gym.family import ArchitectureFamily
-from instanas_gym.latency.measure import median_ms, torch_threads
-from instanas_gym.latency.onnx import time_onnx_ms
 from instanas_gym.runlog import RunLogger
 from instanas_gym.search_space import MASK_SHAPE
 
 from ..envs.config import EnvConfig
 from ..envs.wrappers import SB3VecEnv
-from .evaluation import Policy
+from .evaluation import Policy, module_latency_ms
 
 ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "a2c": A2C}
 #: Rollout sizes for a batched bandit: short rollouts over many environments.
@@ -181,9 +178,4 @@ def sb3_latency_ms(
     """Median ms of the model's deterministic action on one image (batch 1) in ``runtime``: "torch"
     (eager) or "onnxruntime" (its exported graph), with ``threads`` threads; the actor only (feature
     extractor, actor layers, action head), as ``evaluation.controller_latency_ms`` times a controller."""
-    actor = SB3Actor(model.policy).eval()
-    if runtime == "onnxruntime":
-        return time_onnx_ms(onnx_bytes(actor, image_shape, "action"), image_shape, threads, repeats)
-    x = torch.zeros((1, *image_shape), dtype=torch.uint8)
-    with torch.inference_mode(), torch_threads(threads):
-        return median_ms(lambda: actor(x), repeats)
+    return module_latency_ms(SB3Actor(model.policy).eval(), image_shape, "action", runtime, threads, repeats)

@@ -38,12 +38,10 @@ import numpy as np
 import torch
 from gymnasium.vector import VectorEnv
 
-import instanas_gym
 from instanas_gym.bandit import InstaNASBandit
 from instanas_gym.data import ImageSet
 from instanas_gym.display import markdown_table
 from instanas_gym.files import atomic_write_text
-from instanas_gym.lookup import outcomes_path
 from instanas_gym.masks import mobilenetv2_mask
 from instanas_gym.plots import curves_with_bands
 from instanas_gym.reward import LatencyReward
@@ -141,15 +139,9 @@ class FamilyArms:
         """(K,) whole-network latency of each arm by the table (ms)."""
         self._train: tuple[np.ndarray, np.ndarray] | None = None
 
-    def outcomes(self) -> str | None:
-        """Where the family's lookup outcomes on the training split are stored (None: live mode)."""
-        split = self.cfg.env.split or instanas_gym.ENV_IDS[self.cfg.env.env_id]["split"]
-        return str(outcomes_path(self.source, split)) if self.cfg.lookup else None
-
     def venv(self) -> VectorEnv:
         """The family view of the training env, ``cfg.num_envs`` images per step (lookup mode per ``cfg.lookup``)."""
-        extra = {"outcomes": self.outcomes()} if self.cfg.lookup else {}
-        return self.cfg.env.make_family_vec(self.cfg.num_envs, self.family, self.cfg.lookup, **extra)
+        return self.cfg.env.make_family_vec(self.cfg.num_envs, self.family, self.cfg.lookup, source=self.source)
 
     def train_correct(self) -> tuple[np.ndarray, np.ndarray]:
         """The first ``total_steps`` training images (uint8 (N, H, W, C)) and whether each arm is right
@@ -235,7 +227,7 @@ def run_agent(
         return rows, policy, wall, router_latency_ms(router, shape, runtime, threads, latency_ms=arms.latency_ms)
     if agent in ("PPO", "A2C", "PPO-family", "A2C-family"):
         family = arms.family if agent.endswith("-family") else None
-        extra = {"family": family, "lookup": cfg.lookup, "outcomes": arms.outcomes()} if family is not None else {}
+        extra = {"family": family, "lookup": cfg.lookup, "source": arms.source} if family is not None else {}
         model, rows = train_sb3(agent.split("-")[0].lower(), cfg.env, cfg.total_steps, cfg.num_envs, seed,
                                 cfg.anneal_upper, out=out, **extra)
         policy = sb3_policy(model, family)

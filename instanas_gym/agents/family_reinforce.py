@@ -34,12 +34,9 @@ import numpy as np
 import torch
 from rich.console import Console
 
-import instanas_gym
-
 from instanas_gym.checks import check_int, check_number
 from instanas_gym.data import ImageSet
 from instanas_gym.family import ArchitectureFamily, as_family
-from instanas_gym.lookup import outcomes_path
 from instanas_gym.paths import BUNDLED_DATASET, BUNDLED_FAMILY
 from instanas_gym.reward import RewardConfig
 from instanas_gym.runlog import RunLogger, progress_bar
@@ -207,9 +204,7 @@ def train_family_reinforce(cfg: FamilyReinforceConfig, console: Console | None =
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     family, source = resolve_family(cfg.family, cfg.env.dataset)
-    split = cfg.env.split or instanas_gym.ENV_IDS[cfg.env.env_id]["split"]
-    extra = {"outcomes": outcomes_path(source, split)} if cfg.lookup else {}
-    venv = cfg.env.make_family_vec(cfg.batch_size, family, cfg.lookup, **extra)
+    venv = cfg.env.make_family_vec(cfg.batch_size, family, cfg.lookup, source=source)
     env = venv.unwrapped
     reward = env.bandit.reward
     obs, _ = venv.reset(seed=cfg.seed)

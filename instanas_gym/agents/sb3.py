@@ -113,22 +113,21 @@ def train_sb3(
     out: str | Path | None = None,
     family: ArchitectureFamily | str | os.PathLike | None = None,
     lookup: bool = False,
-    outcomes: str | os.PathLike | None = None,
+    source: str | os.PathLike | None = None,
 ) -> tuple[BaseAlgorithm, list[dict[str, Any]]]:
     """Train PPO or A2C (``algo``) for ``total_steps`` env steps; returns the model and the logged rows.
 
     With ``family`` (an :class:`~instanas_gym.family.ArchitectureFamily` or its file) it acts on the
     family view, one of K arms per image (:meth:`~instanas_gym.envs.config.EnvConfig.make_family_vec`):
-    live, or with ``lookup`` from the family's stored outcomes (``outcomes``: their file, needed for
-    a family given as an object)."""
+    live, or with ``lookup`` from the family's stored outcomes (beside ``source``, the file a family
+    given as an object came from)."""
     if algo not in ALGORITHMS:
         raise ValueError(f"algo must be one of {sorted(ALGORITHMS)}, got {algo!r}")
     env = env or EnvConfig()
     if family is None:
         venv = SB3VecEnv.make(env.env_id, num_envs=num_envs, **env.kwargs())
     else:
-        extra = {"outcomes": outcomes} if lookup and outcomes is not None else {}
-        venv = SB3VecEnv(env.make_family_vec(num_envs, family, lookup, **extra))
+        venv = SB3VecEnv(env.make_family_vec(num_envs, family, lookup, source=source))
     kwargs = {**DEFAULT_KWARGS[algo], **(algo_kwargs or {})}
     model = ALGORITHMS[algo](
         "CnnPolicy", venv, seed=seed, device="cpu", verbose=0,

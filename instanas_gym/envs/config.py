@@ -14,6 +14,7 @@ import instanas_gym
 from instanas_gym.bandit import InstaNASBandit
 from instanas_gym.devices import Precision, check_precision, resolve_device
 from instanas_gym.family import ArchitectureFamily
+from instanas_gym.lookup import outcomes_path
 from instanas_gym.reward import RewardConfig
 
 from .family import FamilyVectorAction
@@ -66,15 +67,25 @@ class EnvConfig:
         return gym.make_vec(self.env_id, num_envs=num_envs, vectorization_mode="vector_entry_point",
                             **self.kwargs(), **extra)
 
+    @property
+    def train_split(self) -> str:
+        """The split it learns on: ``split``, else the id's."""
+        return self.split or instanas_gym.ENV_IDS[self.env_id]["split"]
+
     def make_family_vec(
-        self, num_envs: int, family: ArchitectureFamily | str | os.PathLike, lookup: bool = False, **extra: Any
+        self, num_envs: int, family: ArchitectureFamily | str | os.PathLike, lookup: bool = False,
+        source: str | os.PathLike | None = None, **extra: Any
     ) -> VectorEnv:
         """The family view (``Discrete(K)`` arms) of the native vector env: live
         (:class:`~instanas_gym.envs.family.FamilyVectorAction`) or, with ``lookup``, from the
-        family's stored outcomes (:class:`~instanas_gym.envs.lookup.FamilyLookupVectorEnv`; ``extra``
-        may name ``outcomes``). Both offer ``evaluate_current_arms``."""
+        family's stored outcomes (:class:`~instanas_gym.envs.lookup.FamilyLookupVectorEnv`), kept
+        beside ``source``, the file the family came from (a family or router file;
+        :func:`~instanas_gym.lookup.outcomes_path` of it and :attr:`train_split`), unless ``extra``
+        names ``outcomes``. Both offer ``evaluate_current_arms``."""
         if not lookup:
             return FamilyVectorAction(self.make_vec(num_envs), family)
+        if source is not None:
+            extra.setdefault("outcomes", outcomes_path(source, self.train_split))
         kwargs = {**instanas_gym.ENV_IDS[self.env_id], **self.kwargs()}
         return FamilyLookupVectorEnv(num_envs, family=family, **kwargs, **extra)
 

@@ -39,7 +39,6 @@ import torch
 from gymnasium.vector import VectorEnv
 
 from instanas_gym.bandit import InstaNASBandit
-from instanas_gym.data import ImageSet
 from instanas_gym.display import markdown_table
 from instanas_gym.files import atomic_write_text
 from instanas_gym.masks import mobilenetv2_mask
@@ -51,8 +50,8 @@ from instanas_gym.sandwich import probe_masks
 from ..envs.config import EnvConfig
 from .controller import ControllerConfig
 from .evaluation import Policy, controller_latency_ms, controller_policy, evaluate_policy, fixed_policy, random_policy
-from .family_reinforce import FamilyReinforceConfig, resolve_family, train_family_reinforce
-from .instance_aware import instance_awareness, score_architectures
+from .family_reinforce import FamilyReinforceConfig, arm_correctness, resolve_family, train_family_reinforce
+from .instance_aware import instance_awareness
 from .policy_gradient import PolicyGradientConfig
 from .reinforce import ReinforceConfig, train_reinforce
 from .router import Router, expected_reward_policy, router_latency_ms, router_policy, train_router
@@ -147,15 +146,7 @@ class FamilyArms:
         """The first ``total_steps`` training images (uint8 (N, H, W, C)) and whether each arm is right
         on them (bool (K, N)), computed on the first call."""
         if self._train is None:
-            bandit = self.venv().unwrapped.bandit
-            n = min(self.cfg.total_steps, bandit.num_images)
-            data = ImageSet(bandit.data.images[:n], bandit.data.labels[:n], bandit.data.spec, bandit.data.split,
-                            bandit.data.source)
-            if getattr(bandit, "outcomes", None) is not None:  # lookup mode: already computed
-                correct = bandit.outcomes["correct"][:, :n]
-            else:
-                correct, _ = score_architectures(bandit.model, data, bandit.table, self.family.masks)
-            self._train = (data.images, correct)
+            self._train = arm_correctness(self.venv().unwrapped.bandit, self.family, self.cfg.total_steps)
         return self._train
 
     def reward_arch(self) -> np.ndarray:

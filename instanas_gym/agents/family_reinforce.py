@@ -183,18 +183,23 @@ def _describe(row: dict[str, Any]) -> str:
             f"H {row['entropy']:.2f} arms {row['distinct_arms']:.1f} UB {row['upper_ms']:.3f}ms")
 
 
-def warm_start(router: Router, bandit: Any, family: ArchitectureFamily, n: int, epochs: int, seed: int) -> None:
-    """Train ``router`` by supervision on the first ``n`` images of ``bandit``'s split to predict
-    each arm's correctness (:func:`~instanas_gym.agents.router.train_router`), looked up where the
-    bandit stores the arms' outcomes."""
+def arm_correctness(bandit: Any, family: ArchitectureFamily, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``n`` images of ``bandit``'s split (uint8 (n, H, W, C)) and whether each arm of
+    ``family`` classifies each right (bool (K, n)): looked up where the bandit stores the arms'
+    outcomes (lookup mode), else run by the supernet."""
     n = min(n, bandit.num_images)
     if getattr(bandit, "outcomes", None) is not None:  # lookup mode: already computed
-        correct = bandit.outcomes["correct"][:, :n]
-    else:
-        data = ImageSet(bandit.data.images[:n], bandit.data.labels[:n], bandit.data.spec, bandit.data.split,
-                        bandit.data.source)
-        correct, _ = score_architectures(bandit.model, data, bandit.table, family.masks)
-    train_router(router, bandit.data.images[:n], correct, epochs, seed=seed)
+        return bandit.data.images[:n], bandit.outcomes["correct"][:, :n]
+    data = ImageSet(bandit.data.images[:n], bandit.data.labels[:n], bandit.data.spec, bandit.data.split,
+                    bandit.data.source)
+    return data.images, score_architectures(bandit.model, data, bandit.table, family.masks)[0]
+
+
+def warm_start(router: Router, bandit: Any, family: ArchitectureFamily, n: int, epochs: int, seed: int) -> None:
+    """Train ``router`` by supervision on the first ``n`` images of ``bandit``'s split to predict
+    each arm's correctness (:func:`arm_correctness`, :func:`~instanas_gym.agents.router.train_router`)."""
+    images, correct = arm_correctness(bandit, family, n)
+    train_router(router, images, correct, epochs, seed=seed)
 
 
 def train_family_reinforce(cfg: FamilyReinforceConfig, console: Console | None = None) -> tuple[Router, ArchitectureFamily, list[dict[str, Any]]]:

@@ -392,12 +392,19 @@ def price_for_budget(probs: np.ndarray, latency_ms: np.ndarray, budget_ms: float
     return hi
 
 
+def _members(router: Router, family_masks: np.ndarray, per_member: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """The family's masks (uint8 (K, 17, 5)) and one value per member (float64 (K,), ``name`` in
+    errors), checked to agree with the router's K outputs."""
+    masks = validate_mask(family_masks, batched=True, name="family_masks").astype(np.uint8)
+    values = np.asarray(per_member, dtype=np.float64)
+    if values.shape != (len(masks),) or len(masks) != router.k:
+        raise ValueError(f"family_masks ({len(masks)}), {name} {values.shape} and the router ({router.k}) disagree on K")
+    return masks, values
+
+
 def router_policy(router: Router, family_masks: np.ndarray, latency_ms: np.ndarray, price_per_ms: float) -> Policy:
     """The routing policy: uint8 images (B, H, W, C) -> the routed members' masks, uint8 (B, 17, 5)."""
-    masks = validate_mask(family_masks, batched=True, name="family_masks").astype(np.uint8)
-    lat = np.asarray(latency_ms, dtype=np.float64)
-    if lat.shape != (len(masks),) or len(masks) != router.k:
-        raise ValueError(f"family_masks ({len(masks)}), latency_ms {lat.shape} and the router ({router.k}) disagree on K")
+    masks, lat = _members(router, family_masks, latency_ms, "latency_ms")
     route(np.zeros((1, len(lat))), lat, price_per_ms)  # checks the price
 
     def policy(images: np.ndarray) -> np.ndarray:
@@ -422,10 +429,7 @@ def expected_reward_policy(
 ) -> Policy:
     """Per image the member of highest :func:`expected_rewards` (ties: the lower index), as masks
     uint8 (B, 17, 5): what the env's reward at those bounds asks of a router."""
-    masks = validate_mask(family_masks, batched=True, name="family_masks").astype(np.uint8)
-    r_arch = np.asarray(reward_arch, dtype=np.float64)
-    if r_arch.shape != (len(masks),) or len(masks) != router.k:
-        raise ValueError(f"family_masks ({len(masks)}), reward_arch {r_arch.shape} and the router ({router.k}) disagree on K")
+    masks, r_arch = _members(router, family_masks, reward_arch, "reward_arch")
     expected_rewards(np.zeros((1, len(r_arch))), r_arch, correct_reward)  # checks the arguments
 
     def policy(images: np.ndarray) -> np.ndarray:

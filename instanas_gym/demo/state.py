@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 
 from ..data import ImageSet, get_spec, load_split
-from ..deploy.engine import InstaNASModel, mask_bits
+from ..deploy.engine import InstaNASModel, key_mask, mask_bits
 from ..latency.onnx import time_onnx_ms
 from ..latency.table import LatencyTable
 from ..masks import all_ops_mask, mobilenetv2_mask
@@ -142,6 +142,8 @@ class DemoState:
                          float(self.table.network_ms(masks[k])), (float(xy[i, 0]), float(xy[i, 1])))
             for i, k in enumerate(order)
         ]
+        self.arch_index = {a.key: i for i, a in enumerate(self.architectures)}
+        """Architecture key -> its index in :attr:`architectures` (most used first)."""
         self.landmarks = [{"name": name, "table_ms": float(self.table.network_ms(m)), "x": float(xy[len(order) + i, 0]),
                            "y": float(xy[len(order) + i, 1])} for i, (name, m) in enumerate(landmarks.items())]
         self.served_key = served
@@ -169,7 +171,7 @@ class DemoState:
         key = self.served_key[index]
         return {"index": int(index), "label": self.spec.class_names[int(self.test.labels[index])],
                 "prediction": self.spec.class_names[int(self.prediction[index])],
-                "architecture": next(i for i, a in enumerate(self.architectures) if a.key == key),
+                "architecture": self.arch_index[key],
                 "loss": float(self.loss[index])}
 
     def summary(self) -> dict[str, Any]:
@@ -204,12 +206,12 @@ class DemoState:
         out = self.engine.predict(image[None])
         mask = out["mask"][0]
         served = str(out["served"][0])
-        served_mask = np.unpackbits(np.frombuffer(bytes.fromhex(served), np.uint8))[:85].reshape(mask.shape)
+        served_mask = key_mask(served)
         probs = np.exp(out["logits"][0] - out["logits"][0].max())
         probs /= probs.sum()
         top = np.argsort(-probs)[:3]
         network_table_ms = float(self.table.network_ms(served_mask))
-        index = next((i for i, a in enumerate(self.architectures) if a.key == served), None)
+        index = self.arch_index.get(served)
         return {
             "mask": mask.tolist(), "served_mask": served_mask.tolist(), "nearest": served != mask_bits(mask),
             "architecture": index,

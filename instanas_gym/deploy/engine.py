@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from ..search_space import MASK_SHAPE
+
 MANIFEST_FORMAT = "instanas-deploy-v1"
 
 
@@ -45,6 +47,11 @@ def session_options(threads: int) -> ort.SessionOptions:
 def mask_bits(mask: np.ndarray) -> str:
     """The key of a mask (17, 5) in the manifest: its 85 bits as a hex string (see ``export.mask_key``)."""
     return np.packbits(np.asarray(mask, np.uint8).reshape(-1)).tobytes().hex()
+
+
+def key_mask(key: str) -> np.ndarray:
+    """The mask (17, 5) uint8 of a key of :func:`mask_bits`."""
+    return np.unpackbits(np.frombuffer(bytes.fromhex(key), np.uint8))[: MASK_SHAPE[0] * MASK_SHAPE[1]].reshape(MASK_SHAPE)
 
 
 class InstaNASModel:
@@ -77,7 +84,7 @@ class InstaNASModel:
         self.controller = self._session(controller)
         self.graphs = dict(architectures)
         self._keys = list(self.graphs)
-        self._bits = np.array([np.unpackbits(np.frombuffer(bytes.fromhex(k), np.uint8))[:85] for k in self._keys])
+        self._bits = np.array([key_mask(k).reshape(-1) for k in self._keys])
         self.sessions: OrderedDict[str, ort.InferenceSession] = OrderedDict()
         self.sessions_built = 0
         self._lock = threading.Lock()

@@ -22,7 +22,7 @@ import torch
 from gymnasium.vector import AutoresetMode
 from rich.console import Console
 from rich.table import Table
-from timing import interleaved_rates
+from timing import interleaved_steps
 
 import instanas_gym  # noqa: F401
 from instanas_gym.runtime import allocator
@@ -79,9 +79,7 @@ def main() -> None:
         "supernet alone, batch 1": (lambda: forward(1), 1),
         f"supernet alone, batch {n}": (lambda: forward(n), n),
     }
-    # calls per second, alternating rounds (median), then steps per second
-    rates = interleaved_rates({k: fn for k, (fn, _) in calls.items()}, 1, a.seconds)
-    results = {k: v * calls[k][1] for k, v in rates.items()}
+    results = interleaved_steps(calls, a.seconds)  # alternating rounds (median)
     base = results["single env, Python loop"]
     table = Table(title=f"{ENV_ID}, random masks, {a.threads} threads, allocator {allocator()}")
     table.add_column("environment (or the supernet alone)")

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from rich.console import Console
 from rich.table import Table
-from timing import interleaved_rates
+from timing import interleaved_steps
 
 import instanas_gym  # noqa: F401
 from instanas_gym.envs.family import FamilyVectorAction
@@ -66,8 +66,7 @@ def main() -> None:
         f"live, family view, {a.live_envs} envs": (lambda: live.step(rng.integers(0, k, a.live_envs)), a.live_envs),
         f"lookup, {a.lookup_envs} envs": (lambda: lookup.step(rng.integers(0, k, a.lookup_envs)), a.lookup_envs),
     }
-    rates = interleaved_rates({name: fn for name, (fn, _) in calls.items()}, 1, a.seconds)
-    results = {name: rates[name] * calls[name][1] for name in calls}
+    results = interleaved_steps(calls, a.seconds)
     base = next(iter(results.values()))
     table = Table(title=f"{ENV_ID}, family of {k} arms, random arms, {a.threads} threads")
     table.add_column("environment")

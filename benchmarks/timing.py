@@ -32,3 +32,10 @@ def interleaved_rates(
         for name, fn in fns.items():
             samples[name].append(rate(fn, items_per_call, seconds / rounds))
     return {k: float(np.median(v)) for k, v in samples.items()}
+
+
+def interleaved_steps(calls: dict[str, tuple[Callable[[], object], int]], seconds: float) -> dict[str, float]:
+    """Steps/s of each ``name: (fn, steps per call)``: :func:`interleaved_rates` of the calls, times
+    the steps each call makes (environments stepping ``num_envs`` images per call)."""
+    rates = interleaved_rates({name: fn for name, (fn, _) in calls.items()}, 1, seconds)
+    return {name: rates[name] * calls[name][1] for name in calls}

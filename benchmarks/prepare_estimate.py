@@ -10,7 +10,7 @@ distillation, channels_last, fp32, CPU):
 
 * images/s of ``--steps`` trainer steps (after 2 warm-up steps), and the multiply-accumulates per
   image of the sandwich members those steps ran (all ops, the smallest network, 2 random ones);
-* ms per mask of the ONNX Runtime table (export, session, ``prepare``'s 30 timed runs) on 5 masks.
+* ms per mask of the ONNX Runtime table (export, building its InferenceSession, ``prepare``'s 30 timed runs) on 5 masks.
 
 Prints the arithmetic: training FLOPs per image = sum over members of 3 (forward + backward) x 2 x
 MACs; the CPU's effective FLOP/s follows from the measured images/s; each stage's CPU time from
@@ -79,7 +79,7 @@ def main() -> None:
     print(f"measured: sandwich step {ips:.1f} img/s; members' MACs per image {macs / 1e6:.0f} M "
           f"-> training FLOPs per image 3 x 2 x {macs / 1e6:.0f} M = {flops / 1e9:.2f} GFLOP; "
           f"CPU effective {ips * flops / 1e9:.1f} GFLOP/s")
-    print(f"measured: ONNX Runtime table {mask_s:.2f} s per mask (export + session + {prep.table_repeats} runs)")
+    print(f"measured: ONNX Runtime table {mask_s:.2f} s per mask (export + InferenceSession + {prep.table_repeats} runs)")
     images = {"supernet": prep.epochs * TRAIN_IMAGES, "frozen": prep.frozen_epochs * TRAIN_IMAGES}
     for stage, imgs in images.items():
         cpu_h = imgs / ips / 3600

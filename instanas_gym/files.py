@@ -24,7 +24,12 @@ import torch
 
 
 class FileFormatError(ValueError):
-    """A file exists but is not a valid file of the kind expected (the message names it)."""
+    """A file exists but is not a valid file of the kind expected (the message names it).
+    ``found_format``: the format tag the file holds, where it is a readable file of another format."""
+
+    def __init__(self, message: str, found_format: str | None = None) -> None:
+        super().__init__(message)
+        self.found_format = found_format
 
 
 def _remove_stray_temps(path: Path) -> None:
@@ -104,7 +109,8 @@ def load_torch(path: str | os.PathLike, what: str, fmt: str, keys: Iterable[str]
         ) from None
     if not isinstance(obj, dict) or obj.get("format") != fmt:
         found = obj.get("format") if isinstance(obj, dict) else type(obj).__name__
-        raise FileFormatError(f"{path} is not a valid {what} (format {fmt!r} expected, found {found!r}); {hint}")
+        raise FileFormatError(f"{path} is not a valid {what} (format {fmt!r} expected, found {found!r}); {hint}",
+                              found if isinstance(obj, dict) and isinstance(found, str) else None)
     missing = [k for k in keys if k not in obj]
     if missing:
         raise FileFormatError(f"{path} is a damaged {what}: it lacks {missing}; {hint}")

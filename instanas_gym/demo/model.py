@@ -20,7 +20,7 @@ from ..agents.router import ROUTER_FORMAT, load_router
 from ..checkpoint import load_supernet
 from ..data import load_split
 from ..deploy.export import export_model
-from ..files import FileFormatError, load_torch
+from ..files import FileFormatError
 from ..paths import BUNDLED_DATASET, BUNDLED_ROUTER, cache_dir, default_supernet
 
 
@@ -30,7 +30,7 @@ def load_any_controller(path: str | os.PathLike) -> nn.Module:
     try:
         return load_controller(path)[0]
     except FileFormatError as err:
-        if f"found {ROUTER_FORMAT!r}" not in str(err):
+        if err.found_format != ROUTER_FORMAT:
             raise FileFormatError(f"{str(err).split(';')[0]} (nor {ROUTER_FORMAT!r}, a router); the demo serves "
                                   f"a {CONTROLLER_FORMAT!r} or {ROUTER_FORMAT!r} file") from None
     return load_router(path).controller()

@@ -19,7 +19,7 @@ from rich.console import Console
 from .agents.compare import NOTE as COMPARE_NOTE
 from .agents.compare import CompareConfig, compare_agents
 from .agents.family_reinforce import FamilyReinforceConfig, judge_family_policy, train_family_reinforce
-from .agents.instance_aware import summary_lines
+from .agents.instance_aware import frontier_results, summary_lines
 from .agents.reinforce import DEMO, ReinforceConfig, judge_on_test, train_reinforce
 from .agents.search import SearchConfig, search
 from .agents.search_report import evaluate_search, family_report, write_report
@@ -200,9 +200,15 @@ def run_train_reinforce(cfg: ReinforceConfig, console: Console) -> None:
 
 def run_train_family(cfg: FamilyReinforceConfig, console: Console) -> None:
     router, family, _ = train_family_reinforce(cfg, console)
-    console.print(f"judging the greedy policy on the test split against the static frontier ({cfg.out})...")
-    report = judge_family_policy(router, family, cfg)
-    console.print("\n".join(summary_lines(report)))
+    with console.status("judging the greedy policy on the test split against the static frontier"):
+        report = judge_family_policy(router, family, cfg)
+    console.print(results_table(frontier_results(report), f"{cfg.env.env_id}: test split ({report['images']} images)"))
+    names = report["family_names"]
+    console.print("architectures used: " + ", ".join(
+        f"{names[k]} {100 * share:.1f}%" for k, share in zip(report["arch_index"], report["arch_share"])))
+    console.print(f"labels shuffled: MI cls {report['mi_class_null_bits']:.3f}, MI dif "
+                  f"{report['mi_difficulty_null_bits']:.3f} bits; the frontier: {report['references']} probes and the "
+                  f"policy's architectures, each alone; plots and figures in {cfg.out}/instance_aware.*")
     console.print(f"wrote {cfg.out}/controller.pt (a router file: instanas-gym demo --controller {cfg.out}/controller.pt)")
 
 

@@ -8,7 +8,8 @@
 L is the LUT latency of the mask's 17 cells in ms (stem and head excluded, as in the paper's code).
 The parabola is 1 at the midpoint of [LB, UB] and 0 at and beyond both bounds: it rewards a target
 latency band, not speed at any price. LB defaults to the fastest mask's latency; UB anneals linearly
-from 0.7 x (all-ops latency) to 0.5 x (MobileNetV2-path latency) over the search.
+from 0.7 x (all-ops latency) to 0.5 x (MobileNetV2-path latency) over the search, or (``anneal=False``)
+sits at its end value throughout.
 """
 
 from __future__ import annotations
@@ -44,6 +45,10 @@ class RewardConfig:
     """Where the annealed UB starts: this x the all-ops latency (the paper's 0.7)."""
     upper_end_frac: float = 0.5
     """Where the annealed UB ends: this x the MobileNetV2-path latency (the paper's 0.5)."""
+    anneal: bool = True
+    """Whether UB moves from its start to its end over a search (the paper's schedule); False: UB is
+    its end value throughout (from the first step unless ``upper_ms`` is set, and after every
+    :meth:`LatencyReward.anneal`), so a policy learns under the bounds it is judged by."""
 
     def __post_init__(self) -> None:
         if self.shape not in REWARD_SHAPES:
@@ -93,6 +98,8 @@ class LatencyReward:
         self.shape = cfg.shape
         self.upper_start_ms = cfg.upper_start_frac * float(table.cells_ms(all_ops_mask()))
         self.upper_end_ms = cfg.upper_end_frac * float(table.cells_ms(mobilenetv2_mask()))
+        if not cfg.anneal:
+            self.upper_start_ms = self.upper_end_ms
         self.lower_ms, self.upper_ms = 0.0, 1.0
         self.set_bounds(fastest_cells_ms(table) if cfg.lower_ms is None else cfg.lower_ms,
                         self.upper_start_ms if cfg.upper_ms is None else cfg.upper_ms)

@@ -17,6 +17,7 @@ from instanas_gym.agents.instance_aware import (
     difficulty_bins,
     frontier_accuracy,
     frontier_latency,
+    frontier_results,
     gain_over_frontier,
     instance_awareness,
     mutual_information_bits,
@@ -87,6 +88,32 @@ def test_frontier_latency_and_gain_on_hand_made_numbers():
     np.testing.assert_allclose(on["points"], 0.0, atol=1e-12)
     np.testing.assert_allclose(on["latency_pct"], 0.0, atol=1e-12)
     assert math.isnan(gain_over_frontier(front, 0.5, 0.4)["points"])
+
+
+def test_frontier_results_on_a_hand_made_report():
+    lat, acc = zip(*POINTS)
+    front = frontier_of_points()
+    report = {
+        "policy": "router", "accuracy": 0.8, "network_ms": 2.25, "e2e_ms": 2.5, "distinct_archs": 2,
+        "arch_share": np.array([0.6, 0.4]), "gain": gain_over_frontier(front, 2.5, 0.8),
+        "mi_class_bits": 0.3, "mi_difficulty_bits": 0.1,
+        "frontier": {"latency_ms": front[0], "accuracy": front[1]},
+        "family_latency_ms": np.array(lat), "family_accuracy": np.array(acc),
+        "family_names": ["a", "b", "c", "d", "mobilenetv2", "f", "g"],
+        "oracle": {"accuracy": 0.95, "latency_ms": 1.2},
+    }
+    rows = frontier_results(report)
+    assert list(rows) == ["router", "static frontier at that latency", "best single within it (g)",
+                          "MobileNetV2 path", "oracle (reads the labels)"]
+    assert rows["router"]["gain_points"] == pytest.approx(1.875) and rows["router"]["e2e_ms"] == 2.5
+    # the frontier at 2.5 ms: a quarter of the way from (2, 0.75) to (4, 0.875)
+    assert rows["static frontier at that latency"]["accuracy"] == pytest.approx(0.78125)
+    # within 2.5 ms, (2, 0.75) is the most accurate architecture; (3, 0.78125) is too slow
+    best = rows["best single within it (g)"]
+    assert (best["network_latency_ms"], best["accuracy"]) == (2.0, 0.75)
+    assert rows["MobileNetV2 path"] == {"accuracy": 0.78125, "network_latency_ms": 3.0, "e2e_ms": 3.0,
+                                        "distinct_archs": 1, "top_share": 1.0}
+    assert rows["oracle (reads the labels)"] == {"accuracy": 0.95, "network_latency_ms": 1.2}
 
 
 def test_mutual_information():

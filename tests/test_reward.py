@@ -25,6 +25,17 @@ def test_default_bounds_follow_the_paper(table):
     assert r.upper_ms == pytest.approx((r.upper_start_ms + r.upper_end_ms) / 2)
 
 
+def test_without_annealing_the_bound_sits_at_its_end(table):
+    annealed = LatencyReward(table, RewardConfig(upper_end_frac=1.0))
+    fixed = LatencyReward(table, RewardConfig(upper_end_frac=1.0, anneal=False))
+    assert fixed.upper_ms == pytest.approx(annealed.upper_end_ms) == pytest.approx(table.cells_ms(mobilenetv2_mask()))
+    for progress in (0.0, 0.3, 1.0):
+        assert fixed.anneal(progress) == pytest.approx(annealed.upper_end_ms)
+    assert fixed.lower_ms == annealed.lower_ms
+    explicit = LatencyReward(table, RewardConfig(upper_ms=5.0, anneal=False))
+    assert explicit.upper_ms == 5.0 and explicit.anneal(0.0) == pytest.approx(explicit.upper_end_ms)
+
+
 def test_parabola(table):
     r = LatencyReward(table, RewardConfig(lower_ms=1.0, upper_ms=3.0))
     np.testing.assert_allclose(r.arch_reward(np.array([0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0])), [0, 0, 0.75, 1, 0.75, 0, 0])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from instanas_gym.agents.vw import VWFamilyAgent, image_features, train_vw, vw_policy
+from instanas_gym.agents.vw import VWFamilyAgent, image_features, train_vw, vw_latency_ms, vw_policy
 from instanas_gym.envs.config import EnvConfig
 from instanas_gym.envs.family import FamilyVectorAction
 from instanas_gym.family import ArchitectureFamily
@@ -61,3 +61,5 @@ def test_train_vw_on_the_family_env(tiny_assets, tmp_path):
     images = env.bandit("test").data.images[:8]
     masks = vw_policy(agent, FAMILY)(images)
     assert masks.shape == (8, 17, 5) and all(any((m == a).all() for a in FAMILY.masks) for m in masks)
+    ms = vw_latency_ms(agent, images.shape[1:], repeats=5)
+    assert 0 < ms < 1000

@@ -21,9 +21,10 @@ information of the choice with the class and the difficulty. The probes' correct
 every architecture once scored) and the images' all-ops loss are computed once per run and shared.
 Controllers are timed at batch 1 in the latency table's runtime and counted end to end
 (``controller_ms``, ``e2e_ms``): REINFORCE's and REINFORCE-family's networks, the router
-(with its routing rule), and the actors of the SB3 policies. VW-family's cost (Python feature
-strings and VW's predictor) is not counted: it has no e2e column and its gain is at the network's
-latency alone. random, MobileNetV2 and best-single have no controller. Everything is seeded.
+(with its routing rule), and the actors of the SB3 policies; VW-family's decision (pooling, VW's
+feature string and predictor) on the clock as it runs here, having no ONNX graph
+(:func:`~instanas_gym.agents.vw.vw_latency_ms`). random, MobileNetV2 and best-single have no
+controller. Everything is seeded.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ from .policy_gradient import PolicyGradientConfig
 from .reinforce import ReinforceConfig, train_reinforce
 from .router import Router, expected_reward_policy, router_latency_ms, router_policy, train_router
 from .sb3 import sb3_latency_ms, sb3_policy, train_sb3
-from .vw import train_vw, vw_policy
+from .vw import train_vw, vw_latency_ms, vw_policy
 
 Agent = Literal["REINFORCE", "REINFORCE-family", "PPO", "A2C", "PPO-family", "A2C-family", "VW-family", "router",
                 "random", "MobileNetV2", "best-single"]
@@ -178,7 +179,7 @@ def run_agent(
 ) -> tuple[list[dict[str, Any]], Policy, float, float | None]:
     """Train (or run) one agent with one seed; returns its log rows (none for the router), its policy,
     wall-clock seconds and its controller's ms at batch 1 in the runtime and thread count of the judge's
-    latency table (None where it has no controller, or, for VW-family, where it is not counted).
+    latency table (VW-family's on the clock; None where it has no controller).
 
     ``judge``: the test bandit (default :func:`judge_bandit`); ``arms``: the family-view agents'
     family (default: built from ``cfg`` and ``judge``)."""
@@ -227,7 +228,9 @@ def run_agent(
     if agent == "VW-family":
         agent_vw, rows = train_vw(arms.venv(), arms.family, cfg.total_steps, seed, anneal_upper=cfg.anneal_upper, out=out)
         policy = vw_policy(agent_vw, arms.family)
-    elif agent == "best-single":
+        wall = time.perf_counter() - start
+        return rows, policy, wall, vw_latency_ms(agent_vw, shape, threads)
+    if agent == "best-single":
         _, correct = arms.train_correct()
         arm = best_single_arm(correct, arms.cells_ms, judge.reward)
         rows = run_fixed(lambda obs: np.full(len(obs), arm, dtype=np.int64), arms.venv(), cfg, seed)
@@ -251,7 +254,7 @@ def aware_figures(report: dict[str, Any]) -> dict[str, float]:
 #: What summary.md and the printed table say beside the legend.
 NOTE = ("gain: above the static frontier of the 18 probes and the policy's own architectures, at the e2e latency "
         "where a controller is counted (REINFORCE, REINFORCE-family, router, PPO/A2C and their -family: timed at "
-        "batch 1 in the table's runtime); VW-family's cost is not counted (no e2e; gain at the network's latency); "
+        "batch 1 in the table's runtime) and VW-family (its decision on the clock, batch 1); "
         "random, MobileNetV2 and best-single have no controller.")
 
 

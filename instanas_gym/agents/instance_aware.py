@@ -391,3 +391,37 @@ def summary_lines(r: dict[str, Any]) -> list[str]:
         f"MI(arch; difficulty) {r['mi_difficulty_bits']:.3f} bits (shuffled: {r['mi_difficulty_null_bits']:.3f})",
         f"oracle over the family (reads the labels): {100 * oracle_['accuracy']:.2f}% at {oracle_['latency_ms']:.3f} ms",
     ]
+
+
+def frontier_results(r: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """A :func:`judge_instance_awareness` report as rows of a results table
+    (:func:`~instanas_gym.display.results_table`): the policy at its end-to-end latency; the static
+    frontier at that latency (a random per-image mixture of its two neighbouring vertices); the most
+    accurate single architecture of the family whose latency is at most the policy's (the best it
+    could deploy alone in that time), the MobileNetV2 path and the label-reading oracle. Latency: the
+    whole network by the table (``network_latency_ms``) and end to end (``e2e_ms``, the policy's
+    controller included), in ms."""
+    lat, acc = np.asarray(r["family_latency_ms"], np.float64), np.asarray(r["family_accuracy"], np.float64)
+    names = r.get("family_names") or [f"architecture {k}" for k in range(len(lat))]
+    e2e = float(r["e2e_ms"])
+    rows: dict[str, dict[str, float]] = {r["policy"]: {
+        "accuracy": r["accuracy"], "network_latency_ms": r["network_ms"], "e2e_ms": e2e,
+        "distinct_archs": r["distinct_archs"], "top_share": float(r["arch_share"][0]),
+        "gain_points": r["gain"]["points"], "gain_latency_pct": r["gain"]["latency_pct"],
+        "mi_class_bits": r["mi_class_bits"], "mi_difficulty_bits": r["mi_difficulty_bits"],
+    }}
+    frontier = (np.asarray(r["frontier"]["latency_ms"]), np.asarray(r["frontier"]["accuracy"]))
+    rows["static frontier at that latency"] = {"accuracy": float(frontier_accuracy(frontier, e2e)),
+                                               "network_latency_ms": e2e, "e2e_ms": e2e}
+    fits = np.flatnonzero(np.isfinite(acc) & (lat <= e2e))
+    if len(fits):
+        k = int(fits[np.argmax(acc[fits])])
+        rows[f"best single within it ({names[k]})"] = {"accuracy": float(acc[k]), "network_latency_ms": float(lat[k]),
+                                                      "e2e_ms": float(lat[k]), "distinct_archs": 1, "top_share": 1.0}
+    if "mobilenetv2" in names:
+        k = names.index("mobilenetv2")
+        rows["MobileNetV2 path"] = {"accuracy": float(acc[k]), "network_latency_ms": float(lat[k]),
+                                    "e2e_ms": float(lat[k]), "distinct_archs": 1, "top_share": 1.0}
+    o = r["oracle"]
+    rows["oracle (reads the labels)"] = {"accuracy": o["accuracy"], "network_latency_ms": o["latency_ms"]}
+    return rows

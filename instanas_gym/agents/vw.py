@@ -11,6 +11,10 @@ The learning rate is constant (``--power_t 0 -l 0.1``, :data:`VW_ARGS`): with VW
 rate, a synthetic two-arm task on such dense, correlated pixel features was learned in 3,200
 examples by one seed of three (69-94% of greedy choices right), with the constant rate by all three
 (100%).
+
+Its cost per decision, :func:`vw_latency_ms`, is timed on the clock as it runs here (pooling in
+torch, VW's feature string and predictor): there is no ONNX graph of it, so the comparison counts
+that time as its controller's.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import torch.nn.functional as F
 
 from instanas_gym.checks import check_int, check_number
 from instanas_gym.family import ArchitectureFamily
+from instanas_gym.latency.measure import median_ms, torch_threads
 from instanas_gym.runlog import RunLogger
 
 from .evaluation import Policy
@@ -132,3 +137,12 @@ def train_vw(
 def vw_policy(agent: VWFamilyAgent, family: ArchitectureFamily) -> Policy:
     """The agent's greedy arms as masks, for uint8 (B, H, W, C) images."""
     return lambda images: family.masks[agent.greedy(image_features(images))]
+
+
+def vw_latency_ms(agent: VWFamilyAgent, image_shape: tuple[int, int, int], threads: int = 1, repeats: int = 50) -> float:
+    """Median ms of one greedy decision at batch 1 as :func:`vw_policy` makes it: the pooled
+    features of one uint8 image of ``image_shape`` (H, W, C), VW's feature string and its predictor
+    over the K arms, with ``threads`` torch threads."""
+    x = np.zeros((1, *image_shape), dtype=np.uint8)
+    with torch_threads(threads):
+        return median_ms(lambda: agent.greedy(image_features(x)), repeats)

@@ -103,6 +103,10 @@ class Controller(nn.Module):
         x = images
         if x.shape[-1] == self.config["in_channels"] and x.shape[1] != self.config["in_channels"]:
             x = x.permute(0, 3, 1, 2)
+        # NCHW strides: a permuted NHWC batch reads as channels_last, and oneDNN's channels_last weight
+        # gradient of a 1 x 1 stride-2 convolution with fewer than 8 input channels (the shortcut of
+        # widths (4, 8)) corrupts the heap on AVX2-only CPUs (torch 2.14.1)
+        x = x.clone(memory_format=torch.contiguous_format)
         x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
         x = x - 0.5
         size = self.input_size

@@ -3,7 +3,7 @@ native vector env (see :mod:`.policy_gradient` for the update), while the latenc
 anneals linearly from ``upper_start_frac`` x all-ops to ``upper_end_frac`` x MobileNetV2-path
 latency (``anneal_upper``), as in the paper's search; then it is judged on the test split.
 
-:data:`DEMO` is the preset ``python examples/train_reinforce.py`` runs: it departs from the
+:data:`DEMO` is the preset ``python examples/train_reinforce_masks.py`` runs: it departs from the
 paper's search defaults (the library's, in :class:`ReinforceConfig`) where a budget of minutes on
 the bundled width-0.25 supernet needs it (measured; ``benchmarks/README.md``):
 
@@ -71,7 +71,7 @@ class ReinforceConfig:
         check_int("measure", self.measure, minimum=0)
 
 
-#: The README's first command (see the module docstring for why each setting departs from the paper).
+#: The preset of ``train-reinforce`` (see the module docstring for why each setting departs from the paper).
 DEMO = ReinforceConfig(
     env=EnvConfig(reward=RewardConfig(upper_end_frac=1.0)),
     pg=PolicyGradientConfig(alpha=0.95),

@@ -4,6 +4,7 @@ fine-tuning (the same as ``instanas-gym search``).
     python examples/search.py --out runs/search                       # bundled Fashion-MNIST
     python examples/search.py --out runs/search --resume              # continue a killed search
     python examples/search.py --reward.upper-end-frac 0.8 --out runs/search_B   # another latency target
+    python examples/search.py --family instanas_gym/assets/family_fashion_mnist.json --out runs/search_family
 
 Writes OUT/search.pt (resumable), and at the end OUT/supernet.pt, OUT/controller.pt and the logs;
 ``python examples/evaluate_search.py --folders OUT`` then judges the result on the test split. The

@@ -7,13 +7,18 @@ import numpy as np
 import pytest
 import torch
 
-from instanas_gym.agents.search import SearchConfig, search, stage_steps, stages
+from instanas_gym.agents.controller import ControllerConfig
+from instanas_gym.agents.family_reinforce import FamilyPGConfig
+from instanas_gym.agents.router import RoutedController, load_router
+from instanas_gym.agents.search import SearchConfig, _Search, load_search, search, stage_steps, stages
 from instanas_gym.agents.search_report import evaluate_search, family_report, write_report
 from instanas_gym.checkpoint import load_checkpoint, load_supernet
+from instanas_gym.family import ArchitectureFamily, save_family
 from instanas_gym.files import atomic_save
 from instanas_gym.latency.table import LatencyTable
-from instanas_gym.masks import all_ops_mask, load_mask, mobilenetv2_mask
+from instanas_gym.masks import all_ops_mask, load_mask, mobilenetv2_mask, single_op_mask
 from instanas_gym.samplers import one_op_masks
+from instanas_gym.supernet import Supernet
 
 from .helpers import Crash, raise_at
 
@@ -152,3 +157,124 @@ def test_evaluate_judges_instance_awareness(full_search, tiny_assets, capsys):
     saved = json.loads((full_search / "instance_aware.json").read_text())
     assert saved["images"] == 48 and saved["e2e_ms"] > saved["network_ms"]
     assert "gain over the static frontier" in capsys.readouterr().out
+
+
+# ---- a search over a family of architectures -----------------------------------------------------
+FAMILY = ArchitectureFamily(np.stack([mobilenetv2_mask(), all_ops_mask(), single_op_mask(4)]), ("mbv2", "all", "one"))
+
+
+def _family_cfg(tiny_assets, out, family_file, **kw) -> SearchConfig:
+    kw = {"family_pg": FamilyPGConfig(samples=2)} | kw
+    return _cfg(tiny_assets, out, family=str(family_file), controller=ControllerConfig(widths=(8, 16), input_size=14),
+                **kw)
+
+
+def _members(masks: torch.Tensor) -> np.ndarray:
+    """The family index of each mask (B, 17, 5); -1 where it is no member."""
+    same = (masks.numpy().astype(np.uint8)[:, None] == FAMILY.masks[None]).all((2, 3))
+    return np.where(same.any(1), same.argmax(1), -1)
+
+
+@pytest.fixture(scope="module")
+def family_search(tiny_assets, tmp_path_factory):
+    """A family search, with every (training mode, images, masks) the supernet was run on."""
+    out = tmp_path_factory.mktemp("search_family")
+    save_family(out / "family.json", FAMILY)
+    calls = []
+    forward = Supernet.forward
+
+    def recording(self, images, masks):
+        calls.append((self.training, images.detach().clone(), torch.as_tensor(np.asarray(masks)).bool()))
+        return forward(self, images, masks)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Supernet, "forward", recording)
+        search(_family_cfg(tiny_assets, out, out / "family.json"))
+    return out, calls
+
+
+def test_family_search_writes_a_router(family_search, tiny_assets):
+    out, _ = family_search
+    saved = load_router(out / "controller.pt")
+    assert saved.router.k == 3 and saved.price_per_ms == 0.0 and saved.meta["family_names"] == ["mbv2", "all", "one"]
+    assert np.array_equal(saved.family_masks, FAMILY.masks)
+    table = LatencyTable.load(tiny_assets["latency_table"])
+    assert np.allclose(saved.latency_ms, table.network_ms(FAMILY.masks))
+    assert saved.meta["search_config"]["family"] == str(out / "family.json")
+    assert saved.meta["bounds"]["upper_ms"] > saved.meta["bounds"]["lower_ms"]
+    history = torch.load(out / "search.pt", weights_only=True)["history"]
+    assert [r["stage"] for r in history["controller"]] == ["controller"] * 8
+    assert [r["stage"] for r in history["supernet"]] == ["supernet"] * 4 + ["finetune"] * 2
+    for key in ("reward", "accuracy", "latency_ms", "upper_ms", "entropy", "distinct_arms", "greedy_prob"):
+        assert all(np.isfinite(r[key]) for r in history["controller"]), key
+    assert all(1 <= r["distinct_arms"] <= 3 for r in history["controller"])
+    before, _ = load_supernet(tiny_assets["supernet"])
+    after, controller, cfg = load_search(out)
+    assert any(not torch.equal(a, b) for a, b in zip(before.state_dict().values(), after.state_dict().values()))
+    assert isinstance(controller, RoutedController) and cfg["family"] == str(out / "family.json")
+
+
+def test_family_search_trains_the_supernet_on_family_members(family_search):
+    """Every mask the supernet ran is a family member; phase 3's are the (fixed) router's greedy arms."""
+    out, calls = family_search
+    assert all((_members(m) >= 0).all() for _, _, m in calls)
+    training = [(x, m) for train, x, m in calls if train]
+    assert len(training) == 4 + 2  # phase 2's supernet steps, then phase 3's
+    router = load_router(out / "controller.pt").router
+    for x, m in training[-2:]:
+        with torch.no_grad():
+            assert np.array_equal(_members(m), router(x).argmax(1).numpy())
+    # phase 2 draws from the behaviour policy: with the uniform mixed in, more than the greedy arm shows up
+    assert len(np.unique(np.concatenate([_members(m) for _, m in training[:4]]))) > 1
+
+
+def test_family_search_resumes_losing_nothing(family_search, tiny_assets, tmp_path):
+    """Killed at global step 9 (second controller stage) and resumed: the same networks and logs."""
+    full, _ = family_search
+    cut = _family_cfg(tiny_assets, tmp_path, full / "family.json")  # the same settings, the same family file
+    with pytest.raises(Crash):
+        search(cut, on_step=raise_at(9, Crash))
+    assert torch.load(tmp_path / "search.pt", weights_only=True)["step"] == 2
+    search(replace(cut, resume=True))
+    a, b = torch.load(full / "supernet.pt", weights_only=True), torch.load(tmp_path / "supernet.pt", weights_only=True)
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    a, b = (load_router(folder / "controller.pt").router.state_dict() for folder in (full, tmp_path))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "wall_s"} for r in rows]  # noqa: E731
+    full_h = torch.load(full / "search.pt", weights_only=True)["history"]
+    cut_h = torch.load(tmp_path / "search.pt", weights_only=True)["history"]
+    assert all(strip(full_h[k]) == strip(cut_h[k]) for k in full_h)
+
+
+def test_resume_with_another_controller_kind_or_family_is_an_error(full_search, family_search, tiny_assets, tmp_path):
+    out, _ = family_search
+    with pytest.raises(ValueError, match="other settings.*family"):
+        search(replace(_family_cfg(tiny_assets, full_search, out / "family.json"), resume=True))
+    other = ArchitectureFamily(np.stack([mobilenetv2_mask(), all_ops_mask(), single_op_mask(2)]))
+    save_family(out / "family.json", other)  # another family under the same name
+    try:
+        with pytest.raises(ValueError, match="another family"):
+            search(replace(_family_cfg(tiny_assets, out, out / "family.json"), resume=True))
+    finally:
+        save_family(out / "family.json", FAMILY)
+
+
+def test_evaluate_judges_a_family_search(family_search, tiny_assets):
+    """The report and the instance-aware judgement take a family search: the routed members' masks,
+    the router (with its routing rule) timed as the controller."""
+    out, _ = family_search
+    ev = evaluate_search(out, measure=0, limit=32, instance_aware=True)
+    assert (_members(torch.from_numpy(ev["masks"])) >= 0).all()
+    assert ev["controller_ms"] > 0 and ev["results"]["InstaNAS (searched)"]["distinct_masks"] <= 3
+    assert ev["instance_aware"] is not None and (out / "instance_aware.json").is_file()
+
+
+def test_family_controller_step_with_one_sample_uses_the_greedy_baseline(family_search, tiny_assets, tmp_path):
+    out, _ = family_search
+    s = _Search(_family_cfg(tiny_assets, tmp_path, out / "family.json", family_pg=FamilyPGConfig(samples=1)))
+    seen = []
+    evaluate = s.bandit.evaluate
+    s.bandit.evaluate = lambda idx, masks: seen.append(masks) or evaluate(idx, masks)
+    row = s.controller_step(0.0)
+    assert len(seen) == 2 and all((_members(torch.from_numpy(m)) >= 0).all() for m in seen)  # sampled, greedy arms
+    assert np.isfinite(row["baseline_reward"]) and np.isfinite(row["entropy"])

@@ -87,7 +87,7 @@ class FamilyPGConfig:
 @dataclass
 class ArmSample:
     """The policy's decision on a batch: logits (B, K), behaviour probabilities pi' (B, K), the
-    drawn arms (B, S) and the greedy arms (B,)."""
+    drawn arms (B, S, on the CPU) and the greedy arms (B,)."""
 
     logits: torch.Tensor
     probs: torch.Tensor
@@ -95,7 +95,7 @@ class ArmSample:
 
     @property
     def greedy(self) -> np.ndarray:
-        return self.logits.detach().argmax(1).numpy()
+        return self.logits.detach().argmax(1).cpu().numpy()
 
 
 class FamilyReinforce:
@@ -110,15 +110,17 @@ class FamilyReinforce:
         self.optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.lr)
 
     def sample(self, images: torch.Tensor) -> ArmSample:
-        """``cfg.samples`` arms per image of ``images`` (as the network takes them), drawn from pi'."""
-        logits = self.policy(images)
+        """``cfg.samples`` arms per image of ``images`` (as the network takes them), drawn from pi' on
+        the network's device (the draw itself on the CPU, from ``generator``: the same arms on any device)."""
+        logits = self.policy(images.to(next(self.policy.parameters()).device))
         probs = (1 - self.cfg.mix) * logits.softmax(1) + self.cfg.mix / self.k
-        arms = torch.multinomial(probs.detach(), self.cfg.samples, replacement=True, generator=self.generator)
+        arms = torch.multinomial(probs.detach().cpu(), self.cfg.samples, replacement=True, generator=self.generator)
         return ArmSample(logits, probs, arms)
 
     def update(self, s: ArmSample, rewards: np.ndarray, baseline: np.ndarray | None = None) -> dict[str, float]:
         """One step on rewards (B, S) of ``s.arms``; ``baseline`` (B,) is needed when S = 1."""
-        r = torch.as_tensor(np.asarray(rewards, dtype=np.float64), dtype=torch.float32)
+        device = s.probs.device
+        r = torch.as_tensor(np.asarray(rewards, dtype=np.float64), dtype=torch.float32, device=device)
         if r.shape != s.arms.shape:
             raise ValueError(f"rewards must have shape {tuple(s.arms.shape)}, got {tuple(r.shape)}")
         n = r.shape[1]
@@ -127,10 +129,11 @@ class FamilyReinforce:
         elif baseline is None:
             raise ValueError("with one sample per image, pass the greedy arm's rewards as the baseline")
         else:
-            b = torch.as_tensor(np.asarray(baseline, dtype=np.float64), dtype=torch.float32).reshape(-1, 1)
+            b = torch.as_tensor(np.asarray(baseline, dtype=np.float64), dtype=torch.float32, device=device)
+            b = b.reshape(-1, 1)
         log_probs = torch.log(s.probs + 1e-8)
         ent = -(s.probs * log_probs).sum(1).mean()
-        loss = -((r - b) * log_probs.gather(1, s.arms)).mean() - self.cfg.entropy_coef * ent
+        loss = -((r - b) * log_probs.gather(1, s.arms.to(device))).mean() - self.cfg.entropy_coef * ent
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.cfg.max_grad_norm)

@@ -1,23 +1,36 @@
 """The InstaNAS search after one-shot pre-training: phases 2 and 3 of the paper.
 
+The controller is of one of two kinds: the paper's, 85 Bernoulli bits per image (a
+:class:`~instanas_gym.agents.controller.Controller`, the update of
+:mod:`instanas_gym.agents.policy_gradient`), or, with ``family`` set, a categorical choice of one of
+the K architectures of a family per image (a :class:`~instanas_gym.agents.router.Router`, the update
+of :mod:`instanas_gym.agents.family_reinforce`). Either way it *samples* masks (its behaviour
+policy) and has *greedy* masks (what the deployed model runs); the steps below use only that.
+
 Phase 2 alternates, for ``epochs`` epochs:
 
-1. **controller**: REINFORCE against the current supernet (frozen, eval mode) on training images,
-   with the update of :mod:`instanas_gym.agents.policy_gradient` (alpha bound, self-critical baseline, entropy bonus),
-   while the reward's latency upper bound anneals linearly from ``upper_start_frac`` x all-ops to
-   ``upper_end_frac`` x MobileNetV2-path latency over the whole phase;
-2. **supernet**: SGD on training images (augmented), each under the mask the controller samples for
-   it (Bernoulli of the bounded probabilities), so the supernet learns the paths it will run.
+1. **controller**: REINFORCE against the current supernet (frozen, eval mode, live: it changes, so
+   there is no lookup mode) on training images, while the reward's latency upper bound anneals
+   linearly from ``upper_start_frac`` x all-ops to ``upper_end_frac`` x MobileNetV2-path latency
+   over the whole phase. Bits: alpha bound, the greedy masks' reward as the baseline, entropy bonus.
+   Family: ``family_pg.samples`` arms per image drawn from pi' (the uniform mixed in), each rewarded
+   on the image, baseline the leave-one-out mean of the image's other samples (or, with one
+   sample, the greedy arm's reward), entropy bonus;
+2. **supernet**: SGD on training images (augmented), each under a mask the controller samples for it
+   (Bernoulli of the bounded probabilities; family: one arm drawn from pi'), so the supernet learns
+   the paths it will run.
 
 Phase 3, **finetune**: the controller is fixed; the supernet trains under the controller's greedy
-masks (bounded p >= 0.5), the masks the deployed model uses, with a cosine learning rate.
+masks (bounded p >= 0.5; family: the arm of the largest logit), the masks the deployed model uses,
+with a cosine learning rate.
 
 Everything lives in one checkpoint, ``out/search.pt`` (both networks, both optimizers, the stage and
-step, every RNG, the history), written atomically every ``checkpoint_every`` steps, at each stage's
-end and on Ctrl-C: ``resume=True`` continues a killed search with nothing lost. At the end the
-searched supernet (``out/supernet.pt``, loadable by the environments) and controller
-(``out/controller.pt``) are written beside it, with ``out/controller_log.csv`` and
-``out/supernet_log.csv``.
+step, every RNG, the history, the family's masks), written atomically every ``checkpoint_every``
+steps, at each stage's end and on Ctrl-C: ``resume=True`` continues a killed search with nothing
+lost. At the end the searched supernet (``out/supernet.pt``, loadable by the environments) and
+controller (``out/controller.pt``: a controller file, or with a family a router file at price 0,
+whose routing rule is the greedy arm) are written beside it, with ``out/controller_log.csv`` and
+``out/supernet_log.csv``; :func:`load_search` reads them back.
 """
 
 from __future__ import annotations
@@ -25,9 +38,9 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import torch
@@ -40,14 +53,18 @@ from instanas_gym.checkpoint import load_supernet, supernet_state
 from instanas_gym.checks import check_int, check_number
 from instanas_gym.data import augment, get_spec
 from instanas_gym.devices import Precision, autocast, check_precision, resolve_device, to_device
+from instanas_gym.family import ArchitectureFamily
 from instanas_gym.files import FileFormatError, atomic_save, load_torch
+from instanas_gym.latency.table import LatencyTable
 from instanas_gym.paths import default_supernet
 from instanas_gym.reward import RewardConfig
 from instanas_gym.runlog import progress_bar, window_means, write_csv
 from instanas_gym.sandwich import freeze_bn
 
-from .controller import Controller, ControllerConfig, bounded_probs, load_controller, save_controller
+from .controller import ControllerConfig, bounded_probs, load_controller, save_controller
+from .family_reinforce import FamilyPGConfig, FamilyReinforce, resolve_family
 from .policy_gradient import PolicyGradientConfig, Reinforce, step_stats
+from .router import Router, load_router, save_router
 
 SEARCH_FORMAT = "instanas-search-v1"
 
@@ -67,10 +84,17 @@ class SearchConfig:
     """None: bundled or $INSTANAS_CACHE/<dataset>/latency.json."""
     reward: RewardConfig = field(default_factory=RewardConfig)
     """The reward (UB anneals from upper_start_frac x all ops to upper_end_frac x MobileNetV2 over phase 2)."""
+    family: str | None = None
+    """A family file (``instanas_gym.family.save_family``) or router file whose family to use: the
+    controller then chooses one of its K architectures per image (categorical, updated with
+    ``family_pg``); None: the paper's controller over the 85 bits of a mask (updated with ``pg``)."""
     pg: PolicyGradientConfig = field(default_factory=PolicyGradientConfig)
-    """The controller's REINFORCE update."""
+    """The 85-bit controller's REINFORCE update (without ``family``)."""
+    family_pg: FamilyPGConfig = field(default_factory=FamilyPGConfig)
+    """The categorical controller's REINFORCE update (with ``family``): learning rate, share of the
+    uniform policy mixed in, entropy bonus, arms drawn per image, gradient clipping."""
     controller: ControllerConfig = field(default_factory=ControllerConfig)
-    """The controller network."""
+    """The controller network (with ``family``: the router's body, K outputs)."""
     epochs: int = 4
     """Phase 2: alternating controller / supernet epochs."""
     controller_images: int = 8_000
@@ -143,6 +167,83 @@ def default_split(dataset: str) -> str:
     raise ValueError(f"unknown dataset {dataset!r}; known: {[k['dataset'] for k in instanas_gym.ENV_IDS.values()]}")
 
 
+class _ControllerKind(Protocol):
+    """What the search's steps need of a controller: its network and optimizer (checkpointed), one
+    REINFORCE update, and masks for the supernet's steps."""
+
+    network: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+
+    def learn(self, bandit: InstaNASBandit, idx: np.ndarray, images: torch.Tensor) -> dict[str, float]:
+        """One update on training images ``idx`` (``images``, uint8 NCHW) rewarded by ``bandit``; its stats."""
+        ...
+
+    def masks(self, images: torch.Tensor, greedy: bool) -> torch.Tensor:
+        """Bool masks (B, 17, 5) on the CPU for ``images``: sampled from the behaviour policy, or greedy."""
+        ...
+
+    def save(self, path: Path, table: LatencyTable, **meta: Any) -> None:
+        """Write the controller file the search ends with (``meta``: plain data kept beside)."""
+        ...
+
+
+class _BitsController:
+    """The paper's controller: 85 Bernoulli bits per image (:class:`Reinforce`)."""
+
+    def __init__(self, cfg: SearchConfig, in_channels: int, device: torch.device, gen: torch.Generator) -> None:
+        self.pg = Reinforce(cfg.controller.build(in_channels).to(device), cfg.pg, gen)
+        self.network, self.optimizer, self.gen = self.pg.controller, self.pg.optimizer, gen
+
+    def learn(self, bandit: InstaNASBandit, idx: np.ndarray, images: torch.Tensor) -> dict[str, float]:
+        s = self.pg.sample(images)
+        baseline = bandit.evaluate(idx, s.greedy)["reward"]
+        out = bandit.evaluate(idx, s.masks)
+        learned = self.pg.update(s, out["reward"], baseline)
+        return step_stats(out["reward"], baseline, out, s.masks) | learned
+
+    @torch.no_grad()
+    def masks(self, images: torch.Tensor, greedy: bool) -> torch.Tensor:
+        probs = bounded_probs(self.network(images), self.pg.cfg.alpha).cpu()
+        return (probs >= 0.5) if greedy else torch.bernoulli(probs, generator=self.gen).bool()
+
+    def save(self, path: Path, table: LatencyTable, **meta: Any) -> None:
+        save_controller(self.network.eval(), path, **meta)
+
+
+class _FamilyController:
+    """A categorical controller over the K arms of ``family`` (:class:`FamilyReinforce` on a :class:`Router`)."""
+
+    def __init__(self, cfg: SearchConfig, in_channels: int, device: torch.device, gen: torch.Generator,
+                 family: ArchitectureFamily) -> None:
+        self.family = family
+        router = Router(cfg.controller, in_channels, family.k).to(device)
+        self.pg = FamilyReinforce(router, family.k, cfg.family_pg, gen)
+        self.network, self.optimizer = self.pg.policy, self.pg.optimizer
+
+    def learn(self, bandit: InstaNASBandit, idx: np.ndarray, images: torch.Tensor) -> dict[str, float]:
+        s = self.pg.sample(images)
+        arms = s.arms.numpy()  # (B, S)
+        b, n = arms.shape
+        masks = self.family.masks[arms.T.reshape(-1)]  # sample j of every image, then sample j + 1
+        out = bandit.evaluate(np.tile(idx, n), masks)  # one supernet pass over the B x S pairs
+        rewards = out["reward"].reshape(n, b).T
+        baseline = bandit.evaluate(idx, self.family.masks[s.greedy])["reward"] if n == 1 else None
+        learned = self.pg.update(s, rewards, baseline)
+        shown = rewards.mean(1) if baseline is None else baseline  # the leave-one-out baselines average to it
+        return (step_stats(rewards, shown, out, masks) | learned
+                | {"distinct_arms": float(len(np.unique(s.greedy)))})
+
+    @torch.no_grad()
+    def masks(self, images: torch.Tensor, greedy: bool) -> torch.Tensor:
+        arms = self.pg.policy(images).argmax(1).cpu() if greedy else self.pg.sample(images).arms[:, 0]
+        return torch.from_numpy(self.family.masks[arms.numpy()]).bool()
+
+    def save(self, path: Path, table: LatencyTable, **meta: Any) -> None:
+        lat = np.asarray(table.network_ms(self.family.masks), dtype=np.float64).reshape(self.family.k)
+        save_router(self.network.eval(), path, self.family.masks, lat, 0.0, family_names=list(self.family.names),
+                    **meta)
+
+
 class _Search:
     """The state of one search and its steps; :func:`search` drives it."""
 
@@ -162,8 +263,12 @@ class _Search:
         self.data = self.bandit.data
         self.images, self.labels = self.data.tensors()
         self.gen = torch.Generator().manual_seed(cfg.seed)
-        self.pg = Reinforce(cfg.controller.build(self.data.spec.image_shape[2]).to(self.device), cfg.pg, self.gen)
-        self.controller = self.pg.controller
+        channels = self.data.spec.image_shape[2]
+        self.family = resolve_family(cfg.family, cfg.dataset)[0] if cfg.family else None
+        self.kind: _ControllerKind = (
+            _BitsController(cfg, channels, self.device, self.gen) if self.family is None
+            else _FamilyController(cfg, channels, self.device, self.gen, self.family))
+        self.controller = self.kind.network
         self.supernet_opt = torch.optim.SGD(
             self.model.parameters(), lr=cfg.supernet_lr, momentum=cfg.momentum,
             weight_decay=cfg.weight_decay, nesterov=True,
@@ -183,7 +288,8 @@ class _Search:
             "config": asdict(self.cfg),
             "supernet": supernet_state(self.model, self.cfg.dataset),
             "controller": {"config": self.controller.config, "state_dict": self.controller.state_dict()},
-            "controller_opt": self.pg.optimizer.state_dict(),
+            "controller_opt": self.kind.optimizer.state_dict(),
+            "family": None if self.family is None else torch.from_numpy(self.family.masks.copy()),
             "supernet_opt": self.supernet_opt.state_dict(),
             "stage": self.stage, "step": self.step, "window": self.window,
             "bounds": {"lower_ms": self.bandit.reward.lower_ms, "upper_ms": self.bandit.reward.upper_ms},
@@ -202,15 +308,19 @@ class _Search:
         state = load_torch(self.path, "instanas-gym search checkpoint", SEARCH_FORMAT, keys, hint)
         if not isinstance(state["config"], dict):
             raise FileFormatError(f"{self.path} is a damaged search checkpoint (config is not a dict); {hint}")
-        defaults = {f.name: f.default for f in fields(SearchConfig)}  # settings older files lack
+        defaults = asdict(SearchConfig())  # settings older files lack
         changed = {k for k, v in asdict(self.cfg).items()
                    if k not in ("resume", "device") and state["config"].get(k, defaults.get(k)) != v}
         if changed:
             raise ValueError(f"{self.path} was written with other settings ({sorted(changed)}); "
                              f"resume with the same ones or use another --out")
+        saved = state.get("family")  # the same file name may hold another family now
+        if saved is not None and not np.array_equal(saved.numpy(), self.family.masks):
+            raise ValueError(f"{self.path} was written with another family than {self.cfg.family} holds now; "
+                             f"resume with the same family or use another --out")
         self.model.load_state_dict(state["supernet"]["model"])
         self.controller.load_state_dict(state["controller"]["state_dict"])
-        self.pg.optimizer.load_state_dict(state["controller_opt"])
+        self.kind.optimizer.load_state_dict(state["controller_opt"])
         self.supernet_opt.load_state_dict(state["supernet_opt"])
         self.stage, self.step, self.window = state["stage"], state["step"], state["window"]
         self.bandit.reward.set_bounds(**state["bounds"])
@@ -227,11 +337,7 @@ class _Search:
         self.model.eval()
         self.controller.train()
         idx = self.rng.integers(len(self.labels), size=self.cfg.batch_size)
-        s = self.pg.sample(self.images[torch.from_numpy(idx)])
-        baseline = self.bandit.evaluate(idx, s.greedy)["reward"]
-        out = self.bandit.evaluate(idx, s.masks)
-        learned = self.pg.update(s, out["reward"], baseline)
-        return step_stats(out["reward"], baseline, out, s.masks) | learned | {"upper_ms": reward.upper_ms}
+        return self.kind.learn(self.bandit, idx, self.images[torch.from_numpy(idx)]) | {"upper_ms": reward.upper_ms}
 
     def supernet_step(self, lr: float, greedy: bool) -> dict[str, float]:
         """One SGD step of the supernet on augmented training images under the controller's masks
@@ -244,9 +350,7 @@ class _Search:
         idx = torch.from_numpy(self.rng.integers(len(self.labels), size=cfg.supernet_batch_size))
         x = to_device(augment(self.images[idx], self.data.spec, self.gen), self.device)
         y = to_device(self.labels[idx], self.device)
-        with torch.no_grad():
-            probs = bounded_probs(self.controller(x), cfg.pg.alpha).cpu()
-            masks = (probs >= 0.5) if greedy else torch.bernoulli(probs, generator=self.gen).bool()
+        masks = self.kind.masks(x, greedy)
         for group in self.supernet_opt.param_groups:
             group["lr"] = lr
         with autocast(self.device, cfg.precision):
@@ -323,8 +427,8 @@ def search(
         console.print(f"interrupted: search saved to {s.path}; rerun with resume (--resume) to continue")
         raise
     atomic_save(supernet_state(s.model.eval(), cfg.dataset, search_config=asdict(cfg)), s.out / "supernet.pt")
-    save_controller(s.controller.eval(), s.out / "controller.pt", search_config=asdict(cfg),
-                    bounds={"lower_ms": s.bandit.reward.lower_ms, "upper_ms": s.bandit.reward.upper_ms})
+    s.kind.save(s.out / "controller.pt", s.bandit.table, search_config=asdict(cfg),
+                bounds={"lower_ms": s.bandit.reward.lower_ms, "upper_ms": s.bandit.reward.upper_ms})
     return s.out
 
 
@@ -336,9 +440,16 @@ def _stats_text(row: dict[str, Any]) -> str:
             f"ops/cell {row['ops_per_cell']:.2f} lr {row['lr']:.4f}")
 
 
-def load_search(folder: str | Path) -> tuple[Any, Controller, dict[str, Any]]:
-    """The searched supernet (eval mode), controller and search config of a finished search folder."""
+def load_search(folder: str | Path) -> tuple[Any, torch.nn.Module, dict[str, Any]]:
+    """The searched supernet (eval mode), controller and search config of a finished search folder.
+
+    The controller maps uint8 images to mask logits (B, 17, 5) (greedy masks: logit >= 0): the
+    :class:`~instanas_gym.agents.controller.Controller`, or for a search over a family its router
+    with the routing rule as a :class:`~instanas_gym.agents.router.RoutedController` (eval mode)."""
     folder = Path(folder)
     model, ckpt = load_supernet(folder / "supernet.pt")
+    cfg = ckpt.get("search_config") or {}
+    if cfg.get("family"):
+        return model, load_router(folder / "controller.pt").controller(), cfg
     controller, cckpt = load_controller(folder / "controller.pt")
-    return model, controller, ckpt.get("search_config") or cckpt.get("search_config", {})
+    return model, controller, cfg or cckpt.get("search_config", {})

@@ -1,13 +1,13 @@
 """REINFORCE over a family against the supervised router, at the same reward, over seeds.
 
-    python benchmarks/bench_family_reinforce.py [--fracs 1.0 1.5] [--seeds 0 1 2] [--anneal] [--steps 48000]
+    python benchmarks/bench_family_reinforce.py [--fracs 1.0 1.5] [--seeds 0 1 2] [--anneal] [--entropy-coef 2.0] [--steps 48000]
 
 For each final upper bound (``--fracs``: UB = frac x the MobileNetV2 path's cells) it trains the
 categorical REINFORCE of ``instanas-gym train-family`` on the bundled family (lookup mode, the
 search split) once per seed, under that bound throughout (``--anneal``: the bound annealed from
-the paper's 0.7 x all ops to it instead), and fits the router of ``instanas-gym compare`` (each
-arm's correctness on the whole search split, 8 epochs) that routes each image to the arm of highest
-expected reward at the same bound. Both are judged by their greedy choice on the 10,000 test images
+the paper's 0.7 x all ops to it instead; ``--entropy-coef``: another entropy bonus), and fits the
+router of ``instanas-gym compare`` (each arm's correctness on the whole search split, 8 epochs) that
+routes each image to the arm of highest expected reward at the same bound. Both are judged by their greedy choice on the 10,000 test images
 from the family's test-split outcomes (computed once into ``--out``): mean reward at the final
 bound, accuracy, the network's table latency, the gain over the family's own static frontier at
 that latency (points; the controller's cost is not counted here: ``train-family`` judges it end to
@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 import instanas_gym  # noqa: F401
-from instanas_gym.agents.family_reinforce import FamilyReinforceConfig, train_family_reinforce
+from instanas_gym.agents.family_reinforce import FamilyPGConfig, FamilyReinforceConfig, train_family_reinforce
 from instanas_gym.agents.instance_aware import gain_over_frontier, mutual_information_bits, static_frontier
 from instanas_gym.agents.router import Router, expected_rewards, predict_correct, train_router
 from instanas_gym.envs.config import EnvConfig
@@ -56,6 +56,7 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--steps", type=int, default=48_000, help="training images per REINFORCE run")
     p.add_argument("--anneal", action="store_true", help="anneal UB from 0.7 x all ops to the final bound")
+    p.add_argument("--entropy-coef", type=float, default=FamilyPGConfig().entropy_coef, help="the entropy bonus")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="runs/bench_family_reinforce")
     a = p.parse_args()
@@ -73,7 +74,8 @@ def main() -> None:
         test.reward.anneal(1.0)
         for seed in a.seeds:
             cfg = replace(FamilyReinforceConfig(), env=EnvConfig(reward=reward), family=str(family), total_steps=a.steps,
-                          seed=seed, threads=a.threads, out=str(out / f"ub{frac}_seed{seed}"))
+                          pg=FamilyPGConfig(entropy_coef=a.entropy_coef), seed=seed, threads=a.threads,
+                          out=str(out / f"ub{frac}_seed{seed}"))
             start = time.perf_counter()
             router, _, _ = train_family_reinforce(cfg)
             with torch.no_grad():
@@ -90,7 +92,8 @@ def main() -> None:
         arms = np.argmax(expected_rewards(probs, test.reward.arch_reward(cells), test.reward.correct_reward), axis=1)
         rows.append({"UB": frac, "policy": "router (supervised)", **judge(arms, test), "s": time.perf_counter() - start})
         print(rows[-1], flush=True)
-    print(f"\nfinal UB = frac x MobileNetV2 cells, {'annealed' if a.anneal else 'fixed'}; {a.steps} images per REINFORCE run")
+    print(f"\nfinal UB = frac x MobileNetV2 cells, {'annealed' if a.anneal else 'fixed'}; entropy bonus {a.entropy_coef}; "
+          f"{a.steps} images per REINFORCE run")
     print("| UB frac | policy | R | acc % | net ms | gain pt | archs | MI cls | shares % | time s |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:

@@ -18,6 +18,7 @@ from instanas_gym.agents.family_reinforce import (
     resolve_family,
     train_family_reinforce,
 )
+from instanas_gym.agents.instance_aware import frontier_results
 from instanas_gym.agents.router import Router, load_router, save_router
 from instanas_gym.bandit import InstaNASBandit
 from instanas_gym.envs.config import EnvConfig
@@ -131,6 +132,27 @@ def test_a_whole_run_saves_a_router_file_and_is_judged(tiny_env, tmp_path):
     report = judge_family_policy(router, fam, cfg)
     assert report["images"] == 64 and 1 <= report["distinct_archs"] <= 3
     assert (tmp_path / "run" / "instance_aware.json").is_file()
+    rows = frontier_results(report)
+    assert list(rows)[:2] == ["REINFORCE (family)", "static frontier at that latency"]
+    assert rows["REINFORCE (family)"]["e2e_ms"] == pytest.approx(report["network_ms"] + report["controller_ms"])
+
+
+def test_the_command_ends_with_the_frontier_table(tiny_env, tmp_path):
+    from rich.console import Console
+
+    from instanas_gym.cli import run_train_family
+
+    family = ArchitectureFamily(np.stack([mobilenetv2_mask(), single_op_mask(4)]), ("mbv2", "basic"),
+                                dataset="fashion_mnist")
+    save_family(tmp_path / "family.json", family)
+    cfg = FamilyReinforceConfig(env=tiny_env, family=str(tmp_path / "family.json"), total_steps=64, batch_size=16,
+                                threads=1, judge_limit=32, out=str(tmp_path / "run"))
+    console = Console(record=True, width=80)
+    run_train_family(cfg, console)
+    text = console.export_text()
+    for line in ("static frontier at", "best single within", "MobileNetV2 path", "oracle (reads the", "architectures used:"):
+        assert line in text, line
+    assert (tmp_path / "run" / "controller.pt").is_file()
 
 
 def test_lookup_and_live_runs_learn_the_same_policy(tiny_env, tmp_path):

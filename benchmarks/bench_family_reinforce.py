@@ -6,12 +6,13 @@ For each final upper bound (``--fracs``: UB = frac x the MobileNetV2 path's cell
 categorical REINFORCE of ``instanas-gym train-family`` on the bundled family (lookup mode, the
 search split) once per seed, under that bound throughout (``--anneal``: the bound annealed from
 the paper's 0.7 x all ops to it instead; ``--entropy-coef``: another entropy bonus), and fits the
-router of ``instanas-gym compare`` (each arm's correctness on the whole search split, 8 epochs) that
-routes each image to the arm of highest expected reward at the same bound. Both are judged by their greedy choice on the 10,000 test images
-from the family's test-split outcomes (computed once into ``--out``): mean reward at the final
-bound, accuracy, the network's table latency, the gain over the family's own static frontier at
-that latency (points; the controller's cost is not counted here: ``train-family`` judges it end to
-end against the 18 probes), the architectures used and the share of each.
+router of ``instanas-gym compare`` (each arm's correctness on the whole search split, 8 epochs)
+that routes each image to the arm of highest expected reward at the same bound. Both are judged by
+their greedy choice on the 10,000 test images from the family's test-split outcomes (computed once
+into ``--out``): mean reward at the final bound, accuracy, the network's table latency, the gain
+over the family's own static frontier at that latency (points; the controller's cost is not
+counted here: ``train-family`` judges it end to end against the 18 probes), the architectures used
+and the share of each.
 """
 
 from __future__ import annotations

@@ -18,13 +18,16 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .files import FileFormatError, atomic_write_text, load_json
 from .masks import flatten_mask, validate_mask
 from .search_space import OPS
+
+if TYPE_CHECKING:
+    from .latency import LatencyTable
 
 FAMILY_FORMAT = "instanas-family-v1"
 HINT = "write one with instanas_gym.family.save_family"
@@ -92,6 +95,10 @@ class ArchitectureFamily:
 
     def __len__(self) -> int:
         return self.k
+
+    def network_ms(self, table: LatencyTable) -> np.ndarray:
+        """(K,) each arm's whole-network latency by ``table`` (ms), whatever ``latency_ms`` holds."""
+        return np.asarray(table.network_ms(self.masks), dtype=np.float64).reshape(self.k)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data, as :func:`save_family` writes it."""

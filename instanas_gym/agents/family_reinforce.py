@@ -47,6 +47,7 @@ from rich.console import Console
 from instanas_gym.checks import check_int, check_number
 from instanas_gym.data import ImageSet
 from instanas_gym.family import ArchitectureFamily, as_family
+from instanas_gym.latency import LatencyTable
 from instanas_gym.paths import BUNDLED_DATASET, BUNDLED_FAMILY
 from instanas_gym.reward import RewardConfig
 from instanas_gym.runlog import RunLogger, progress_bar
@@ -147,7 +148,8 @@ class FamilyReinforce:
 class FamilyReinforceConfig:
     """Arguments of :func:`train_family_reinforce` (``instanas-gym train-family`` exposes each as a flag)."""
 
-    env: EnvConfig = field(default_factory=lambda: EnvConfig(reward=RewardConfig(upper_end_frac=UPPER_END_FRAC, anneal=False)))
+    env: EnvConfig = field(
+        default_factory=lambda: EnvConfig(reward=RewardConfig(upper_end_frac=UPPER_END_FRAC, anneal=False)))
     """The environment it learns on (its training split) and is judged on (its test split); by default
     the reward's UB sits at ``UPPER_END_FRAC`` x the MobileNetV2 path's cells throughout."""
     family: str | None = None
@@ -264,10 +266,18 @@ def train_family_reinforce(cfg: FamilyReinforceConfig, console: Console | None =
             progress.update(task, advance=1)
     log.close()
     router.eval()
-    lat = np.asarray(env.bandit.table.network_ms(family.masks), dtype=np.float64).reshape(family.k)
-    save_router(router, Path(cfg.out) / "controller.pt", family.masks, lat, 0.0, family_names=list(family.names),
-                family_reinforce_config=asdict(cfg), bounds={"lower_ms": reward.lower_ms, "upper_ms": reward.upper_ms})
+    save_family_policy(router, Path(cfg.out) / "controller.pt", family, env.bandit.table,
+                       family_reinforce_config=asdict(cfg), bounds={"lower_ms": reward.lower_ms, "upper_ms": reward.upper_ms})
     return router, family, log.history
+
+
+def save_family_policy(
+    router: Router, path: str | Path, family: ArchitectureFamily, table: LatencyTable, **meta: Any
+) -> None:
+    """``router``, a categorical policy over ``family``'s arms, as a router file at price 0 (its routing
+    rule is then the greedy arm), with each arm's latency by ``table`` and the family's names;
+    ``meta``: plain data kept beside (:func:`~instanas_gym.agents.router.save_router`)."""
+    save_router(router, path, family.masks, family.network_ms(table), 0.0, family_names=list(family.names), **meta)
 
 
 def judge_family_policy(router: Router, family: ArchitectureFamily, cfg: FamilyReinforceConfig) -> dict[str, Any]:
@@ -276,7 +286,7 @@ def judge_family_policy(router: Router, family: ArchitectureFamily, cfg: FamilyR
     its controller timed in the latency table's runtime."""
     bandit = cfg.env.bandit("test")
     meta = bandit.table.meta
-    lat = np.asarray(bandit.table.network_ms(family.masks), dtype=np.float64).reshape(family.k)
+    lat = family.network_ms(bandit.table)
     ms = router_latency_ms(router, bandit.data.spec.image_shape, meta.get("runtime", "torch"), int(meta.get("threads", 1)),
                            latency_ms=lat)
     policy = router_policy(router, family.masks, lat, 0.0)

@@ -62,9 +62,9 @@ from instanas_gym.runlog import progress_bar, window_means, write_csv
 from instanas_gym.sandwich import freeze_bn
 
 from .controller import ControllerConfig, bounded_probs, load_controller, save_controller
-from .family_reinforce import FamilyPGConfig, FamilyReinforce, resolve_family
+from .family_reinforce import FamilyPGConfig, FamilyReinforce, resolve_family, save_family_policy
 from .policy_gradient import PolicyGradientConfig, Reinforce, step_stats
-from .router import Router, load_router, save_router
+from .router import Router, load_router
 
 SEARCH_FORMAT = "instanas-search-v1"
 
@@ -239,9 +239,7 @@ class _FamilyController:
         return torch.from_numpy(self.family.masks[arms.numpy()]).bool()
 
     def save(self, path: Path, table: LatencyTable, **meta: Any) -> None:
-        lat = np.asarray(table.network_ms(self.family.masks), dtype=np.float64).reshape(self.family.k)
-        save_router(self.network.eval(), path, self.family.masks, lat, 0.0, family_names=list(self.family.names),
-                    **meta)
+        save_family_policy(self.network.eval(), path, self.family, table, **meta)
 
 
 class _Search:

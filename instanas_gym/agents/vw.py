@@ -111,8 +111,7 @@ def train_vw(
     the latency bound as the other agents do; returns the agent and the logged rows."""
     check_int("total_steps", total_steps)
     bandit = venv.unwrapped.bandit
-    lat = np.asarray(bandit.table.network_ms(family.masks), dtype=np.float64).reshape(family.k)
-    agent = VWFamilyAgent(family, lat, epsilon, seed)
+    agent = VWFamilyAgent(family, family.network_ms(bandit.table), epsilon, seed)
     obs, _ = venv.reset(seed=seed)
     updates = max(1, total_steps // venv.num_envs)
     log, start = RunLogger(out, "log", "env_steps"), time.perf_counter()

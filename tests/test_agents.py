@@ -1,4 +1,5 @@
 import csv
+import dataclasses
 import math
 
 import numpy as np
@@ -6,6 +7,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from instanas_gym.agents import compare as compare_module
 from instanas_gym.agents.compare import (
     AGENTS,
     AWARE_KEYS,
@@ -113,7 +115,7 @@ def test_sb3_end_to_end(trained_assets, algo):
     assert masks.shape == (3, 17, 5) and set(np.unique(masks)) <= {0, 1}
 
 
-def test_compare_writes_everything_and_reproduces(trained_assets, tmp_path):
+def test_compare_writes_everything_and_reproduces(trained_assets, tmp_path, monkeypatch):
     cfg = CompareConfig(env=trained_assets, agents=("REINFORCE", "PPO", "A2C", "random", "MobileNetV2"), seeds=(0, 1),
                         total_steps=192, num_envs=16, measure=4, eval_limit=64, threads=1, out=str(tmp_path / "cmp"))
     summary = compare_agents(cfg)
@@ -133,6 +135,12 @@ def test_compare_writes_everything_and_reproduces(trained_assets, tmp_path):
     for agent in ("REINFORCE", "random"):
         for key in ("accuracy", "reward", "latency_ms"):
             assert again[agent][key] == pytest.approx(summary[agent][key]), (agent, key)
+    # a rerun (after a kill) reuses every finished agent x seed instead of training it again
+    monkeypatch.setattr(compare_module, "run_agent", lambda *a, **k: pytest.fail("a finished agent trained again"))
+    assert compare_agents(cfg) == summary
+    assert (tmp_path / "cmp" / "PPO_seed1" / "result.json").is_file()
+    with pytest.raises(ValueError, match=r"PPO_seed0/result.json: written by a comparison with other settings \(total_steps\)"):
+        compare_agents(dataclasses.replace(cfg, agents=("PPO",), total_steps=256))
 
 
 def test_evaluation_counts_distinct_masks(trained_assets):

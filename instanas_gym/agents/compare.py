@@ -18,7 +18,8 @@ latency, reward) and :func:`~instanas_gym.agents.instance_aware.instance_awarene
 probe architectures plus the policy's own (its ``own_archs`` most used): the gain over the static
 frontier at the end-to-end latency, distinct architectures, the most used one's share, and the mutual
 information of the choice with the class and the difficulty. The probes' correctness (and that of
-every architecture once scored) and the images' all-ops loss are computed once per run and shared.
+every architecture once scored) and the images' all-ops loss are computed once and shared, read from
+and kept in the scores stored beside the supernet (:func:`~instanas_gym.agents.instance_aware.stored_scores`).
 Controllers are timed at batch 1 in the latency table's runtime and counted end to end
 (``controller_ms``, ``e2e_ms``): REINFORCE's and REINFORCE-family's networks, the router
 (with its routing rule), and the actors of the SB3 policies; VW-family's decision (pooling, VW's
@@ -30,8 +31,9 @@ controller. Everything is seeded.
 from __future__ import annotations
 
 import importlib.util
+import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -41,7 +43,7 @@ from gymnasium.vector import VectorEnv
 
 from instanas_gym.bandit import InstaNASBandit
 from instanas_gym.display import markdown_table
-from instanas_gym.files import atomic_write_text
+from instanas_gym.files import atomic_write_json, atomic_write_text, load_json
 from instanas_gym.masks import mobilenetv2_mask
 from instanas_gym.plots import curves_with_bands
 from instanas_gym.reward import LatencyReward
@@ -52,7 +54,7 @@ from ..envs.config import EnvConfig
 from .controller import ControllerConfig
 from .evaluation import Policy, controller_latency_ms, controller_policy, evaluate_policy, fixed_policy, random_policy
 from .family_reinforce import FamilyReinforceConfig, arm_correctness, resolve_family, train_family_reinforce
-from .instance_aware import instance_awareness
+from .instance_aware import instance_awareness, store_scores, stored_scores
 from .policy_gradient import PolicyGradientConfig
 from .reinforce import ReinforceConfig, train_reinforce
 from .router import Router, expected_reward_policy, router_latency_ms, router_policy, train_router
@@ -258,10 +260,37 @@ NOTE = ("gain: above the static frontier of the 18 probes and the policy's own a
         "random, MobileNetV2 and best-single have no controller.")
 
 
+#: Each finished agent x seed's judgement, in its folder under ``out``: a rerun of the same comparison
+#: reuses it instead of training again, so a killed comparison loses at most the pair it was running.
+RESULT_FILE = "result.json"
+
+
+def comparison_settings(cfg: CompareConfig) -> dict[str, Any]:
+    """The settings an agent x seed's result depends on (``cfg`` without agents, seeds, threads and out), as JSON."""
+    settings = {k: v for k, v in asdict(cfg).items() if k not in ("agents", "seeds", "threads", "out")}
+    return json.loads(json.dumps(settings))
+
+
+def finished_result(path: Path, settings: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, float]] | None:
+    """The log rows and judgement stored in ``path`` (a :data:`RESULT_FILE`) by a comparison with the same
+    ``settings``; None when there is none. Raises ValueError naming the file when its settings differ."""
+    if not path.exists():
+        return None
+    stored = load_json(path, "comparison result")
+    if stored.get("settings") != settings:
+        diff = sorted(k for k in settings.keys() | stored.get("settings", {}).keys()
+                      if settings.get(k) != stored.get("settings", {}).get(k))
+        raise ValueError(f"{path}: written by a comparison with other settings ({', '.join(diff)}); "
+                         "choose another out folder (--out) or remove it")
+    return stored["rows"], stored["result"]
+
+
 def compare_agents(cfg: CompareConfig) -> dict[str, dict[str, float]]:
     """Run every agent x seed; write curves.csv, summary.csv, curves.png and summary.md to ``out``.
 
-    Returns per agent the mean over seeds of the test metrics (and ``*_std``).
+    Each finished agent x seed is stored in ``out/<agent>_seed<seed>/result.json`` (:data:`RESULT_FILE`);
+    running the same comparison again (after a kill, or with more agents or seeds) reuses those and
+    trains only the rest. Returns per agent the mean over seeds of the test metrics (and ``*_std``).
     """
     if "VW-family" in cfg.agents and importlib.util.find_spec("vowpalwabbit") is None:
         raise ImportError("agent VW-family needs vowpalwabbit (pip install 'instanas-gym[baselines]'); "
@@ -272,22 +301,34 @@ def compare_agents(cfg: CompareConfig) -> dict[str, dict[str, float]]:
     judge = judge_bandit(cfg)
     arms = FamilyArms(cfg, judge) if any(a in FAMILY_AGENTS for a in cfg.agents) else None
     probes = np.stack([mask for _, mask in probe_masks(judge.table, seed=0)])
-    cache: dict[bytes, np.ndarray] = {}  # correctness on the judged test images, shared by every agent
-    loss = None  # the judged images' all-ops loss, the same for every agent
+    # correctness on the judged test images and their all-ops loss, shared by every agent, stored beside the supernet
+    cache, loss = stored_scores(judge, judge.num_images if cfg.eval_limit is None else min(cfg.eval_limit, judge.num_images))
+    known = len(cache)
     curves: dict[str, list[list[dict[str, float]]]] = {}
     finals: dict[str, list[dict[str, float]]] = {}
+    settings = comparison_settings(cfg)
     for agent in cfg.agents:
         for seed in cfg.seeds:
-            rows, policy, wall, controller_ms = run_agent(agent, seed, cfg, judge, arms)
-            result = evaluate_policy(policy, judge, measure=cfg.measure, limit=cfg.eval_limit, controller_ms=controller_ms)
-            report = instance_awareness(policy, judge, probes, controller_ms or 0.0, limit=cfg.eval_limit, cache=cache,
-                                        own_limit=cfg.own_archs, loss=loss)
-            loss = report["loss"]
-            result |= aware_figures(report)
-            result["wall_s"] = wall
+            done = out / f"{agent}_seed{seed}" / RESULT_FILE
+            finished = finished_result(done, settings)
+            if finished is not None:
+                rows, result = finished
+            else:
+                rows, policy, wall, controller_ms = run_agent(agent, seed, cfg, judge, arms)
+                result = evaluate_policy(policy, judge, measure=cfg.measure, limit=cfg.eval_limit,
+                                         controller_ms=controller_ms)
+                report = instance_awareness(policy, judge, probes, controller_ms or 0.0, limit=cfg.eval_limit,
+                                            cache=cache, own_limit=cfg.own_archs, loss=loss)
+                loss = report["loss"]
+                result |= aware_figures(report)
+                result["wall_s"] = wall
+                atomic_write_json(done, {"settings": settings, "agent": agent, "seed": seed, "result": result,
+                                         "rows": rows})
             if rows:
                 curves.setdefault(agent, []).append(rows)
             finals.setdefault(agent, []).append(result)
+    if loss is not None and len(cache) > known:
+        store_scores(judge, cache, loss)
     write_csv([{"agent": agent, "seed": seed, "env_steps": r["env_steps"], "reward": r["reward"]}
                for agent, runs in curves.items() for seed, rows in zip(cfg.seeds, runs) for r in rows],
               out / "curves.csv")

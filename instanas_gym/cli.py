@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -18,14 +18,15 @@ from rich.console import Console
 
 from .agents.compare import NOTE as COMPARE_NOTE
 from .agents.compare import CompareConfig, compare_agents
-from .agents.family_reinforce import FamilyReinforceConfig, judge_family_policy, train_family_reinforce
-from .agents.instance_aware import frontier_results, summary_lines
+from .agents.family_reinforce import FamilyReinforceConfig, judge_family_policy, resolve_family, train_family_reinforce
+from .agents.instance_aware import frontier_results, score_and_store, summary_lines
 from .agents.reinforce import DEMO, ReinforceConfig, judge_on_test, train_reinforce
 from .agents.search import SearchConfig, search
 from .agents.search_report import evaluate_search, family_report, write_report
 from .checkpoint import export_supernet, load_supernet
 from .devices import resolve_device
 from .display import results_table, validation_table
+from .envs.config import EnvConfig
 from .files import FileFormatError
 from .latency.onnx import build_onnx_table, measure_onnx_masks
 from .latency.validation import build_validated_table, compare, validation_masks
@@ -33,6 +34,7 @@ from .paths import BUNDLED_SUPERNET
 from .plots import latency_scatter
 from .prepare import PrepareConfig, prepare
 from .runlog import progress_bar
+from .sandwich import probe_masks
 from .supernet import Supernet
 from .training import TrainConfig, train_supernet
 
@@ -106,6 +108,24 @@ class ExportConfig:
     """Training checkpoint (``last.pt``)."""
     dest: str
     """File to write."""
+
+
+@dataclass(frozen=True)
+class ScoreConfig:
+    """Arguments of ``instanas-gym score-architectures``: which images of a split the 18 probe
+    architectures and a family's arms get right, and each image's loss under all ops, stored beside
+    the supernet (``<supernet>_scores_<split>.npz``). Judging a policy against the static frontier
+    (``train-family``, ``compare``, ``evaluate --instance-aware``) then reads them instead of
+    running those architectures again."""
+
+    env: EnvConfig = field(default_factory=EnvConfig)
+    """The supernet, latency table (which orders the probes) and data set."""
+    split: str = "test"
+    """The split judged."""
+    family: str | None = None
+    """A family or router file whose arms are scored too (None: the bundled family, bundled data set only)."""
+    out: str | None = None
+    """File to write (None: beside the supernet)."""
 
 
 @dataclass(frozen=True)
@@ -280,6 +300,15 @@ def run_demo(cfg: DemoConfig, console: Console) -> None:
     serve(state, cfg.host, cfg.port)
 
 
+def run_score(cfg: ScoreConfig, console: Console) -> None:
+    bandit = cfg.env.bandit(cfg.split)
+    family, source = resolve_family(cfg.family, cfg.env.dataset)
+    probes = np.stack([mask for _, mask in probe_masks(bandit.table, seed=0)])
+    path = score_and_store(bandit, np.concatenate([probes, family.masks]), cfg.out)
+    console.print(f"wrote {path}: the 18 probes and the {family.k} arms of {source} on the {bandit.num_images} "
+                  f"images of the {cfg.split} split")
+
+
 def run_prepare(cfg: PrepareConfig, console: Console) -> None:
     prepare(cfg, console)
 
@@ -296,6 +325,8 @@ COMMANDS: dict[str, tuple[type, object, Callable[..., None], str]] = {
     "compare": (CompareConfig, None, run_compare, "every agent (masks and family view) over seeds, instance-awareness"),
     "search": (SearchConfig, None, run_search, "the paper's phases 2 and 3 (resumable)"),
     "evaluate": (EvaluateConfig, None, run_evaluate, "judge searches on the test split: tables, plots, report"),
+    "score-architectures": (ScoreConfig, None, run_score,
+                            "store the probes' and a family's correctness on a split, for judging"),
     "export-supernet": (ExportConfig, None, run_export, "strip a training checkpoint's resume state"),
     "demo": (DemoConfig, None, run_demo, "a local web page: the architecture each image gets"),
     "prepare": (PrepareConfig, None, run_prepare,

@@ -14,6 +14,13 @@ SHA-256 of the split's images and labels, and of the family's masks. A file whos
 the environment's is stale and is refused (:class:`~instanas_gym.files.FileFormatError` naming the
 file and what differs); ``rebuild=True`` recomputes it. The latency table is not part of the key:
 latencies are looked up in it at every step, so any table (or a calibrated one) serves the same file.
+
+Scores, for judging: which images of a split each of any set of architectures gets right, and each
+image's loss under all ops (what :mod:`instanas_gym.agents.instance_aware` computes to place a policy
+against the static frontier), stored beside the supernet checkpoint
+(``<supernet>_scores_<split>.npz``, :func:`save_scores`), keyed like the outcomes (supernet, split,
+images) and holding its masks; the bundled supernet ships those of the 18 probe architectures and
+the bundled family on the test split.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from .files import FileFormatError, atomic_write
 from .runlog import progress_bar
 
 OUTCOMES_FORMAT = "instanas-outcomes-v1"
+SCORES_FORMAT = "instanas-scores-v1"
 ARRAYS = ("prediction", "confidence", "correct")
 
 
@@ -52,22 +60,27 @@ def file_sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def outcomes_key(bandit: InstaNASBandit, family: ArchitectureFamily) -> dict[str, Any]:
-    """What an outcomes table depends on: the supernet file, the data split and the family's masks."""
+def split_key(bandit: InstaNASBandit, fmt: str) -> dict[str, Any]:
+    """What any stored answer of the bandit's supernet on its split depends on: the supernet file and
+    the split's images and labels (``fmt``: the file format's name, kept with them)."""
     if bandit.supernet_path is None:
-        raise ValueError("lookup mode needs the supernet as a checkpoint file (supernet=PATH), not a Supernet object")
+        raise ValueError("stored outcomes need the supernet as a checkpoint file (supernet=PATH), not a Supernet object")
     data = bandit.data
     return {
-        "format": OUTCOMES_FORMAT,
+        "format": fmt,
         "supernet": str(bandit.supernet_path),
         "supernet_sha256": file_sha256(bandit.supernet_path),
         "dataset": bandit.dataset,
         "split": bandit.split,
         "images": len(data),
         "data_sha256": _sha256(np.ascontiguousarray(data.images).tobytes(), np.ascontiguousarray(data.labels).tobytes()),
-        "arms": family.k,
-        "masks_sha256": _sha256(np.ascontiguousarray(family.masks).tobytes()),
     }
+
+
+def outcomes_key(bandit: InstaNASBandit, family: ArchitectureFamily) -> dict[str, Any]:
+    """What an outcomes table depends on: the supernet file, the data split and the family's masks."""
+    return split_key(bandit, OUTCOMES_FORMAT) | {
+        "arms": family.k, "masks_sha256": _sha256(np.ascontiguousarray(family.masks).tobytes())}
 
 
 def outcomes_path(family_path: str | os.PathLike, split: str) -> Path:
@@ -101,31 +114,76 @@ def save_outcomes(path: str | os.PathLike, outcomes: dict[str, np.ndarray], key:
     atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
+def _load_keyed(
+    path: Path, key: dict[str, Any], names: tuple[str, ...], what: str, hint: str
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The stored key and the arrays ``names`` of the ``.npz`` file ``path`` of format ``key["format"]``,
+    if its key matches ``key`` (but for the supernet's path); raises
+    :class:`~instanas_gym.files.FileFormatError` naming the file when it is damaged or stale."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            stored = json.loads(str(f["key"]))
+            arrays = {name: f[name] for name in names}
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # any failure to parse the file means it is damaged
+        raise FileFormatError(f"{path} is not a readable {what} file ({type(err).__name__}: {err}); {hint}") from None
+    if not isinstance(stored, dict) or stored.get("format") != key["format"]:
+        raise FileFormatError(f"{path} is not of the {what} format {key['format']}; {hint}")
+    differ = [name for name in key if name != "supernet" and stored.get(name) != key[name]]
+    if differ:
+        detail = ", ".join(f"{name} {stored.get(name)!r:.20} there, {key[name]!r:.20} here" for name in differ)
+        raise FileFormatError(f"{path} is stale: its {what} were computed for another {', '.join(differ)} "
+                              f"(supernet {stored.get('supernet')}; {detail}); {hint}")
+    return stored, arrays
+
+
 def load_outcomes(path: str | os.PathLike, key: dict[str, Any]) -> dict[str, np.ndarray]:
     """The outcome arrays in ``path`` if its key is ``key``; a stale or damaged file raises
     :class:`~instanas_gym.files.FileFormatError` naming it (and, when stale, what differs)."""
     path = Path(path)
     hint = "delete it or pass rebuild=True to recompute it"
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            stored = json.loads(str(f["key"]))
-            arrays = {name: f[name] for name in ARRAYS}
-    except FileNotFoundError:
-        raise
-    except Exception as err:  # any failure to parse the file means it is damaged
-        raise FileFormatError(f"{path} is not a readable outcomes file ({type(err).__name__}: {err}); {hint}") from None
-    if not isinstance(stored, dict) or stored.get("format") != OUTCOMES_FORMAT:
-        raise FileFormatError(f"{path} is not an outcomes file of format {OUTCOMES_FORMAT}; {hint}")
-    differ = [name for name in key if name != "supernet" and stored.get(name) != key[name]]
-    if differ:
-        what = ", ".join(f"{name} {stored.get(name)!r:.20} there, {key[name]!r:.20} here" for name in differ)
-        raise FileFormatError(f"{path} is stale: its outcomes were computed for another {', '.join(differ)} "
-                              f"(supernet {stored.get('supernet')}; {what}); {hint}")
+    _, arrays = _load_keyed(path, key, ARRAYS, "outcomes", hint)
     shape = (key["arms"], key["images"])
     if any(arrays[name].shape != shape for name in ARRAYS):
         raise FileFormatError(f"{path} is damaged: its arrays are not ({shape[0]} arms, {shape[1]} images); {hint}")
     return {"prediction": arrays["prediction"].astype(np.int64), "confidence": arrays["confidence"].astype(np.float64),
             "correct": arrays["correct"].astype(bool)}
+
+
+def scores_path(supernet_path: str | os.PathLike, split: str) -> Path:
+    """Where the scores of architectures of the supernet in ``supernet_path`` on ``split`` are stored: beside it."""
+    path = Path(supernet_path)
+    return path.with_name(f"{path.stem}_scores_{split}.npz")
+
+
+def save_scores(path: str | os.PathLike, masks: np.ndarray, correct: np.ndarray, loss: np.ndarray,
+                key: dict[str, Any]) -> None:
+    """Write scores atomically: ``masks`` (M, 17, 5) uint8, ``correct`` bool (M, n), whether mask m is
+    right on image i of the first n of the split; ``loss`` (n,), each image's all-ops cross-entropy
+    (nats); ``key``: :func:`split_key` with format :data:`SCORES_FORMAT`."""
+    masks, correct, loss = np.asarray(masks, dtype=np.uint8), np.asarray(correct, dtype=bool), np.asarray(loss)
+    if masks.shape[1:] != (17, 5) or correct.shape != (len(masks), len(loss)) or not 0 < len(loss) <= key["images"]:
+        raise ValueError(f"scores: masks (M, 17, 5), correct (M, n) and loss (n,) with 0 < n <= {key['images']} "
+                         f"expected, got {masks.shape}, {correct.shape}, {loss.shape}")
+    arrays = {"masks": masks, "correct": np.packbits(correct, axis=1), "loss": loss.astype(np.float32),
+              "key": np.array(json.dumps(key | {"scored_images": len(loss)}))}
+    atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
+
+
+def load_scores(path: str | os.PathLike, key: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The scores in ``path`` (``masks`` uint8 (M, 17, 5), ``correct`` bool (M, n), ``loss`` float64 (n,))
+    if its key is ``key``; a stale or damaged file raises :class:`~instanas_gym.files.FileFormatError`
+    naming it (and, when stale, what differs)."""
+    path = Path(path)
+    hint = "delete it to score the architectures again"
+    stored, arrays = _load_keyed(path, key, ("masks", "correct", "loss"), "scores", hint)
+    masks, packed, loss = arrays["masks"], arrays["correct"], arrays["loss"]
+    n = stored.get("scored_images")
+    if (not isinstance(n, int) or masks.ndim != 3 or masks.shape[1:] != (17, 5) or loss.shape != (n,)
+            or packed.shape != (len(masks), (n + 7) // 8)):
+        raise FileFormatError(f"{path} is damaged: its arrays do not match its {n} scored images; {hint}")
+    return masks.astype(np.uint8), np.unpackbits(packed, axis=1, count=n).astype(bool), loss.astype(np.float64)
 
 
 class FamilyLookup(InstaNASBandit):

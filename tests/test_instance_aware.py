@@ -20,14 +20,21 @@ from instanas_gym.agents.instance_aware import (
     frontier_results,
     gain_over_frontier,
     instance_awareness,
+    judge_instance_awareness,
     mutual_information_bits,
     oracle,
     per_image_loss,
     permutation_mi_bits,
     random_mixture_policy,
+    score_and_store,
     static_frontier,
+    store_scores,
+    stored_scores,
 )
+from instanas_gym.agents.family_reinforce import resolve_family
 from instanas_gym.envs.config import EnvConfig
+from instanas_gym.files import FileFormatError
+from instanas_gym.lookup import SCORES_FORMAT, load_scores, split_key
 from instanas_gym.masks import all_ops_mask
 from instanas_gym.sandwich import fastest_mask, probe_masks
 from instanas_gym.training.evaluation import correct_per_image
@@ -245,3 +252,57 @@ def test_cache_gives_the_same_report_and_spares_the_runs(trained_assets, monkeyp
     assert np.isnan(limited["family_accuracy"]).sum() == 21 and np.isfinite(limited["family_accuracy"][:21]).all()
     full = instance_awareness(random_policy(1), bandit, probes, limit=24, cache=cache)
     assert limited["mi_class_bits"] == full["mi_class_bits"] and limited["accuracy"] == full["accuracy"]
+
+
+def test_scores_stored_beside_the_supernet_spare_the_runs(trained_assets, tmp_path, monkeypatch):
+    """``score-architectures`` stores the probes' correctness and the all-ops loss beside the supernet;
+    judging reads them (running no stored architecture again, figures unchanged) and stores what it
+    scored anew; a stale or damaged file is refused by name and ignored by the judge."""
+    supernet = tmp_path / "net.pt"
+    supernet.write_bytes(Path(trained_assets.supernet).read_bytes())
+    env = EnvConfig(data_root=trained_assets.data_root, supernet=str(supernet), latency_table=trained_assets.latency_table)
+    bandit = env.bandit("test")
+    probes = np.stack([m for _, m in probe_masks(bandit.table, seed=0)])
+    def policy():  # the same mixture each time
+        return random_mixture_policy(probes[0], probes[-1], seed=3)
+
+    plain = instance_awareness(policy(), bandit, probes, limit=24)
+    runs = []
+    monkeypatch.setattr(instance_aware, "correct_per_image", lambda *a, **k: runs.append(1) or correct_per_image(*a, **k))
+
+    path = score_and_store(bandit, np.concatenate([probes, probes[:2]]), progress=False)
+    assert path == tmp_path / "net_scores_test.npz" and len(runs) == 18
+    cache, loss = stored_scores(bandit, 24)
+    assert len(cache) == 18 and np.allclose(loss, plain["loss"], atol=1e-5)
+    report = judge_instance_awareness(policy(), bandit, 0.0, tmp_path / "judged", limit=24)
+    assert len(runs) == 18  # every architecture of the family was stored
+    assert report["gain"] == pytest.approx(plain["gain"]) and report["accuracy"] == plain["accuracy"]
+    np.testing.assert_array_equal(report["family_accuracy"], plain["family_accuracy"])
+
+    path.unlink()  # judged with no stored scores: what it scored (24 images) is stored, then read
+    judge_instance_awareness(policy(), bandit, 0.0, tmp_path / "judged", limit=24)
+    assert len(runs) == 36 and len(stored_scores(bandit, 24)[0]) == 18 and stored_scores(bandit, 25) == ({}, None)
+    judge_instance_awareness(policy(), bandit, 0.0, tmp_path / "judged", limit=24)
+    assert len(runs) == 36
+
+    key = split_key(bandit, SCORES_FORMAT)
+    with pytest.raises(FileFormatError, match="net_scores_test.npz is stale: .*data_sha256"):
+        load_scores(path, key | {"data_sha256": "0" * 64})
+    path.write_bytes(b"not a scores file")
+    with pytest.raises(FileFormatError, match="net_scores_test.npz is not a readable scores file"):
+        load_scores(path, key)
+    assert stored_scores(bandit, 24) == ({}, None)
+
+
+def test_the_bundled_supernet_ships_its_probes_and_familys_scores_on_the_test_split():
+    """What the README's first command judges against is stored for all 10,000 test images and matches
+    the bundled supernet and data (a stale file would make judging run every architecture again);
+    judging never writes into the package."""
+    bandit = EnvConfig().bandit("test")
+    cache, loss = stored_scores(bandit, bandit.num_images)
+    probes = np.stack([m for _, m in probe_masks(bandit.table, seed=0)])
+    family, _ = resolve_family(None, "fashion_mnist")
+    wanted = bandit.model.space.effective_mask(np.concatenate([probes, family.masks])).astype(np.uint8)
+    assert loss is not None and len(loss) == bandit.num_images == 10_000
+    assert {m.tobytes() for m in wanted} <= set(cache)
+    assert store_scores(bandit, cache, loss) is None

@@ -27,10 +27,13 @@ import torch.nn.functional as F
 from instanas_gym.bandit import InstaNASBandit
 from instanas_gym.checks import check_int
 from instanas_gym.data import ImageSet
-from instanas_gym.files import atomic_write_json
+from instanas_gym.files import FileFormatError, atomic_write_json
 from instanas_gym.latency import LatencyTable
+from instanas_gym.lookup import SCORES_FORMAT, load_scores, save_scores, scores_path, split_key
 from instanas_gym.masks import all_ops_mask, validate_mask
+from instanas_gym.paths import ASSETS
 from instanas_gym.plots import hardest_easiest_plot, instance_aware_plot
+from instanas_gym.runlog import progress_bar
 from instanas_gym.sandwich import probe_masks
 from instanas_gym.supernet import Supernet
 from instanas_gym.training.evaluation import correct_per_image
@@ -329,6 +332,67 @@ def instance_awareness(
     }
 
 
+# ---- stored scores -------------------------------------------------------------------------------
+def stored_scores(bandit: InstaNASBandit, n: int) -> tuple[dict[bytes, np.ndarray], np.ndarray | None]:
+    """The scores stored beside the bandit's supernet for its split (:func:`~instanas_gym.lookup.scores_path`)
+    as :func:`instance_awareness` takes them for the first ``n`` images: a ``cache`` (correctness by
+    the mask's bytes) and the all-ops ``loss``. Empty and None when there are none for those images
+    (no file, a stale one, fewer images scored, or a supernet given as an object)."""
+    if bandit.supernet_path is None:
+        return {}, None
+    try:
+        masks, correct, loss = load_scores(scores_path(bandit.supernet_path, bandit.split),
+                                           split_key(bandit, SCORES_FORMAT))
+    except (FileNotFoundError, FileFormatError):
+        return {}, None
+    if len(loss) < n:
+        return {}, None
+    return {m.tobytes(): c[:n] for m, c in zip(masks, correct)}, loss[:n]
+
+
+def store_scores(bandit: InstaNASBandit, cache: dict[bytes, np.ndarray], loss: np.ndarray) -> Path | None:
+    """Store ``cache`` and ``loss`` (for the split's first ``len(loss)`` images) beside the bandit's
+    supernet, for :func:`stored_scores`; returns the file, or None where nothing is written: a
+    supernet given as an object, one shipped in the package (its files never change), or a stored
+    file that holds more images."""
+    if bandit.supernet_path is None or Path(bandit.supernet_path).resolve().is_relative_to(ASSETS.resolve()):
+        return None
+    path, key = scores_path(bandit.supernet_path, bandit.split), split_key(bandit, SCORES_FORMAT)
+    try:
+        if len(load_scores(path, key)[2]) > len(loss):  # it holds more images: keep it
+            return None
+    except (FileNotFoundError, FileFormatError):
+        pass
+    masks = np.stack([np.frombuffer(k, dtype=np.uint8).reshape(17, 5) for k in cache])
+    save_scores(path, masks, np.stack(list(cache.values())), loss, key)
+    return path
+
+
+def score_and_store(
+    bandit: InstaNASBandit, masks: np.ndarray, path: str | Path | None = None, batch_size: int = 500,
+    progress: bool = True,
+) -> Path:
+    """Score the distinct effective architectures of ``masks`` (M, 17, 5) on every image of the
+    bandit's split, with each image's all-ops loss, and store them in ``path`` (default: beside the
+    supernet, :func:`~instanas_gym.lookup.scores_path`) for :func:`stored_scores`; returns the file.
+    One pass over the split per architecture, and one for the loss (a progress bar shows them)."""
+    if bandit.supernet_path is None:
+        raise ValueError("scores are stored for a supernet checkpoint file (supernet=PATH), not a Supernet object")
+    eff = bandit.model.space.effective_mask(validate_mask(masks, batched=True)).astype(np.uint8)
+    eff = eff[np.sort(np.unique(eff.reshape(len(eff), -1), axis=0, return_index=True)[1])]
+    rows = []
+    with progress_bar(disable=not progress) as bar:
+        task = bar.add_task(f"scoring on the {bandit.split} split", total=len(eff) + 1, stats="")
+        for m in eff:
+            rows.append(score_architectures(bandit.model, bandit.data, bandit.table, m[None], batch_size)[0][0])
+            bar.advance(task)
+        loss = per_image_loss(bandit.model, bandit.data, all_ops_mask(), batch_size)
+        bar.advance(task)
+    path = Path(path) if path is not None else scores_path(bandit.supernet_path, bandit.split)
+    save_scores(path, eff, np.stack(rows), loss, split_key(bandit, SCORES_FORMAT))
+    return path
+
+
 # ---- reports -------------------------------------------------------------------------------------
 def family_names(bandit: InstaNASBandit, names: tuple[str, ...], probes: np.ndarray, family: np.ndarray) -> list[str]:
     """A name per family member: the first probe of that effective mask, else ``policy_<k>`` in order."""
@@ -360,10 +424,19 @@ def judge_instance_awareness(
     :func:`~instanas_gym.sandwich.probe_masks` (seed 0, by ``bandit``'s table) plus the policy's own,
     written to ``out``: ``instance_aware.json`` (every figure and array), ``instance_aware.png`` (the
     frontier plot) and ``hardest_easiest.png`` (the easiest and hardest images by the all-ops loss,
-    with the architecture each got). Returns the report."""
+    with the architecture each got). Returns the report.
+
+    Architectures already scored on those images are read from the scores stored beside the
+    supernet (:func:`stored_scores`; the bundled supernet ships the probes' and its family's on the
+    test split); any newly scored are stored there (:func:`store_scores`)."""
     names, masks = zip(*probe_masks(bandit.table, seed=0))
     refs = np.stack(masks)
-    report = instance_awareness(policy, bandit, refs, controller_ms=controller_ms, limit=limit)
+    n = bandit.num_images if limit is None else min(limit, bandit.num_images)
+    cache, loss = stored_scores(bandit, n)
+    known = len(cache)
+    report = instance_awareness(policy, bandit, refs, controller_ms=controller_ms, limit=limit, cache=cache, loss=loss)
+    if len(cache) > known or loss is None:
+        store_scores(bandit, cache, report["loss"])
     report["family_names"] = family_names(bandit, names, refs, report["family_masks"])
     report["policy"] = what
     out = Path(out)

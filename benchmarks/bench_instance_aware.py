@@ -11,7 +11,8 @@ architecture the policy uses, each run alone on the same test images and placed 
 table ms (whole network, batch 1). The policy is placed at its end-to-end latency: the table's
 network ms plus its controller's median ms at batch 1 in the table's runtime and thread count.
 
-``--controller`` judges a controller saved by ``instanas-gym train-reinforce``; ``--random-mixture``
+``--controller`` judges a controller saved by ``instanas-gym train-reinforce`` or ``search``, or a
+router file (``train-family``, ``search --family``, ``compare``'s REINFORCE-family, the bundled router); ``--random-mixture``
 judges the null itself, the two adjacent frontier probes with the largest accuracy step mixed 50/50
 at random per image: its gain should be about 0 (within the binomial noise of ``--limit`` images).
 
@@ -27,7 +28,6 @@ import argparse
 
 import numpy as np
 
-from instanas_gym.agents.controller import load_controller
 from instanas_gym.agents.evaluation import Policy, controller_latency_ms, controller_policy
 from instanas_gym.agents.instance_aware import (
     judge_instance_awareness,
@@ -38,6 +38,7 @@ from instanas_gym.agents.instance_aware import (
 )
 from instanas_gym.bandit import InstaNASBandit
 from instanas_gym.data import ImageSet
+from instanas_gym.demo.model import load_any_controller
 from instanas_gym.sandwich import probe_masks
 
 
@@ -62,7 +63,7 @@ def build_policy(a: argparse.Namespace, bandit: InstaNASBandit, masks: np.ndarra
     if a.random_mixture:
         i, j = mixture_pair(bandit, masks, a.limit)
         return random_mixture_policy(masks[i], masks[j], seed=a.seed), 0.0, f"random 50/50 mixture of probes {i}, {j}"
-    controller, _ = load_controller(a.controller)
+    controller = load_any_controller(a.controller)
     meta = bandit.table.meta
     ms = controller_latency_ms(controller, bandit.data.spec.image_shape, runtime=meta.get("runtime", "torch"),
                                threads=int(meta.get("threads", 1)))
@@ -72,13 +73,16 @@ def build_policy(a: argparse.Namespace, bandit: InstaNASBandit, masks: np.ndarra
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     which = p.add_mutually_exclusive_group(required=True)
-    which.add_argument("--controller", default=None, help="a controller saved by `instanas-gym train-reinforce`")
+    which.add_argument("--controller", default=None, help="a controller file: of `instanas-gym train-reinforce` or "
+                       "`search`, or a router file (`train-family`, `search --family`, the bundled router)")
     which.add_argument("--random-mixture", action="store_true", help="judge the null: two probes mixed per image")
     p.add_argument("--dataset", default="fashion_mnist")
     p.add_argument("--data-root", default=None, help="data folder (default: the environment's)")
     p.add_argument("--supernet", default=None, help="checkpoint (default: the environment's)")
     p.add_argument("--latency-table", default=None, help="latency table JSON (default: the environment's)")
     p.add_argument("--limit", type=int, default=None, help="judge on the first N test images only")
+    p.add_argument("--own-limit", type=int, default=None,
+                   help="score only the policy's N most used architectures beside the probes (default: all)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0, help="of the random mixture's draws")
     p.add_argument("--out", default="runs/instance_aware", help="folder for report.json and the plots")
@@ -87,7 +91,7 @@ def main(argv: list[str] | None = None) -> dict:
                             latency_table=a.latency_table, threads=a.threads)
     _, masks = zip(*probe_masks(bandit.table, seed=0))
     policy, controller_ms, what = build_policy(a, bandit, np.stack(masks))
-    report = judge_instance_awareness(policy, bandit, controller_ms, a.out, what, a.limit)
+    report = judge_instance_awareness(policy, bandit, controller_ms, a.out, what, a.limit, a.own_limit)
     print("\n".join(summary_lines(report)))
     return report
 

@@ -227,7 +227,8 @@ def run_train_family(cfg: FamilyReinforceConfig, console: Console) -> None:
     console.print("architectures used: " + ", ".join(
         f"{names[k]} {100 * share:.1f}%" for k, share in zip(report["arch_index"], report["arch_share"])))
     console.print(f"labels shuffled: MI cls {report['mi_class_null_bits']:.3f}, MI dif "
-                  f"{report['mi_difficulty_null_bits']:.3f} bits; the frontier: {report['references']} probes and the "
+                  f"{report['mi_difficulty_null_bits']:.3f}, MI dif|cls {report['cmi_difficulty_class_null_bits']:.3f} "
+                  f"(shuffled within classes) bits; the frontier: {report['references']} probes and the "
                   f"policy's architectures, each alone; plots and figures in {cfg.out}/instance_aware.*")
     console.print(f"wrote {cfg.out}/controller.pt (a router file: instanas-gym demo --controller {cfg.out}/controller.pt)")
 

@@ -26,9 +26,12 @@ COLUMNS: tuple[tuple[str, str, str, str], ...] = (
     ("gain_points", "gain pt", "{:+.2f}", "accuracy above the static frontier at equal latency (points)"),
     ("gain_latency_pct", "gain L%", "{:+.1f}", "latency saved against the static frontier at equal accuracy (%)"),
     ("distinct_archs", "eff", "{:.0f}", "distinct effective architectures (the ops that run)"),
+    ("archs_2pct", "eff 2%", "{:.0f}", "effective architectures serving at least 2% of the images"),
     ("top_share", "top %", "{:.1f}", "images the most used architecture serves (%)"),
     ("mi_class_bits", "MI cls", "{:.2f}", "mutual information of the architecture and the class (bits)"),
     ("mi_difficulty_bits", "MI dif", "{:.2f}", "mutual information of the architecture and the difficulty (bits)"),
+    ("cmi_difficulty_class_bits", "MI dif|cls", "{:.2f}",
+     "conditional mutual information of the architecture and the difficulty given the class (bits)"),
     ("wall_s", "time s", "{:.0f}", "training time (s)"),
 )
 PERCENT_KEYS = ("accuracy", "top_share")

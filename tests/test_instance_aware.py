@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from instanas_gym.agents import instance_aware
-from instanas_gym.agents.controller import Controller, save_controller
+from instanas_gym.agents.controller import Controller, ControllerConfig, save_controller
 from instanas_gym.agents.evaluation import random_policy
 from instanas_gym.agents.instance_aware import (
+    conditional_mutual_information_bits,
     difficulty_bins,
     frontier_accuracy,
     frontier_latency,
@@ -24,6 +25,7 @@ from instanas_gym.agents.instance_aware import (
     mutual_information_bits,
     oracle,
     per_image_loss,
+    permutation_cmi_bits,
     permutation_mi_bits,
     random_mixture_policy,
     score_and_store,
@@ -32,10 +34,11 @@ from instanas_gym.agents.instance_aware import (
     stored_scores,
 )
 from instanas_gym.agents.family_reinforce import resolve_family
+from instanas_gym.agents.router import Router, save_router
 from instanas_gym.envs.config import EnvConfig
 from instanas_gym.files import FileFormatError
 from instanas_gym.lookup import SCORES_FORMAT, load_scores, split_key
-from instanas_gym.masks import all_ops_mask
+from instanas_gym.masks import all_ops_mask, mobilenetv2_mask
 from instanas_gym.sandwich import fastest_mask, probe_masks
 from instanas_gym.training.evaluation import correct_per_image
 
@@ -102,8 +105,8 @@ def test_frontier_results_on_a_hand_made_report():
     front = frontier_of_points()
     report = {
         "policy": "router", "accuracy": 0.8, "network_ms": 2.25, "e2e_ms": 2.5, "distinct_archs": 2,
-        "arch_share": np.array([0.6, 0.4]), "gain": gain_over_frontier(front, 2.5, 0.8),
-        "mi_class_bits": 0.3, "mi_difficulty_bits": 0.1,
+        "archs_2pct": 2, "arch_share": np.array([0.6, 0.4]), "gain": gain_over_frontier(front, 2.5, 0.8),
+        "mi_class_bits": 0.3, "mi_difficulty_bits": 0.1, "cmi_difficulty_class_bits": 0.05,
         "frontier": {"latency_ms": front[0], "accuracy": front[1]},
         "family_latency_ms": np.array(lat), "family_accuracy": np.array(acc),
         "family_names": ["a", "b", "c", "d", "mobilenetv2", "f", "g"],
@@ -113,13 +116,14 @@ def test_frontier_results_on_a_hand_made_report():
     assert list(rows) == ["router", "static frontier at that latency", "best single within it (g)",
                           "MobileNetV2 path", "oracle (reads the labels)"]
     assert rows["router"]["gain_points"] == pytest.approx(1.875) and rows["router"]["e2e_ms"] == 2.5
+    assert rows["router"]["archs_2pct"] == 2
     # the frontier at 2.5 ms: a quarter of the way from (2, 0.75) to (4, 0.875)
     assert rows["static frontier at that latency"]["accuracy"] == pytest.approx(0.78125)
     # within 2.5 ms, (2, 0.75) is the most accurate architecture; (3, 0.78125) is too slow
     best = rows["best single within it (g)"]
     assert (best["network_latency_ms"], best["accuracy"]) == (2.0, 0.75)
     assert rows["MobileNetV2 path"] == {"accuracy": 0.78125, "network_latency_ms": 3.0, "e2e_ms": 3.0,
-                                        "distinct_archs": 1, "top_share": 1.0}
+                                        "distinct_archs": 1, "archs_2pct": 1, "top_share": 1.0}
     assert rows["oracle (reads the labels)"] == {"accuracy": 0.95, "network_latency_ms": 1.2}
 
 
@@ -141,6 +145,23 @@ def test_mutual_information():
     assert permutation_mi_bits(y, y) < 0.2
     with pytest.raises(ValueError):
         mutual_information_bits(x, y[:-1])
+
+
+def test_conditional_mutual_information():
+    """I(x; y | z): the information x holds about y beyond z. A choice that copies the class (z) says
+    nothing more about y once z is known; one that copies y within every class says H(y | z)."""
+    i = np.arange(800)
+    z, y = i % 4, (i // 4) % 2  # every (z, y) pair equally often: y is independent of z, 1 bit
+    assert conditional_mutual_information_bits(z, y, z) == pytest.approx(0.0, abs=1e-12)
+    assert conditional_mutual_information_bits(y, y, z) == pytest.approx(1.0, abs=1e-12)
+    assert conditional_mutual_information_bits(2 * y + z, y, z) == pytest.approx(1.0, abs=1e-12)
+    # in one class only, x copies y: a quarter of the images, one bit each
+    x = np.where(z == 0, y, 0)
+    assert conditional_mutual_information_bits(x, y, z) == pytest.approx(0.25, abs=1e-12)
+    assert mutual_information_bits(x, y) < 0.25  # unconditioned, the other classes dilute it
+    assert permutation_cmi_bits(y, y, z) < 0.05 and permutation_cmi_bits(z, y, z) == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(ValueError):
+        conditional_mutual_information_bits(x, y, z[:-1])
 
 
 def test_difficulty_bins_are_quantiles():
@@ -225,6 +246,14 @@ def test_benchmark_end_to_end(trained_assets, tmp_path):
     assert saved["controller_ms"] > 0
     assert saved["e2e_ms"] == pytest.approx(saved["network_ms"] + saved["controller_ms"])
     assert report["gain"]["points"] <= 1e-9
+    # a router file (train-family's, the bundled router's format) is judged the same way
+    family = np.stack([all_ops_mask(), mobilenetv2_mask()])
+    save_router(Router(ControllerConfig(widths=(4, 8)), 1, 2), tmp_path / "router.pt", family, np.array([2.0, 1.0]), 0.0)
+    routed = bench.main(["--controller", str(tmp_path / "router.pt"), "--supernet", trained_assets.supernet,
+                         "--latency-table", trained_assets.latency_table, "--data-root", trained_assets.data_root,
+                         "--limit", "96", "--own-limit", "1", "--out", str(tmp_path / "ia_router")])
+    assert 1 <= routed["distinct_archs"] <= 2 and routed["archs_2pct"] <= routed["distinct_archs"]
+    assert routed["controller_ms"] > 0 and routed["cmi_difficulty_class_bits"] >= 0
 
 
 def test_cache_gives_the_same_report_and_spares_the_runs(trained_assets, monkeypatch):
@@ -240,6 +269,7 @@ def test_cache_gives_the_same_report_and_spares_the_runs(trained_assets, monkeyp
     for key in plain:
         np.testing.assert_equal(cached[key], plain[key], err_msg=key)
     assert len(cache) == len(plain["family_masks"]) == 18 + 24  # every image its own random architecture
+    assert plain["distinct_archs"] == plain["archs_2pct"] == 24  # each serves 1/24 of the images
     runs = []
     monkeypatch.setattr(instance_aware, "correct_per_image", lambda *a, **k: runs.append(1) or correct_per_image(*a, **k))
     again = instance_awareness(random_policy(0), bandit, probes, limit=24, cache=cache, loss=plain["loss"])

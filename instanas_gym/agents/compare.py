@@ -67,7 +67,8 @@ AGENTS: tuple[Agent, ...] = get_args(Agent)
 #: The agents that act over the family's arms.
 FAMILY_AGENTS = ("REINFORCE-family", "PPO-family", "A2C-family", "VW-family", "router", "best-single")
 #: What :func:`instance_awareness` adds to each agent's row.
-AWARE_KEYS = ("gain_points", "gain_latency_pct", "distinct_archs", "top_share", "mi_class_bits", "mi_difficulty_bits")
+AWARE_KEYS = ("gain_points", "gain_latency_pct", "distinct_archs", "archs_2pct", "top_share", "mi_class_bits",
+              "mi_difficulty_bits", "cmi_difficulty_class_bits")
 SUMMARY_KEYS = ("accuracy", "latency_ms", "network_latency_ms", "measured_ms", "controller_ms", "e2e_ms",
                 "e2e_measured_ms", "reward", "ops_per_cell", "distinct_masks", *AWARE_KEYS, "wall_s")
 
@@ -249,8 +250,10 @@ def run_agent(
 def aware_figures(report: dict[str, Any]) -> dict[str, float]:
     """The figures of an :func:`instance_awareness` report a comparison row shows (:data:`AWARE_KEYS`)."""
     return {"gain_points": report["gain"]["points"], "gain_latency_pct": report["gain"]["latency_pct"],
-            "distinct_archs": float(report["distinct_archs"]), "top_share": float(report["arch_share"][0]),
-            "mi_class_bits": report["mi_class_bits"], "mi_difficulty_bits": report["mi_difficulty_bits"]}
+            "distinct_archs": float(report["distinct_archs"]), "archs_2pct": float(report["archs_2pct"]),
+            "top_share": float(report["arch_share"][0]),
+            "mi_class_bits": report["mi_class_bits"], "mi_difficulty_bits": report["mi_difficulty_bits"],
+            "cmi_difficulty_class_bits": report["cmi_difficulty_class_bits"]}
 
 
 #: What summary.md and the printed table say beside the legend.
@@ -344,8 +347,9 @@ def compare_agents(cfg: CompareConfig) -> dict[str, dict[str, float]]:
                       + (" (latency bound annealed: later rewards are harder)" if cfg.anneal_upper else ""))
     summary: dict[str, dict[str, float]] = {}
     for agent, results in finals.items():
-        summary[agent] = {k: float(np.mean([r[k] for r in results])) for k in results[0]}
-        summary[agent] |= {f"{k}_std": float(np.std([r[k] for r in results])) for k in results[0]}
+        common = [k for k in results[0] if all(k in r for r in results)]  # results kept by an earlier version may lack some
+        summary[agent] = {k: float(np.mean([r[k] for r in results])) for k in common}
+        summary[agent] |= {f"{k}_std": float(np.std([r[k] for r in results])) for k in common}
     family = "" if arms is None else f"; family of {arms.family.k} arms ({arms.source.name}, " + \
         ("lookup" if cfg.lookup else "live") + ")"
     atomic_write_text(

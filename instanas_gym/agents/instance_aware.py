@@ -143,6 +143,35 @@ def permutation_mi_bits(x: np.ndarray, y: np.ndarray, rounds: int = 20, seed: in
     return float(np.mean([mutual_information_bits(x, rng.permutation(np.asarray(y))) for _ in range(rounds)]))
 
 
+def conditional_mutual_information_bits(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> float:
+    """Plug-in conditional mutual information I(x; y | z) (bits): the mutual information of ``x`` and
+    ``y`` within each value of ``z``, weighted by its frequency. With ``z`` the class: what the
+    choice ``x`` says about ``y`` (e.g. the difficulty) beyond what the class already says."""
+    x, y, z = (np.asarray(a).ravel() for a in (x, y, z))
+    if not x.shape == y.shape == z.shape:
+        raise ValueError(f"x, y and z must have the same length, got {x.shape}, {y.shape} and {z.shape}")
+    if not len(x):
+        return 0.0
+    values, inverse = np.unique(z, return_inverse=True)
+    return float(sum(np.mean(inverse == v) * mutual_information_bits(x[inverse == v], y[inverse == v])
+                     for v in range(len(values))))
+
+
+def permutation_cmi_bits(x: np.ndarray, y: np.ndarray, z: np.ndarray, rounds: int = 20, seed: int = 0) -> float:
+    """Mean :func:`conditional_mutual_information_bits` with ``y`` shuffled within each value of
+    ``z`` (bits): what the estimate gives when ``x`` says nothing about ``y`` beyond ``z``."""
+    y, z = np.asarray(y).ravel(), np.asarray(z).ravel()
+    rng = np.random.default_rng(seed)
+    groups = [np.flatnonzero(z == v) for v in np.unique(z)]
+    rounds_bits = []
+    for _ in range(rounds):
+        shuffled = y.copy()
+        for g in groups:
+            shuffled[g] = y[rng.permutation(g)]
+        rounds_bits.append(conditional_mutual_information_bits(x, shuffled, z))
+    return float(np.mean(rounds_bits))
+
+
 def difficulty_bins(loss: np.ndarray, bins: int = 5) -> np.ndarray:
     """Quantile bin (int64, 0 = easiest, ``bins - 1`` = hardest) of each image's loss: images ranked
     by loss (ties in index order) and cut into ``bins`` groups of equal size (+-1)."""
@@ -278,11 +307,14 @@ def instance_awareness(
     family member.
 
     Returns a dict: ``images``; ``accuracy`` (fraction); ``network_ms``, ``controller_ms``, ``e2e_ms``
-    (their sum) in ms; ``distinct_archs``, ``arch_index`` and ``arch_share`` (family index and the
+    (their sum) in ms; ``distinct_archs``, ``archs_2pct`` (those serving at least 2% of the images),
+    ``arch_index`` and ``arch_share`` (family index and the
     fraction of images each used architecture serves, most used first); ``frontier``
     (``latency_ms``, ``accuracy`` of its vertices); ``gain`` (:func:`gain_over_frontier` at
     ``e2e_ms``); ``mi_class_bits``, ``mi_difficulty_bits`` and their label-shuffling nulls
-    ``mi_class_null_bits``, ``mi_difficulty_null_bits``; ``oracle`` (:func:`oracle` over the family);
+    ``mi_class_null_bits``, ``mi_difficulty_null_bits``; ``cmi_difficulty_class_bits``, what the
+    choice says about the difficulty beyond the class (I(arch; difficulty | class)), and its null
+    ``cmi_difficulty_class_null_bits`` (the difficulty shuffled within each class); ``oracle`` (:func:`oracle` over the family);
     ``references`` (R); per family member ``family_masks`` (effective masks, uint8), ``family_latency_ms``,
     ``family_accuracy``; per image ``arch`` (family index), ``labels``, ``loss`` (all-ops
     cross-entropy, nats) and ``difficulty`` (its quintile, 0 = easiest).
@@ -319,6 +351,7 @@ def instance_awareness(
     return {
         "images": n, "accuracy": accuracy, "network_ms": network_ms, "controller_ms": float(controller_ms),
         "e2e_ms": network_ms + controller_ms, "distinct_archs": len(used),
+        "archs_2pct": int(np.sum(counts >= 0.02 * n)),
         "arch_index": used[order], "arch_share": counts[order] / n,
         "frontier": {"latency_ms": frontier[0], "accuracy": frontier[1]},
         "gain": gain_over_frontier(frontier, network_ms + controller_ms, accuracy),
@@ -326,6 +359,8 @@ def instance_awareness(
         "mi_class_null_bits": permutation_mi_bits(arch, data.labels),
         "mi_difficulty_bits": mutual_information_bits(arch, difficulty),
         "mi_difficulty_null_bits": permutation_mi_bits(arch, difficulty),
+        "cmi_difficulty_class_bits": conditional_mutual_information_bits(arch, difficulty, data.labels),
+        "cmi_difficulty_class_null_bits": permutation_cmi_bits(arch, difficulty, data.labels),
         "oracle": oracle(correct, latency[scored]), "references": len(reference_masks),
         "family_masks": family, "family_latency_ms": latency, "family_accuracy": family_accuracy,
         "arch": arch, "labels": data.labels, "loss": loss, "difficulty": difficulty,
@@ -418,13 +453,13 @@ def jsonable(value: Any) -> Any:
 
 def judge_instance_awareness(
     policy: Policy, bandit: InstaNASBandit, controller_ms: float, out: str | Path, what: str = "policy",
-    limit: int | None = None,
+    limit: int | None = None, own_limit: int | None = None,
 ) -> dict[str, Any]:
     """:func:`instance_awareness` against the 18 probe architectures of
     :func:`~instanas_gym.sandwich.probe_masks` (seed 0, by ``bandit``'s table) plus the policy's own,
     written to ``out``: ``instance_aware.json`` (every figure and array), ``instance_aware.png`` (the
     frontier plot) and ``hardest_easiest.png`` (the easiest and hardest images by the all-ops loss,
-    with the architecture each got). Returns the report.
+    with the architecture each got). ``own_limit``: as for :func:`instance_awareness`. Returns the report.
 
     Architectures already scored on those images are read from the scores stored beside the
     supernet (:func:`stored_scores`; the bundled supernet ships the probes' and its family's on the
@@ -434,7 +469,8 @@ def judge_instance_awareness(
     n = bandit.num_images if limit is None else min(limit, bandit.num_images)
     cache, loss = stored_scores(bandit, n)
     known = len(cache)
-    report = instance_awareness(policy, bandit, refs, controller_ms=controller_ms, limit=limit, cache=cache, loss=loss)
+    report = instance_awareness(policy, bandit, refs, controller_ms=controller_ms, limit=limit, cache=cache, loss=loss,
+                                own_limit=own_limit)
     if len(cache) > known or loss is None:
         store_scores(bandit, cache, report["loss"])
     report["family_names"] = family_names(bandit, names, refs, report["family_masks"])
@@ -457,11 +493,14 @@ def summary_lines(r: dict[str, Any]) -> list[str]:
          f"({r['references']} probes + the policy's)"),
         (f"accuracy {100 * r['accuracy']:.2f}%, e2e {r['e2e_ms']:.3f} ms (network {r['network_ms']:.3f} "
          f"+ controller {r['controller_ms']:.3f})"),
-        f"distinct architectures {r['distinct_archs']}, most used serves {100 * r['arch_share'][0]:.1f}% of the images",
+        (f"distinct architectures {r['distinct_archs']} ({r['archs_2pct']} serve >= 2%), most used serves "
+         f"{100 * r['arch_share'][0]:.1f}% of the images"),
         (f"gain over the static frontier: {gain['points']:+.2f} points at equal latency, "
          f"{gain['latency_pct']:+.1f}% latency"),
         f"MI(arch; class)      {r['mi_class_bits']:.3f} bits (labels shuffled: {r['mi_class_null_bits']:.3f})",
         f"MI(arch; difficulty) {r['mi_difficulty_bits']:.3f} bits (shuffled: {r['mi_difficulty_null_bits']:.3f})",
+        (f"MI(arch; difficulty | class) {r['cmi_difficulty_class_bits']:.3f} bits (shuffled within classes: "
+         f"{r['cmi_difficulty_class_null_bits']:.3f})"),
         f"oracle over the family (reads the labels): {100 * oracle_['accuracy']:.2f}% at {oracle_['latency_ms']:.3f} ms",
     ]
 
@@ -477,11 +516,17 @@ def frontier_results(r: dict[str, Any]) -> dict[str, dict[str, float]]:
     lat, acc = np.asarray(r["family_latency_ms"], np.float64), np.asarray(r["family_accuracy"], np.float64)
     names = r.get("family_names") or [f"architecture {k}" for k in range(len(lat))]
     e2e = float(r["e2e_ms"])
+
+    def single(k: int) -> dict[str, float]:  # architecture k alone on every image
+        return {"accuracy": float(acc[k]), "network_latency_ms": float(lat[k]), "e2e_ms": float(lat[k]),
+                "distinct_archs": 1, "archs_2pct": 1, "top_share": 1.0}
+
     rows: dict[str, dict[str, float]] = {r["policy"]: {
         "accuracy": r["accuracy"], "network_latency_ms": r["network_ms"], "e2e_ms": e2e,
-        "distinct_archs": r["distinct_archs"], "top_share": float(r["arch_share"][0]),
+        "distinct_archs": r["distinct_archs"], "archs_2pct": r["archs_2pct"], "top_share": float(r["arch_share"][0]),
         "gain_points": r["gain"]["points"], "gain_latency_pct": r["gain"]["latency_pct"],
         "mi_class_bits": r["mi_class_bits"], "mi_difficulty_bits": r["mi_difficulty_bits"],
+        "cmi_difficulty_class_bits": r["cmi_difficulty_class_bits"],
     }}
     frontier = (np.asarray(r["frontier"]["latency_ms"]), np.asarray(r["frontier"]["accuracy"]))
     rows["static frontier at that latency"] = {"accuracy": float(frontier_accuracy(frontier, e2e)),
@@ -489,12 +534,10 @@ def frontier_results(r: dict[str, Any]) -> dict[str, dict[str, float]]:
     fits = np.flatnonzero(np.isfinite(acc) & (lat <= e2e))
     if len(fits):
         k = int(fits[np.argmax(acc[fits])])
-        rows[f"best single within it ({names[k]})"] = {"accuracy": float(acc[k]), "network_latency_ms": float(lat[k]),
-                                                      "e2e_ms": float(lat[k]), "distinct_archs": 1, "top_share": 1.0}
+        rows[f"best single within it ({names[k]})"] = single(k)
     if "mobilenetv2" in names:
         k = names.index("mobilenetv2")
-        rows["MobileNetV2 path"] = {"accuracy": float(acc[k]), "network_latency_ms": float(lat[k]),
-                                    "e2e_ms": float(lat[k]), "distinct_archs": 1, "top_share": 1.0}
+        rows["MobileNetV2 path"] = single(k)
     o = r["oracle"]
     rows["oracle (reads the labels)"] = {"accuracy": o["accuracy"], "network_latency_ms": o["latency_ms"]}
     return rows

@@ -3,12 +3,15 @@ markdown files. Accuracy is stored as a fraction everywhere in code and shown he
 
 from __future__ import annotations
 
+import textwrap
 from typing import Any
 
 from rich import box
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
+
+_NBSP = "\u00a0"
 
 #: (key, short header, format, legend) of every metric a results table can show.
 COLUMNS: tuple[tuple[str, str, str, str], ...] = (
@@ -78,7 +81,9 @@ def results_table(results: dict[str, dict[str, float]], title: str, width: int =
         for policy, values in cells.items():
             table.add_row(policy, *(values[i] for i in chunk))
         tables.append(table)
-    legend = Text("; ".join(f"{short}: {text}" for _, short, _, text in cols), style="dim")
+    # wrapped here, never inside a short header ("time s"): its spaces are non-breaking while wrapping
+    entries = "; ".join(f"{short.replace(' ', _NBSP)}: {text}" for _, short, _, text in cols)
+    legend = Text(textwrap.fill(entries, width, break_long_words=False).replace(_NBSP, " "), style="dim")
     return Group(*tables, legend)
 
 

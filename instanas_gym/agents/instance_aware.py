@@ -413,8 +413,7 @@ def score_and_store(
     One pass over the split per architecture, and one for the loss (a progress bar shows them)."""
     if bandit.supernet_path is None:
         raise ValueError("scores are stored for a supernet checkpoint file (supernet=PATH), not a Supernet object")
-    eff = bandit.model.space.effective_mask(validate_mask(masks, batched=True)).astype(np.uint8)
-    eff = eff[np.sort(np.unique(eff.reshape(len(eff), -1), axis=0, return_index=True)[1])]
+    eff, _ = _family(bandit, masks, np.zeros((0, 17, 5), dtype=np.uint8))  # distinct effective masks, in order
     rows = []
     with progress_bar(disable=not progress) as bar:
         task = bar.add_task(f"scoring on the {bandit.split} split", total=len(eff) + 1, stats="")

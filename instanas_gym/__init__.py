@@ -9,7 +9,7 @@ Importing the package registers the environments::
 
 from gymnasium.envs.registration import register, registry
 
-from .runtime import enlarge_onednn_cache
+from instanas_gym.runtime import enlarge_onednn_cache
 
 enlarge_onednn_cache()  # before any convolution runs: see instanas_gym.runtime
 

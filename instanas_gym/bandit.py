@@ -15,18 +15,18 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from .checkpoint import load_supernet, train_hint
-from .checks import check_int
-from .data import ImageSet, get_spec, load_split
-from .devices import autocast, check_precision, cpu_copy, resolve_device
-from .latency import LatencyTable
-from .latency.calibration import calibrate
-from .latency.measure import measure_masks
-from .paths import DEFAULT_LATENCY_BACKEND, default_latency_table, default_supernet
-from .reward import LatencyReward, RewardConfig
-from .runtime import tune_allocator
-from .samplers import spread_masks
-from .supernet import EXECUTION_MODES, ExecutionMode, Supernet
+from instanas_gym.checkpoint import load_supernet, train_hint
+from instanas_gym.checks import check_int
+from instanas_gym.data import ImageSet, get_spec, load_split
+from instanas_gym.devices import autocast, check_precision, cpu_copy, resolve_device
+from instanas_gym.latency import LatencyTable
+from instanas_gym.latency.calibration import calibrate
+from instanas_gym.latency.measure import measure_masks
+from instanas_gym.paths import DEFAULT_LATENCY_BACKEND, default_latency_table, default_supernet
+from instanas_gym.reward import LatencyReward, RewardConfig
+from instanas_gym.runtime import tune_allocator
+from instanas_gym.samplers import spread_masks
+from instanas_gym.supernet import EXECUTION_MODES, ExecutionMode, Supernet
 
 ImageOrder = Literal["random", "sequential"]
 IMAGE_ORDERS = ("random", "sequential")
@@ -145,7 +145,7 @@ class InstaNASBandit:
         threads = int(self.table.meta.get("threads", 1))
         model = cpu_copy(self.model) if self.table.meta.get("device", "cpu") == "cpu" else self.model
         if self.table.meta.get("runtime") == "onnxruntime":
-            from .latency.onnx import measure_onnx_masks  # imports onnxruntime: not at every env's start-up
+            from instanas_gym.latency.onnx import measure_onnx_masks  # imports onnxruntime: not at every env's start-up
 
             measure = lambda m: measure_onnx_masks(model, m, threads)
         else:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from .search_space import OpSpec
+from instanas_gym.search_space import OpSpec
 
 
 def conv_bn(cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1, act: bool = True) -> nn.Sequential:

@@ -11,9 +11,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .files import FileFormatError, atomic_save, load_torch
-from .search_space import SearchSpace
-from .supernet import ExecutionMode, Supernet
+from instanas_gym.files import FileFormatError, atomic_save, load_torch
+from instanas_gym.search_space import SearchSpace
+from instanas_gym.supernet import ExecutionMode, Supernet
 
 FORMAT = "instanas-supernet-v1"
 KEYS = ("space", "dataset", "mean", "std", "model")

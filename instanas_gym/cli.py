@@ -16,27 +16,27 @@ import torch
 import tyro
 from rich.console import Console
 
-from .agents.compare import NOTE as COMPARE_NOTE
-from .agents.compare import CompareConfig, compare_agents
-from .agents.family_reinforce import FamilyReinforceConfig, judge_family_policy, resolve_family, train_family_reinforce
-from .agents.instance_aware import frontier_results, score_and_store, summary_lines
-from .agents.reinforce import DEMO, ReinforceConfig, judge_on_test, train_reinforce
-from .agents.search import SearchConfig, search
-from .agents.search_report import evaluate_search, family_report, write_report
-from .checkpoint import export_supernet, load_supernet
-from .devices import resolve_device
-from .display import results_table, validation_table
-from .envs.config import EnvConfig
-from .files import FileFormatError
-from .latency.onnx import build_onnx_table, measure_onnx_masks
-from .latency.validation import build_validated_table, compare, validation_masks
-from .paths import BUNDLED_SUPERNET
-from .plots import latency_scatter
-from .prepare import PrepareConfig, prepare
-from .runlog import progress_bar
-from .sandwich import probe_masks
-from .supernet import Supernet
-from .training import TrainConfig, train_supernet
+from instanas_gym.agents.compare import NOTE as COMPARE_NOTE
+from instanas_gym.agents.compare import CompareConfig, compare_agents
+from instanas_gym.agents.family_reinforce import FamilyReinforceConfig, judge_family_policy, resolve_family, train_family_reinforce
+from instanas_gym.agents.instance_aware import frontier_results, score_and_store, summary_lines
+from instanas_gym.agents.reinforce import DEMO, ReinforceConfig, judge_on_test, train_reinforce
+from instanas_gym.agents.search import SearchConfig, search
+from instanas_gym.agents.search_report import evaluate_search, family_report, write_report
+from instanas_gym.checkpoint import export_supernet, load_supernet
+from instanas_gym.devices import resolve_device
+from instanas_gym.display import results_table, validation_table
+from instanas_gym.envs.config import EnvConfig
+from instanas_gym.files import FileFormatError
+from instanas_gym.latency.onnx import build_onnx_table, measure_onnx_masks
+from instanas_gym.latency.validation import build_validated_table, compare, validation_masks
+from instanas_gym.paths import BUNDLED_SUPERNET
+from instanas_gym.plots import latency_scatter
+from instanas_gym.prepare import PrepareConfig, prepare
+from instanas_gym.runlog import progress_bar
+from instanas_gym.sandwich import probe_masks
+from instanas_gym.supernet import Supernet
+from instanas_gym.training import TrainConfig, train_supernet
 
 
 @dataclass(frozen=True)
@@ -282,9 +282,9 @@ def run_export(cfg: ExportConfig, console: Console) -> None:
 
 
 def run_demo(cfg: DemoConfig, console: Console) -> None:
-    from .demo.model import served_folder
-    from .demo.server import serve
-    from .demo.state import DemoState
+    from instanas_gym.demo.model import served_folder
+    from instanas_gym.demo.server import serve
+    from instanas_gym.demo.state import DemoState
 
     try:
         with progress_bar(console) as progress:

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .paths import BUNDLED_FASHION_MNIST, DEBIAN_FASHION_MNIST, data_root
+from instanas_gym.paths import BUNDLED_FASHION_MNIST, DEBIAN_FASHION_MNIST, data_root
 
 
 @dataclass(frozen=True)

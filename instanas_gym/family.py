@@ -22,12 +22,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .files import FileFormatError, atomic_write_text, load_json
-from .masks import flatten_mask, validate_mask
-from .search_space import OPS
+from instanas_gym.files import FileFormatError, atomic_write_text, load_json
+from instanas_gym.masks import flatten_mask, validate_mask
+from instanas_gym.search_space import OPS
 
 if TYPE_CHECKING:
-    from .latency import LatencyTable
+    from instanas_gym.latency import LatencyTable
 
 FAMILY_FORMAT = "instanas-family-v1"
 HINT = "write one with instanas_gym.family.save_family"

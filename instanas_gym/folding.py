@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from .supernet import Supernet
+from instanas_gym.supernet import Supernet
 
 
 class FoldedConvs(nn.Module):

@@ -33,11 +33,11 @@ from typing import Any
 
 import numpy as np
 
-from .bandit import InstaNASBandit
-from .checks import check_int
-from .family import ArchitectureFamily, as_family
-from .files import FileFormatError, atomic_write
-from .runlog import progress_bar
+from instanas_gym.bandit import InstaNASBandit
+from instanas_gym.checks import check_int
+from instanas_gym.family import ArchitectureFamily, as_family
+from instanas_gym.files import FileFormatError, atomic_write
+from instanas_gym.runlog import progress_bar
 
 OUTCOMES_FORMAT = "instanas-outcomes-v1"
 SCORES_FORMAT = "instanas-scores-v1"

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from .files import FileFormatError, atomic_write_text, load_json
-from .search_space import MASK_SHAPE, MOBILENETV2_OP, NUM_CELLS, NUM_OPS, OPS
+from instanas_gym.files import FileFormatError, atomic_write_text, load_json
+from instanas_gym.search_space import MASK_SHAPE, MOBILENETV2_OP, NUM_CELLS, NUM_OPS, OPS
 
 MASK_FORMAT = "instanas-mask-v1"
 FLAT_BITS = NUM_CELLS * NUM_OPS

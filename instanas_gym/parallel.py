@@ -30,9 +30,9 @@ import numpy as np
 import torch
 import torch.multiprocessing as mp
 
-from .runtime import tune_allocator
-from .search_space import MASK_SHAPE
-from .supernet import ExecutionMode, Supernet, batch_masks, check_images
+from instanas_gym.runtime import tune_allocator
+from instanas_gym.search_space import MASK_SHAPE
+from instanas_gym.supernet import ExecutionMode, Supernet, batch_masks, check_images
 
 
 @dataclass

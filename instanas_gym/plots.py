@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .masks import mask_counts  # noqa: E402
+from instanas_gym.masks import mask_counts  # noqa: E402
 
 
 def _save(fig: plt.Figure, path: str | os.PathLike) -> None:

@@ -30,16 +30,16 @@ from typing import Annotated, Any, Literal
 import tyro
 from rich.console import Console
 
-from .checkpoint import export_supernet, load_supernet
-from .checks import check_int, check_number
-from .data import DataNotFoundError, get_spec, load_split
-from .devices import Precision, check_precision, resolve_device
-from .files import FileFormatError, atomic_write_json, load_json
-from .latency.onnx import build_onnx_table, validate_onnx
-from .latency.validation import build_validated_table
-from .paths import PREPARED_FILE, cache_dir, data_root
-from .runlog import progress_bar
-from .training import TrainConfig, train_supernet
+from instanas_gym.checkpoint import export_supernet, load_supernet
+from instanas_gym.checks import check_int, check_number
+from instanas_gym.data import DataNotFoundError, get_spec, load_split
+from instanas_gym.devices import Precision, check_precision, resolve_device
+from instanas_gym.files import FileFormatError, atomic_write_json, load_json
+from instanas_gym.latency.onnx import build_onnx_table, validate_onnx
+from instanas_gym.latency.validation import build_validated_table
+from instanas_gym.paths import PREPARED_FILE, cache_dir, data_root
+from instanas_gym.runlog import progress_bar
+from instanas_gym.training import TrainConfig, train_supernet
 
 STAGES = ("data", "supernet", "frozen", "table", "install")
 #: Settings a rerun may change: they do not change what the stages produce.

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .masks import mobilenetv2_mask
-from .search_space import MASK_SHAPE, NUM_CELLS, NUM_OPS
+from instanas_gym.masks import mobilenetv2_mask
+from instanas_gym.search_space import MASK_SHAPE, NUM_CELLS, NUM_OPS
 
 
 def random_masks(rng: np.random.Generator, n: int, keep_prob: float = 0.5, min_ops: int = 0) -> np.ndarray:

@@ -26,12 +26,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data import ImageSet
-from .latency import LatencyTable
-from .masks import all_ops_mask, mobilenetv2_mask, single_op_mask, validate_mask
-from .samplers import one_op_masks, random_masks
-from .search_space import FALLBACK_OP, MASK_SHAPE, NUM_OPS, SearchSpace
-from .supernet import Supernet
+from instanas_gym.data import ImageSet
+from instanas_gym.latency import LatencyTable
+from instanas_gym.masks import all_ops_mask, mobilenetv2_mask, single_op_mask, validate_mask
+from instanas_gym.samplers import one_op_masks, random_masks
+from instanas_gym.search_space import FALLBACK_OP, MASK_SHAPE, NUM_OPS, SearchSpace
+from instanas_gym.supernet import Supernet
 
 #: Families of the random sandwich members (see the module docstring).
 FAMILIES = ("single_op", "uniform_op", "bernoulli")

@@ -21,9 +21,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .blocks import build_op, conv_bn
-from .masks import validate_mask
-from .search_space import FALLBACK_OP, MASK_SHAPE, OPS, CellSpec, SearchSpace
+from instanas_gym.blocks import build_op, conv_bn
+from instanas_gym.masks import validate_mask
+from instanas_gym.search_space import FALLBACK_OP, MASK_SHAPE, OPS, CellSpec, SearchSpace
 
 ExecutionMode = Literal["masked", "dynamic"]
 EXECUTION_MODES = ("masked", "dynamic")

@@ -50,16 +50,16 @@ from instanas_gym.reward import LatencyReward
 from instanas_gym.runlog import RunLogger, write_csv
 from instanas_gym.sandwich import probe_masks
 
-from ..envs.config import EnvConfig
-from .controller import ControllerConfig
-from .evaluation import Policy, controller_latency_ms, controller_policy, evaluate_policy, fixed_policy, random_policy
-from .family_reinforce import FamilyReinforceConfig, arm_correctness, resolve_family, train_family_reinforce
-from .instance_aware import instance_awareness, store_scores, stored_scores
-from .policy_gradient import PolicyGradientConfig
-from .reinforce import ReinforceConfig, train_reinforce
-from .router import Router, expected_reward_policy, router_latency_ms, router_policy, train_router
-from .sb3 import sb3_latency_ms, sb3_policy, train_sb3
-from .vw import train_vw, vw_latency_ms, vw_policy
+from instanas_gym.envs.config import EnvConfig
+from instanas_gym.agents.controller import ControllerConfig
+from instanas_gym.agents.evaluation import Policy, controller_latency_ms, controller_policy, evaluate_policy, fixed_policy, random_policy
+from instanas_gym.agents.family_reinforce import FamilyReinforceConfig, arm_correctness, resolve_family, train_family_reinforce
+from instanas_gym.agents.instance_aware import instance_awareness, store_scores, stored_scores
+from instanas_gym.agents.policy_gradient import PolicyGradientConfig
+from instanas_gym.agents.reinforce import ReinforceConfig, train_reinforce
+from instanas_gym.agents.router import Router, expected_reward_policy, router_latency_ms, router_policy, train_router
+from instanas_gym.agents.sb3 import sb3_latency_ms, sb3_policy, train_sb3
+from instanas_gym.agents.vw import train_vw, vw_latency_ms, vw_policy
 
 Agent = Literal["REINFORCE", "REINFORCE-family", "PPO", "A2C", "PPO-family", "A2C-family", "VW-family", "router",
                 "random", "MobileNetV2", "best-single"]

@@ -19,7 +19,7 @@ from instanas_gym.latency.onnx import measure_onnx_masks, time_onnx_ms
 from instanas_gym.masks import all_ops_mask, mask_counts, mobilenetv2_mask
 from instanas_gym.search_space import MASK_SHAPE
 
-from .controller import Controller, greedy_masks
+from instanas_gym.agents.controller import Controller, greedy_masks
 
 Policy = Callable[[np.ndarray], np.ndarray]
 

@@ -52,10 +52,10 @@ from instanas_gym.paths import BUNDLED_DATASET, BUNDLED_FAMILY
 from instanas_gym.reward import RewardConfig
 from instanas_gym.runlog import RunLogger, progress_bar
 
-from ..envs.config import EnvConfig
-from .controller import ControllerConfig
-from .instance_aware import judge_instance_awareness, score_architectures
-from .router import Router, load_router, router_latency_ms, router_policy, save_router, train_router
+from instanas_gym.envs.config import EnvConfig
+from instanas_gym.agents.controller import ControllerConfig
+from instanas_gym.agents.instance_aware import judge_instance_awareness, score_architectures
+from instanas_gym.agents.router import Router, load_router, router_latency_ms, router_policy, save_router, train_router
 
 
 #: Where the default reward's UB sits, x the MobileNetV2 path's cells: R_A peaks halfway between

@@ -38,7 +38,7 @@ from instanas_gym.sandwich import probe_masks
 from instanas_gym.supernet import Supernet
 from instanas_gym.training.evaluation import correct_per_image
 
-from .evaluation import Policy
+from instanas_gym.agents.evaluation import Policy
 
 Frontier = tuple[np.ndarray, np.ndarray]
 

@@ -19,7 +19,7 @@ import torch
 
 from instanas_gym.checks import check_number
 
-from .controller import Controller, bounded_probs, greedy_masks
+from instanas_gym.agents.controller import Controller, bounded_probs, greedy_masks
 
 
 @dataclass(frozen=True)

@@ -33,10 +33,10 @@ from instanas_gym.checks import check_int
 from instanas_gym.reward import RewardConfig
 from instanas_gym.runlog import RunLogger, progress_bar
 
-from ..envs.config import EnvConfig
-from .controller import Controller, ControllerConfig, save_controller
-from .evaluation import controller_latency_ms, controller_policy, evaluate_policy, reference_policies
-from .policy_gradient import PolicyGradientConfig, Reinforce, step_stats
+from instanas_gym.envs.config import EnvConfig
+from instanas_gym.agents.controller import Controller, ControllerConfig, save_controller
+from instanas_gym.agents.evaluation import controller_latency_ms, controller_policy, evaluate_policy, reference_policies
+from instanas_gym.agents.policy_gradient import PolicyGradientConfig, Reinforce, step_stats
 
 
 @dataclass(frozen=True)

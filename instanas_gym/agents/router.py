@@ -35,9 +35,9 @@ from instanas_gym.family import ArchitectureFamily
 from instanas_gym.files import FileFormatError, atomic_save, load_torch
 from instanas_gym.masks import validate_mask
 
-from .controller import ControllerConfig
-from .evaluation import Policy, module_latency_ms
-from .instance_aware import gain_over_frontier, oracle, score_architectures, static_frontier
+from instanas_gym.agents.controller import ControllerConfig
+from instanas_gym.agents.evaluation import Policy, module_latency_ms
+from instanas_gym.agents.instance_aware import gain_over_frontier, oracle, score_architectures, static_frontier
 
 ROUTER_FORMAT = "instanas-router-v1"
 

@@ -29,9 +29,9 @@ from instanas_gym.family import ArchitectureFamily
 from instanas_gym.runlog import RunLogger
 from instanas_gym.search_space import MASK_SHAPE
 
-from ..envs.config import EnvConfig
-from ..envs.wrappers import SB3VecEnv
-from .evaluation import Policy, module_latency_ms
+from instanas_gym.envs.config import EnvConfig
+from instanas_gym.envs.wrappers import SB3VecEnv
+from instanas_gym.agents.evaluation import Policy, module_latency_ms
 
 ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "a2c": A2C}
 #: Rollout sizes for a batched bandit: short rollouts over many environments.

@@ -61,10 +61,10 @@ from instanas_gym.reward import RewardConfig
 from instanas_gym.runlog import progress_bar, window_means, write_csv
 from instanas_gym.sandwich import freeze_bn
 
-from .controller import ControllerConfig, bounded_probs, load_controller, save_controller
-from .family_reinforce import FamilyPGConfig, FamilyReinforce, resolve_family, save_family_policy
-from .policy_gradient import PolicyGradientConfig, Reinforce, step_stats
-from .router import Router, load_router
+from instanas_gym.agents.controller import ControllerConfig, bounded_probs, load_controller, save_controller
+from instanas_gym.agents.family_reinforce import FamilyPGConfig, FamilyReinforce, resolve_family, save_family_policy
+from instanas_gym.agents.policy_gradient import PolicyGradientConfig, Reinforce, step_stats
+from instanas_gym.agents.router import Router, load_router
 
 SEARCH_FORMAT = "instanas-search-v1"
 

@@ -25,9 +25,9 @@ from instanas_gym.masks import fixed_architectures, mask_counts, mobilenetv2_mas
 from instanas_gym.paths import default_supernet
 from instanas_gym.plots import latency_histogram, mask_embedding, pareto_plot
 
-from .evaluation import Policy, controller_latency_ms, controller_policy, evaluate_policy, fixed_policy
-from .instance_aware import judge_instance_awareness
-from .search import load_search
+from instanas_gym.agents.evaluation import Policy, controller_latency_ms, controller_policy, evaluate_policy, fixed_policy
+from instanas_gym.agents.instance_aware import judge_instance_awareness
+from instanas_gym.agents.search import load_search
 
 
 @torch.inference_mode()

@@ -32,7 +32,7 @@ from instanas_gym.family import ArchitectureFamily
 from instanas_gym.latency.measure import median_ms, torch_threads
 from instanas_gym.runlog import RunLogger
 
-from .evaluation import Policy
+from instanas_gym.agents.evaluation import Policy
 
 #: Side of the pooled image whose pixels are the shared features.
 POOLED = 7

@@ -15,13 +15,13 @@ from pathlib import Path
 
 from torch import nn
 
-from ..agents.controller import CONTROLLER_FORMAT, load_controller
-from ..agents.router import ROUTER_FORMAT, load_router
-from ..checkpoint import load_supernet
-from ..data import load_split
-from ..deploy.export import export_model
-from ..files import FileFormatError
-from ..paths import BUNDLED_DATASET, BUNDLED_ROUTER, cache_dir, default_supernet
+from instanas_gym.agents.controller import CONTROLLER_FORMAT, load_controller
+from instanas_gym.agents.router import ROUTER_FORMAT, load_router
+from instanas_gym.checkpoint import load_supernet
+from instanas_gym.data import load_split
+from instanas_gym.deploy.export import export_model
+from instanas_gym.files import FileFormatError
+from instanas_gym.paths import BUNDLED_DATASET, BUNDLED_ROUTER, cache_dir, default_supernet
 
 
 def load_any_controller(path: str | os.PathLike) -> nn.Module:

@@ -27,8 +27,8 @@ from typing import Any
 from flask import Flask, Response, jsonify, request, send_from_directory
 from werkzeug.exceptions import HTTPException
 
-from .state import DemoState, png_bytes
-from .upload import UploadError, decode_upload
+from instanas_gym.demo.state import DemoState, png_bytes
+from instanas_gym.demo.upload import UploadError, decode_upload
 
 #: Largest request accepted (bytes); a larger upload gets 413.
 MAX_UPLOAD_BYTES = 8 * 1024 * 1024

@@ -24,13 +24,13 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ..data import ImageSet, get_spec, load_split
-from ..deploy.engine import InstaNASModel, key_mask, mask_bits
-from ..latency.onnx import time_onnx_ms
-from ..latency.table import LatencyTable
-from ..masks import all_ops_mask, mobilenetv2_mask
-from ..paths import DEFAULT_LATENCY_BACKEND, default_latency_table
-from ..search_space import OPS
+from instanas_gym.data import ImageSet, get_spec, load_split
+from instanas_gym.deploy.engine import InstaNASModel, key_mask, mask_bits
+from instanas_gym.latency.onnx import time_onnx_ms
+from instanas_gym.latency.table import LatencyTable
+from instanas_gym.masks import all_ops_mask, mobilenetv2_mask
+from instanas_gym.paths import DEFAULT_LATENCY_BACKEND, default_latency_table
+from instanas_gym.search_space import OPS
 
 #: ONNX Runtime sessions kept at once (every architecture of an export, as a rule).
 SESSIONS = 64

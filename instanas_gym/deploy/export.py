@@ -25,13 +25,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data import ImageSet
-from ..files import atomic_write, atomic_write_text
-from ..masks import mask_counts, validate_mask
-from ..search_space import SearchSpace
-from ..sandwich import recalibrate_bn
-from ..supernet import Supernet
-from .engine import MANIFEST_FORMAT, mask_bits
+from instanas_gym.data import ImageSet
+from instanas_gym.files import atomic_write, atomic_write_text
+from instanas_gym.masks import mask_counts, validate_mask
+from instanas_gym.search_space import SearchSpace
+from instanas_gym.sandwich import recalibrate_bn
+from instanas_gym.supernet import Supernet
+from instanas_gym.deploy.engine import MANIFEST_FORMAT, mask_bits
 
 OPSET = 17
 

@@ -17,8 +17,8 @@ from instanas_gym.family import ArchitectureFamily
 from instanas_gym.lookup import outcomes_path
 from instanas_gym.reward import RewardConfig
 
-from .family import FamilyVectorAction
-from .lookup import FamilyLookupVectorEnv
+from instanas_gym.envs.family import FamilyVectorAction
+from instanas_gym.envs.lookup import FamilyLookupVectorEnv
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from instanas_gym.checks import check_int
 from instanas_gym.masks import validate_mask
 from instanas_gym.search_space import MASK_SHAPE
 
-from .render import draw
+from instanas_gym.envs.render import draw
 
 RESET_OPTIONS = ("index",)
 

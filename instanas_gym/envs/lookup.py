@@ -12,8 +12,8 @@ from instanas_gym.bandit import ImageOrder
 from instanas_gym.family import ArchitectureFamily
 from instanas_gym.lookup import FamilyLookup
 
-from .family import check_arms
-from .vector import InstaNASVectorEnv
+from instanas_gym.envs.family import check_arms
+from instanas_gym.envs.vector import InstaNASVectorEnv
 
 
 class FamilyLookupVectorEnv(InstaNASVectorEnv):

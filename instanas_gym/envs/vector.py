@@ -15,8 +15,8 @@ from instanas_gym.checks import check_int
 from instanas_gym.masks import validate_mask
 from instanas_gym.search_space import MASK_SHAPE
 
-from .instanas_env import LatencyBounds, check_common, check_options, check_seed
-from .render import draw
+from instanas_gym.envs.instanas_env import LatencyBounds, check_common, check_options, check_seed
+from instanas_gym.envs.render import draw
 
 
 class InstaNASVectorEnv(LatencyBounds, VectorEnv):

@@ -23,7 +23,7 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvS
 from instanas_gym.masks import FLAT_BITS
 from instanas_gym.search_space import MASK_SHAPE
 
-from .family import FamilyAction, FamilyVectorAction, check_arms
+from instanas_gym.envs.family import FamilyAction, FamilyVectorAction, check_arms
 
 
 def flat_actions(actions: Any, shape: tuple[int, ...], name: str = "action") -> np.ndarray:

@@ -10,8 +10,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .table import LatencyTable
-from .validation import compare
+from instanas_gym.latency.table import LatencyTable
+from instanas_gym.latency.validation import compare
 
 
 def calibrate(

@@ -26,13 +26,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..devices import CPU
-from ..runtime import tune_allocator
-from ..samplers import spread_masks
-from ..search_space import MASK_SHAPE
-from ..supernet import Supernet
-from .machine import device_meta
-from .table import LatencyTable
+from instanas_gym.devices import CPU
+from instanas_gym.runtime import tune_allocator
+from instanas_gym.samplers import spread_masks
+from instanas_gym.search_space import MASK_SHAPE
+from instanas_gym.supernet import Supernet
+from instanas_gym.latency.machine import device_meta
+from instanas_gym.latency.table import LatencyTable
 
 Progress = Callable[[int, int], None]  # (done, total)
 

@@ -18,15 +18,15 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from ..deploy.engine import session_options
-from ..deploy.export import SubNetwork, onnx_bytes
-from ..samplers import spread_masks
-from ..search_space import MASK_SHAPE
-from ..supernet import Supernet
-from .machine import device_meta
-from .measure import Progress, median_ms
-from .table import LatencyTable
-from .validation import compare, validation_masks
+from instanas_gym.deploy.engine import session_options
+from instanas_gym.deploy.export import SubNetwork, onnx_bytes
+from instanas_gym.samplers import spread_masks
+from instanas_gym.search_space import MASK_SHAPE
+from instanas_gym.supernet import Supernet
+from instanas_gym.latency.machine import device_meta
+from instanas_gym.latency.measure import Progress, median_ms
+from instanas_gym.latency.table import LatencyTable
+from instanas_gym.latency.validation import compare, validation_masks
 
 RUNTIME = "onnxruntime"
 

@@ -8,11 +8,11 @@ from typing import Any
 
 import numpy as np
 
-from ..samplers import spread_masks
-from ..search_space import SearchSpace
-from ..supernet import Supernet
-from .measure import Progress, build_isolated_table, build_table, measure_masks
-from .table import LatencyTable
+from instanas_gym.samplers import spread_masks
+from instanas_gym.search_space import SearchSpace
+from instanas_gym.supernet import Supernet
+from instanas_gym.latency.measure import Progress, build_isolated_table, build_table, measure_masks
+from instanas_gym.latency.table import LatencyTable
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:

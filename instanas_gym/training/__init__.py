@@ -1,6 +1,6 @@
 """Training the supernet: the trainer (:mod:`.trainer`), its process-group plumbing
 (:mod:`.distributed`) and test-split evaluation of fixed architectures (:mod:`.evaluation`)."""
 
-from .trainer import TrainConfig, train_supernet
+from instanas_gym.training.trainer import TrainConfig, train_supernet
 
 __all__ = ["TrainConfig", "train_supernet"]

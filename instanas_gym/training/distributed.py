@@ -15,7 +15,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from ..devices import CPU
+from instanas_gym.devices import CPU
 
 
 def backend(device: torch.device) -> str:

@@ -7,10 +7,10 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from ..data import ImageSet
-from ..masks import all_ops_mask, mobilenetv2_mask
-from ..samplers import random_masks
-from ..supernet import Supernet
+from instanas_gym.data import ImageSet
+from instanas_gym.masks import all_ops_mask, mobilenetv2_mask
+from instanas_gym.samplers import random_masks
+from instanas_gym.supernet import Supernet
 
 
 @torch.no_grad()

@@ -41,21 +41,21 @@ import torch.nn.functional as F
 from rich.console import Console
 from torch.utils.data import DistributedSampler
 
-from ..checkpoint import load_checkpoint, supernet_state
-from ..checks import check_int, check_number
-from ..data import ImageSet, augment, load_split
-from ..devices import Precision, autocast, check_precision, resolve_device, to_device
-from ..display import metrics_table
-from ..files import FileFormatError, atomic_save
-from ..masks import load_mask, mobilenetv2_mask
-from ..runlog import progress_bar
-from ..runtime import tune_allocator
-from ..samplers import mixed_masks, random_masks
-from ..sandwich import estimate_bn, fastest_mask, freeze_bn, mac_costs, sandwich_masks, sandwich_step, shared_bn_masks
-from ..search_space import SearchSpace
-from ..supernet import Supernet
-from . import distributed
-from .evaluation import final_evaluation
+from instanas_gym.checkpoint import load_checkpoint, supernet_state
+from instanas_gym.checks import check_int, check_number
+from instanas_gym.data import ImageSet, augment, load_split
+from instanas_gym.devices import Precision, autocast, check_precision, resolve_device, to_device
+from instanas_gym.display import metrics_table
+from instanas_gym.files import FileFormatError, atomic_save
+from instanas_gym.masks import load_mask, mobilenetv2_mask
+from instanas_gym.runlog import progress_bar
+from instanas_gym.runtime import tune_allocator
+from instanas_gym.samplers import mixed_masks, random_masks
+from instanas_gym.sandwich import estimate_bn, fastest_mask, freeze_bn, mac_costs, sandwich_masks, sandwich_step, shared_bn_masks
+from instanas_gym.search_space import SearchSpace
+from instanas_gym.supernet import Supernet
+from instanas_gym.training import distributed
+from instanas_gym.training.evaluation import final_evaluation
 
 MaskSampling = Literal["paper", "mixed", "mobilenetv2", "fixed", "sandwich"]
 MASK_SAMPLING = ("paper", "mixed", "mobilenetv2", "fixed", "sandwich")

@@ -16,10 +16,9 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from instanas_gym.checkpoint import load_supernet
-from instanas_gym.data import load_split
-from instanas_gym.masks import all_ops_mask, mobilenetv2_mask
-from instanas_gym.samplers import one_op_masks, random_masks
+from instanas_gym.model.checkpoint import load_supernet
+from instanas_gym.space.data import load_split
+from instanas_gym.space.masks import all_ops_mask, mobilenetv2_mask, one_op_masks, random_masks
 from instanas_gym.training.evaluation import evaluate
 from instanas_gym.training.trainer import TrainConfig, train_supernet
 

@@ -37,19 +37,18 @@ from rich.console import Console
 from rich.table import Table
 
 from instanas_gym.agents.controller import load_controller
-from instanas_gym.agents.evaluation import controller_latency_ms
 from instanas_gym.agents.reinforce import DEMO, train_reinforce
-from instanas_gym.checkpoint import load_supernet
-from instanas_gym.data import load_split
 from instanas_gym.deploy.engine import InstaNASModel, session_options
-from instanas_gym.deploy.export import SubNetwork, export_model, onnx_bytes
+from instanas_gym.deploy.export import export_model
 from instanas_gym.latency.calibration import calibrate
-from instanas_gym.latency.onnx import measure_onnx_masks, time_onnx_ms
+from instanas_gym.latency.onnx import controller_latency_ms, measure_onnx_masks, time_onnx_ms
 from instanas_gym.latency.table import LatencyTable
 from instanas_gym.latency.validation import compare, validation_masks
-from instanas_gym.masks import mask_counts, mobilenetv2_mask
-from instanas_gym.paths import BUNDLED_ONNX_LATENCY_TABLE, BUNDLED_SUPERNET
-from instanas_gym.samplers import spread_masks
+from instanas_gym.model.checkpoint import load_supernet
+from instanas_gym.model.subnetwork import SubNetwork, onnx_bytes
+from instanas_gym.space.data import load_split
+from instanas_gym.space.masks import mask_counts, mobilenetv2_mask, spread_masks
+from instanas_gym.utils.paths import BUNDLED_ONNX_LATENCY_TABLE, BUNDLED_SUPERNET
 
 
 def eager_ms(model, controller, images: np.ndarray) -> float:

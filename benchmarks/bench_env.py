@@ -25,7 +25,7 @@ from rich.table import Table
 from timing import interleaved_steps
 
 import instanas_gym  # noqa: F401
-from instanas_gym.runtime import allocator
+from instanas_gym.utils.runtime import allocator
 
 ENV_ID = "InstaNAS-FashionMNIST-v0"
 

@@ -28,12 +28,14 @@ import torch
 
 import instanas_gym  # noqa: F401
 from instanas_gym.agents.family_reinforce import FamilyPGConfig, FamilyReinforceConfig, train_family_reinforce
-from instanas_gym.agents.instance_aware import gain_over_frontier, mutual_information_bits, static_frontier
 from instanas_gym.agents.router import Router, expected_rewards, predict_correct, train_router
 from instanas_gym.envs.config import EnvConfig
-from instanas_gym.lookup import FamilyLookup, outcomes_path
-from instanas_gym.paths import BUNDLED_FAMILY
-from instanas_gym.reward import RewardConfig
+from instanas_gym.envs.lookup import FamilyLookup
+from instanas_gym.envs.reward import RewardConfig
+from instanas_gym.judge.frontier import gain_over_frontier, static_frontier
+from instanas_gym.judge.information import mutual_information_bits
+from instanas_gym.model.outcomes import outcomes_path
+from instanas_gym.utils.paths import BUNDLED_FAMILY
 
 
 def judge(arms: np.ndarray, test: FamilyLookup) -> dict[str, float | str]:

@@ -5,8 +5,8 @@
 
 A random per-image mixture of architectures A and B lies, in expectation, on the straight line
 between them in (latency, accuracy), so the null a policy must beat is the upper concave envelope
-of single architectures (``instanas_gym.agents.instance_aware.static_frontier``). The family: the
-18 probe masks of ``instanas_gym.sandwich.probe_masks(table, seed=0)`` and every distinct
+of single architectures (``instanas_gym.judge.frontier.static_frontier``). The family: the
+18 probe masks of ``instanas_gym.space.family.probe_masks(table, seed=0)`` and every distinct
 architecture the policy uses, each run alone on the same test images and placed at its latency
 table ms (whole network, batch 1). The policy is placed at its end-to-end latency: the table's
 network ms plus its controller's median ms at batch 1 in the table's runtime and thread count.
@@ -28,18 +28,15 @@ import argparse
 
 import numpy as np
 
-from instanas_gym.agents.evaluation import Policy, controller_latency_ms, controller_policy
-from instanas_gym.agents.instance_aware import (
-    judge_instance_awareness,
-    random_mixture_policy,
-    score_architectures,
-    static_frontier,
-    summary_lines,
-)
-from instanas_gym.bandit import InstaNASBandit
-from instanas_gym.data import ImageSet
+from instanas_gym.agents.policy import Policy, controller_policy
 from instanas_gym.demo.model import load_any_controller
-from instanas_gym.sandwich import probe_masks
+from instanas_gym.envs.bandit import InstaNASBandit
+from instanas_gym.judge.awareness import judge_instance_awareness, random_mixture_policy, summary_lines
+from instanas_gym.judge.frontier import static_frontier
+from instanas_gym.latency.onnx import controller_latency_ms
+from instanas_gym.model.outcomes import score_architectures
+from instanas_gym.space.data import ImageSet
+from instanas_gym.space.family import probe_masks
 
 
 def mixture_pair(bandit: InstaNASBandit, masks: np.ndarray, limit: int | None) -> tuple[int, int]:

@@ -18,12 +18,12 @@ from pathlib import Path
 
 from rich.console import Console
 
-from instanas_gym.checkpoint import load_supernet
-from instanas_gym.display import validation_table
+from instanas_gym.judge.plots import latency_scatter
 from instanas_gym.latency.table import LatencyTable
 from instanas_gym.latency.validation import build_validated_table, validate
-from instanas_gym.paths import BUNDLED_SUPERNET
-from instanas_gym.plots import latency_scatter
+from instanas_gym.model.checkpoint import load_supernet
+from instanas_gym.utils.display import validation_table
+from instanas_gym.utils.paths import BUNDLED_SUPERNET
 
 
 def main() -> None:

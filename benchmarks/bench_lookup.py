@@ -28,9 +28,9 @@ from timing import interleaved_steps
 import instanas_gym  # noqa: F401
 from instanas_gym.envs.family import FamilyVectorAction
 from instanas_gym.envs.lookup import FamilyLookupVectorEnv
-from instanas_gym.family import ArchitectureFamily, load_family, save_family
-from instanas_gym.lookup import outcomes_path
-from instanas_gym.masks import fixed_architectures
+from instanas_gym.model.outcomes import outcomes_path
+from instanas_gym.space.family import ArchitectureFamily, load_family, save_family
+from instanas_gym.space.masks import fixed_architectures
 
 ENV_ID = "InstaNAS-FashionMNIST-v0"
 

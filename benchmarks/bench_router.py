@@ -5,9 +5,9 @@ judged on the test split against the static frontier of single architectures.
     python benchmarks/bench_router.py --budgets-ms 0.372 0.279 --k 6 --epochs 8 --out runs/router
     python benchmarks/bench_router.py --search-limit 300 --test-limit 300 --epochs 1 --out runs/router_smoke
 
-Candidates: the 18 probe masks of ``instanas_gym.sandwich.probe_masks(table, seed=0)`` and
-``--extra-candidates`` masks of ``instanas_gym.samplers.spread_masks`` (seeded by ``--seed``). On
-the search split, ``instanas_gym.agents.router.fit_router`` scores them on a held-out 20% of the
+Candidates: the 18 probe masks of ``instanas_gym.space.family.probe_masks(table, seed=0)`` and
+``--extra-candidates`` masks of ``instanas_gym.space.masks.spread_masks`` (seeded by ``--seed``). On
+the search split, ``instanas_gym.judge.routing.fit_router`` scores them on a held-out 20% of the
 images, chooses a family of at most ``--k`` (``select_family``: the most accurate, the fastest
 within 20 points of it, the fastest, then greedily the members that most raise the label-reading
 oracle's utility averaged over a ladder of latency prices), trains a router with the controller's
@@ -20,7 +20,7 @@ Budgets (``--budgets-ms``, default the MobileNetV2 path's table ms and 0.75 x th
 the router's own median ms at batch 1, in the latency table's runtime and thread count, is taken off
 before the network's budget is met (``--network-budgets``: the budgets are the network's alone).
 
-On the test split, per budget: ``instanas_gym.agents.instance_aware.instance_awareness`` with the
+On the test split, per budget: ``instanas_gym.judge.awareness.instance_awareness`` with the
 probe masks as references and the router's ms as the controller's: test accuracy, end-to-end ms,
 distinct architectures, the gain over the static frontier (points at equal latency, % latency at
 equal accuracy), mutual information of the choice with class and difficulty beside their
@@ -43,20 +43,12 @@ from pathlib import Path
 import numpy as np
 
 from instanas_gym.agents.controller import ControllerConfig
-from instanas_gym.agents.instance_aware import jsonable, judge_instance_awareness, summary_lines
-from instanas_gym.agents.router import (
-    Router,
-    fit_router,
-    price_for_budget,
-    router_latency_ms,
-    router_policy,
-    routing_figures,
-    save_router,
-)
-from instanas_gym.bandit import InstaNASBandit
-from instanas_gym.masks import mobilenetv2_mask
-from instanas_gym.samplers import spread_masks
-from instanas_gym.sandwich import probe_masks
+from instanas_gym.agents.router import Router, price_for_budget, router_latency_ms, router_policy, save_router
+from instanas_gym.envs.bandit import InstaNASBandit
+from instanas_gym.judge.awareness import jsonable, judge_instance_awareness, summary_lines
+from instanas_gym.judge.routing import fit_router, routing_figures
+from instanas_gym.space.family import probe_masks
+from instanas_gym.space.masks import mobilenetv2_mask, spread_masks
 
 #: The test report's figures copied into report.json (the per-image arrays stay in instance_aware.json).
 SUMMARY_KEYS = ("images", "accuracy", "network_ms", "controller_ms", "e2e_ms", "distinct_archs", "arch_share", "gain",

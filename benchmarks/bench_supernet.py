@@ -11,7 +11,7 @@ speed-up dynamic/masked, and the ideal speed-up: MACs of all ops (what masked ru
 masks (what dynamic runs). Target: dynamic >= 0.8 x ideal at batch 64, and never slower than masked.
 
 With ``--workers N`` every batch-64 row is also timed on N single-thread processes: eval rows on an
-``instanas_gym.parallel.ProcessPool``, training rows under DistributedDataParallel (``ddp_timing.py``).
+``instanas_gym.model.parallel.ProcessPool``, training rows under DistributedDataParallel (``ddp_timing.py``).
 The speed-up then compares each mode's faster way of using the cores (intra-op threads or
 processes), so neither mode is judged by the set-up that suits it worse.
 """
@@ -28,16 +28,15 @@ from rich.console import Console
 from rich.table import Table
 from timing import interleaved_rates
 
-from instanas_gym.checkpoint import load_supernet
-from instanas_gym.data import get_spec
-from instanas_gym.folding import fold_batchnorm
-from instanas_gym.masks import all_ops_mask, mobilenetv2_mask
-from instanas_gym.parallel import ProcessPool
-from instanas_gym.paths import BUNDLED_SUPERNET
-from instanas_gym.runtime import allocator, tune_allocator
-from instanas_gym.samplers import one_op_masks, random_masks
-from instanas_gym.search_space import SearchSpace
-from instanas_gym.supernet import Supernet
+from instanas_gym.model.batchnorm import fold_batchnorm
+from instanas_gym.model.checkpoint import load_supernet
+from instanas_gym.model.parallel import ProcessPool
+from instanas_gym.model.supernet import Supernet
+from instanas_gym.space.data import get_spec
+from instanas_gym.space.masks import all_ops_mask, mobilenetv2_mask, one_op_masks, random_masks
+from instanas_gym.space.search_space import SearchSpace
+from instanas_gym.utils.paths import BUNDLED_SUPERNET
+from instanas_gym.utils.runtime import allocator, tune_allocator
 
 
 def pooled(pool: ProcessPool, x: torch.Tensor, masks: torch.Tensor):

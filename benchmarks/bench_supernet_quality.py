@@ -3,7 +3,7 @@
     python benchmarks/bench_supernet_quality.py [--supernet PATH] [--threads 1] [--json out.json]
     python benchmarks/bench_supernet_quality.py --limit 2000 --train-seconds 0   # 2,000 test images, no timing
 
-Scores the probe set of ``instanas_gym.sandwich.probe_masks`` (fixed, seeded: MobileNetV2 path, all
+Scores the probe set of ``instanas_gym.space.family.probe_masks`` (fixed, seeded: MobileNetV2 path, all
 ops, basic-block-only, the fastest valid mask, single-op and Bernoulli masks) on the test split, each
 mask once with the shared BatchNorm statistics and once with statistics re-estimated for that mask
 alone on ``--recal-batches`` training batches (``sandwich.recalibrate_bn``, as Once-for-All does).
@@ -38,16 +38,18 @@ import torch.nn.functional as F
 from timing import interleaved_rates
 
 from instanas_gym.agents.controller import ControllerConfig
-from instanas_gym.checkpoint import load_supernet
-from instanas_gym.data import ImageSet, augment, load_split
 from instanas_gym.latency import LatencyTable
-from instanas_gym.paths import BUNDLED_LATENCY_TABLE, BUNDLED_SUPERNET
-from instanas_gym.runtime import tune_allocator
-from instanas_gym.samplers import one_op_masks, random_masks
-from instanas_gym.sandwich import fastest_mask, mac_costs, probe_masks, recalibrate_bn, sandwich_masks, sandwich_step
-from instanas_gym.supernet import Supernet
+from instanas_gym.model.batchnorm import recalibrate_bn
+from instanas_gym.model.checkpoint import load_supernet
+from instanas_gym.model.supernet import Supernet
+from instanas_gym.space.data import ImageSet, augment, load_split
+from instanas_gym.space.family import probe_masks
+from instanas_gym.space.masks import fastest_mask, mac_costs, one_op_masks, random_masks, sandwich_masks
 from instanas_gym.training import TrainConfig, train_supernet
 from instanas_gym.training.evaluation import evaluate
+from instanas_gym.training.sandwich import sandwich_step
+from instanas_gym.utils.paths import BUNDLED_LATENCY_TABLE, BUNDLED_SUPERNET
+from instanas_gym.utils.runtime import tune_allocator
 
 #: The controller-sized CNN's body (the demo controller's).
 CNN_BODY = ControllerConfig(widths=(8, 16, 32), input_size=14)

@@ -18,8 +18,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from instanas_gym.runtime import tune_allocator
-from instanas_gym.supernet import Supernet
+from instanas_gym.model.supernet import Supernet
+from instanas_gym.utils.runtime import tune_allocator
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # images, masks (B, 17, 5) bool, labels
 

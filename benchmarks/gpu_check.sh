@@ -18,14 +18,14 @@ fi
 OUT=${OUT:-$(mktemp -d)}
 GPUS=$(python -c "import torch; print(min(2, torch.cuda.device_count()))")
 echo "gpu_check: $(python -c "import torch; print(torch.cuda.get_device_name(0))"), $GPUS GPU(s) used, files in $OUT"
-python -c "from instanas_gym.testing import write_cifar, write_fashion_mnist as w; write_cifar('$OUT/cifar', 'cifar10', n_train=5120, n_test=512); w('$OUT/fmnist', n_train=4096, n_test=512)"
+python -c "from tests.fixtures import write_cifar, write_fashion_mnist as w; write_cifar('$OUT/cifar', 'cifar10', n_train=5120, n_test=512); w('$OUT/fmnist', n_train=4096, n_test=512)"
 
 echo "== 1. training steps on CUDA, width 1.0, CIFAR-10 shape, sandwich rule (fp32, then bf16 autocast)"
 python - "$OUT" <<'PY'
 import sys, time
 import torch
 from rich.console import Console
-from instanas_gym.testing import skip_cifar_checksums
+from tests.fixtures import skip_cifar_checksums
 from instanas_gym.training.trainer import SupernetTrainer, TrainConfig
 out = sys.argv[1]
 for precision in ("fp32", "bf16"):

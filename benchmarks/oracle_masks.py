@@ -19,11 +19,11 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from instanas_gym.agents.evaluation import controller_policy
+from instanas_gym.agents.policy import controller_policy
 from instanas_gym.agents.search import load_search
-from instanas_gym.bandit import InstaNASBandit
-from instanas_gym.data import ImageSet
-from instanas_gym.training.evaluation import correct_per_image
+from instanas_gym.envs.bandit import InstaNASBandit
+from instanas_gym.model.outcomes import correct_per_image
+from instanas_gym.space.data import ImageSet
 
 
 def main() -> None:

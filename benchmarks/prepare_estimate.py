@@ -21,19 +21,22 @@ rate (not a measurement: no GPU here). The table stage runs on the CPU on every 
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 from rich.console import Console
 
 from instanas_gym.latency.onnx import measure_onnx_masks
-from instanas_gym.prepare import PrepareConfig
-from instanas_gym.samplers import spread_masks
-from instanas_gym.sandwich import sandwich_masks
-from instanas_gym.testing import skip_cifar_checksums, write_cifar
+from instanas_gym.space.masks import sandwich_masks, spread_masks
+from instanas_gym.training.prepare import PrepareConfig
 from instanas_gym.training.trainer import SupernetTrainer, TrainConfig
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.fixtures import skip_cifar_checksums, write_cifar  # noqa: E402  (data in CIFAR's real layout)
 
 TRAIN_IMAGES = 50_000
 

@@ -16,12 +16,11 @@ import torch
 from timing import rate
 from torch.profiler import profile
 
-from instanas_gym.checkpoint import load_supernet
-from instanas_gym.folding import fold_batchnorm
-from instanas_gym.masks import mobilenetv2_mask
-from instanas_gym.paths import BUNDLED_SUPERNET
-from instanas_gym.runtime import tune_allocator
-from instanas_gym.samplers import one_op_masks, random_masks
+from instanas_gym.model.batchnorm import fold_batchnorm
+from instanas_gym.model.checkpoint import load_supernet
+from instanas_gym.space.masks import mobilenetv2_mask, one_op_masks, random_masks
+from instanas_gym.utils.paths import BUNDLED_SUPERNET
+from instanas_gym.utils.runtime import tune_allocator
 
 
 def main() -> None:

@@ -9,9 +9,9 @@ Importing the package registers the environments::
 
 from gymnasium.envs.registration import register, registry
 
-from instanas_gym.runtime import enlarge_onednn_cache
+from instanas_gym.utils.runtime import enlarge_onednn_cache
 
-enlarge_onednn_cache()  # before any convolution runs: see instanas_gym.runtime
+enlarge_onednn_cache()  # before any convolution runs: see instanas_gym.utils.runtime
 
 __version__ = "0.1.0"
 

@@ -16,27 +16,28 @@ import torch
 import tyro
 from rich.console import Console
 
-from instanas_gym.agents.compare import NOTE as COMPARE_NOTE
-from instanas_gym.agents.compare import CompareConfig, compare_agents
-from instanas_gym.agents.family_reinforce import FamilyReinforceConfig, judge_family_policy, resolve_family, train_family_reinforce
-from instanas_gym.agents.instance_aware import frontier_results, score_and_store, summary_lines
+from instanas_gym.agents.family_reinforce import FamilyReinforceConfig, train_family_reinforce
 from instanas_gym.agents.reinforce import DEMO, ReinforceConfig, judge_on_test, train_reinforce
+from instanas_gym.agents.router import resolve_family
 from instanas_gym.agents.search import SearchConfig, search
-from instanas_gym.agents.search_report import evaluate_search, family_report, write_report
-from instanas_gym.checkpoint import export_supernet, load_supernet
-from instanas_gym.devices import resolve_device
-from instanas_gym.display import results_table, validation_table
 from instanas_gym.envs.config import EnvConfig
-from instanas_gym.files import FileFormatError
+from instanas_gym.judge.awareness import frontier_results, judge_family_policy, score_and_store, summary_lines
+from instanas_gym.judge.compare import NOTE as COMPARE_NOTE
+from instanas_gym.judge.compare import CompareConfig, compare_agents
+from instanas_gym.judge.plots import latency_scatter
+from instanas_gym.judge.search_report import evaluate_search, family_report, write_report
 from instanas_gym.latency.onnx import build_onnx_table, measure_onnx_masks
 from instanas_gym.latency.validation import build_validated_table, compare, validation_masks
-from instanas_gym.paths import BUNDLED_SUPERNET
-from instanas_gym.plots import latency_scatter
-from instanas_gym.prepare import PrepareConfig, prepare
-from instanas_gym.runlog import progress_bar
-from instanas_gym.sandwich import probe_masks
-from instanas_gym.supernet import Supernet
+from instanas_gym.model.checkpoint import export_supernet, load_supernet
+from instanas_gym.model.supernet import Supernet
+from instanas_gym.space.family import probe_masks
 from instanas_gym.training import TrainConfig, train_supernet
+from instanas_gym.training.prepare import PrepareConfig, prepare
+from instanas_gym.utils.devices import resolve_device
+from instanas_gym.utils.display import results_table, validation_table
+from instanas_gym.utils.files import FileFormatError
+from instanas_gym.utils.paths import BUNDLED_SUPERNET
+from instanas_gym.utils.runlog import progress_bar
 
 
 @dataclass(frozen=True)

@@ -7,15 +7,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tests.fixtures import write_fashion_mnist
 
-from instanas_gym.checkpoint import load_supernet, supernet_state
-from instanas_gym.data import get_spec
-from instanas_gym.files import atomic_save
 from instanas_gym.latency.measure import build_table
-from instanas_gym.search_space import SearchSpace
-from instanas_gym.supernet import Supernet
-from instanas_gym.testing import write_fashion_mnist
+from instanas_gym.model.checkpoint import load_supernet, supernet_state
+from instanas_gym.model.supernet import Supernet
+from instanas_gym.space.data import get_spec
+from instanas_gym.space.search_space import SearchSpace
 from instanas_gym.training.trainer import TrainConfig, train_supernet
+from instanas_gym.utils.files import atomic_save
 
 TINY_WIDTH = 0.1
 #: Cases tried per generated-input test (tests/test_fuzz.py), printed at the end of the run.

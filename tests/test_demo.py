@@ -21,16 +21,16 @@ from torch import nn
 
 from instanas_gym.agents.controller import ControllerConfig
 from instanas_gym.agents.router import Router, load_router, save_router
-from instanas_gym.checkpoint import supernet_state
-from instanas_gym.data import load_split
 from instanas_gym.demo.model import load_any_controller, served_folder
 from instanas_gym.demo.server import create_app
 from instanas_gym.demo.state import DemoState, embed_masks
 from instanas_gym.demo.upload import MAX_PIXELS, UploadError, decode_upload
 from instanas_gym.deploy.export import export_model
-from instanas_gym.files import FileFormatError, atomic_save
 from instanas_gym.latency.table import LatencyTable
-from instanas_gym.masks import all_ops_mask, mobilenetv2_mask
+from instanas_gym.model.checkpoint import supernet_state
+from instanas_gym.space.data import load_split
+from instanas_gym.space.masks import all_ops_mask, mobilenetv2_mask
+from instanas_gym.utils.files import FileFormatError, atomic_save
 
 from .conftest import tiny_supernet, trained_like
 

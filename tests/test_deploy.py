@@ -14,16 +14,16 @@ import torch
 
 from instanas_gym.agents.controller import Controller
 from instanas_gym.deploy.engine import InstaNASModel, mask_bits
-from instanas_gym.deploy.export import SubNetwork, export_model, onnx_bytes
+from instanas_gym.deploy.export import export_model
 from instanas_gym.envs.config import EnvConfig
 from instanas_gym.latency.calibration import calibrate
 from instanas_gym.latency.onnx import build_onnx_table, fit_costs
 from instanas_gym.latency.table import LatencyTable
-from instanas_gym.masks import all_ops_mask, mobilenetv2_mask
-from instanas_gym.paths import default_latency_table
-from instanas_gym.samplers import random_masks
-from instanas_gym.search_space import MASK_SHAPE, SearchSpace
-from instanas_gym.supernet import Supernet
+from instanas_gym.model.subnetwork import SubNetwork, onnx_bytes
+from instanas_gym.model.supernet import Supernet
+from instanas_gym.space.masks import all_ops_mask, mobilenetv2_mask, random_masks
+from instanas_gym.space.search_space import MASK_SHAPE, SearchSpace
+from instanas_gym.utils.paths import default_latency_table
 
 from .conftest import tiny_supernet, trained_like
 
@@ -189,8 +189,8 @@ def test_the_environment_calibrates_its_table_on_request(tiny_assets):
 
 
 def test_exported_architectures_can_carry_batchnorm_statistics_of_their_own(tmp_path, fmnist_root):
-    from instanas_gym.data import load_split
-    from instanas_gym.sandwich import recalibrate_bn
+    from instanas_gym.model.batchnorm import recalibrate_bn
+    from instanas_gym.space.data import load_split
 
     torch.manual_seed(0)
     model = trained_like(tiny_supernet())
@@ -213,8 +213,10 @@ def test_evaluation_reports_end_to_end_latency_in_the_tables_runtime(tiny_assets
     import json
     from pathlib import Path
 
-    from instanas_gym.agents.evaluation import controller_latency_ms, evaluate_policy, fixed_policy
-    from instanas_gym.bandit import InstaNASBandit
+    from instanas_gym.agents.policy import fixed_policy
+    from instanas_gym.envs.bandit import InstaNASBandit
+    from instanas_gym.judge.evaluation import evaluate_policy
+    from instanas_gym.latency.onnx import controller_latency_ms
 
     d = json.loads(Path(tiny_assets["latency_table"]).read_text())
     d["meta"]["runtime"] = "onnxruntime"

@@ -8,13 +8,13 @@ import torch
 from rich.console import Console
 
 from instanas_gym.agents.search import SearchConfig, search
-from instanas_gym.bandit import InstaNASBandit
-from instanas_gym.devices import autocast, cpu_copy, resolve_device
+from instanas_gym.envs.bandit import InstaNASBandit
 from instanas_gym.envs.config import EnvConfig
 from instanas_gym.latency.machine import cpu_model
 from instanas_gym.latency.measure import build_table
 from instanas_gym.training import distributed
 from instanas_gym.training.trainer import SupernetTrainer, TrainConfig
+from instanas_gym.utils.devices import autocast, cpu_copy, resolve_device
 
 from .conftest import tiny_supernet
 

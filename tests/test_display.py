@@ -1,6 +1,6 @@
 from rich.console import Console
 
-from instanas_gym.display import COLUMNS, markdown_table, metrics_table, results_table
+from instanas_gym.utils.display import COLUMNS, markdown_table, metrics_table, results_table
 
 
 def _render(renderable, width: int = 80) -> str:

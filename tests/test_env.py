@@ -2,21 +2,21 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from tests.fixtures import skip_cifar_checksums, write_cifar
 from gymnasium.utils.env_checker import check_env
 from gymnasium.vector import AutoresetMode
 
 import instanas_gym
-from instanas_gym.checkpoint import supernet_state
-from instanas_gym.data import get_spec
 from instanas_gym.envs.instanas_env import InstaNASEnv
 from instanas_gym.envs.vector import InstaNASVectorEnv
-from instanas_gym.files import atomic_save
 from instanas_gym.latency.measure import build_table
-from instanas_gym.masks import mobilenetv2_mask
-from instanas_gym.paths import BUNDLED_LATENCY_TABLE, BUNDLED_SUPERNET
-from instanas_gym.search_space import MASK_SHAPE, SearchSpace
-from instanas_gym.supernet import Supernet
-from instanas_gym.testing import skip_cifar_checksums, write_cifar
+from instanas_gym.model.checkpoint import supernet_state
+from instanas_gym.model.supernet import Supernet
+from instanas_gym.space.data import get_spec
+from instanas_gym.space.masks import mobilenetv2_mask
+from instanas_gym.space.search_space import MASK_SHAPE, SearchSpace
+from instanas_gym.utils.files import atomic_save
+from instanas_gym.utils.paths import BUNDLED_LATENCY_TABLE, BUNDLED_SUPERNET
 
 ENV_KEYS = {
     "correct", "label", "prediction", "confidence", "latency_ms", "network_latency_ms", "reward_task",

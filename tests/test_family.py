@@ -9,10 +9,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from instanas_gym.family import FAMILY_FORMAT, ArchitectureFamily, load_family, save_family
-from instanas_gym.files import FileFormatError
-from instanas_gym.masks import all_ops_mask, mobilenetv2_mask
-from instanas_gym.samplers import random_masks
+from instanas_gym.space.family import FAMILY_FORMAT, ArchitectureFamily, load_family, save_family
+from instanas_gym.space.masks import all_ops_mask, mobilenetv2_mask, random_masks
+from instanas_gym.utils.files import FileFormatError
 
 from .conftest import FUZZ_COUNTS
 
@@ -220,9 +219,9 @@ def test_lookup_env_steps_as_the_live_family_view(tiny_assets, tmp_path):
 
 
 def test_lookup_outcomes_refuse_a_stale_file(tiny_assets, tmp_path):
-    from instanas_gym.checkpoint import supernet_state
-    from instanas_gym.files import atomic_save
-    from instanas_gym.lookup import FamilyLookup
+    from instanas_gym.envs.lookup import FamilyLookup
+    from instanas_gym.model.checkpoint import supernet_state
+    from instanas_gym.utils.files import atomic_save
 
     from .conftest import tiny_supernet
 

@@ -14,17 +14,15 @@ from instanas_gym.agents.family_reinforce import (
     FamilyPGConfig,
     FamilyReinforce,
     FamilyReinforceConfig,
-    judge_family_policy,
-    resolve_family,
     train_family_reinforce,
 )
-from instanas_gym.agents.instance_aware import frontier_results
-from instanas_gym.agents.router import Router, load_router, save_router
-from instanas_gym.bandit import InstaNASBandit
+from instanas_gym.agents.router import Router, load_router, resolve_family, save_router
+from instanas_gym.envs.bandit import InstaNASBandit
 from instanas_gym.envs.config import EnvConfig
-from instanas_gym.family import ArchitectureFamily, save_family
-from instanas_gym.masks import all_ops_mask, mobilenetv2_mask, single_op_mask
-from instanas_gym.paths import BUNDLED_ROUTER
+from instanas_gym.judge.awareness import frontier_results, judge_family_policy
+from instanas_gym.space.family import ArchitectureFamily, save_family
+from instanas_gym.space.masks import all_ops_mask, mobilenetv2_mask, single_op_mask
+from instanas_gym.utils.paths import BUNDLED_ROUTER
 
 from .conftest import train_tiny_assets
 
@@ -169,8 +167,8 @@ def test_lookup_and_live_runs_learn_the_same_policy(tiny_env, tmp_path):
 
 def test_on_a_tiny_env_it_learns_which_arm_is_right_for_which_class(tiny_env, tmp_path):
     """A lookup env whose outcomes are made by hand: arm 0 is right on classes 0-4, arm 1 on 5-9."""
-    from instanas_gym.lookup import outcomes_key, save_outcomes
-    from instanas_gym.reward import RewardConfig
+    from instanas_gym.envs.reward import RewardConfig
+    from instanas_gym.model.outcomes import outcomes_key, save_outcomes
 
     family = ArchitectureFamily(np.stack([single_op_mask(0), single_op_mask(2)]), ("a", "b"), dataset="fashion_mnist")
     save_family(tmp_path / "family.json", family)

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
-from instanas_gym.checkpoint import load_checkpoint
-from instanas_gym.files import load_torch
+from instanas_gym.model.checkpoint import load_checkpoint
+from instanas_gym.utils.files import load_torch
 
 KILL_SEED = int(os.environ.get("INSTANAS_KILL_SEED", random.SystemRandom().randrange(10**6)))
 

@@ -17,14 +17,14 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from instanas_gym.agents.controller import load_controller
-from instanas_gym.checkpoint import build_supernet, load_checkpoint
 from instanas_gym.envs.instanas_env import InstaNASEnv
 from instanas_gym.envs.vector import InstaNASVectorEnv
 from instanas_gym.envs.wrappers import make_sb3_env
-from instanas_gym.files import FileFormatError
 from instanas_gym.latency import LatencyTable
-from instanas_gym.masks import load_mask
-from instanas_gym.search_space import MASK_SHAPE, SearchSpace
+from instanas_gym.model.checkpoint import build_supernet, load_checkpoint
+from instanas_gym.space.masks import load_mask
+from instanas_gym.space.search_space import MASK_SHAPE, SearchSpace
+from instanas_gym.utils.files import FileFormatError
 
 from .conftest import FUZZ_COUNTS
 

@@ -10,37 +10,32 @@ import numpy as np
 import pytest
 import torch
 
-from instanas_gym.agents import instance_aware
 from instanas_gym.agents.controller import Controller, ControllerConfig, save_controller
-from instanas_gym.agents.evaluation import random_policy
-from instanas_gym.agents.instance_aware import (
-    conditional_mutual_information_bits,
-    difficulty_bins,
-    frontier_accuracy,
-    frontier_latency,
+from instanas_gym.agents.policy import random_policy
+from instanas_gym.agents.router import Router, resolve_family, save_router
+from instanas_gym.envs.config import EnvConfig
+from instanas_gym.judge import awareness as instance_aware
+from instanas_gym.judge.awareness import (
     frontier_results,
-    gain_over_frontier,
     instance_awareness,
     judge_instance_awareness,
-    mutual_information_bits,
-    oracle,
-    per_image_loss,
-    permutation_cmi_bits,
-    permutation_mi_bits,
     random_mixture_policy,
     score_and_store,
-    static_frontier,
     store_scores,
     stored_scores,
 )
-from instanas_gym.agents.family_reinforce import resolve_family
-from instanas_gym.agents.router import Router, save_router
-from instanas_gym.envs.config import EnvConfig
-from instanas_gym.files import FileFormatError
-from instanas_gym.lookup import SCORES_FORMAT, load_scores, split_key
-from instanas_gym.masks import all_ops_mask, mobilenetv2_mask
-from instanas_gym.sandwich import fastest_mask, probe_masks
-from instanas_gym.training.evaluation import correct_per_image
+from instanas_gym.judge.frontier import frontier_accuracy, frontier_latency, gain_over_frontier, oracle, static_frontier
+from instanas_gym.judge.information import (
+    conditional_mutual_information_bits,
+    difficulty_bins,
+    mutual_information_bits,
+    permutation_cmi_bits,
+    permutation_mi_bits,
+)
+from instanas_gym.model.outcomes import SCORES_FORMAT, correct_per_image, load_scores, per_image_loss, split_key
+from instanas_gym.space.family import probe_masks
+from instanas_gym.space.masks import all_ops_mask, fastest_mask, mobilenetv2_mask
+from instanas_gym.utils.files import FileFormatError
 
 from .conftest import train_tiny_assets
 

@@ -6,9 +6,8 @@ import pytest
 from instanas_gym.latency import LatencyTable
 from instanas_gym.latency.measure import build_isolated_table, build_table, fit_overheads
 from instanas_gym.latency.validation import compare, spearman, validate
-from instanas_gym.masks import all_ops_mask, mobilenetv2_mask
-from instanas_gym.samplers import random_masks
-from instanas_gym.search_space import MASK_SHAPE, SearchSpace
+from instanas_gym.space.masks import all_ops_mask, mobilenetv2_mask, random_masks
+from instanas_gym.space.search_space import MASK_SHAPE, SearchSpace
 
 from .conftest import tiny_supernet
 

@@ -93,13 +93,13 @@ def test_a_user_project_with_its_own_envs_and_agents_still_makes_every_id(tmp_pa
         import gymnasium as gym
         import numpy as np
         import instanas_gym
-        from instanas_gym.checkpoint import supernet_state
-        from instanas_gym.data import get_spec
-        from instanas_gym.files import atomic_save
+        from instanas_gym.model.checkpoint import supernet_state
+        from instanas_gym.space.data import get_spec
+        from instanas_gym.utils.files import atomic_save
         from instanas_gym.latency.measure import build_table
-        from instanas_gym.search_space import SearchSpace
-        from instanas_gym.supernet import Supernet
-        from instanas_gym.testing import skip_cifar_checksums, write_cifar
+        from instanas_gym.space.search_space import SearchSpace
+        from instanas_gym.model.supernet import Supernet
+        from tests.fixtures import skip_cifar_checksums, write_cifar
 
         root = Path("data")
         for id_, kwargs in instanas_gym.ENV_IDS.items():

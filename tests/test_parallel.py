@@ -2,11 +2,10 @@ import numpy as np
 import pytest
 import torch
 
-from instanas_gym.folding import fold_batchnorm
-from instanas_gym.masks import mobilenetv2_mask
-from instanas_gym.parallel import ProcessPool
-from instanas_gym.samplers import one_op_masks, random_masks
-from instanas_gym.search_space import MASK_SHAPE
+from instanas_gym.model.batchnorm import fold_batchnorm
+from instanas_gym.model.parallel import ProcessPool
+from instanas_gym.space.masks import mobilenetv2_mask, one_op_masks, random_masks
+from instanas_gym.space.search_space import MASK_SHAPE
 
 from .conftest import tiny_supernet, trained_like
 

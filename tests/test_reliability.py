@@ -19,16 +19,16 @@ from stable_baselines3.common.env_util import make_vec_env
 
 from instanas_gym.agents.controller import Controller, load_controller, save_controller
 from instanas_gym.agents.search import SearchConfig, search
-from instanas_gym.checkpoint import load_checkpoint, supernet_state
 from instanas_gym.envs.instanas_env import InstaNASEnv
+from instanas_gym.envs.reward import RewardConfig
 from instanas_gym.envs.vector import InstaNASVectorEnv
 from instanas_gym.envs.wrappers import make_sb3_env
-from instanas_gym.files import FileFormatError, atomic_save
 from instanas_gym.latency import LatencyTable
-from instanas_gym.masks import load_mask
-from instanas_gym.reward import RewardConfig
-from instanas_gym.search_space import SearchSpace
+from instanas_gym.model.checkpoint import load_checkpoint, supernet_state
+from instanas_gym.space.masks import load_mask
+from instanas_gym.space.search_space import SearchSpace
 from instanas_gym.training.trainer import TrainConfig, train_supernet
+from instanas_gym.utils.files import FileFormatError, atomic_save
 
 from .conftest import tiny_supernet
 

@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
+from instanas_gym.envs.reward import LatencyReward, RewardConfig, fastest_cells_ms
 from instanas_gym.latency.table import LatencyTable
-from instanas_gym.masks import all_ops_mask, mobilenetv2_mask
-from instanas_gym.reward import LatencyReward, RewardConfig, fastest_cells_ms
-from instanas_gym.search_space import SearchSpace
+from instanas_gym.space.masks import all_ops_mask, mobilenetv2_mask
+from instanas_gym.space.search_space import SearchSpace
 
 
 @pytest.fixture

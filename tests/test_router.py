@@ -11,10 +11,7 @@ from instanas_gym.agents.router import (
     Router,
     expected_reward_policy,
     expected_rewards,
-    family_prices,
-    fit_router,
     load_router,
-    oracle_utility,
     predict_correct,
     price_for_budget,
     route,
@@ -22,13 +19,13 @@ from instanas_gym.agents.router import (
     router_latency_ms,
     router_policy,
     save_router,
-    select_family,
     train_router,
 )
-from instanas_gym.bandit import InstaNASBandit
-from instanas_gym.files import FileFormatError, atomic_save
-from instanas_gym.masks import all_ops_mask, mobilenetv2_mask, single_op_mask
-from instanas_gym.sandwich import probe_masks
+from instanas_gym.envs.bandit import InstaNASBandit
+from instanas_gym.judge.routing import family_prices, fit_router, oracle_utility, select_family
+from instanas_gym.space.family import probe_masks
+from instanas_gym.space.masks import all_ops_mask, mobilenetv2_mask, single_op_mask
+from instanas_gym.utils.files import FileFormatError, atomic_save
 
 from .conftest import train_tiny_assets
 

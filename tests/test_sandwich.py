@@ -5,27 +5,25 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from instanas_gym.checkpoint import load_checkpoint, load_supernet
-from instanas_gym.data import load_split
 from instanas_gym.latency import LatencyTable
-from instanas_gym.masks import all_ops_mask, mobilenetv2_mask, single_op_mask
-from instanas_gym.paths import BUNDLED_LATENCY_TABLE
-from instanas_gym.sandwich import (
+from instanas_gym.model.batchnorm import batch_norms, estimate_bn, recalibrate_bn, shared_bn_masks
+from instanas_gym.model.checkpoint import load_checkpoint, load_supernet
+from instanas_gym.space.data import load_split
+from instanas_gym.space.family import probe_masks
+from instanas_gym.space.masks import (
     FAMILIES,
-    batch_norms,
-    distillation_loss,
-    estimate_bn,
+    all_ops_mask,
     family_mask,
     fastest_mask,
     mac_costs,
-    probe_masks,
-    recalibrate_bn,
+    mobilenetv2_mask,
     sandwich_masks,
-    sandwich_step,
-    shared_bn_masks,
+    single_op_mask,
 )
-from instanas_gym.search_space import FALLBACK_OP
+from instanas_gym.space.search_space import FALLBACK_OP
 from instanas_gym.training import train_supernet
+from instanas_gym.training.sandwich import distillation_loss, sandwich_step
+from instanas_gym.utils.paths import BUNDLED_LATENCY_TABLE
 
 from .conftest import tiny_supernet, trained_like
 from .helpers import Crash, raise_at

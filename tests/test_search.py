@@ -11,14 +11,13 @@ from instanas_gym.agents.controller import ControllerConfig
 from instanas_gym.agents.family_reinforce import FamilyPGConfig
 from instanas_gym.agents.router import RoutedController, load_router
 from instanas_gym.agents.search import SearchConfig, _Search, load_search, search, stage_steps, stages
-from instanas_gym.agents.search_report import evaluate_search, family_report, write_report
-from instanas_gym.checkpoint import load_checkpoint, load_supernet
-from instanas_gym.family import ArchitectureFamily, save_family
-from instanas_gym.files import atomic_save
+from instanas_gym.judge.search_report import evaluate_search, family_report, write_report
 from instanas_gym.latency.table import LatencyTable
-from instanas_gym.masks import all_ops_mask, load_mask, mobilenetv2_mask, single_op_mask
-from instanas_gym.samplers import one_op_masks
-from instanas_gym.supernet import Supernet
+from instanas_gym.model.checkpoint import load_checkpoint, load_supernet
+from instanas_gym.model.supernet import Supernet
+from instanas_gym.space.family import ArchitectureFamily, save_family
+from instanas_gym.space.masks import all_ops_mask, load_mask, mobilenetv2_mask, one_op_masks, single_op_mask
+from instanas_gym.utils.files import atomic_save
 
 from .helpers import Crash, raise_at
 

@@ -6,19 +6,20 @@ import torch
 import torchvision
 
 from instanas_gym.latency.table import LatencyTable
-from instanas_gym.masks import (
+from instanas_gym.space.masks import (
     all_ops_mask,
     flatten_mask,
     load_mask,
     mask_counts,
     mobilenetv2_mask,
+    one_op_masks,
+    random_masks,
     save_mask,
     unflatten_mask,
     validate_mask,
 )
-from instanas_gym.paths import BUNDLED_LATENCY_TABLE
-from instanas_gym.samplers import one_op_masks, random_masks
-from instanas_gym.search_space import MASK_SHAPE, SearchSpace, _make_divisible
+from instanas_gym.space.search_space import MASK_SHAPE, SearchSpace, _make_divisible
+from instanas_gym.utils.paths import BUNDLED_LATENCY_TABLE
 
 
 def test_table_reads_like_the_paper():

@@ -2,9 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from instanas_gym.masks import all_ops_mask, mobilenetv2_mask
-from instanas_gym.samplers import one_op_masks, random_masks
-from instanas_gym.search_space import MASK_SHAPE
+from instanas_gym.space.masks import all_ops_mask, mobilenetv2_mask, one_op_masks, random_masks
+from instanas_gym.space.search_space import MASK_SHAPE
 
 from .conftest import tiny_supernet, trained_like
 

@@ -8,8 +8,8 @@ import pytest
 from instanas_gym.agents.vw import VWFamilyAgent, image_features, train_vw, vw_latency_ms, vw_policy
 from instanas_gym.envs.config import EnvConfig
 from instanas_gym.envs.family import FamilyVectorAction
-from instanas_gym.family import ArchitectureFamily
-from instanas_gym.masks import all_ops_mask, mobilenetv2_mask
+from instanas_gym.space.family import ArchitectureFamily
+from instanas_gym.space.masks import all_ops_mask, mobilenetv2_mask
 
 pytest.importorskip("vowpalwabbit")
 

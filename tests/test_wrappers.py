@@ -4,7 +4,7 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 from instanas_gym.envs.vector import InstaNASVectorEnv
 from instanas_gym.envs.wrappers import SB3VecEnv, make_sb3_env
-from instanas_gym.masks import flatten_mask, mobilenetv2_mask
+from instanas_gym.space.masks import flatten_mask, mobilenetv2_mask
 
 
 def test_sb3_check_env_on_wrapped_env(tiny_assets):

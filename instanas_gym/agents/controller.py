@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from instanas_gym.blocks import conv_bn
-from instanas_gym.files import FileFormatError, atomic_save, load_torch
-from instanas_gym.search_space import MASK_SHAPE, NUM_CELLS, NUM_OPS
+from instanas_gym.model.supernet import conv_bn
+from instanas_gym.space.search_space import MASK_SHAPE, NUM_CELLS, NUM_OPS
+from instanas_gym.utils.files import FileFormatError, atomic_save, load_torch
 
 CONTROLLER_FORMAT = "instanas-controller-v1"
 

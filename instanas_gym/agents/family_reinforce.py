@@ -1,7 +1,7 @@
 """REINFORCE over a family of K architectures, top to bottom: a categorical controller.
 
 The paper's controller samples 85 independent bits, and collapses onto one to three masks. Here it
-chooses one of K fixed architectures (an :class:`~instanas_gym.family.ArchitectureFamily`, e.g. the
+chooses one of K fixed architectures (an :class:`~instanas_gym.space.family.ArchitectureFamily`, e.g. the
 family a router was fitted with) per image, on the env's training split, and is judged on the test
 split against the static frontier (:mod:`.instance_aware`). Per update, on a batch of B images:
 
@@ -44,19 +44,21 @@ import numpy as np
 import torch
 from rich.console import Console
 
-from instanas_gym.checks import check_int, check_number
-from instanas_gym.data import ImageSet
-from instanas_gym.family import ArchitectureFamily, as_family
-from instanas_gym.latency import LatencyTable
-from instanas_gym.paths import BUNDLED_DATASET, BUNDLED_FAMILY
-from instanas_gym.reward import RewardConfig
-from instanas_gym.runlog import RunLogger, progress_bar
-
-from instanas_gym.envs.config import EnvConfig
 from instanas_gym.agents.controller import ControllerConfig
-from instanas_gym.agents.instance_aware import judge_instance_awareness, score_architectures
-from instanas_gym.agents.router import Router, load_router, router_latency_ms, router_policy, save_router, train_router
-
+from instanas_gym.agents.router import (
+    Router,
+    resolve_family,
+    save_router,
+    train_router,
+)
+from instanas_gym.envs.config import EnvConfig
+from instanas_gym.envs.reward import RewardConfig
+from instanas_gym.latency import LatencyTable
+from instanas_gym.model.outcomes import score_architectures
+from instanas_gym.space.data import ImageSet
+from instanas_gym.space.family import ArchitectureFamily
+from instanas_gym.utils.checks import check_int, check_number
+from instanas_gym.utils.runlog import RunLogger, progress_bar
 
 #: Where the default reward's UB sits, x the MobileNetV2 path's cells: R_A peaks halfway between
 #: the fastest mask and UB, so the band pays the cheaper arms and the MobileNetV2 path.
@@ -153,7 +155,7 @@ class FamilyReinforceConfig:
     """The environment it learns on (its training split) and is judged on (its test split); by default
     the reward's UB sits at ``UPPER_END_FRAC`` x the MobileNetV2 path's cells throughout."""
     family: str | None = None
-    """Family file (``instanas_gym.family.save_family``) or router file whose family to use; None:
+    """Family file (``instanas_gym.space.family.save_family``) or router file whose family to use; None:
     the bundled family (bundled data set only)."""
     lookup: bool = True
     """Step the family view in lookup mode (each image's outcome under each arm computed once and
@@ -189,15 +191,6 @@ class FamilyReinforceConfig:
         check_int("judge_limit", self.judge_limit, optional=True)
 
 
-def resolve_family(family: str | None, dataset: str) -> tuple[ArchitectureFamily, Path]:
-    """The family of ``family`` (a family file, or a router file whose family to use; None: the
-    bundled family) and where its lookup outcomes live (beside the file)."""
-    if family is None:
-        if dataset != BUNDLED_DATASET:
-            raise ValueError(f"no family ships for {dataset!r}: pass family= (a family or router file)")
-        family = str(BUNDLED_FAMILY)
-    fam = load_router(family).family(dataset=dataset) if str(family).endswith(".pt") else as_family(family)
-    return fam, Path(family)
 
 
 def _describe(row: dict[str, Any]) -> str:
@@ -280,14 +273,3 @@ def save_family_policy(
     save_router(router, path, family.masks, family.network_ms(table), 0.0, family_names=list(family.names), **meta)
 
 
-def judge_family_policy(router: Router, family: ArchitectureFamily, cfg: FamilyReinforceConfig) -> dict[str, Any]:
-    """The greedy policy (argmax arm) judged on the test split against the static frontier
-    (:func:`~instanas_gym.agents.instance_aware.judge_instance_awareness`, written to ``cfg.out``);
-    its controller timed in the latency table's runtime."""
-    bandit = cfg.env.bandit("test")
-    meta = bandit.table.meta
-    lat = family.network_ms(bandit.table)
-    ms = router_latency_ms(router, bandit.data.spec.image_shape, meta.get("runtime", "torch"), int(meta.get("threads", 1)),
-                           latency_ms=lat)
-    policy = router_policy(router, family.masks, lat, 0.0)
-    return judge_instance_awareness(policy, bandit, ms, cfg.out, "REINFORCE (family)", cfg.judge_limit)

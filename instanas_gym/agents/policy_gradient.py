@@ -17,9 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from instanas_gym.checks import check_number
-
 from instanas_gym.agents.controller import Controller, bounded_probs, greedy_masks
+from instanas_gym.utils.checks import check_number
 
 
 @dataclass(frozen=True)

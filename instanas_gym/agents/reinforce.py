@@ -29,14 +29,15 @@ from typing import Any
 import torch
 from rich.console import Console
 
-from instanas_gym.checks import check_int
-from instanas_gym.reward import RewardConfig
-from instanas_gym.runlog import RunLogger, progress_bar
-
-from instanas_gym.envs.config import EnvConfig
 from instanas_gym.agents.controller import Controller, ControllerConfig, save_controller
-from instanas_gym.agents.evaluation import controller_latency_ms, controller_policy, evaluate_policy, reference_policies
+from instanas_gym.agents.policy import controller_policy, reference_policies
 from instanas_gym.agents.policy_gradient import PolicyGradientConfig, Reinforce, step_stats
+from instanas_gym.envs.config import EnvConfig
+from instanas_gym.envs.reward import RewardConfig
+from instanas_gym.judge.evaluation import evaluate_policy
+from instanas_gym.latency.onnx import controller_latency_ms
+from instanas_gym.utils.checks import check_int
+from instanas_gym.utils.runlog import RunLogger, progress_bar
 
 
 @dataclass(frozen=True)
@@ -121,7 +122,7 @@ def train_reinforce(cfg: ReinforceConfig, console: Console | None = None) -> tup
 
 def judge_on_test(controller: Controller, cfg: ReinforceConfig) -> dict[str, dict[str, float]]:
     """The learned policy beside the MobileNetV2 path and all ops on the test split, with the bounds
-    the training ended on (:func:`~instanas_gym.agents.evaluation.evaluate_policy` for each); the
+    the training ended on (:func:`~instanas_gym.judge.evaluation.evaluate_policy` for each); the
     policy's end-to-end latency counts its controller, timed in the latency table's runtime."""
     bandit = cfg.env.bandit("test")
     if cfg.anneal_upper:

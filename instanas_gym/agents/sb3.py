@@ -25,13 +25,13 @@ from stable_baselines3.common.preprocessing import preprocess_obs
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
-from instanas_gym.family import ArchitectureFamily
-from instanas_gym.runlog import RunLogger
-from instanas_gym.search_space import MASK_SHAPE
-
+from instanas_gym.agents.policy import Policy
 from instanas_gym.envs.config import EnvConfig
 from instanas_gym.envs.wrappers import SB3VecEnv
-from instanas_gym.agents.evaluation import Policy, module_latency_ms
+from instanas_gym.latency.onnx import module_latency_ms
+from instanas_gym.space.family import ArchitectureFamily
+from instanas_gym.space.search_space import MASK_SHAPE
+from instanas_gym.utils.runlog import RunLogger
 
 ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "a2c": A2C}
 #: Rollout sizes for a batched bandit: short rollouts over many environments.
@@ -117,7 +117,7 @@ def train_sb3(
 ) -> tuple[BaseAlgorithm, list[dict[str, Any]]]:
     """Train PPO or A2C (``algo``) for ``total_steps`` env steps; returns the model and the logged rows.
 
-    With ``family`` (an :class:`~instanas_gym.family.ArchitectureFamily` or its file) it acts on the
+    With ``family`` (an :class:`~instanas_gym.space.family.ArchitectureFamily` or its file) it acts on the
     family view, one of K arms per image (:meth:`~instanas_gym.envs.config.EnvConfig.make_family_vec`):
     live, or with ``lookup`` from the family's stored outcomes (beside ``source``, the file a family
     given as an object came from)."""

@@ -48,23 +48,22 @@ import torch.nn.functional as F
 from rich.console import Console
 
 import instanas_gym
-from instanas_gym.bandit import InstaNASBandit
-from instanas_gym.checkpoint import load_supernet, supernet_state
-from instanas_gym.checks import check_int, check_number
-from instanas_gym.data import augment, get_spec
-from instanas_gym.devices import Precision, autocast, check_precision, resolve_device, to_device
-from instanas_gym.family import ArchitectureFamily
-from instanas_gym.files import FileFormatError, atomic_save, load_torch
-from instanas_gym.latency.table import LatencyTable
-from instanas_gym.paths import default_supernet
-from instanas_gym.reward import RewardConfig
-from instanas_gym.runlog import progress_bar, window_means, write_csv
-from instanas_gym.sandwich import freeze_bn
-
 from instanas_gym.agents.controller import ControllerConfig, bounded_probs, load_controller, save_controller
-from instanas_gym.agents.family_reinforce import FamilyPGConfig, FamilyReinforce, resolve_family, save_family_policy
+from instanas_gym.agents.family_reinforce import FamilyPGConfig, FamilyReinforce, save_family_policy
 from instanas_gym.agents.policy_gradient import PolicyGradientConfig, Reinforce, step_stats
-from instanas_gym.agents.router import Router, load_router
+from instanas_gym.agents.router import Router, load_router, resolve_family
+from instanas_gym.envs.bandit import InstaNASBandit
+from instanas_gym.envs.reward import RewardConfig
+from instanas_gym.latency.table import LatencyTable
+from instanas_gym.model.batchnorm import freeze_bn
+from instanas_gym.model.checkpoint import load_supernet, supernet_state
+from instanas_gym.space.data import augment, get_spec
+from instanas_gym.space.family import ArchitectureFamily
+from instanas_gym.utils.checks import check_int, check_number
+from instanas_gym.utils.devices import Precision, autocast, check_precision, resolve_device, to_device
+from instanas_gym.utils.files import FileFormatError, atomic_save, load_torch
+from instanas_gym.utils.paths import default_supernet
+from instanas_gym.utils.runlog import progress_bar, window_means, write_csv
 
 SEARCH_FORMAT = "instanas-search-v1"
 
@@ -85,7 +84,7 @@ class SearchConfig:
     reward: RewardConfig = field(default_factory=RewardConfig)
     """The reward (UB anneals from upper_start_frac x all ops to upper_end_frac x MobileNetV2 over phase 2)."""
     family: str | None = None
-    """A family file (``instanas_gym.family.save_family``) or router file whose family to use: the
+    """A family file (``instanas_gym.space.family.save_family``) or router file whose family to use: the
     controller then chooses one of its K architectures per image (categorical, updated with
     ``family_pg``); None: the paper's controller over the 85 bits of a mask (updated with ``pg``)."""
     pg: PolicyGradientConfig = field(default_factory=PolicyGradientConfig)

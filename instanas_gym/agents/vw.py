@@ -27,12 +27,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from instanas_gym.checks import check_int, check_number
-from instanas_gym.family import ArchitectureFamily
+from instanas_gym.agents.policy import Policy
 from instanas_gym.latency.measure import median_ms, torch_threads
-from instanas_gym.runlog import RunLogger
-
-from instanas_gym.agents.evaluation import Policy
+from instanas_gym.space.family import ArchitectureFamily
+from instanas_gym.utils.checks import check_int, check_number
+from instanas_gym.utils.runlog import RunLogger
 
 #: Side of the pooled image whose pixels are the shared features.
 POOLED = 7

@@ -3,7 +3,7 @@ written once per controller into the cache and reused on later starts.
 
 A controller file is either a REINFORCE controller (``instanas-gym train-reinforce``, ``search``)
 or a router with its family of architectures (:mod:`instanas_gym.agents.router`); the bundled
-default's is the bundled router (:data:`~instanas_gym.paths.BUNDLED_ROUTER`).
+default's is the bundled router (:data:`~instanas_gym.utils.paths.BUNDLED_ROUTER`).
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from torch import nn
 
 from instanas_gym.agents.controller import CONTROLLER_FORMAT, load_controller
 from instanas_gym.agents.router import ROUTER_FORMAT, load_router
-from instanas_gym.checkpoint import load_supernet
-from instanas_gym.data import load_split
 from instanas_gym.deploy.export import export_model
-from instanas_gym.files import FileFormatError
-from instanas_gym.paths import BUNDLED_DATASET, BUNDLED_ROUTER, cache_dir, default_supernet
+from instanas_gym.model.checkpoint import load_supernet
+from instanas_gym.space.data import load_split
+from instanas_gym.utils.files import FileFormatError
+from instanas_gym.utils.paths import BUNDLED_DATASET, BUNDLED_ROUTER, cache_dir, default_supernet
 
 
 def load_any_controller(path: str | os.PathLike) -> nn.Module:

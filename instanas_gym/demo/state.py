@@ -24,13 +24,13 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from instanas_gym.data import ImageSet, get_spec, load_split
 from instanas_gym.deploy.engine import InstaNASModel, key_mask, mask_bits
 from instanas_gym.latency.onnx import time_onnx_ms
 from instanas_gym.latency.table import LatencyTable
-from instanas_gym.masks import all_ops_mask, mobilenetv2_mask
-from instanas_gym.paths import DEFAULT_LATENCY_BACKEND, default_latency_table
-from instanas_gym.search_space import OPS
+from instanas_gym.space.data import ImageSet, get_spec, load_split
+from instanas_gym.space.masks import all_ops_mask, mobilenetv2_mask
+from instanas_gym.space.search_space import OPS
+from instanas_gym.utils.paths import DEFAULT_LATENCY_BACKEND, default_latency_table
 
 #: ONNX Runtime sessions kept at once (every architecture of an export, as a rule).
 SESSIONS = 64
@@ -87,7 +87,7 @@ class DemoState:
     Args:
         folder: an export folder (``manifest.json``, see :func:`instanas_gym.demo.model.served_folder`).
         dataset: the data set whose test split the gallery shows.
-        data_root: where its files are (see :func:`instanas_gym.data.load_split`).
+        data_root: where its files are (see :func:`instanas_gym.space.data.load_split`).
         latency_table: the table giving each architecture's latency (default: the data set's ONNX
             Runtime table).
         threads: ONNX Runtime intra-op threads per session.

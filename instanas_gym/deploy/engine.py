@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from instanas_gym.search_space import MASK_SHAPE
+from instanas_gym.space.search_space import MASK_SHAPE
 
 MANIFEST_FORMAT = "instanas-deploy-v1"
 

@@ -11,14 +11,13 @@ import gymnasium as gym
 from gymnasium.vector import VectorEnv
 
 import instanas_gym
-from instanas_gym.bandit import InstaNASBandit
-from instanas_gym.devices import Precision, check_precision, resolve_device
-from instanas_gym.family import ArchitectureFamily
-from instanas_gym.lookup import outcomes_path
-from instanas_gym.reward import RewardConfig
-
+from instanas_gym.envs.bandit import InstaNASBandit
 from instanas_gym.envs.family import FamilyVectorAction
 from instanas_gym.envs.lookup import FamilyLookupVectorEnv
+from instanas_gym.envs.reward import RewardConfig
+from instanas_gym.model.outcomes import outcomes_path
+from instanas_gym.space.family import ArchitectureFamily
+from instanas_gym.utils.devices import Precision, check_precision, resolve_device
 
 
 @dataclass(frozen=True)
@@ -80,7 +79,7 @@ class EnvConfig:
         (:class:`~instanas_gym.envs.family.FamilyVectorAction`) or, with ``lookup``, from the
         family's stored outcomes (:class:`~instanas_gym.envs.lookup.FamilyLookupVectorEnv`), kept
         beside ``source``, the file the family came from (a family or router file;
-        :func:`~instanas_gym.lookup.outcomes_path` of it and :attr:`train_split`), unless ``extra``
+        :func:`~instanas_gym.model.outcomes.outcomes_path` of it and :attr:`train_split`), unless ``extra``
         names ``outcomes``. Both offer ``evaluate_current_arms``."""
         if not lookup:
             return FamilyVectorAction(self.make_vec(num_envs), family)

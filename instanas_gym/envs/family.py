@@ -6,7 +6,7 @@
   (:class:`~instanas_gym.envs.vector.InstaNASVectorEnv`): ``MultiDiscrete([K] * num_envs)`` actions,
   ``info["final_info"]["arm"]``. ``instanas_gym.envs.wrappers.SB3VecEnv`` takes it as it is.
 
-A family is an :class:`~instanas_gym.family.ArchitectureFamily` or the path of its file.
+A family is an :class:`~instanas_gym.space.family.ArchitectureFamily` or the path of its file.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from gymnasium import spaces
 from gymnasium.vector import VectorActionWrapper, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from instanas_gym.family import ArchitectureFamily, as_family
-from instanas_gym.search_space import MASK_SHAPE
+from instanas_gym.space.family import ArchitectureFamily, as_family
+from instanas_gym.space.search_space import MASK_SHAPE
 
 
 def check_arms(arms: Any, k: int, shape: tuple[int, ...] = (), name: str = "action") -> np.ndarray:
@@ -59,7 +59,7 @@ class FamilyAction(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
 
     Args:
         env: an env with ``MultiBinary((17, 5))`` actions (``gymnasium.make("InstaNAS-FashionMNIST-v0")``).
-        family: an :class:`~instanas_gym.family.ArchitectureFamily` or the path of its file.
+        family: an :class:`~instanas_gym.space.family.ArchitectureFamily` or the path of its file.
     """
 
     def __init__(self, env: gym.Env, family: ArchitectureFamily | str | os.PathLike) -> None:
@@ -84,7 +84,7 @@ class FamilyVectorAction(VectorActionWrapper):
     Args:
         env: :class:`~instanas_gym.envs.vector.InstaNASVectorEnv` (``gymnasium.make_vec(id, num_envs,
             vectorization_mode="vector_entry_point")``).
-        family: an :class:`~instanas_gym.family.ArchitectureFamily` or the path of its file.
+        family: an :class:`~instanas_gym.space.family.ArchitectureFamily` or the path of its file.
     """
 
     def __init__(self, env: VectorEnv, family: ArchitectureFamily | str | os.PathLike) -> None:

@@ -8,12 +8,11 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from instanas_gym.bandit import IMAGE_ORDERS, ImageOrder, InstaNASBandit
-from instanas_gym.checks import check_int
-from instanas_gym.masks import validate_mask
-from instanas_gym.search_space import MASK_SHAPE
-
+from instanas_gym.envs.bandit import IMAGE_ORDERS, ImageOrder, InstaNASBandit
 from instanas_gym.envs.render import draw
+from instanas_gym.space.masks import validate_mask
+from instanas_gym.space.search_space import MASK_SHAPE
+from instanas_gym.utils.checks import check_int
 
 RESET_OPTIONS = ("index",)
 
@@ -54,7 +53,7 @@ class LatencyBounds:
 
     def calibrate_latency(self, n_masks: int = 20, seed: int = 0) -> dict[str, float]:
         """Fit the latency table (and the bounds) to this machine by timing ``n_masks`` (<= 20) masks
-        (:meth:`instanas_gym.bandit.InstaNASBandit.calibrate_latency`); returns the scale and the error
+        (:meth:`instanas_gym.envs.bandit.InstaNASBandit.calibrate_latency`); returns the scale and the error
         before and after."""
         return self.bandit.calibrate_latency(n_masks, seed)
 
@@ -110,16 +109,16 @@ class InstaNASEnv(LatencyBounds, gym.Env):
     ``reset`` returns ``image_index``.
 
     ## Arguments
-    ``order`` and ``render_mode`` ("rgb_array"), and those of :class:`instanas_gym.bandit.InstaNASBandit`:
+    ``order`` and ``render_mode`` ("rgb_array"), and those of :class:`instanas_gym.envs.bandit.InstaNASBandit`:
     ``dataset`` ("fashion_mnist", "cifar10", "cifar100"), ``split``, ``data_root``, ``download``,
     ``supernet`` and ``latency_table`` (paths; the bundled ones for Fashion-MNIST), ``latency_backend``
     (whose default table: "onnxruntime", the deployed model, by default, or "torch", eager PyTorch), ``reward`` (a
-    :class:`instanas_gym.reward.RewardConfig`, or a dict of its fields: ``correct_reward``, ``shape``,
+    :class:`instanas_gym.envs.reward.RewardConfig`, or a dict of its fields: ``correct_reward``, ``shape``,
     ``lower_ms``, ``upper_ms``, ``upper_start_frac``, ``upper_end_frac``), ``mode`` ("dynamic" or
     "masked" execution), ``device`` ("cpu", "cuda", "cuda:N" or "auto"), ``precision`` ("fp32" or
     "bf16" autocast), ``threads`` (torch threads, process-wide). Invalid arguments
     raise ``ValueError`` or ``TypeError`` naming the argument; missing or broken files raise
-    ``FileNotFoundError`` or :class:`instanas_gym.files.FileFormatError` naming the file.
+    ``FileNotFoundError`` or :class:`instanas_gym.utils.files.FileFormatError` naming the file.
 
     ## Version History
     * v0: the reward's settings are one ``reward`` argument (a ``RewardConfig``); actions and

@@ -3,17 +3,73 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 from gymnasium import spaces
 from gymnasium.vector.utils import batch_space
 
-from instanas_gym.bandit import ImageOrder
-from instanas_gym.family import ArchitectureFamily
-from instanas_gym.lookup import FamilyLookup
-
+from instanas_gym.envs.bandit import ImageOrder, InstaNASBandit
 from instanas_gym.envs.family import check_arms
 from instanas_gym.envs.vector import InstaNASVectorEnv
+from instanas_gym.model.outcomes import compute_outcomes, load_outcomes, outcomes_key, outcomes_path, save_outcomes
+from instanas_gym.space.family import ArchitectureFamily, as_family
+
+
+class FamilyLookup(InstaNASBandit):
+    """The bandit of a family's K arms in lookup mode: :meth:`evaluate_arms` answers by lookup.
+
+    Args:
+        family: an :class:`~instanas_gym.space.family.ArchitectureFamily` or the path of its file.
+        outcomes: the outcomes file; None: :func:`outcomes_path` beside the family file (a family
+            given as an object needs one).
+        rebuild: recompute the outcomes even when the file exists (a stale file is refused otherwise).
+        batch_size: images per supernet call while computing them.
+        progress: show a progress bar while computing them.
+        **bandit_kwargs: those of :class:`~instanas_gym.envs.bandit.InstaNASBandit` (``supernet`` as a path).
+
+    The outcomes are computed on first use (when the file is missing) and stored; the bandit's own
+    :meth:`evaluate` still runs the supernet on any mask.
+    """
+
+    def __init__(
+        self,
+        family: ArchitectureFamily | str | os.PathLike,
+        outcomes: str | os.PathLike | None = None,
+        rebuild: bool = False,
+        batch_size: int = 256,
+        progress: bool = True,
+        **bandit_kwargs: Any,
+    ) -> None:
+        self.family = as_family(family)
+        if outcomes is None and isinstance(family, ArchitectureFamily):
+            raise ValueError("outcomes: a family given as an object needs outcomes=PATH (where its outcomes are stored)")
+        super().__init__(**bandit_kwargs)
+        if self.family.dataset is not None and self.family.dataset != self.dataset:
+            raise ValueError(f"family: its architectures are of a {self.family.dataset} supernet, this one is {self.dataset}")
+        self.outcomes_path = Path(outcomes) if outcomes is not None else outcomes_path(family, self.split)  # type: ignore[arg-type]
+        key = outcomes_key(self, self.family)
+        if rebuild or not self.outcomes_path.is_file():
+            self.outcomes = compute_outcomes(self, self.family, batch_size, progress)
+            save_outcomes(self.outcomes_path, self.outcomes, key)
+        else:
+            self.outcomes = load_outcomes(self.outcomes_path, key)
+        self._figures: tuple[Any, dict[str, np.ndarray]] | None = None
+
+    def arm_figures(self) -> dict[str, np.ndarray]:
+        """:meth:`arch_figures` of the K arms (K,), by the current table (recomputed when it changes,
+        as :meth:`calibrate_latency` changes it)."""
+        if self._figures is None or self._figures[0] is not self.table:
+            self._figures = (self.table, self.arch_figures(self.family.masks))
+        return self._figures[1]
+
+    def evaluate_arms(self, indices: np.ndarray, arms: np.ndarray) -> dict[str, Any]:
+        """:meth:`evaluate` of images ``indices`` (B,) under the family's masks ``arms`` (B,), by lookup:
+        the same arrays and constants, from the stored outcomes and the current table and bounds."""
+        arch = {name: value[arms] for name, value in self.arm_figures().items()}
+        out = self.outcomes
+        return self.outcome(indices, out["prediction"][arms, indices], out["confidence"][arms, indices], arch)
 
 
 class FamilyLookupVectorEnv(InstaNASVectorEnv):
@@ -24,14 +80,14 @@ class FamilyLookupVectorEnv(InstaNASVectorEnv):
     images, rewards (the same reward code, with the current table's latencies and the current
     annealed bounds), terminations and infos (``info["final_info"]["arm"]`` included), with the
     supernet run once per (arm, image) beforehand instead of at every step
-    (:class:`~instanas_gym.lookup.FamilyLookup`: the outcomes are computed on first use and stored
+    (:class:`~instanas_gym.envs.lookup.FamilyLookup`: the outcomes are computed on first use and stored
     beside the family file; a stale file is refused). ``set_latency_bounds``, ``bandit.reward.anneal``,
     ``calibrate_latency`` and ``evaluate_current`` (which runs the supernet on any masks) work as there.
 
     Args:
         num_envs: sub-environments.
-        family: an :class:`~instanas_gym.family.ArchitectureFamily` or the path of its file.
-        outcomes, rebuild, batch_size, progress: as for :class:`~instanas_gym.lookup.FamilyLookup`.
+        family: an :class:`~instanas_gym.space.family.ArchitectureFamily` or the path of its file.
+        outcomes, rebuild, batch_size, progress: as for :class:`~instanas_gym.envs.lookup.FamilyLookup`.
         order, render_mode, **kwargs: as for :class:`~instanas_gym.envs.vector.InstaNASVectorEnv`.
     """
 

@@ -10,13 +10,12 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from instanas_gym.bandit import ImageOrder, InstaNASBandit
-from instanas_gym.checks import check_int
-from instanas_gym.masks import validate_mask
-from instanas_gym.search_space import MASK_SHAPE
-
+from instanas_gym.envs.bandit import ImageOrder, InstaNASBandit
 from instanas_gym.envs.instanas_env import LatencyBounds, check_common, check_options, check_seed
 from instanas_gym.envs.render import draw
+from instanas_gym.space.masks import validate_mask
+from instanas_gym.space.search_space import MASK_SHAPE
+from instanas_gym.utils.checks import check_int
 
 
 class InstaNASVectorEnv(LatencyBounds, VectorEnv):

@@ -20,10 +20,9 @@ from gymnasium import spaces
 from stable_baselines3.common.vec_env import VecEnv
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvStepReturn
 
-from instanas_gym.masks import FLAT_BITS
-from instanas_gym.search_space import MASK_SHAPE
-
 from instanas_gym.envs.family import FamilyAction, FamilyVectorAction, check_arms
+from instanas_gym.space.masks import FLAT_BITS
+from instanas_gym.space.search_space import MASK_SHAPE
 
 
 def flat_actions(actions: Any, shape: tuple[int, ...], name: str = "action") -> np.ndarray:

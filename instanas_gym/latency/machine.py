@@ -10,9 +10,9 @@ from typing import Any
 
 import torch
 
-from instanas_gym.devices import CPU
-from instanas_gym.runtime import allocator
-from instanas_gym.search_space import SEARCH_SPACE_VERSION, SearchSpace
+from instanas_gym.space.search_space import SEARCH_SPACE_VERSION, SearchSpace
+from instanas_gym.utils.devices import CPU
+from instanas_gym.utils.runtime import allocator
 
 
 def cpu_model() -> str:

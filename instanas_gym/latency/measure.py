@@ -1,7 +1,7 @@
 """Measuring a latency table in place, and timing masks on the clock. Every time here is in ms.
 
 Build (:func:`build_table`): whole forward passes of the supernet with dynamic execution at batch 1,
-under masks from sparse to dense (:func:`~instanas_gym.samplers.spread_masks`), with a fixed thread
+under masks from sparse to dense (:func:`~instanas_gym.space.masks.spread_masks`), with a fixed thread
 count. Each op's time is taken *inside* those passes (forward hooks around the op), so caches,
 allocator and thread pool are in the state a real pass leaves them in; the entry of (cell, op) is
 the median over the passes that ran it. The stem and the head-to-classifier span are hooked the same
@@ -26,13 +26,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from instanas_gym.devices import CPU
-from instanas_gym.runtime import tune_allocator
-from instanas_gym.samplers import spread_masks
-from instanas_gym.search_space import MASK_SHAPE
-from instanas_gym.supernet import Supernet
 from instanas_gym.latency.machine import device_meta
 from instanas_gym.latency.table import LatencyTable
+from instanas_gym.model.supernet import Supernet
+from instanas_gym.space.masks import spread_masks
+from instanas_gym.space.search_space import MASK_SHAPE
+from instanas_gym.utils.devices import CPU
+from instanas_gym.utils.runtime import tune_allocator
 
 Progress = Callable[[int, int], None]  # (done, total)
 
@@ -244,3 +244,6 @@ def build_isolated_table(model: Supernet, repeats: int = 30, threads: int = 1) -
         fixed += median_ms(lambda: model.classifier(model.pool(model.head(last)).flatten(1)), repeats, device)
     meta = device_meta(s, threads, device) | {"repeats": repeats, "method": "isolated"}
     return LatencyTable(ops_ms, fixed, s.opens_stage.copy(), meta)
+
+
+

@@ -2,8 +2,8 @@
 (cell, op) plus a fixed cost, and calibration of any table to the machine at hand. Times in ms.
 
 Build (:func:`build_onnx_table`): ``passes`` masks from sparse to dense
-(:func:`~instanas_gym.samplers.spread_masks`) are each exported as a static graph holding only their
-ops (:class:`~instanas_gym.deploy.export.SubNetwork`) and timed at batch 1 in ONNX Runtime (median
+(:func:`~instanas_gym.space.masks.spread_masks`) are each exported as a static graph holding only their
+ops (:class:`~instanas_gym.model.subnetwork.SubNetwork`) and timed at batch 1 in ONNX Runtime (median
 of ``repeats`` runs, fixed thread count). The table is the non-negative least-squares fit of those
 whole-network times on which ops each network runs (the effective mask: fallbacks included) plus a
 fixed cost, so its sums predict the runtime's clock. Unlike eager PyTorch, ONNX Runtime fuses
@@ -17,16 +17,18 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
+import torch
 
 from instanas_gym.deploy.engine import session_options
-from instanas_gym.deploy.export import SubNetwork, onnx_bytes
-from instanas_gym.samplers import spread_masks
-from instanas_gym.search_space import MASK_SHAPE
-from instanas_gym.supernet import Supernet
 from instanas_gym.latency.machine import device_meta
-from instanas_gym.latency.measure import Progress, median_ms
+from instanas_gym.latency.measure import Progress, median_ms, torch_threads
 from instanas_gym.latency.table import LatencyTable
 from instanas_gym.latency.validation import compare, validation_masks
+from instanas_gym.model.subnetwork import SubNetwork, onnx_bytes
+from instanas_gym.model.supernet import Supernet
+from instanas_gym.space.masks import spread_masks
+from instanas_gym.space.search_space import MASK_SHAPE
+from instanas_gym.utils.devices import cpu_copy
 
 RUNTIME = "onnxruntime"
 
@@ -101,3 +103,27 @@ def validate_onnx(table: LatencyTable, model: Supernet, n_masks: int = 100, seed
     masks = validation_masks(model.space, n_masks, seed)
     measured = measure_onnx_masks(model, masks, int(table.meta.get("threads", 1)), repeats, progress)
     return compare(np.asarray(table.network_ms(masks)), measured)
+
+
+def module_latency_ms(
+    module: torch.nn.Module, image_shape: tuple[int, int, int], output: str, runtime: str = "torch", threads: int = 1,
+    repeats: int = 50,
+) -> float:
+    """Median ms of ``module`` (uint8 images (B, H, W, C) -> one tensor, named ``output`` in its
+    graph) on one image (batch 1) in ``runtime``: "torch" (eager) or "onnxruntime" (its exported
+    graph), with ``threads`` threads, on the CPU. What times every policy's network: a controller, a
+    router with its routing rule, an SB3 actor."""
+    module = cpu_copy(module)
+    if runtime == "onnxruntime":
+        return time_onnx_ms(onnx_bytes(module.eval(), image_shape, output), image_shape, threads, repeats)
+    x = torch.zeros((1, *image_shape), dtype=torch.uint8)
+    with torch.inference_mode(), torch_threads(threads):
+        return median_ms(lambda: module(x), repeats)
+
+
+def controller_latency_ms(
+    controller: torch.nn.Module, image_shape: tuple[int, int, int], runtime: str = "torch", threads: int = 1, repeats: int = 50
+) -> float:
+    """Median ms of the controller on one image (batch 1) in ``runtime``: "torch" (eager) or
+    "onnxruntime" (its exported graph), with ``threads`` threads, on the CPU."""
+    return module_latency_ms(controller, image_shape, "mask_logits", runtime, threads, repeats)

@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from instanas_gym.files import FileFormatError, atomic_write_json, load_json
-from instanas_gym.search_space import FALLBACK_OP, MASK_SHAPE, NUM_CELLS, SEARCH_SPACE_VERSION, SearchSpace
 from instanas_gym.latency.machine import cpu_model, here_gpu_name, torch_version
+from instanas_gym.space.search_space import FALLBACK_OP, MASK_SHAPE, NUM_CELLS, SEARCH_SPACE_VERSION, SearchSpace
+from instanas_gym.utils.files import FileFormatError, atomic_write_json, load_json
 
 FORMAT = "instanas-latency-v1"
 #: Metadata every table must carry, and must match the search space it is used with.

@@ -8,11 +8,11 @@ from typing import Any
 
 import numpy as np
 
-from instanas_gym.samplers import spread_masks
-from instanas_gym.search_space import SearchSpace
-from instanas_gym.supernet import Supernet
 from instanas_gym.latency.measure import Progress, build_isolated_table, build_table, measure_masks
 from instanas_gym.latency.table import LatencyTable
+from instanas_gym.model.supernet import Supernet
+from instanas_gym.space.masks import spread_masks
+from instanas_gym.space.search_space import SearchSpace
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -54,7 +54,7 @@ def validate(
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Compare the table's network latency with the clock on ``n_masks`` fresh masks
-    (:func:`~instanas_gym.samplers.spread_masks` drawn with ``seed``)."""
+    (:func:`~instanas_gym.space.masks.spread_masks` drawn with ``seed``)."""
     masks = validation_masks(model.space, n_masks, seed)
     measured = measure_masks(model, masks, int(table.meta.get("threads", 1)), repeats, progress)
     predicted = np.asarray(table.network_ms(masks))

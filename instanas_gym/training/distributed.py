@@ -2,7 +2,7 @@
 averaged by DistributedDataParallel, every rank's RNG state kept in rank 0's checkpoint.
 
 The process group talks NCCL between GPUs and gloo between CPU processes; each rank trains on its
-own device (``cuda:$LOCAL_RANK``, see :func:`instanas_gym.devices.resolve_device`). Several machines:
+own device (``cuda:$LOCAL_RANK``, see :func:`instanas_gym.utils.devices.resolve_device`). Several machines:
 ``torchrun --nnodes N --node-rank R --nproc-per-node GPUS --rdzv-backend c10d --rdzv-endpoint HOST:29500
 examples/train_supernet.py ...`` on each.
 """
@@ -15,7 +15,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from instanas_gym.devices import CPU
+from instanas_gym.utils.devices import CPU
 
 
 def backend(device: torch.device) -> str:

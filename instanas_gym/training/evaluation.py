@@ -5,31 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-import torch
 
-from instanas_gym.data import ImageSet
-from instanas_gym.masks import all_ops_mask, mobilenetv2_mask
-from instanas_gym.samplers import random_masks
-from instanas_gym.supernet import Supernet
-
-
-@torch.no_grad()
-def correct_per_image(
-    model: Supernet, data: ImageSet, masks: np.ndarray | Callable[[int], np.ndarray], batch_size: int = 256
-) -> np.ndarray:
-    """Bool (N,): which images of ``data`` are classified right under one fixed mask (17, 5) or
-    ``masks(n)`` per-image masks (eval mode, restored after), on the model's device."""
-    was_training = model.training
-    model.eval()
-    images, labels = data.tensors()
-    device = model.mean.device
-    right = []
-    for i in range(0, len(labels), batch_size):
-        x = images[i : i + batch_size].to(device)
-        m = masks(len(x)) if callable(masks) else masks
-        right.append((model(x, m).argmax(1).cpu() == labels[i : i + batch_size]).numpy())
-    model.train(was_training)
-    return np.concatenate(right)
+from instanas_gym.model.outcomes import correct_per_image
+from instanas_gym.model.supernet import Supernet
+from instanas_gym.space.data import ImageSet
+from instanas_gym.space.masks import all_ops_mask, mobilenetv2_mask, random_masks
 
 
 def evaluate(

@@ -6,10 +6,10 @@ Each batch runs under random per-image masks (``mask_sampling``):
   with a probability falling linearly from 1 to ``min_keep_prob`` (the paper's drop-path schedule),
   with at least one op kept in every cell. It rarely shows the network single-op paths (the
   MobileNetV2 path among them), which then stay poor;
-* ``"mixed"``: masks from single-op to dense (:func:`~instanas_gym.samplers.mixed_masks`), e.g. to
+* ``"mixed"``: masks from single-op to dense (:func:`~instanas_gym.space.masks.mixed_masks`), e.g. to
   fine-tune with ``init_from``;
 * ``"mobilenetv2"`` / ``"fixed"``: one architecture only (a plain MobileNetV2, or ``fixed_mask``);
-* ``"sandwich"``: the sandwich rule with in-place distillation (:mod:`instanas_gym.sandwich`): per
+* ``"sandwich"``: the sandwich rule with in-place distillation (:mod:`instanas_gym.training.sandwich`): per
   batch the largest network, the smallest and ``sandwich_random`` random ones (single-op,
   same-op-everywhere and Bernoulli masks), one optimizer step on their summed gradients; one process.
 
@@ -41,21 +41,29 @@ import torch.nn.functional as F
 from rich.console import Console
 from torch.utils.data import DistributedSampler
 
-from instanas_gym.checkpoint import load_checkpoint, supernet_state
-from instanas_gym.checks import check_int, check_number
-from instanas_gym.data import ImageSet, augment, load_split
-from instanas_gym.devices import Precision, autocast, check_precision, resolve_device, to_device
-from instanas_gym.display import metrics_table
-from instanas_gym.files import FileFormatError, atomic_save
-from instanas_gym.masks import load_mask, mobilenetv2_mask
-from instanas_gym.runlog import progress_bar
-from instanas_gym.runtime import tune_allocator
-from instanas_gym.samplers import mixed_masks, random_masks
-from instanas_gym.sandwich import estimate_bn, fastest_mask, freeze_bn, mac_costs, sandwich_masks, sandwich_step, shared_bn_masks
-from instanas_gym.search_space import SearchSpace
-from instanas_gym.supernet import Supernet
+from instanas_gym.model.batchnorm import estimate_bn, freeze_bn, shared_bn_masks
+from instanas_gym.model.checkpoint import load_checkpoint, supernet_state
+from instanas_gym.model.supernet import Supernet
+from instanas_gym.space.data import ImageSet, augment, load_split
+from instanas_gym.space.masks import (
+    fastest_mask,
+    load_mask,
+    mac_costs,
+    mixed_masks,
+    mobilenetv2_mask,
+    random_masks,
+    sandwich_masks,
+)
+from instanas_gym.space.search_space import SearchSpace
 from instanas_gym.training import distributed
 from instanas_gym.training.evaluation import final_evaluation
+from instanas_gym.training.sandwich import sandwich_step
+from instanas_gym.utils.checks import check_int, check_number
+from instanas_gym.utils.devices import Precision, autocast, check_precision, resolve_device, to_device
+from instanas_gym.utils.display import metrics_table
+from instanas_gym.utils.files import FileFormatError, atomic_save
+from instanas_gym.utils.runlog import progress_bar
+from instanas_gym.utils.runtime import tune_allocator
 
 MaskSampling = Literal["paper", "mixed", "mobilenetv2", "fixed", "sandwich"]
 MASK_SAMPLING = ("paper", "mixed", "mobilenetv2", "fixed", "sandwich")
@@ -104,7 +112,7 @@ class TrainConfig:
     grad_clip: float = 0.0
     """Clip the global gradient norm to this before each step (0: no clipping)."""
     fixed_mask: str | None = None
-    """Mask file (instanas_gym.masks.load_mask) for mask_sampling="fixed"."""
+    """Mask file (instanas_gym.space.masks.load_mask) for mask_sampling="fixed"."""
     init_from: str | None = None
     """Start from this checkpoint's weights (fine-tuning)."""
     train_subset: int | None = None
@@ -245,7 +253,7 @@ class SupernetTrainer:
 
     def estimate_shared_bn(self) -> None:
         """bn_stats="frozen", at the start of a run: the shared BatchNorm statistics from
-        ``bn_batches`` batches of sandwich members (:func:`~instanas_gym.sandwich.shared_bn_masks`)."""
+        ``bn_batches`` batches of sandwich members (:func:`~instanas_gym.model.batchnorm.shared_bn_masks`)."""
         rng = np.random.default_rng([self.cfg.seed, 1])
         with autocast(self.device, self.cfg.precision):
             estimate_bn(self.model, self.train, shared_bn_masks(rng, self.smallest, self.cfg.bn_batches),

@@ -22,7 +22,7 @@ from unittest import mock
 
 import numpy as np
 
-from instanas_gym.data import write_idx
+from instanas_gym.space.data import write_idx
 
 
 def synthetic_images(rng: np.random.Generator, n: int, size: int, channels: int, num_classes: int) -> tuple[np.ndarray, np.ndarray]:

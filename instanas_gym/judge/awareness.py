@@ -21,229 +21,36 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
-from instanas_gym.bandit import InstaNASBandit
-from instanas_gym.checks import check_int
-from instanas_gym.data import ImageSet
-from instanas_gym.files import FileFormatError, atomic_write_json
-from instanas_gym.latency import LatencyTable
-from instanas_gym.lookup import SCORES_FORMAT, load_scores, save_scores, scores_path, split_key
-from instanas_gym.masks import all_ops_mask, validate_mask
-from instanas_gym.paths import ASSETS
-from instanas_gym.plots import hardest_easiest_plot, instance_aware_plot
-from instanas_gym.runlog import progress_bar
-from instanas_gym.sandwich import probe_masks
-from instanas_gym.supernet import Supernet
-from instanas_gym.training.evaluation import correct_per_image
-
-from instanas_gym.agents.evaluation import Policy
-
-Frontier = tuple[np.ndarray, np.ndarray]
-
-
-# ---- the static frontier -------------------------------------------------------------------------
-def _on_or_below_chord(lat: np.ndarray, acc: np.ndarray, a: int, b: int, c: int) -> bool:
-    """Whether point ``b`` lies on or below the chord from ``a`` to ``c`` (latencies a < b < c)."""
-    return (acc[b] - acc[a]) * (lat[c] - lat[a]) <= (acc[c] - acc[a]) * (lat[b] - lat[a])
-
-
-def static_frontier(latency_ms: np.ndarray, accuracy: np.ndarray) -> Frontier:
-    """The upper concave envelope of single architectures in (latency, accuracy).
-
-    Every point on a segment between two vertices is reached in expectation by a random per-image
-    mixture of the two architectures, so this envelope (not the Pareto staircase) is what a policy
-    has to beat. Points dominated by a faster-or-equal and at-least-as-accurate one, and points on or
-    below a chord between two others, are dropped.
-
-    Args:
-        latency_ms: (K,) latency of each architecture (ms).
-        accuracy: (K,) accuracy of each architecture (fraction, 0-1).
-
-    Returns:
-        ``(latency_ms, accuracy)`` of the vertices, sorted by latency; accuracy strictly increases.
-    """
-    lat, acc = np.asarray(latency_ms, dtype=np.float64).ravel(), np.asarray(accuracy, dtype=np.float64).ravel()
-    if lat.shape != acc.shape or not len(lat):
-        raise ValueError(f"latency_ms and accuracy must be equal-length and non-empty, got {lat.shape}, {acc.shape}")
-    if not (np.isfinite(lat).all() and np.isfinite(acc).all()):
-        raise ValueError("latency_ms and accuracy must be finite")
-    hull: list[int] = []
-    best = -np.inf
-    for i in np.lexsort((-acc, lat)):  # fastest first; at equal latency the most accurate first
-        if acc[i] <= best:
-            continue  # a faster (or as fast) architecture is at least as accurate
-        best = acc[i]
-        while len(hull) >= 2 and _on_or_below_chord(lat, acc, hull[-2], hull[-1], i):
-            hull.pop()
-        hull.append(int(i))
-    return lat[hull], acc[hull]
-
-
-def frontier_accuracy(frontier: Frontier, latency_ms: np.ndarray | float) -> np.ndarray | float:
-    """Accuracy (fraction) of the frontier at ``latency_ms`` (ms): linear between vertices, the
-    slowest vertex's beyond it (a slower budget can always run it), nan below the fastest vertex."""
-    lat, acc = frontier
-    out = np.interp(latency_ms, lat, acc, left=np.nan, right=acc[-1])
-    return float(out) if np.ndim(out) == 0 else out
-
-
-def frontier_latency(frontier: Frontier, accuracy: np.ndarray | float) -> np.ndarray | float:
-    """The least latency (ms) at which the frontier reaches ``accuracy`` (fraction): the fastest
-    vertex's for any accuracy up to its own, nan above the best vertex's accuracy."""
-    lat, acc = frontier
-    out = np.interp(accuracy, acc, lat, left=lat[0], right=np.nan)
-    return float(out) if np.ndim(out) == 0 else out
-
-
-def gain_over_frontier(
-    frontier: Frontier, latency_ms: np.ndarray | float, accuracy: np.ndarray | float
-) -> dict[str, Any]:
-    """How far points (``latency_ms`` in ms, ``accuracy`` a fraction) lie above the frontier.
-
-    Returns:
-        ``points``: 100 x (accuracy - frontier accuracy at equal latency), percentage points (nan
-        below the fastest vertex); ``latency_pct``: 100 x (frontier latency - latency) / frontier
-        latency at equal accuracy, the percent of latency saved (nan above the best vertex's
-        accuracy). Both positive above the frontier, about 0 on it, negative below.
-    """
-    at_latency = frontier_accuracy(frontier, latency_ms)
-    at_accuracy = np.asarray(frontier_latency(frontier, accuracy))
-    points = 100.0 * (np.asarray(accuracy) - at_latency)
-    latency_pct = 100.0 * (at_accuracy - np.asarray(latency_ms)) / at_accuracy
-    scalar = np.ndim(points) == 0 and np.ndim(latency_pct) == 0
-    return {"points": float(points) if scalar else points, "latency_pct": float(latency_pct) if scalar else latency_pct}
-
-
-# ---- what the choice says about the image --------------------------------------------------------
-def mutual_information_bits(x: np.ndarray, y: np.ndarray) -> float:
-    """Plug-in mutual information (bits) of two discrete label arrays of equal length: 0 for
-    independent arrays, H(x) for ``x == y``. Biased upwards on few samples per cell of the joint
-    table (a policy with a different architecture per image scores H(y)); compare it with
-    :func:`permutation_mi_bits`."""
-    x, y = np.asarray(x).ravel(), np.asarray(y).ravel()
-    if x.shape != y.shape:
-        raise ValueError(f"x and y must have the same length, got {x.shape} and {y.shape}")
-    if not len(x):
-        return 0.0
-    xi, yi = np.unique(x, return_inverse=True)[1], np.unique(y, return_inverse=True)[1]
-    joint = np.zeros((xi.max() + 1, yi.max() + 1))
-    np.add.at(joint, (xi, yi), 1.0)
-    joint /= len(x)
-    outer = joint.sum(1, keepdims=True) * joint.sum(0, keepdims=True)
-    nz = joint > 0
-    return max(0.0, float((joint[nz] * np.log2(joint[nz] / outer[nz])).sum()))
-
-
-def permutation_mi_bits(x: np.ndarray, y: np.ndarray, rounds: int = 20, seed: int = 0) -> float:
-    """Mean :func:`mutual_information_bits` of ``x`` with ``y`` shuffled (bits): what the plug-in
-    estimate gives with no dependence at all, for these marginals and this many samples."""
-    rng = np.random.default_rng(seed)
-    return float(np.mean([mutual_information_bits(x, rng.permutation(np.asarray(y))) for _ in range(rounds)]))
-
-
-def conditional_mutual_information_bits(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> float:
-    """Plug-in conditional mutual information I(x; y | z) (bits): the mutual information of ``x`` and
-    ``y`` within each value of ``z``, weighted by its frequency. With ``z`` the class: what the
-    choice ``x`` says about ``y`` (e.g. the difficulty) beyond what the class already says."""
-    x, y, z = (np.asarray(a).ravel() for a in (x, y, z))
-    if not x.shape == y.shape == z.shape:
-        raise ValueError(f"x, y and z must have the same length, got {x.shape}, {y.shape} and {z.shape}")
-    if not len(x):
-        return 0.0
-    values, inverse = np.unique(z, return_inverse=True)
-    return float(sum(np.mean(inverse == v) * mutual_information_bits(x[inverse == v], y[inverse == v])
-                     for v in range(len(values))))
-
-
-def permutation_cmi_bits(x: np.ndarray, y: np.ndarray, z: np.ndarray, rounds: int = 20, seed: int = 0) -> float:
-    """Mean :func:`conditional_mutual_information_bits` with ``y`` shuffled within each value of
-    ``z`` (bits): what the estimate gives when ``x`` says nothing about ``y`` beyond ``z``."""
-    y, z = np.asarray(y).ravel(), np.asarray(z).ravel()
-    rng = np.random.default_rng(seed)
-    groups = [np.flatnonzero(z == v) for v in np.unique(z)]
-    rounds_bits = []
-    for _ in range(rounds):
-        shuffled = y.copy()
-        for g in groups:
-            shuffled[g] = y[rng.permutation(g)]
-        rounds_bits.append(conditional_mutual_information_bits(x, shuffled, z))
-    return float(np.mean(rounds_bits))
-
-
-def difficulty_bins(loss: np.ndarray, bins: int = 5) -> np.ndarray:
-    """Quantile bin (int64, 0 = easiest, ``bins - 1`` = hardest) of each image's loss: images ranked
-    by loss (ties in index order) and cut into ``bins`` groups of equal size (+-1)."""
-    loss = np.asarray(loss, dtype=np.float64).ravel()
-    if bins < 1:
-        raise ValueError(f"bins must be >= 1, got {bins}")
-    ranks = np.empty(len(loss), dtype=np.int64)
-    ranks[np.argsort(loss, kind="stable")] = np.arange(len(loss))
-    return ranks * bins // max(len(loss), 1)
-
-
-@torch.inference_mode()
-def per_image_loss(model: Supernet, data: ImageSet, mask: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """Cross-entropy (nats, float64 (N,)) of each image of ``data`` under one fixed mask (17, 5), in
-    eval mode (the model's mode is restored after), on the model's device. With the all-ops mask: the
-    images' difficulty."""
-    mask = validate_mask(mask)
-    was_training = model.training
-    model.eval()
-    images, labels = data.tensors()
-    device = model.mean.device
-    losses = [F.cross_entropy(model(images[i : i + batch_size].to(device), mask).float().cpu(),
-                              labels[i : i + batch_size], reduction="none").numpy()
-              for i in range(0, len(labels), batch_size)]
-    model.train(was_training)
-    return np.concatenate(losses).astype(np.float64) if losses else np.zeros(0)
-
-
-# ---- the family of single architectures ----------------------------------------------------------
-def oracle(correct: np.ndarray, latency_ms: np.ndarray) -> dict[str, Any]:
-    """The label-reading upper bound over K architectures: per image the cheapest one that is right,
-    the cheapest of all where none is.
-
-    Args:
-        correct: bool (K, N), whether architecture k classifies image n right.
-        latency_ms: (K,) latency of each architecture (ms).
-
-    Returns:
-        ``accuracy`` (fraction), ``latency_ms`` (mean over the images, ms) and ``choice`` (int (N,),
-        the architecture index per image).
-    """
-    correct, lat = np.asarray(correct, dtype=bool), np.asarray(latency_ms, dtype=np.float64)
-    if correct.ndim != 2 or lat.shape != correct.shape[:1] or not len(lat):
-        raise ValueError(f"correct must be (K, N) and latency_ms (K,) with K >= 1, got {correct.shape}, {lat.shape}")
-    order = np.argsort(lat, kind="stable")
-    right = correct[order]
-    choice = order[right.argmax(0)]  # the first right one cheapest first; argmax is 0 (the cheapest) where none is
-    return {"accuracy": float(right.any(0).mean()), "latency_ms": float(lat[choice].mean()), "choice": choice}
-
-
-def score_architectures(
-    model: Supernet, data: ImageSet, table: LatencyTable, masks: np.ndarray, batch_size: int = 256,
-    cache: dict[bytes, np.ndarray] | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Each mask of ``masks`` (K, 17, 5) run alone on every image of ``data``: ``(correct bool (K, N),
-    latency_ms (K,))``, the latter the table's latency of the whole network at batch 1 (ms).
-
-    ``cache``: correctness vectors (N,) by the bytes of the uint8 mask, valid for this ``model`` and
-    ``data`` only (the caller keeps them together): a mask found there is not run again, and each
-    mask run is added. The result is the same with or without it."""
-    masks = validate_mask(masks, batched=True)
-    rows = []
-    for m in masks:
-        key = np.ascontiguousarray(m, dtype=np.uint8).tobytes()
-        if cache is not None and key in cache:
-            rows.append(cache[key])
-            continue
-        rows.append(correct_per_image(model, data, m, batch_size))
-        if cache is not None:
-            cache[key] = rows[-1]
-    correct = np.array(rows, dtype=bool).reshape(len(masks), len(data))
-    return correct, np.asarray(table.network_ms(masks), dtype=np.float64).reshape(len(masks))
+from instanas_gym.agents.family_reinforce import FamilyReinforceConfig
+from instanas_gym.agents.policy import Policy
+from instanas_gym.agents.router import Router, router_latency_ms, router_policy
+from instanas_gym.envs.bandit import InstaNASBandit
+from instanas_gym.judge.frontier import frontier_accuracy, gain_over_frontier, oracle, static_frontier
+from instanas_gym.judge.information import (
+    conditional_mutual_information_bits,
+    difficulty_bins,
+    mutual_information_bits,
+    permutation_cmi_bits,
+    permutation_mi_bits,
+)
+from instanas_gym.judge.plots import hardest_easiest_plot, instance_aware_plot
+from instanas_gym.model.outcomes import (
+    SCORES_FORMAT,
+    load_scores,
+    per_image_loss,
+    save_scores,
+    score_architectures,
+    scores_path,
+    split_key,
+)
+from instanas_gym.space.data import ImageSet
+from instanas_gym.space.family import ArchitectureFamily, probe_masks
+from instanas_gym.space.masks import all_ops_mask, validate_mask
+from instanas_gym.utils.checks import check_int
+from instanas_gym.utils.files import FileFormatError, atomic_write_json
+from instanas_gym.utils.paths import ASSETS
+from instanas_gym.utils.runlog import progress_bar
 
 
 def random_mixture_policy(mask_a: np.ndarray, mask_b: np.ndarray, share_a: float = 0.5, seed: int = 0) -> Policy:
@@ -369,7 +176,7 @@ def instance_awareness(
 
 # ---- stored scores -------------------------------------------------------------------------------
 def stored_scores(bandit: InstaNASBandit, n: int) -> tuple[dict[bytes, np.ndarray], np.ndarray | None]:
-    """The scores stored beside the bandit's supernet for its split (:func:`~instanas_gym.lookup.scores_path`)
+    """The scores stored beside the bandit's supernet for its split (:func:`~instanas_gym.model.outcomes.scores_path`)
     as :func:`instance_awareness` takes them for the first ``n`` images: a ``cache`` (correctness by
     the mask's bytes) and the all-ops ``loss``. Empty and None when there are none for those images
     (no file, a stale one, fewer images scored, or a supernet given as an object)."""
@@ -409,7 +216,7 @@ def score_and_store(
 ) -> Path:
     """Score the distinct effective architectures of ``masks`` (M, 17, 5) on every image of the
     bandit's split, with each image's all-ops loss, and store them in ``path`` (default: beside the
-    supernet, :func:`~instanas_gym.lookup.scores_path`) for :func:`stored_scores`; returns the file.
+    supernet, :func:`~instanas_gym.model.outcomes.scores_path`) for :func:`stored_scores`; returns the file.
     One pass over the split per architecture, and one for the loss (a progress bar shows them)."""
     if bandit.supernet_path is None:
         raise ValueError("scores are stored for a supernet checkpoint file (supernet=PATH), not a Supernet object")
@@ -455,7 +262,7 @@ def judge_instance_awareness(
     limit: int | None = None, own_limit: int | None = None,
 ) -> dict[str, Any]:
     """:func:`instance_awareness` against the 18 probe architectures of
-    :func:`~instanas_gym.sandwich.probe_masks` (seed 0, by ``bandit``'s table) plus the policy's own,
+    :func:`~instanas_gym.space.family.probe_masks` (seed 0, by ``bandit``'s table) plus the policy's own,
     written to ``out``: ``instance_aware.json`` (every figure and array), ``instance_aware.png`` (the
     frontier plot) and ``hardest_easiest.png`` (the easiest and hardest images by the all-ops loss,
     with the architecture each got). ``own_limit``: as for :func:`instance_awareness`. Returns the report.
@@ -506,7 +313,7 @@ def summary_lines(r: dict[str, Any]) -> list[str]:
 
 def frontier_results(r: dict[str, Any]) -> dict[str, dict[str, float]]:
     """A :func:`judge_instance_awareness` report as rows of a results table
-    (:func:`~instanas_gym.display.results_table`): the policy at its end-to-end latency; the static
+    (:func:`~instanas_gym.utils.display.results_table`): the policy at its end-to-end latency; the static
     frontier at that latency (a random per-image mixture of its two neighbouring vertices); the most
     accurate single architecture of the family whose latency is at most the policy's (the best it
     could deploy alone in that time), the MobileNetV2 path and the label-reading oracle. Latency: the
@@ -540,3 +347,16 @@ def frontier_results(r: dict[str, Any]) -> dict[str, dict[str, float]]:
     o = r["oracle"]
     rows["oracle (reads the labels)"] = {"accuracy": o["accuracy"], "network_latency_ms": o["latency_ms"]}
     return rows
+
+
+def judge_family_policy(router: Router, family: ArchitectureFamily, cfg: FamilyReinforceConfig) -> dict[str, Any]:
+    """The greedy policy (argmax arm) judged on the test split against the static frontier
+    (:func:`~instanas_gym.judge.awareness.judge_instance_awareness`, written to ``cfg.out``);
+    its controller timed in the latency table's runtime."""
+    bandit = cfg.env.bandit("test")
+    meta = bandit.table.meta
+    lat = family.network_ms(bandit.table)
+    ms = router_latency_ms(router, bandit.data.spec.image_shape, meta.get("runtime", "torch"), int(meta.get("threads", 1)),
+                           latency_ms=lat)
+    policy = router_policy(router, family.masks, lat, 0.0)
+    return judge_instance_awareness(policy, bandit, ms, cfg.out, "REINFORCE (family)", cfg.judge_limit)

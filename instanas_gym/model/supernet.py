@@ -21,9 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from instanas_gym.blocks import build_op, conv_bn
-from instanas_gym.masks import validate_mask
-from instanas_gym.search_space import FALLBACK_OP, MASK_SHAPE, OPS, CellSpec, SearchSpace
+from instanas_gym.space.masks import validate_mask
+from instanas_gym.space.search_space import FALLBACK_OP, MASK_SHAPE, OPS, CellSpec, OpSpec, SearchSpace
 
 ExecutionMode = Literal["masked", "dynamic"]
 EXECUTION_MODES = ("masked", "dynamic")
@@ -195,3 +194,39 @@ class Supernet(nn.Module):
                 x = cell.forward_masked(x, m[:, c])
         x = self.pool(self.head(x)).flatten(1)
         return self.classifier(x)
+
+
+def conv_bn(cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1, act: bool = True) -> nn.Sequential:
+    """Conv (no bias, 'same' padding) + BatchNorm (+ ReLU6)."""
+    layers: list[nn.Module] = [
+        nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False),
+        nn.BatchNorm2d(cout),
+    ]
+    if act:
+        layers.append(nn.ReLU6(inplace=True))
+    return nn.Sequential(*layers)
+
+
+class InvertedResidualOp(nn.Sequential):
+    """MobileNetV2's inverted residual without the skip: 1x1 expand, kxk depthwise, 1x1 linear project."""
+
+    def __init__(self, cin: int, cout: int, stride: int, kernel: int, expand: int) -> None:
+        hidden = cin * expand
+        super().__init__(
+            conv_bn(cin, hidden, 1),
+            conv_bn(hidden, hidden, kernel, stride, groups=hidden),
+            conv_bn(hidden, cout, 1, act=False),
+        )
+
+
+class BasicBlockOp(nn.Sequential):
+    """ResNet's basic block without the skip: kxk conv (stride) + ReLU6, kxk conv, BatchNorm."""
+
+    def __init__(self, cin: int, cout: int, stride: int, kernel: int = 3) -> None:
+        super().__init__(conv_bn(cin, cout, kernel, stride), conv_bn(cout, cout, kernel, act=False))
+
+
+def build_op(spec: OpSpec, cin: int, cout: int, stride: int) -> nn.Module:
+    if spec.expand is None:
+        return BasicBlockOp(cin, cout, stride, spec.kernel)
+    return InvertedResidualOp(cin, cout, stride, spec.kernel, spec.expand)

@@ -22,15 +22,31 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from instanas_gym.files import FileFormatError, atomic_write_text, load_json
-from instanas_gym.masks import flatten_mask, validate_mask
-from instanas_gym.search_space import OPS
+from instanas_gym.space.masks import flatten_mask, validate_mask
+from instanas_gym.space.search_space import OPS
+from instanas_gym.utils.files import FileFormatError, atomic_write_text, load_json
 
 if TYPE_CHECKING:
     from instanas_gym.latency import LatencyTable
 
+
+
+import numpy as np
+
+from instanas_gym.latency import LatencyTable
+from instanas_gym.space.masks import (
+    all_ops_mask,
+    fastest_mask,
+    mobilenetv2_mask,
+    one_op_masks,
+    random_masks,
+    single_op_mask,
+    validate_mask,
+)
+from instanas_gym.space.search_space import FALLBACK_OP
+
 FAMILY_FORMAT = "instanas-family-v1"
-HINT = "write one with instanas_gym.family.save_family"
+HINT = "write one with instanas_gym.space.family.save_family"
 
 
 @dataclass(frozen=True, eq=False)
@@ -164,3 +180,23 @@ def as_family(family: ArchitectureFamily | str | os.PathLike) -> ArchitectureFam
     if isinstance(family, (str, os.PathLike)):
         return load_family(family)
     raise TypeError(f"family must be an ArchitectureFamily or the path of a family file, got {type(family).__name__}")
+
+
+#: Keep probabilities of the probe set's Bernoulli masks (two masks each).
+PROBE_KEEP = (0.15, 0.3, 0.45, 0.6, 0.7)
+
+def probe_masks(table: LatencyTable, seed: int = 0) -> list[tuple[str, np.ndarray]]:
+    """A fixed set of 18 named masks spanning the latency range, the same for the same ``seed``:
+    MobileNetV2 path, all ops, basic-block-only, the fastest valid mask by ``table``'s ms, four
+    single-op random masks and two Bernoulli masks per keep probability in :data:`PROBE_KEEP`."""
+    rng = np.random.default_rng(seed)
+    probes = [
+        ("mobilenetv2", mobilenetv2_mask()),
+        ("all_ops", all_ops_mask()),
+        ("basic_only", single_op_mask(FALLBACK_OP)),
+        ("fastest", fastest_mask(table.ops_ms, table.empty_ms)),
+    ]
+    probes += [(f"single_op_{i}", m) for i, m in enumerate(one_op_masks(rng, 4))]
+    for p in PROBE_KEEP:
+        probes += [(f"bernoulli_{p:.2f}_{i}", m) for i, m in enumerate(random_masks(rng, 2, p))]
+    return probes

@@ -30,9 +30,9 @@ import numpy as np
 import torch
 import torch.multiprocessing as mp
 
-from instanas_gym.runtime import tune_allocator
-from instanas_gym.search_space import MASK_SHAPE
-from instanas_gym.supernet import ExecutionMode, Supernet, batch_masks, check_images
+from instanas_gym.model.supernet import ExecutionMode, Supernet, batch_masks, check_images
+from instanas_gym.space.search_space import MASK_SHAPE
+from instanas_gym.utils.runtime import tune_allocator
 
 
 @dataclass
@@ -85,7 +85,7 @@ class ProcessPool:
     """Eval-mode forward passes of a supernet on ``workers`` processes (see the module docstring).
 
     Args:
-        model: the supernet (or its :func:`~instanas_gym.folding.fold_batchnorm` copy); copied,
+        model: the supernet (or its :func:`~instanas_gym.model.batchnorm.fold_batchnorm` copy); copied,
             so later changes to it don't reach the workers.
         workers: processes; each call splits the batch into this many contiguous shares (fewer when
             the batch is smaller).

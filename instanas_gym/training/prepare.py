@@ -30,16 +30,16 @@ from typing import Annotated, Any, Literal
 import tyro
 from rich.console import Console
 
-from instanas_gym.checkpoint import export_supernet, load_supernet
-from instanas_gym.checks import check_int, check_number
-from instanas_gym.data import DataNotFoundError, get_spec, load_split
-from instanas_gym.devices import Precision, check_precision, resolve_device
-from instanas_gym.files import FileFormatError, atomic_write_json, load_json
 from instanas_gym.latency.onnx import build_onnx_table, validate_onnx
 from instanas_gym.latency.validation import build_validated_table
-from instanas_gym.paths import PREPARED_FILE, cache_dir, data_root
-from instanas_gym.runlog import progress_bar
+from instanas_gym.model.checkpoint import export_supernet, load_supernet
+from instanas_gym.space.data import DataNotFoundError, get_spec, load_split
 from instanas_gym.training import TrainConfig, train_supernet
+from instanas_gym.utils.checks import check_int, check_number
+from instanas_gym.utils.devices import Precision, check_precision, resolve_device
+from instanas_gym.utils.files import FileFormatError, atomic_write_json, load_json
+from instanas_gym.utils.paths import PREPARED_FILE, cache_dir, data_root
+from instanas_gym.utils.runlog import progress_bar
 
 STAGES = ("data", "supernet", "frozen", "table", "install")
 #: Settings a rerun may change: they do not change what the stages produce.

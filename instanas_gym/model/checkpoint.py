@@ -11,9 +11,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from instanas_gym.files import FileFormatError, atomic_save, load_torch
-from instanas_gym.search_space import SearchSpace
-from instanas_gym.supernet import ExecutionMode, Supernet
+from instanas_gym.model.supernet import ExecutionMode, Supernet
+from instanas_gym.space.search_space import SearchSpace
+from instanas_gym.utils.files import FileFormatError, atomic_save, load_torch
 
 FORMAT = "instanas-supernet-v1"
 KEYS = ("space", "dataset", "mean", "std", "model")

@@ -4,7 +4,7 @@ Every split loads into memory as ``images`` uint8 (N, H, W, C) and ``labels`` in
 environment hands these images out as observations, and training batches are cut from them.
 
 Where data comes from: the data root is ``root``, else ``$INSTANAS_DATA``, else
-``$INSTANAS_CACHE/data`` (:func:`instanas_gym.paths.data_root`).
+``$INSTANAS_CACHE/data`` (:func:`instanas_gym.utils.paths.data_root`).
 
 * CIFAR-10/100: torchvision's ``CIFAR10``/``CIFAR100`` under the root (``download=True`` fetches).
 * Fashion-MNIST: torchvision's ``FashionMNIST`` under the root if it is there (or with
@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from instanas_gym.paths import BUNDLED_FASHION_MNIST, DEBIAN_FASHION_MNIST, data_root
+from instanas_gym.utils.paths import BUNDLED_FASHION_MNIST, DEBIAN_FASHION_MNIST, data_root
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from instanas_gym.files import atomic_write_text
+from instanas_gym.utils.files import atomic_write_text
 
 
 def progress_bar(console: Console | None = None, disable: bool = False) -> Progress:

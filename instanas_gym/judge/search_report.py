@@ -16,18 +16,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from instanas_gym.bandit import InstaNASBandit
-from instanas_gym.checkpoint import load_supernet
-from instanas_gym.devices import cpu_copy, resolve_device
-from instanas_gym.display import markdown_table
-from instanas_gym.files import atomic_write_text
-from instanas_gym.masks import fixed_architectures, mask_counts, mobilenetv2_mask, save_mask
-from instanas_gym.paths import default_supernet
-from instanas_gym.plots import latency_histogram, mask_embedding, pareto_plot
-
-from instanas_gym.agents.evaluation import Policy, controller_latency_ms, controller_policy, evaluate_policy, fixed_policy
-from instanas_gym.agents.instance_aware import judge_instance_awareness
+from instanas_gym.agents.policy import Policy, controller_policy, fixed_policy
 from instanas_gym.agents.search import load_search
+from instanas_gym.envs.bandit import InstaNASBandit
+from instanas_gym.judge.awareness import judge_instance_awareness
+from instanas_gym.judge.evaluation import evaluate_policy
+from instanas_gym.judge.plots import latency_histogram, mask_embedding, pareto_plot
+from instanas_gym.latency.onnx import controller_latency_ms
+from instanas_gym.model.checkpoint import load_supernet
+from instanas_gym.space.masks import fixed_architectures, mask_counts, mobilenetv2_mask, save_mask
+from instanas_gym.utils.devices import cpu_copy, resolve_device
+from instanas_gym.utils.display import markdown_table
+from instanas_gym.utils.files import atomic_write_text
+from instanas_gym.utils.paths import default_supernet
 
 
 @torch.inference_mode()
@@ -79,7 +80,7 @@ def evaluate_search(
     """Everything the report of one search shows. Returns ``results`` (name -> metrics), per-image
     ``masks``, ``labels`` and ``network_ms`` of the searched model, and ``controller_ms``; with
     ``instance_aware``, also ``instance_aware``: the searched policy against the static frontier
-    (:func:`~instanas_gym.agents.instance_aware.judge_instance_awareness`, files written to ``folder``).
+    (:func:`~instanas_gym.judge.awareness.judge_instance_awareness`, files written to ``folder``).
 
     ``references`` maps a name to (supernet checkpoint, latency table or None for the search's own):
     the MobileNetV2 path of each is judged too, as ``"MobileNetV2 path (name)"``: e.g. that path
@@ -89,7 +90,7 @@ def evaluate_search(
     judged on that mask, as ``"trained alone (name)"``. The pre-trained supernet the search started
     from is always one of them.
 
-    The networks run on ``device`` (:func:`~instanas_gym.devices.resolve_device`); the clock
+    The networks run on ``device`` (:func:`~instanas_gym.utils.devices.resolve_device`); the clock
     columns time CPU copies, in the runtime the latency table describes."""
     model, controller, cfg = load_search(folder)
     controller.to(resolve_device(device))

@@ -20,9 +20,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from instanas_gym.checks import check_number
 from instanas_gym.latency import LatencyTable
-from instanas_gym.masks import all_ops_mask, mobilenetv2_mask
+from instanas_gym.space.masks import all_ops_mask, mobilenetv2_mask
+from instanas_gym.utils.checks import check_number
 
 RewardShape = Literal["parabola", "monotone"]
 REWARD_SHAPES = ("parabola", "monotone")

@@ -1,22 +1,22 @@
 """Lookup mode: every image's outcome under every arm of a family, computed once, then looked up.
 
-For a family of K architectures (:class:`~instanas_gym.family.ArchitectureFamily`) and one split of N
+For a family of K architectures (:class:`~instanas_gym.space.family.ArchitectureFamily`) and one split of N
 images, the supernet's answer to each (arm, image) pair (the prediction and its softmax
 confidence; right or wrong follows from the label) does not change between episodes: :class:`FamilyLookup`
 computes the (K, N) table once, batched (a progress bar shows it), stores it in an ``.npz`` file beside
 the family file (``<family>_outcomes_<split>.npz``), and from then on answers an (image, arm) pair by
-a lookup. Rewards and infos still come from :meth:`~instanas_gym.bandit.InstaNASBandit.outcome`, the
+a lookup. Rewards and infos still come from :meth:`~instanas_gym.envs.bandit.InstaNASBandit.outcome`, the
 live environment's code, with each arm's latency from the bandit's current latency table and the
 reward's current (annealed) bounds: a lookup step returns what a live step returns.
 
 The outcomes file holds its key: the SHA-256 of the supernet checkpoint, the dataset, the split, the
 SHA-256 of the split's images and labels, and of the family's masks. A file whose key differs from
-the environment's is stale and is refused (:class:`~instanas_gym.files.FileFormatError` naming the
+the environment's is stale and is refused (:class:`~instanas_gym.utils.files.FileFormatError` naming the
 file and what differs); ``rebuild=True`` recomputes it. The latency table is not part of the key:
 latencies are looked up in it at every step, so any table (or a calibrated one) serves the same file.
 
 Scores, for judging: which images of a split each of any set of architectures gets right, and each
-image's loss under all ops (what :mod:`instanas_gym.agents.instance_aware` computes to place a policy
+image's loss under all ops (what :mod:`instanas_gym.judge.awareness` computes to place a policy
 against the static frontier), stored beside the supernet checkpoint
 (``<supernet>_scores_<split>.npz``, :func:`save_scores`), keyed like the outcomes (supernet, split,
 images) and holding its masks; the bundled supernet ships those of the 18 probe architectures and
@@ -28,16 +28,23 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
-from instanas_gym.bandit import InstaNASBandit
-from instanas_gym.checks import check_int
-from instanas_gym.family import ArchitectureFamily, as_family
-from instanas_gym.files import FileFormatError, atomic_write
-from instanas_gym.runlog import progress_bar
+from instanas_gym.envs.bandit import InstaNASBandit
+from instanas_gym.latency import LatencyTable
+from instanas_gym.model.supernet import Supernet
+from instanas_gym.space.data import ImageSet
+from instanas_gym.space.family import ArchitectureFamily
+from instanas_gym.space.masks import validate_mask
+from instanas_gym.utils.checks import check_int
+from instanas_gym.utils.files import FileFormatError, atomic_write
+from instanas_gym.utils.runlog import progress_bar
 
 OUTCOMES_FORMAT = "instanas-outcomes-v1"
 SCORES_FORMAT = "instanas-scores-v1"
@@ -119,7 +126,7 @@ def _load_keyed(
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """The stored key and the arrays ``names`` of the ``.npz`` file ``path`` of format ``key["format"]``,
     if its key matches ``key`` (but for the supernet's path); raises
-    :class:`~instanas_gym.files.FileFormatError` naming the file when it is damaged or stale."""
+    :class:`~instanas_gym.utils.files.FileFormatError` naming the file when it is damaged or stale."""
     try:
         with np.load(path, allow_pickle=False) as f:
             stored = json.loads(str(f["key"]))
@@ -140,7 +147,7 @@ def _load_keyed(
 
 def load_outcomes(path: str | os.PathLike, key: dict[str, Any]) -> dict[str, np.ndarray]:
     """The outcome arrays in ``path`` if its key is ``key``; a stale or damaged file raises
-    :class:`~instanas_gym.files.FileFormatError` naming it (and, when stale, what differs)."""
+    :class:`~instanas_gym.utils.files.FileFormatError` naming it (and, when stale, what differs)."""
     path = Path(path)
     hint = "delete it or pass rebuild=True to recompute it"
     _, arrays = _load_keyed(path, key, ARRAYS, "outcomes", hint)
@@ -173,7 +180,7 @@ def save_scores(path: str | os.PathLike, masks: np.ndarray, correct: np.ndarray,
 
 def load_scores(path: str | os.PathLike, key: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The scores in ``path`` (``masks`` uint8 (M, 17, 5), ``correct`` bool (M, n), ``loss`` float64 (n,))
-    if its key is ``key``; a stale or damaged file raises :class:`~instanas_gym.files.FileFormatError`
+    if its key is ``key``; a stale or damaged file raises :class:`~instanas_gym.utils.files.FileFormatError`
     naming it (and, when stale, what differs)."""
     path = Path(path)
     hint = "delete it to score the architectures again"
@@ -186,56 +193,60 @@ def load_scores(path: str | os.PathLike, key: dict[str, Any]) -> tuple[np.ndarra
     return masks.astype(np.uint8), np.unpackbits(packed, axis=1, count=n).astype(bool), loss.astype(np.float64)
 
 
-class FamilyLookup(InstaNASBandit):
-    """The bandit of a family's K arms in lookup mode: :meth:`evaluate_arms` answers by lookup.
+@torch.no_grad()
+def correct_per_image(
+    model: Supernet, data: ImageSet, masks: np.ndarray | Callable[[int], np.ndarray], batch_size: int = 256
+) -> np.ndarray:
+    """Bool (N,): which images of ``data`` are classified right under one fixed mask (17, 5) or
+    ``masks(n)`` per-image masks (eval mode, restored after), on the model's device."""
+    was_training = model.training
+    model.eval()
+    images, labels = data.tensors()
+    device = model.mean.device
+    right = []
+    for i in range(0, len(labels), batch_size):
+        x = images[i : i + batch_size].to(device)
+        m = masks(len(x)) if callable(masks) else masks
+        right.append((model(x, m).argmax(1).cpu() == labels[i : i + batch_size]).numpy())
+    model.train(was_training)
+    return np.concatenate(right)
 
-    Args:
-        family: an :class:`~instanas_gym.family.ArchitectureFamily` or the path of its file.
-        outcomes: the outcomes file; None: :func:`outcomes_path` beside the family file (a family
-            given as an object needs one).
-        rebuild: recompute the outcomes even when the file exists (a stale file is refused otherwise).
-        batch_size: images per supernet call while computing them.
-        progress: show a progress bar while computing them.
-        **bandit_kwargs: those of :class:`~instanas_gym.bandit.InstaNASBandit` (``supernet`` as a path).
 
-    The outcomes are computed on first use (when the file is missing) and stored; the bandit's own
-    :meth:`evaluate` still runs the supernet on any mask.
-    """
+@torch.inference_mode()
+def per_image_loss(model: Supernet, data: ImageSet, mask: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Cross-entropy (nats, float64 (N,)) of each image of ``data`` under one fixed mask (17, 5), in
+    eval mode (the model's mode is restored after), on the model's device. With the all-ops mask: the
+    images' difficulty."""
+    mask = validate_mask(mask)
+    was_training = model.training
+    model.eval()
+    images, labels = data.tensors()
+    device = model.mean.device
+    losses = [F.cross_entropy(model(images[i : i + batch_size].to(device), mask).float().cpu(),
+                              labels[i : i + batch_size], reduction="none").numpy()
+              for i in range(0, len(labels), batch_size)]
+    model.train(was_training)
+    return np.concatenate(losses).astype(np.float64) if losses else np.zeros(0)
 
-    def __init__(
-        self,
-        family: ArchitectureFamily | str | os.PathLike,
-        outcomes: str | os.PathLike | None = None,
-        rebuild: bool = False,
-        batch_size: int = 256,
-        progress: bool = True,
-        **bandit_kwargs: Any,
-    ) -> None:
-        self.family = as_family(family)
-        if outcomes is None and isinstance(family, ArchitectureFamily):
-            raise ValueError("outcomes: a family given as an object needs outcomes=PATH (where its outcomes are stored)")
-        super().__init__(**bandit_kwargs)
-        if self.family.dataset is not None and self.family.dataset != self.dataset:
-            raise ValueError(f"family: its architectures are of a {self.family.dataset} supernet, this one is {self.dataset}")
-        self.outcomes_path = Path(outcomes) if outcomes is not None else outcomes_path(family, self.split)  # type: ignore[arg-type]
-        key = outcomes_key(self, self.family)
-        if rebuild or not self.outcomes_path.is_file():
-            self.outcomes = compute_outcomes(self, self.family, batch_size, progress)
-            save_outcomes(self.outcomes_path, self.outcomes, key)
-        else:
-            self.outcomes = load_outcomes(self.outcomes_path, key)
-        self._figures: tuple[Any, dict[str, np.ndarray]] | None = None
+def score_architectures(
+    model: Supernet, data: ImageSet, table: LatencyTable, masks: np.ndarray, batch_size: int = 256,
+    cache: dict[bytes, np.ndarray] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each mask of ``masks`` (K, 17, 5) run alone on every image of ``data``: ``(correct bool (K, N),
+    latency_ms (K,))``, the latter the table's latency of the whole network at batch 1 (ms).
 
-    def arm_figures(self) -> dict[str, np.ndarray]:
-        """:meth:`arch_figures` of the K arms (K,), by the current table (recomputed when it changes,
-        as :meth:`calibrate_latency` changes it)."""
-        if self._figures is None or self._figures[0] is not self.table:
-            self._figures = (self.table, self.arch_figures(self.family.masks))
-        return self._figures[1]
-
-    def evaluate_arms(self, indices: np.ndarray, arms: np.ndarray) -> dict[str, Any]:
-        """:meth:`evaluate` of images ``indices`` (B,) under the family's masks ``arms`` (B,), by lookup:
-        the same arrays and constants, from the stored outcomes and the current table and bounds."""
-        arch = {name: value[arms] for name, value in self.arm_figures().items()}
-        out = self.outcomes
-        return self.outcome(indices, out["prediction"][arms, indices], out["confidence"][arms, indices], arch)
+    ``cache``: correctness vectors (N,) by the bytes of the uint8 mask, valid for this ``model`` and
+    ``data`` only (the caller keeps them together): a mask found there is not run again, and each
+    mask run is added. The result is the same with or without it."""
+    masks = validate_mask(masks, batched=True)
+    rows = []
+    for m in masks:
+        key = np.ascontiguousarray(m, dtype=np.uint8).tobytes()
+        if cache is not None and key in cache:
+            rows.append(cache[key])
+            continue
+        rows.append(correct_per_image(model, data, m, batch_size))
+        if cache is not None:
+            cache[key] = rows[-1]
+    correct = np.array(rows, dtype=bool).reshape(len(masks), len(data))
+    return correct, np.asarray(table.network_ms(masks), dtype=np.float64).reshape(len(masks))

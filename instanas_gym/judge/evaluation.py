@@ -6,70 +6,14 @@ training (search) split; everything here runs on the ``test`` split.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
-import torch
 
-from instanas_gym.bandit import InstaNASBandit
-from instanas_gym.deploy.export import onnx_bytes
-from instanas_gym.devices import cpu_copy
-from instanas_gym.latency.measure import measure_masks, median_ms, torch_threads
-from instanas_gym.latency.onnx import measure_onnx_masks, time_onnx_ms
-from instanas_gym.masks import all_ops_mask, mask_counts, mobilenetv2_mask
-from instanas_gym.search_space import MASK_SHAPE
-
-from instanas_gym.agents.controller import Controller, greedy_masks
-
-Policy = Callable[[np.ndarray], np.ndarray]
-
-
-def controller_policy(controller: Controller) -> Policy:
-    """The controller's greedy masks, p >= 0.5 (the encouragement bound alpha > 0.5 keeps p' >= 0.5
-    exactly where p >= 0.5, so it does not change them)."""
-
-    device = next(controller.parameters()).device
-
-    @torch.inference_mode()
-    def policy(images: np.ndarray) -> np.ndarray:
-        return greedy_masks(torch.sigmoid(controller(torch.from_numpy(images).to(device))))
-
-    return policy
-
-
-def fixed_policy(mask: np.ndarray) -> Policy:
-    """The same mask for every image (a single architecture)."""
-    return lambda images: np.broadcast_to(mask, (len(images), *MASK_SHAPE))
-
-
-def random_policy(seed: int = 0, keep_prob: float = 0.5) -> Policy:
-    """Uniform-random masks: every bit Bernoulli(keep_prob)."""
-    rng = np.random.default_rng(seed)
-    return lambda images: (rng.random((len(images), *MASK_SHAPE)) < keep_prob).astype(np.uint8)
-
-
-def module_latency_ms(
-    module: torch.nn.Module, image_shape: tuple[int, int, int], output: str, runtime: str = "torch", threads: int = 1,
-    repeats: int = 50,
-) -> float:
-    """Median ms of ``module`` (uint8 images (B, H, W, C) -> one tensor, named ``output`` in its
-    graph) on one image (batch 1) in ``runtime``: "torch" (eager) or "onnxruntime" (its exported
-    graph), with ``threads`` threads, on the CPU. What times every policy's network: a controller, a
-    router with its routing rule, an SB3 actor."""
-    module = cpu_copy(module)
-    if runtime == "onnxruntime":
-        return time_onnx_ms(onnx_bytes(module.eval(), image_shape, output), image_shape, threads, repeats)
-    x = torch.zeros((1, *image_shape), dtype=torch.uint8)
-    with torch.inference_mode(), torch_threads(threads):
-        return median_ms(lambda: module(x), repeats)
-
-
-def controller_latency_ms(
-    controller: Controller, image_shape: tuple[int, int, int], runtime: str = "torch", threads: int = 1, repeats: int = 50
-) -> float:
-    """Median ms of the controller on one image (batch 1) in ``runtime``: "torch" (eager) or
-    "onnxruntime" (its exported graph), with ``threads`` threads, on the CPU."""
-    return module_latency_ms(controller, image_shape, "mask_logits", runtime, threads, repeats)
+from instanas_gym.agents.policy import Policy
+from instanas_gym.envs.bandit import InstaNASBandit
+from instanas_gym.latency.measure import measure_masks
+from instanas_gym.latency.onnx import measure_onnx_masks
+from instanas_gym.space.masks import mask_counts
+from instanas_gym.utils.devices import cpu_copy
 
 
 def measured_network_ms(bandit: InstaNASBandit, masks: np.ndarray, repeats: int = 5) -> float:
@@ -123,6 +67,3 @@ def evaluate_policy(
     return result
 
 
-def reference_policies() -> dict[str, Policy]:
-    """The fixed architectures every comparison shows: the MobileNetV2 path and all ops."""
-    return {"MobileNetV2 path": fixed_policy(mobilenetv2_mask()), "all ops": fixed_policy(all_ops_mask())}

@@ -15,18 +15,18 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from instanas_gym.checkpoint import load_supernet, train_hint
-from instanas_gym.checks import check_int
-from instanas_gym.data import ImageSet, get_spec, load_split
-from instanas_gym.devices import autocast, check_precision, cpu_copy, resolve_device
+from instanas_gym.envs.reward import LatencyReward, RewardConfig
 from instanas_gym.latency import LatencyTable
 from instanas_gym.latency.calibration import calibrate
 from instanas_gym.latency.measure import measure_masks
-from instanas_gym.paths import DEFAULT_LATENCY_BACKEND, default_latency_table, default_supernet
-from instanas_gym.reward import LatencyReward, RewardConfig
-from instanas_gym.runtime import tune_allocator
-from instanas_gym.samplers import spread_masks
-from instanas_gym.supernet import EXECUTION_MODES, ExecutionMode, Supernet
+from instanas_gym.model.checkpoint import load_supernet, train_hint
+from instanas_gym.model.supernet import EXECUTION_MODES, ExecutionMode, Supernet
+from instanas_gym.space.data import ImageSet, get_spec, load_split
+from instanas_gym.space.masks import spread_masks
+from instanas_gym.utils.checks import check_int
+from instanas_gym.utils.devices import autocast, check_precision, cpu_copy, resolve_device
+from instanas_gym.utils.paths import DEFAULT_LATENCY_BACKEND, default_latency_table, default_supernet
+from instanas_gym.utils.runtime import tune_allocator
 
 ImageOrder = Literal["random", "sequential"]
 IMAGE_ORDERS = ("random", "sequential")
@@ -58,14 +58,14 @@ class InstaNASBandit:
     Args:
         dataset: "fashion_mnist", "cifar10" or "cifar100".
         split: which split the images come from ("search"/"train" to learn on, "test" to evaluate).
-        data_root, download: as for :func:`instanas_gym.data.load_split`.
+        data_root, download: as for :func:`instanas_gym.space.data.load_split`.
         supernet: checkpoint path, or a :class:`Supernet` used as it is (not copied: a search trains
-            it); default per :func:`instanas_gym.paths.default_supernet`.
-        latency_table: path; default per :func:`instanas_gym.paths.default_latency_table`.
+            it); default per :func:`instanas_gym.utils.paths.default_supernet`.
+        latency_table: path; default per :func:`instanas_gym.utils.paths.default_latency_table`.
         latency_backend: which runtime's default table: "onnxruntime" (the deployed model: each
             architecture as a static ONNX graph, the default) or "torch" (eager PyTorch, dynamic
             execution); ignored when ``latency_table`` is given.
-        reward: the reward's settings (:class:`~instanas_gym.reward.RewardConfig`, or a dict of its fields).
+        reward: the reward's settings (:class:`~instanas_gym.envs.reward.RewardConfig`, or a dict of its fields).
         mode: supernet execution, "dynamic" (default) or "masked".
         device: where the supernet runs: "cpu" (default), "cuda", "cuda:N" or "auto" (CUDA when
             present); on a GPU the split's images are copied there once, and each step sends only indices.
@@ -145,7 +145,7 @@ class InstaNASBandit:
         threads = int(self.table.meta.get("threads", 1))
         model = cpu_copy(self.model) if self.table.meta.get("device", "cpu") == "cpu" else self.model
         if self.table.meta.get("runtime") == "onnxruntime":
-            from instanas_gym.latency.onnx import measure_onnx_masks  # imports onnxruntime: not at every env's start-up
+            from instanas_gym.latency.onnx import measure_onnx_masks
 
             measure = lambda m: measure_onnx_masks(model, m, threads)
         else:

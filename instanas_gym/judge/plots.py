@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from instanas_gym.masks import mask_counts  # noqa: E402
+from instanas_gym.space.masks import mask_counts
 
 
 def _save(fig: plt.Figure, path: str | os.PathLike) -> None:
@@ -163,7 +163,7 @@ def latency_histogram(
 
 def instance_aware_plot(report: dict, path: str | os.PathLike) -> None:
     """Accuracy (%) against latency (ms) of an instance-awareness report
-    (``instanas_gym.agents.instance_aware.instance_awareness``): the family's single architectures,
+    (``instanas_gym.judge.awareness.instance_awareness``): the family's single architectures,
     their static frontier (flat beyond its slowest vertex), the policy end to end and network only,
     and the label-reading oracle; the title states the policy's gain over the frontier."""
     front, oracle = report["frontier"], report["oracle"]

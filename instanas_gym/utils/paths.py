@@ -31,7 +31,7 @@ DEFAULT_LATENCY_BACKEND = "onnxruntime"
 #: A router over a family of 6 architectures of the bundled supernet (``instanas_gym.agents.router``),
 #: the controller ``instanas-gym demo`` serves by default.
 BUNDLED_ROUTER = ASSETS / "router_fashion_mnist.pt"
-#: That router's family of architectures (``instanas_gym.family``), with its stored outcomes on the
+#: That router's family of architectures (``instanas_gym.space.family``), with its stored outcomes on the
 #: search split beside it (lookup mode).
 BUNDLED_FAMILY = ASSETS / "family_fashion_mnist.json"
 BUNDLED_FASHION_MNIST = ASSETS / "fashion_mnist"

@@ -13,13 +13,13 @@ images each (REINFORCE-family also rewards extra arms of the same images by look
 leave-one-out baseline; the router makes ``router_epochs`` passes over its images), under the same
 latency-bound schedule; all are then judged on the test split with the final bounds.
 
-Two judgements per agent and seed: :func:`~instanas_gym.agents.evaluation.evaluate_policy` (accuracy,
-latency, reward) and :func:`~instanas_gym.agents.instance_aware.instance_awareness` against the 18
+Two judgements per agent and seed: :func:`~instanas_gym.judge.evaluation.evaluate_policy` (accuracy,
+latency, reward) and :func:`~instanas_gym.judge.awareness.instance_awareness` against the 18
 probe architectures plus the policy's own (its ``own_archs`` most used): the gain over the static
 frontier at the end-to-end latency, distinct architectures, the most used one's share, and the mutual
 information of the choice with the class and the difficulty. The probes' correctness (and that of
 every architecture once scored) and the images' all-ops loss are computed once and shared, read from
-and kept in the scores stored beside the supernet (:func:`~instanas_gym.agents.instance_aware.stored_scores`).
+and kept in the scores stored beside the supernet (:func:`~instanas_gym.judge.awareness.stored_scores`).
 Controllers are timed at batch 1 in the latency table's runtime and counted end to end
 (``controller_ms``, ``e2e_ms``): REINFORCE's and REINFORCE-family's networks, the router
 (with its routing rule), and the actors of the SB3 policies; VW-family's decision (pooling, VW's
@@ -41,25 +41,33 @@ import numpy as np
 import torch
 from gymnasium.vector import VectorEnv
 
-from instanas_gym.bandit import InstaNASBandit
-from instanas_gym.display import markdown_table
-from instanas_gym.files import atomic_write_json, atomic_write_text, load_json
-from instanas_gym.masks import mobilenetv2_mask
-from instanas_gym.plots import curves_with_bands
-from instanas_gym.reward import LatencyReward
-from instanas_gym.runlog import RunLogger, write_csv
-from instanas_gym.sandwich import probe_masks
-
-from instanas_gym.envs.config import EnvConfig
 from instanas_gym.agents.controller import ControllerConfig
-from instanas_gym.agents.evaluation import Policy, controller_latency_ms, controller_policy, evaluate_policy, fixed_policy, random_policy
-from instanas_gym.agents.family_reinforce import FamilyReinforceConfig, arm_correctness, resolve_family, train_family_reinforce
-from instanas_gym.agents.instance_aware import instance_awareness, store_scores, stored_scores
+from instanas_gym.agents.family_reinforce import FamilyReinforceConfig, arm_correctness, train_family_reinforce
+from instanas_gym.agents.policy import Policy, controller_policy, fixed_policy, random_policy
 from instanas_gym.agents.policy_gradient import PolicyGradientConfig
 from instanas_gym.agents.reinforce import ReinforceConfig, train_reinforce
-from instanas_gym.agents.router import Router, expected_reward_policy, router_latency_ms, router_policy, train_router
+from instanas_gym.agents.router import (
+    Router,
+    expected_reward_policy,
+    resolve_family,
+    router_latency_ms,
+    router_policy,
+    train_router,
+)
 from instanas_gym.agents.sb3 import sb3_latency_ms, sb3_policy, train_sb3
 from instanas_gym.agents.vw import train_vw, vw_latency_ms, vw_policy
+from instanas_gym.envs.bandit import InstaNASBandit
+from instanas_gym.envs.config import EnvConfig
+from instanas_gym.envs.reward import LatencyReward
+from instanas_gym.judge.awareness import instance_awareness, store_scores, stored_scores
+from instanas_gym.judge.evaluation import evaluate_policy
+from instanas_gym.judge.plots import curves_with_bands
+from instanas_gym.latency.onnx import controller_latency_ms
+from instanas_gym.space.family import probe_masks
+from instanas_gym.space.masks import mobilenetv2_mask
+from instanas_gym.utils.display import markdown_table
+from instanas_gym.utils.files import atomic_write_json, atomic_write_text, load_json
+from instanas_gym.utils.runlog import RunLogger, write_csv
 
 Agent = Literal["REINFORCE", "REINFORCE-family", "PPO", "A2C", "PPO-family", "A2C-family", "VW-family", "router",
                 "random", "MobileNetV2", "best-single"]

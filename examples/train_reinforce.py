@@ -1,22 +1,35 @@
-"""Train an instance-aware InstaNAS controller with REINFORCE on the bundled Fashion-MNIST
-environment (a few minutes on 2 CPU cores) and judge it on the test split against the static
-frontier of single architectures: per image it picks one of the bundled family's architectures
-(a categorical policy, several sampled arms per image with a leave-one-out baseline, stepped in
-lookup mode), and the table puts it beside the frontier and the best single architecture at its
-end-to-end latency.
+"""Train an instance-aware REINFORCE policy on the bundled Fashion-MNIST environment (a few minutes on
+2 CPU cores) and judge it on the test split against the static frontier of single architectures.
+
+Per image the policy picks one of the bundled family's architectures (a categorical policy, several
+arms sampled per image with a leave-one-out baseline, stepped in lookup mode); the table at the end
+puts it beside the frontier, the best single architecture within its latency, the MobileNetV2 path
+and the label-reading oracle.
 
     python examples/train_reinforce.py                                    # the bundled family
     python examples/train_reinforce.py --env.reward.upper-end-frac 1.0    # a tighter latency band
-    python examples/train_reinforce.py --family runs/router/router.pt     # another family
     python examples/train_reinforce.py --help                             # every argument
-
-The same as ``instanas-gym train-family``; the defaults and why: ``instanas_gym.agents.family_reinforce``.
-The paper's 85-bit controller: ``python examples/train_reinforce_masks.py``.
 """
 
-import sys
+from pathlib import Path
 
-from instanas_gym.cli import main
+import tyro
+from rich.console import Console
+
+from instanas_gym.agents.policy import load_policy
+from instanas_gym.agents.reinforce import ReinforceConfig, preset, train_reinforce
+from instanas_gym.judge.awareness import judge_policy, print_judgement
+
+
+def main(cfg: ReinforceConfig) -> None:
+    console = Console()
+    train_reinforce(cfg, console)  # writes run.out/log.csv and run.out/policy.pt
+    out = Path(cfg.run.out)
+    policy = load_policy(out / "policy.pt")
+    with console.status("judging the greedy policy on the test split"):
+        report = judge_policy(policy, cfg.env, out, cfg.run, cfg.judge_limit)
+    print_judgement(report, f"{cfg.env.env_id}: test split ({report['images']} images)", out, console)
+
 
 if __name__ == "__main__":
-    main(["train-family", *sys.argv[1:]])
+    main(tyro.cli(ReinforceConfig, default=preset("family")))

@@ -12,10 +12,11 @@ from tests.fixtures import write_fashion_mnist
 from instanas_gym.latency.measure import build_table
 from instanas_gym.model.checkpoint import load_supernet, supernet_state
 from instanas_gym.model.supernet import Supernet
-from instanas_gym.space.data import get_spec
+from instanas_gym.space.data import DataConfig, get_spec
 from instanas_gym.space.search_space import SearchSpace
 from instanas_gym.training.trainer import TrainConfig, train_supernet
 from instanas_gym.utils.files import atomic_save
+from instanas_gym.utils.run import RunConfig
 
 TINY_WIDTH = 0.1
 #: Cases tried per generated-input test (tests/test_fuzz.py), printed at the end of the run.
@@ -68,8 +69,9 @@ def train_tiny_assets(
 ) -> tuple[str, str]:
     """A width-0.1 supernet trained briefly on the synthetic Fashion-MNIST (batch 32, lr 0.05) and a
     latency table built for it, in ``out``; returns (checkpoint path, table path)."""
-    train_supernet(TrainConfig(data_root=str(fmnist_root), width_mult=0.1, epochs=epochs, batch_size=32,
-                               train_subset=train_subset, eval_subset=eval_subset, threads=1, out=str(out), lr=0.05))
+    train_supernet(TrainConfig(data=DataConfig(str(fmnist_root)), run=RunConfig(threads=1, out=str(out)), width_mult=0.1,
+                               epochs=epochs, batch_size=32, train_subset=train_subset, eval_subset=eval_subset,
+                               lr=0.05))
     model, _ = load_supernet(out / "last.pt")
     build_table(model, passes=passes, warmup=warmup).save(out / "latency.json")
     return str(out / "last.pt"), str(out / "latency.json")

@@ -1,136 +1,162 @@
-"""The paper's REINFORCE agent, top to bottom: a controller learns on the training split of the
-native vector env (see :mod:`.policy_gradient` for the update), while the latency upper bound UB
-anneals linearly from ``upper_start_frac`` x all-ops to ``upper_end_frac`` x MobileNetV2-path
-latency (``anneal_upper``), as in the paper's search; then it is judged on the test split.
+"""The REINFORCE agent, top to bottom, for every action view: one training loop.
 
-:data:`DEMO` is the preset ``python examples/train_reinforce_masks.py`` runs: it departs from the
-paper's search defaults (the library's, in :class:`ReinforceConfig`) where a budget of minutes on
-the bundled width-0.25 supernet needs it (measured; ``benchmarks/README.md``):
+A policy learns on the training split of the native vector env. Per update: the reward's latency
+bound is set for the update (``reward.anneal_step``: linear over the run where the reward anneals),
+the policy samples actions for the batch's images, each is rewarded against a baseline on the same
+image and the policy takes one step (:mod:`instanas_gym.agents.policy_gradient`), and the batch's
+means are logged (``out/log.csv``, the progress bar). The action view decides what is sampled:
 
-- alpha 0.95, not 0.8: with every bit's probability kept in [0.2, 0.8], a sampled mask carries a
-  fifth of all ops on top of the greedy ones, a fifth of the all-ops latency (0.32 ms of the ONNX
-  Runtime table's 1.6 ms; 1.8 of the eager table's 8.8), about the whole final upper bound, so its
-  latency cannot fall below that bound and R_A stays 0;
-- UB anneals to 1.0 x (not 0.5 x) the MobileNetV2 path's latency: the target is "faster than
-  MobileNetV2", and below that bound R_A still pulls towards the band's midpoint;
-- a controller of 8/16/32 channels on the image downscaled to 14 x 14 (0.65 MMACs), not the paper's
-  16/32/64 at full size (9.35 MMACs), which costs more than this supernet's whole MobileNetV2 path;
-- 96,000 images at the paper's lr 1e-3: over 32,000 (at alpha 0.8) the policy lagged the annealed
-  bound, and lr 1e-2 saturates the sigmoids within 15,000 images, freezing the policy.
+* ``"masks"``: the paper's controller, a mask of 85 bits per image (:class:`~.policy_gradient.MaskLearner`);
+* ``"family"``: one of a family's K architectures per image (:class:`~.policy_gradient.ArmLearner`),
+  stepped in lookup mode by default (``env.lookup``).
+
+The result is a policy file (``out/policy.pt``, :func:`~instanas_gym.agents.policy.save_policy`);
+judging it on the test split is :mod:`instanas_gym.judge`'s job (``instanas-gym train-reinforce``
+does both). :func:`preset` holds the measured defaults of each view (``benchmarks/README.md``):
+
+* masks: alpha 0.95, not 0.8: with every bit's probability in [0.2, 0.8] a sampled mask carries a
+  fifth of all ops on top of the greedy ones, about the whole final upper bound, so R_A stays 0; UB
+  anneals to 1.0 x (not 0.5 x) the MobileNetV2 path's cells; a controller of 8/16/32 channels on
+  the image downscaled to 14 x 14 (0.65 MMACs), not the paper's 16/32/64 at full size (9.35 MMACs,
+  more than this supernet's MobileNetV2 path); 96,000 images at lr 1e-3;
+* family: the entropy bonus 2.0 (with 0.01 the policy settled on one arm within a few thousand
+  images); UB fixed (not annealed) at 1.5 x the MobileNetV2 path's cells, so the policy learns
+  under the bound it is judged by; 48,000 images, 4 arms sampled per image.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
+import numpy as np
 import torch
+import tyro
 from rich.console import Console
 
-from instanas_gym.agents.controller import Controller, ControllerConfig, save_controller
-from instanas_gym.agents.policy import controller_policy, reference_policies
-from instanas_gym.agents.policy_gradient import PolicyGradientConfig, Reinforce, step_stats
+from instanas_gym.agents.controller import ControllerConfig
+from instanas_gym.agents.policy import save_policy
+from instanas_gym.agents.policy_gradient import ArmLearner, MaskLearner, PolicyGradientConfig
+from instanas_gym.agents.router import Router, resolve_family, train_router
 from instanas_gym.envs.config import EnvConfig
 from instanas_gym.envs.reward import RewardConfig
-from instanas_gym.judge.evaluation import evaluate_policy
-from instanas_gym.latency.onnx import controller_latency_ms
+from instanas_gym.space.family import ArchitectureFamily
 from instanas_gym.utils.checks import check_int
+from instanas_gym.utils.run import RunConfig
 from instanas_gym.utils.runlog import RunLogger, progress_bar
+
+View = Literal["masks", "family"]
+VIEWS = ("masks", "family")
 
 
 @dataclass(frozen=True)
 class ReinforceConfig:
-    """Arguments of :func:`train_reinforce` (``instanas-gym train-reinforce`` exposes each as a flag)."""
+    """Arguments of :func:`train_reinforce` (``instanas-gym train-reinforce VIEW`` takes each as a flag)."""
 
+    view: Annotated[View, tyro.conf.Suppress] = "family"
+    """What the policy chooses per image: "masks" (85 bits) or "family" (one of K architectures); on
+    the command line, the subcommand of ``train-reinforce``."""
     env: EnvConfig = field(default_factory=EnvConfig)
     """The environment it learns on (its training split) and is judged on (its test split)."""
+    run: RunConfig = field(default_factory=lambda: RunConfig(out="runs/reinforce"))
+    """Seed, threads, device and the output folder (log.csv, policy.pt, the judgement)."""
     pg: PolicyGradientConfig = field(default_factory=PolicyGradientConfig)
     """The REINFORCE update."""
-    controller: ControllerConfig = field(default_factory=ControllerConfig)
-    """The controller network."""
-    total_steps: int = 32_000
-    """Env steps = training images seen."""
+    controller: ControllerConfig = field(default_factory=lambda: ControllerConfig(widths=(8, 16, 32), input_size=14))
+    """The policy network's body (0.65 MMACs on 28 x 28 images by default)."""
+    total_steps: int = 48_000
+    """Training images seen."""
     batch_size: int = 32
     """Images per update (= sub-environments)."""
-    anneal_upper: bool = True
-    """Anneal the latency upper bound over the run (else keep it where it starts)."""
-    seed: int = 0
-    threads: int = 2
-    """Torch intra-op threads."""
-    measure: int = 200
-    """Test images whose masks are timed on the clock after training (0: none)."""
-    out: str = "runs/reinforce"
-    """Folder of log.csv and controller.pt."""
+    warm_start_images: int = 0
+    """Family view: training images of a supervised warm start (each arm's correctness; 0: none)."""
+    warm_start_epochs: int = 4
+    """Family view: epochs of the warm start."""
     log_every: int = 10
     """Updates between log rows."""
+    judge_limit: int | None = None
+    """Judge on the first N test images only (None: all)."""
 
     def __post_init__(self) -> None:
-        for name in ("total_steps", "batch_size", "threads", "log_every"):
+        if self.view not in VIEWS:
+            raise ValueError(f"view must be one of {VIEWS}, got {self.view!r}")
+        for name in ("total_steps", "batch_size", "log_every", "warm_start_epochs"):
             check_int(name, getattr(self, name))
-        check_int("measure", self.measure, minimum=0)
+        check_int("warm_start_images", self.warm_start_images, minimum=0)
+        check_int("judge_limit", self.judge_limit, optional=True)
 
 
-#: The preset of ``train-reinforce`` (see the module docstring for why each setting departs from the paper).
-DEMO = ReinforceConfig(
-    env=EnvConfig(reward=RewardConfig(upper_end_frac=1.0)),
-    pg=PolicyGradientConfig(alpha=0.95),
-    controller=ControllerConfig(widths=(8, 16, 32), input_size=14),
-    total_steps=96_000,
-)
+def preset(view: View) -> ReinforceConfig:
+    """The measured defaults of ``view`` (see the module docstring)."""
+    if view == "masks":
+        return ReinforceConfig(view="masks", env=EnvConfig(reward=RewardConfig(upper_end_frac=1.0)),
+                               pg=PolicyGradientConfig(alpha=0.95), total_steps=96_000,
+                               run=RunConfig(out="runs/reinforce_masks"))
+    return ReinforceConfig(view="family", env=EnvConfig(reward=RewardConfig(upper_end_frac=1.5, anneal=False)))
 
 
 def _describe(row: dict[str, Any]) -> str:
-    return (f"R {row['reward']:+.2f} acc {row['accuracy']:.3f} L {row['latency_ms']:.2f}ms "
-            f"R_A {row['reward_arch']:.2f} ops/cell {row['ops_per_cell']:.2f} UB {row['upper_ms']:.2f}ms")
+    arms = f" arms {row['distinct_arms']:.1f}" if "distinct_arms" in row else f" ops/cell {row['ops_per_cell']:.2f}"
+    return (f"R {row['reward']:+.2f} acc {row['accuracy']:.3f} L {row['network_latency_ms']:.3f}ms "
+            f"H {row['entropy']:.2f}{arms} UB {row['upper_ms']:.3f}ms")
 
 
-def train_reinforce(cfg: ReinforceConfig, console: Console | None = None) -> tuple[Controller, list[dict[str, Any]]]:
-    """Train a controller with REINFORCE; returns it and the logged rows (also in ``out/log.csv``)."""
-    console = console or Console()
-    torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
-    venv = cfg.env.make_vec(cfg.batch_size)
+def _learner(cfg: ReinforceConfig, in_channels: int, device: torch.device,
+             family: ArchitectureFamily | None) -> MaskLearner | ArmLearner:
+    """The view's network (built from the global generator, seeded) and update."""
+    generator = torch.Generator().manual_seed(cfg.run.seed)
+    if family is None:
+        return MaskLearner(cfg.controller.build(in_channels).to(device), cfg.pg, generator)
+    return ArmLearner(Router(cfg.controller, in_channels, family.k), family.k, cfg.pg, generator, family.masks)
+
+
+def train_reinforce(cfg: ReinforceConfig, console: Console | None = None) -> tuple[torch.nn.Module, list[dict[str, Any]]]:
+    """Train a policy with REINFORCE; returns its network (eval mode) and the logged rows (also in
+    ``out/log.csv``); writes ``out/policy.pt``."""
+    console, run = console or Console(), cfg.run
+    torch.set_num_threads(run.threads)
+    torch.manual_seed(run.seed)
+    family = None if cfg.view == "masks" else resolve_family(cfg.env.family, cfg.env.dataset)[0]
+    venv = cfg.env.make_vec(cfg.batch_size, run) if family is None else cfg.env.make_family_vec(cfg.batch_size, family, run)
     env = venv.unwrapped
     reward = env.bandit.reward
-    obs, _ = venv.reset(seed=cfg.seed)
-    controller = cfg.controller.build(obs.shape[-1]).to(env.bandit.device)  # on the env's device (env.device)
-    pg = Reinforce(controller, cfg.pg, torch.Generator().manual_seed(cfg.seed))
+    obs, _ = venv.reset(seed=run.seed)
+    learner = _learner(cfg, obs.shape[-1], env.bandit.device, family)
+    if family is not None and cfg.warm_start_images:
+        console.print(f"warm start: each arm's correctness on {cfg.warm_start_images} training images")
+        n = min(cfg.warm_start_images, env.bandit.num_images)
+        correct = env.bandit.outcome_store(progress=False).get(family.masks, n).correct
+        train_router(learner.network, env.bandit.data.images[:n], correct, cfg.warm_start_epochs, seed=run.seed)
+    learner.network.train()
+    evaluate = env.evaluate_current if family is None else venv.evaluate_current_arms
+
+    def step(actions: np.ndarray) -> dict[str, Any]:
+        nonlocal obs
+        obs, rewards, _, _, info = venv.step(actions)
+        return {**info["final_info"], "reward": rewards}
+
     updates = max(1, cfg.total_steps // cfg.batch_size)
     start = time.perf_counter()
     progress = progress_bar(console)
-    task = progress.add_task("REINFORCE", total=updates, stats="")
-    log = RunLogger(cfg.out, "log", "env_steps", _describe, progress, task)
+    task = progress.add_task(f"REINFORCE ({cfg.view})", total=updates, stats="")
+    log = RunLogger(run.out, "log", "env_steps", _describe, progress, task)
     with progress:
         for update in range(updates):
-            if cfg.anneal_upper:
-                reward.anneal(update / max(1, updates - 1))
-            s = pg.sample(torch.from_numpy(obs))
-            baseline = env.evaluate_current(s.greedy)["reward"]
-            obs, rewards, _, _, info = venv.step(s.masks)
-            log.add(step_stats(rewards, baseline, info["final_info"], s.masks) | pg.update(s, rewards, baseline))
+            reward.anneal_step(update, updates)
+            log.add(learner.learn(torch.from_numpy(obs), evaluate, step))
             if (update + 1) % cfg.log_every == 0 or update == updates - 1:
                 log.flush(env_steps=(update + 1) * cfg.batch_size, update=update + 1, upper_ms=reward.upper_ms,
                           lower_ms=reward.lower_ms, wall_s=time.perf_counter() - start)
             progress.update(task, advance=1)
     log.close()
-    save_controller(pg.controller, Path(cfg.out) / "controller.pt", reinforce_config=asdict(cfg),
-                    bounds={"lower_ms": reward.lower_ms, "upper_ms": reward.upper_ms})
-    return pg.controller.eval(), log.history
+    network = learner.network.eval()
+    save_policy(Path(run.out) / "policy.pt", cfg.view, network, family, reinforce_config=asdict(cfg),
+                bounds={"lower_ms": reward.lower_ms, "upper_ms": reward.upper_ms})
+    return network, log.history
 
 
-def judge_on_test(controller: Controller, cfg: ReinforceConfig) -> dict[str, dict[str, float]]:
-    """The learned policy beside the MobileNetV2 path and all ops on the test split, with the bounds
-    the training ended on (:func:`~instanas_gym.judge.evaluation.evaluate_policy` for each); the
-    policy's end-to-end latency counts its controller, timed in the latency table's runtime."""
-    bandit = cfg.env.bandit("test")
-    if cfg.anneal_upper:
-        bandit.reward.anneal(1.0)
-    table = bandit.table.meta
-    ctrl_ms = {"InstaNAS (REINFORCE)": controller_latency_ms(controller, bandit.data.spec.image_shape,
-                                                             table.get("runtime", "torch"), int(table.get("threads", 1)))}
-    policies = {"InstaNAS (REINFORCE)": controller_policy(controller), **reference_policies()}
-    return {name: evaluate_policy(pol, bandit, measure=cfg.measure, controller_ms=ctrl_ms.get(name))
-            for name, pol in policies.items()}
-
+def with_run(cfg: ReinforceConfig, **run: Any) -> ReinforceConfig:
+    """``cfg`` with some of its run settings replaced (``with_run(cfg, seed=1, out="runs/s1")``)."""
+    return replace(cfg, run=replace(cfg.run, **run))

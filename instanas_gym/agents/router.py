@@ -20,7 +20,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import torch
@@ -28,7 +28,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from instanas_gym.agents.controller import ControllerConfig
-from instanas_gym.agents.policy import Policy
 from instanas_gym.latency.onnx import module_latency_ms
 from instanas_gym.space.data import DatasetSpec
 from instanas_gym.space.data import augment as augment_batch
@@ -38,16 +37,10 @@ from instanas_gym.utils.checks import check_int, check_number
 from instanas_gym.utils.files import FileFormatError, atomic_save, load_torch
 from instanas_gym.utils.paths import BUNDLED_DATASET, BUNDLED_FAMILY
 
+if TYPE_CHECKING:
+    from instanas_gym.agents.policy import Policy
+
 ROUTER_FORMAT = "instanas-router-v1"
-
-
-
-
-
-
-
-
-
 
 
 # ---- the router ----------------------------------------------------------------------------------

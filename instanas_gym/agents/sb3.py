@@ -29,7 +29,7 @@ from instanas_gym.agents.policy import Policy
 from instanas_gym.envs.config import EnvConfig
 from instanas_gym.envs.wrappers import SB3VecEnv
 from instanas_gym.latency.onnx import module_latency_ms
-from instanas_gym.space.family import ArchitectureFamily
+from instanas_gym.space.family import ArchitectureFamily, as_family
 from instanas_gym.space.search_space import MASK_SHAPE
 from instanas_gym.utils.runlog import RunLogger
 
@@ -65,7 +65,7 @@ class InstaNASCallback(BaseCallback):
     (rows in ``self.log.history``; also ``out/<name>.csv`` when ``out`` is given)."""
 
     def __init__(
-        self, venv: SB3VecEnv, total_steps: int, anneal_upper: bool = True, log_every: int = 320,
+        self, venv: SB3VecEnv, total_steps: int, log_every: int = 320,
         out: str | Path | None = None, name: str = "log",
     ) -> None:
         super().__init__()
@@ -73,14 +73,13 @@ class InstaNASCallback(BaseCallback):
         family = getattr(venv.venv, "family", None)
         self.arm_masks = None if family is None else family.masks
         """The family's masks (K, 17, 5) when the actions are arms, else None."""
-        self.total_steps, self.anneal_upper, self.log_every = total_steps, anneal_upper, log_every
+        self.total_steps, self.log_every = total_steps, log_every
         self.log = RunLogger(out, name, "env_steps")
         self._next_log = log_every
         self._start = time.perf_counter()
 
     def _on_step(self) -> bool:
-        if self.anneal_upper:
-            self.reward.anneal(self.num_timesteps / self.total_steps)
+        self.reward.anneal_step(self.num_timesteps, self.total_steps)
         infos = self.locals["infos"]
         actions = np.asarray(self.locals["actions"])
         masks = actions.reshape(-1, *MASK_SHAPE) if self.arm_masks is None else self.arm_masks[actions.reshape(-1)]
@@ -108,33 +107,29 @@ def train_sb3(
     total_steps: int = 32_000,
     num_envs: int = 32,
     seed: int = 0,
-    anneal_upper: bool = True,
     algo_kwargs: dict[str, Any] | None = None,
     out: str | Path | None = None,
     family: ArchitectureFamily | str | os.PathLike | None = None,
-    lookup: bool = False,
-    source: str | os.PathLike | None = None,
 ) -> tuple[BaseAlgorithm, list[dict[str, Any]]]:
     """Train PPO or A2C (``algo``) for ``total_steps`` env steps; returns the model and the logged rows.
 
     With ``family`` (an :class:`~instanas_gym.space.family.ArchitectureFamily` or its file) it acts on the
     family view, one of K arms per image (:meth:`~instanas_gym.envs.config.EnvConfig.make_family_vec`):
-    live, or with ``lookup`` from the family's stored outcomes (beside ``source``, the file a family
-    given as an object came from)."""
+    live, or from the stored outcomes (``env.lookup``)."""
     if algo not in ALGORITHMS:
         raise ValueError(f"algo must be one of {sorted(ALGORITHMS)}, got {algo!r}")
     env = env or EnvConfig()
     if family is None:
         venv = SB3VecEnv.make(env.env_id, num_envs=num_envs, **env.kwargs())
     else:
-        venv = SB3VecEnv(env.make_family_vec(num_envs, family, lookup, source=source))
+        venv = SB3VecEnv(env.make_family_vec(num_envs, as_family(family)))
     kwargs = {**DEFAULT_KWARGS[algo], **(algo_kwargs or {})}
     model = ALGORITHMS[algo](
         "CnnPolicy", venv, seed=seed, device="cpu", verbose=0,
         policy_kwargs={"features_extractor_class": SmallCNN, "features_extractor_kwargs": {"features_dim": 128}},
         **kwargs,
     )
-    callback = InstaNASCallback(venv, total_steps, anneal_upper, log_every=max(num_envs, total_steps // 50), out=out)
+    callback = InstaNASCallback(venv, total_steps, log_every=max(num_envs, total_steps // 50), out=out)
     model.learn(total_timesteps=total_steps, callback=callback)
     if out is not None:
         Path(out).mkdir(parents=True, exist_ok=True)

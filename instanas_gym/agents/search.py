@@ -1,10 +1,8 @@
 """The InstaNAS search after one-shot pre-training: phases 2 and 3 of the paper.
 
-The controller is of one of two kinds: the paper's, 85 Bernoulli bits per image (a
-:class:`~instanas_gym.agents.controller.Controller`, the update of
-:mod:`instanas_gym.agents.policy_gradient`), or, with ``family`` set, a categorical choice of one of
-the K architectures of a family per image (a :class:`~instanas_gym.agents.router.Router`, the update
-of :mod:`instanas_gym.agents.family_reinforce`). Either way it *samples* masks (its behaviour
+The controller has one of two action views (``view``): the paper's, 85 Bernoulli bits per image,
+or one of the K architectures of a family per image (categorical); either way it learns by the
+REINFORCE update of :mod:`instanas_gym.agents.policy_gradient`, *samples* masks (its behaviour
 policy) and has *greedy* masks (what the deployed model runs); the steps below use only that.
 
 Phase 2 alternates, for ``epochs`` epochs:
@@ -12,10 +10,7 @@ Phase 2 alternates, for ``epochs`` epochs:
 1. **controller**: REINFORCE against the current supernet (frozen, eval mode, live: it changes, so
    there is no lookup mode) on training images, while the reward's latency upper bound anneals
    linearly from ``upper_start_frac`` x all-ops to ``upper_end_frac`` x MobileNetV2-path latency
-   over the whole phase. Bits: alpha bound, the greedy masks' reward as the baseline, entropy bonus.
-   Family: ``family_pg.samples`` arms per image drawn from pi' (the uniform mixed in), each rewarded
-   on the image, baseline the leave-one-out mean of the image's other samples (or, with one
-   sample, the greedy arm's reward), entropy bonus;
+   over the whole phase (``reward.anneal_step``);
 2. **supernet**: SGD on training images (augmented), each under a mask the controller samples for it
    (Bernoulli of the bounded probabilities; family: one arm drawn from pi'), so the supernet learns
    the paths it will run.
@@ -27,10 +22,10 @@ with a cosine learning rate.
 Everything lives in one checkpoint, ``out/search.pt`` (both networks, both optimizers, the stage and
 step, every RNG, the history, the family's masks), written atomically every ``checkpoint_every``
 steps, at each stage's end and on Ctrl-C: ``resume=True`` continues a killed search with nothing
-lost. At the end the searched supernet (``out/supernet.pt``, loadable by the environments) and
-controller (``out/controller.pt``: a controller file, or with a family a router file at price 0,
-whose routing rule is the greedy arm) are written beside it, with ``out/controller_log.csv`` and
-``out/supernet_log.csv``; :func:`load_search` reads them back.
+lost. At the end the searched supernet (``out/supernet.pt``, loadable by the environments) and the
+controller (``out/policy.pt``, a policy file, :func:`~instanas_gym.agents.policy.load_policy`) are
+written beside it, with ``out/controller_log.csv`` and ``out/supernet_log.csv``;
+:func:`load_search` reads them back.
 """
 
 from __future__ import annotations
@@ -47,22 +42,22 @@ import torch
 import torch.nn.functional as F
 from rich.console import Console
 
-import instanas_gym
-from instanas_gym.agents.controller import ControllerConfig, bounded_probs, load_controller, save_controller
-from instanas_gym.agents.family_reinforce import FamilyPGConfig, FamilyReinforce, save_family_policy
-from instanas_gym.agents.policy_gradient import PolicyGradientConfig, Reinforce, step_stats
-from instanas_gym.agents.router import Router, load_router, resolve_family
+from instanas_gym.agents.controller import ControllerConfig, bounded_probs
+from instanas_gym.agents.policy import load_policy, save_policy
+from instanas_gym.agents.policy_gradient import ArmLearner, MaskLearner, PolicyGradientConfig
+from instanas_gym.agents.router import Router, resolve_family
 from instanas_gym.envs.bandit import InstaNASBandit
-from instanas_gym.envs.reward import RewardConfig
+from instanas_gym.envs.config import EnvConfig
 from instanas_gym.latency.table import LatencyTable
 from instanas_gym.model.batchnorm import freeze_bn
 from instanas_gym.model.checkpoint import load_supernet, supernet_state
-from instanas_gym.space.data import augment, get_spec
+from instanas_gym.space.data import augment
 from instanas_gym.space.family import ArchitectureFamily
 from instanas_gym.utils.checks import check_int, check_number
-from instanas_gym.utils.devices import Precision, autocast, check_precision, resolve_device, to_device
+from instanas_gym.utils.devices import autocast, resolve_device, to_device
 from instanas_gym.utils.files import FileFormatError, atomic_save, load_torch
 from instanas_gym.utils.paths import default_supernet
+from instanas_gym.utils.run import RunConfig, flat_settings
 from instanas_gym.utils.runlog import progress_bar, window_means, write_csv
 
 SEARCH_FORMAT = "instanas-search-v1"
@@ -70,30 +65,21 @@ SEARCH_FORMAT = "instanas-search-v1"
 
 @dataclass(frozen=True)
 class SearchConfig:
-    """Arguments of :func:`search` (``instanas-gym search`` exposes each as a flag)."""
+    """Arguments of :func:`search` (``instanas-gym search`` takes each as a flag)."""
 
-    dataset: str = "fashion_mnist"
-    split: str | None = None
-    """Images searched on; None: the registered environment's ("search" / "train")."""
-    data_root: str | None = None
-    download: bool = False
-    supernet: str | None = None
-    """Phase-1 checkpoint; None: bundled (Fashion-MNIST) or $INSTANAS_CACHE/<dataset>/last.pt."""
-    latency_table: str | None = None
-    """None: bundled or $INSTANAS_CACHE/<dataset>/latency.json."""
-    reward: RewardConfig = field(default_factory=RewardConfig)
-    """The reward (UB anneals from upper_start_frac x all ops to upper_end_frac x MobileNetV2 over phase 2)."""
-    family: str | None = None
-    """A family file (``instanas_gym.space.family.save_family``) or router file whose family to use: the
-    controller then chooses one of its K architectures per image (categorical, updated with
-    ``family_pg``); None: the paper's controller over the 85 bits of a mask (updated with ``pg``)."""
+    view: Literal["masks", "family"] = "masks"
+    """What the controller chooses per image: "masks" (the paper's 85 bits) or "family" (one of the K
+    architectures of env.family, categorical)."""
+    env: EnvConfig = field(default_factory=EnvConfig)
+    """Images searched on (env.split), the phase-1 supernet (env.supernet), latency table, reward
+    (UB anneals from upper_start_frac x all ops to upper_end_frac x MobileNetV2 over phase 2) and,
+    for the family view, the family."""
+    run: RunConfig = field(default_factory=lambda: RunConfig(out="runs/search"))
+    """Seed, threads, device (supernet and controller), precision and the output folder."""
     pg: PolicyGradientConfig = field(default_factory=PolicyGradientConfig)
-    """The 85-bit controller's REINFORCE update (without ``family``)."""
-    family_pg: FamilyPGConfig = field(default_factory=FamilyPGConfig)
-    """The categorical controller's REINFORCE update (with ``family``): learning rate, share of the
-    uniform policy mixed in, entropy bonus, arms drawn per image, gradient clipping."""
+    """The controller's REINFORCE update."""
     controller: ControllerConfig = field(default_factory=ControllerConfig)
-    """The controller network (with ``family``: the router's body, K outputs)."""
+    """The controller network (family view: its body, K outputs)."""
     epochs: int = 4
     """Phase 2: alternating controller / supernet epochs."""
     controller_images: int = 8_000
@@ -103,6 +89,7 @@ class SearchConfig:
     batch_size: int = 32
     """Controller batch (images per REINFORCE update)."""
     supernet_batch_size: int = 128
+    """Supernet batch (images per SGD step)."""
     supernet_lr: float = 0.01
     """SGD (Nesterov momentum), constant in phase 2."""
     bn_stats: Literal["frozen", "batch"] = "frozen"
@@ -110,38 +97,35 @@ class SearchConfig:
     statistics and leaves them unchanged (as the bundled supernet was trained last, so the per-image
     masks at inference see what they trained with); "batch" uses batch statistics, as the paper's code."""
     momentum: float = 0.9
+    """SGD momentum of the supernet."""
     weight_decay: float = 4e-5
+    """SGD weight decay of the supernet."""
     finetune_images: int = 16_000
     """Phase 3: fine-tuning images under the fixed controller's greedy masks (0: no phase 3)."""
     finetune_lr: float = 0.01
     """Phase 3's peak learning rate (cosine to 0)."""
-    seed: int = 0
-    threads: int = 2
-    device: str = "auto"
-    """Where the supernet and the controller run: "auto" (CUDA when present), "cpu", "cuda", "cuda:N"."""
-    precision: Precision = "fp32"
-    """"bf16": bfloat16 autocast of the forward passes (weights and optimizers stay fp32)."""
     channels_last: bool = False
     """channels_last memory format for the supernet's training steps."""
-    out: str = "runs/search"
     checkpoint_every: int = 100
     """Steps between checkpoints (also at every stage end)."""
     log_every: int = 10
     """Steps between log rows."""
     resume: bool = False
+    """Continue from run.out/search.pt if it exists (same settings required)."""
 
     def __post_init__(self) -> None:
-        get_spec(self.dataset)
         for name in ("epochs", "controller_images", "supernet_images", "batch_size", "supernet_batch_size",
-                     "threads", "checkpoint_every", "log_every"):
+                     "checkpoint_every", "log_every"):
             check_int(name, getattr(self, name))
         check_int("finetune_images", self.finetune_images, minimum=0)
+        if self.view not in ("masks", "family"):
+            raise ValueError(f"view must be 'masks' or 'family', got {self.view!r}")
         if self.bn_stats not in ("frozen", "batch"):
             raise ValueError(f"bn_stats must be 'frozen' or 'batch', got {self.bn_stats!r}")
-        resolve_device(self.device)
-        check_precision(self.precision)
         for name in ("supernet_lr", "finetune_lr"):
             check_number(name, getattr(self, name), low=0, low_open=True)
+        for name in ("momentum", "weight_decay"):
+            check_number(name, getattr(self, name), low=0, high=1, high_open=True)
 
 
 def stages(cfg: SearchConfig) -> list[tuple[str, int]]:
@@ -156,14 +140,6 @@ def stage_steps(cfg: SearchConfig, kind: str) -> int:
         return math.ceil(cfg.controller_images / cfg.batch_size)
     images = cfg.supernet_images if kind == "supernet" else cfg.finetune_images
     return math.ceil(images / cfg.supernet_batch_size)
-
-
-def default_split(dataset: str) -> str:
-    """The split the dataset's registered environment learns on."""
-    for kwargs in instanas_gym.ENV_IDS.values():
-        if kwargs["dataset"] == dataset:
-            return kwargs["split"]
-    raise ValueError(f"unknown dataset {dataset!r}; known: {[k['dataset'] for k in instanas_gym.ENV_IDS.values()]}")
 
 
 class _ControllerKind(Protocol):
@@ -187,18 +163,15 @@ class _ControllerKind(Protocol):
 
 
 class _BitsController:
-    """The paper's controller: 85 Bernoulli bits per image (:class:`Reinforce`)."""
+    """The paper's controller: 85 Bernoulli bits per image (:class:`~.policy_gradient.MaskLearner`)."""
 
     def __init__(self, cfg: SearchConfig, in_channels: int, device: torch.device, gen: torch.Generator) -> None:
-        self.pg = Reinforce(cfg.controller.build(in_channels).to(device), cfg.pg, gen)
-        self.network, self.optimizer, self.gen = self.pg.controller, self.pg.optimizer, gen
+        self.pg = MaskLearner(cfg.controller.build(in_channels).to(device), cfg.pg, gen)
+        self.network, self.optimizer, self.gen = self.pg.network, self.pg.optimizer, gen
 
     def learn(self, bandit: InstaNASBandit, idx: np.ndarray, images: torch.Tensor) -> dict[str, float]:
-        s = self.pg.sample(images)
-        baseline = bandit.evaluate(idx, s.greedy)["reward"]
-        out = bandit.evaluate(idx, s.masks)
-        learned = self.pg.update(s, out["reward"], baseline)
-        return step_stats(out["reward"], baseline, out, s.masks) | learned
+        rewarded = lambda masks: bandit.evaluate(idx, masks)  # noqa: E731
+        return self.pg.learn(images, rewarded, rewarded)
 
     @torch.no_grad()
     def masks(self, images: torch.Tensor, greedy: bool) -> torch.Tensor:
@@ -206,39 +179,30 @@ class _BitsController:
         return (probs >= 0.5) if greedy else torch.bernoulli(probs, generator=self.gen).bool()
 
     def save(self, path: Path, table: LatencyTable, **meta: Any) -> None:
-        save_controller(self.network.eval(), path, **meta)
+        save_policy(path, "masks", self.network.eval(), **meta)
 
 
 class _FamilyController:
-    """A categorical controller over the K arms of ``family`` (:class:`FamilyReinforce` on a :class:`Router`)."""
+    """A categorical controller over the K arms of ``family`` (:class:`~.policy_gradient.ArmLearner`)."""
 
     def __init__(self, cfg: SearchConfig, in_channels: int, device: torch.device, gen: torch.Generator,
                  family: ArchitectureFamily) -> None:
         self.family = family
-        router = Router(cfg.controller, in_channels, family.k).to(device)
-        self.pg = FamilyReinforce(router, family.k, cfg.family_pg, gen)
-        self.network, self.optimizer = self.pg.policy, self.pg.optimizer
+        network = Router(cfg.controller, in_channels, family.k).to(device)
+        self.pg = ArmLearner(network, family.k, cfg.pg, gen, family.masks)
+        self.network, self.optimizer = self.pg.network, self.pg.optimizer
 
     def learn(self, bandit: InstaNASBandit, idx: np.ndarray, images: torch.Tensor) -> dict[str, float]:
-        s = self.pg.sample(images)
-        arms = s.arms.numpy()  # (B, S)
-        b, n = arms.shape
-        masks = self.family.masks[arms.T.reshape(-1)]  # sample j of every image, then sample j + 1
-        out = bandit.evaluate(np.tile(idx, n), masks)  # one supernet pass over the B x S pairs
-        rewards = out["reward"].reshape(n, b).T
-        baseline = bandit.evaluate(idx, self.family.masks[s.greedy])["reward"] if n == 1 else None
-        learned = self.pg.update(s, rewards, baseline)
-        shown = rewards.mean(1) if baseline is None else baseline  # the leave-one-out baselines average to it
-        return (step_stats(rewards, shown, out, masks) | learned
-                | {"distinct_arms": float(len(np.unique(s.greedy)))})
+        rewarded = lambda arms: bandit.evaluate(idx, self.family.masks[arms])  # noqa: E731
+        return self.pg.learn(images, rewarded, rewarded)
 
     @torch.no_grad()
     def masks(self, images: torch.Tensor, greedy: bool) -> torch.Tensor:
-        arms = self.pg.policy(images).argmax(1).cpu() if greedy else self.pg.sample(images).arms[:, 0]
+        arms = self.network(images).argmax(1).cpu() if greedy else self.pg.sample(images).arms[:, 0]
         return torch.from_numpy(self.family.masks[arms.numpy()]).bool()
 
     def save(self, path: Path, table: LatencyTable, **meta: Any) -> None:
-        save_family_policy(self.network.eval(), path, self.family, table, **meta)
+        save_policy(path, "family", self.network.eval(), self.family, **meta)
 
 
 class _Search:
@@ -246,22 +210,23 @@ class _Search:
 
     def __init__(self, cfg: SearchConfig) -> None:
         self.cfg = cfg
-        torch.set_num_threads(cfg.threads)
-        torch.manual_seed(cfg.seed)
-        net_path = Path(cfg.supernet) if cfg.supernet else default_supernet(cfg.dataset)
-        self.device = resolve_device(cfg.device)
+        torch.set_num_threads(cfg.run.threads)
+        torch.manual_seed(cfg.run.seed)
+        net_path = Path(cfg.env.supernet) if cfg.env.supernet else default_supernet(cfg.env.dataset)
+        self.device = resolve_device(cfg.run.device)
         self.model, _ = load_supernet(net_path)
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
         self.model.to(self.device, memory_format=self.memory_format)
-        split = cfg.split or default_split(cfg.dataset)
-        self.bandit = InstaNASBandit(cfg.dataset, split, cfg.data_root, cfg.download, supernet=self.model,
-                                     latency_table=cfg.latency_table, reward=cfg.reward, device=str(self.device),
-                                     precision=cfg.precision)
+        env = cfg.env
+        self.bandit = InstaNASBandit(env.dataset, env.train_split, env.data.root, env.data.download,
+                                     supernet=self.model, latency_table=env.latency_table, reward=env.reward,
+                                     latency_backend=env.latency_backend, device=str(self.device),
+                                     precision=cfg.run.precision)
         self.data = self.bandit.data
         self.images, self.labels = self.data.tensors()
-        self.gen = torch.Generator().manual_seed(cfg.seed)
+        self.gen = torch.Generator().manual_seed(cfg.run.seed)
         channels = self.data.spec.image_shape[2]
-        self.family = resolve_family(cfg.family, cfg.dataset)[0] if cfg.family else None
+        self.family = resolve_family(env.family, env.dataset)[0] if cfg.view == "family" else None
         self.kind: _ControllerKind = (
             _BitsController(cfg, channels, self.device, self.gen) if self.family is None
             else _FamilyController(cfg, channels, self.device, self.gen, self.family))
@@ -270,11 +235,11 @@ class _Search:
             self.model.parameters(), lr=cfg.supernet_lr, momentum=cfg.momentum,
             weight_decay=cfg.weight_decay, nesterov=True,
         )
-        self.rng = np.random.default_rng(cfg.seed)
+        self.rng = np.random.default_rng(cfg.run.seed)
         self.stage, self.step = 0, 0
         self.history: dict[str, list[dict[str, float]]] = {"controller": [], "supernet": []}
         self.window: list[dict[str, float]] = []
-        self.out = Path(cfg.out)
+        self.out = Path(cfg.run.out or "runs/search")
         self.path = self.out / "search.pt"
         self.wall = 0.0
 
@@ -283,7 +248,7 @@ class _Search:
         state = {
             "format": SEARCH_FORMAT,
             "config": asdict(self.cfg),
-            "supernet": supernet_state(self.model, self.cfg.dataset),
+            "supernet": supernet_state(self.model, self.cfg.env.dataset),
             "controller": {"config": self.controller.config, "state_dict": self.controller.state_dict()},
             "controller_opt": self.kind.optimizer.state_dict(),
             "family": None if self.family is None else torch.from_numpy(self.family.masks.copy()),
@@ -299,21 +264,22 @@ class _Search:
             write_csv(rows, self.out / f"{kind}_log.csv")
 
     def load(self) -> None:
-        hint = "resume needs the search.pt a search wrote; start a new search in another --out"
+        hint = "resume needs the search.pt a search wrote; start a new search in another --run.out"
         keys = ("config", "supernet", "controller", "controller_opt", "supernet_opt", "stage", "step", "window",
                 "bounds", "rng", "history", "wall_s")
         state = load_torch(self.path, "instanas-gym search checkpoint", SEARCH_FORMAT, keys, hint)
         if not isinstance(state["config"], dict):
             raise FileFormatError(f"{self.path} is a damaged search checkpoint (config is not a dict); {hint}")
-        defaults = asdict(SearchConfig())  # settings older files lack
-        changed = {k for k, v in asdict(self.cfg).items()
-                   if k not in ("resume", "device") and state["config"].get(k, defaults.get(k)) != v}
+        defaults = flat_settings(asdict(SearchConfig()))  # settings older files lack
+        saved = flat_settings(state["config"])
+        changed = {k for k, v in flat_settings(asdict(self.cfg)).items()
+                   if k not in ("resume", "run.device", "run.threads") and saved.get(k, defaults.get(k)) != v}
         if changed:
             raise ValueError(f"{self.path} was written with other settings ({sorted(changed)}); "
-                             f"resume with the same ones or use another --out")
-        saved = state.get("family")  # the same file name may hold another family now
-        if saved is not None and not np.array_equal(saved.numpy(), self.family.masks):
-            raise ValueError(f"{self.path} was written with another family than {self.cfg.family} holds now; "
+                             f"resume with the same ones or use another --run.out")
+        saved_family = state.get("family")  # the same file name may hold another family now
+        if saved_family is not None and not np.array_equal(saved_family.numpy(), self.family.masks):
+            raise ValueError(f"{self.path} was written with another family than {self.cfg.env.family} holds now; "
                              f"resume with the same family or use another --out")
         self.model.load_state_dict(state["supernet"]["model"])
         self.controller.load_state_dict(state["controller"]["state_dict"])
@@ -327,10 +293,10 @@ class _Search:
         self.history, self.wall = state["history"], state["wall_s"]
 
     # ---- one step of each kind -------------------------------------------------------------------
-    def controller_step(self, progress: float) -> dict[str, float]:
-        """One REINFORCE update on a batch of training images; UB set for ``progress`` of phase 2."""
+    def controller_step(self, step: int, steps: int) -> dict[str, float]:
+        """One REINFORCE update on a batch of training images; UB set for ``step`` of phase 2's ``steps``."""
         reward = self.bandit.reward
-        reward.anneal(progress)
+        reward.anneal_step(step, steps)
         self.model.eval()
         self.controller.train()
         idx = self.rng.integers(len(self.labels), size=self.cfg.batch_size)
@@ -350,7 +316,7 @@ class _Search:
         masks = self.kind.masks(x, greedy)
         for group in self.supernet_opt.param_groups:
             group["lr"] = lr
-        with autocast(self.device, cfg.precision):
+        with autocast(self.device, cfg.run.precision):
             logits = self.model(x.contiguous(memory_format=self.memory_format), masks)
             loss = F.cross_entropy(logits.float(), y)
         self.supernet_opt.zero_grad(set_to_none=True)
@@ -366,8 +332,7 @@ class _Search:
     def run_step(self, kind: str, epoch: int, steps: int) -> dict[str, float]:
         cfg = self.cfg
         if kind == "controller":
-            total = cfg.epochs * steps
-            return self.controller_step((epoch * steps + self.step) / max(1, total - 1))
+            return self.controller_step(epoch * steps + self.step, cfg.epochs * steps)
         if kind == "supernet":
             return self.supernet_step(cfg.supernet_lr, greedy=False)
         return self.supernet_step(0.5 * cfg.finetune_lr * (1 + math.cos(math.pi * self.step / steps)), greedy=True)
@@ -423,8 +388,8 @@ def search(
         s.save()
         console.print(f"interrupted: search saved to {s.path}; rerun with resume (--resume) to continue")
         raise
-    atomic_save(supernet_state(s.model.eval(), cfg.dataset, search_config=asdict(cfg)), s.out / "supernet.pt")
-    s.kind.save(s.out / "controller.pt", s.bandit.table, search_config=asdict(cfg),
+    atomic_save(supernet_state(s.model.eval(), cfg.env.dataset, search_config=asdict(cfg)), s.out / "supernet.pt")
+    s.kind.save(s.out / "policy.pt", s.bandit.table, search_config=asdict(cfg),
                 bounds={"lower_ms": s.bandit.reward.lower_ms, "upper_ms": s.bandit.reward.upper_ms})
     return s.out
 
@@ -441,12 +406,9 @@ def load_search(folder: str | Path) -> tuple[Any, torch.nn.Module, dict[str, Any
     """The searched supernet (eval mode), controller and search config of a finished search folder.
 
     The controller maps uint8 images to mask logits (B, 17, 5) (greedy masks: logit >= 0): the
-    :class:`~instanas_gym.agents.controller.Controller`, or for a search over a family its router
-    with the routing rule as a :class:`~instanas_gym.agents.router.RoutedController` (eval mode)."""
+    :class:`~instanas_gym.agents.controller.Controller`, or for a search over a family its network
+    with the greedy arm as a :class:`~instanas_gym.agents.router.RoutedController` (eval mode)."""
     folder = Path(folder)
     model, ckpt = load_supernet(folder / "supernet.pt")
-    cfg = ckpt.get("search_config") or {}
-    if cfg.get("family"):
-        return model, load_router(folder / "controller.pt").controller(), cfg
-    controller, cckpt = load_controller(folder / "controller.pt")
-    return model, controller, cfg or cckpt.get("search_config", {})
+    policy = load_policy(folder / "policy.pt")
+    return model, policy.controller(), ckpt.get("search_config") or policy.meta.get("search_config", {})

@@ -102,7 +102,6 @@ def train_vw(
     total_steps: int,
     seed: int = 0,
     epsilon: float = 0.1,
-    anneal_upper: bool = True,
     out: str | Path | None = None,
 ) -> tuple[VWFamilyAgent, list[dict[str, Any]]]:
     """Train VW on a family vector env (``Discrete(K)`` arms per sub-environment, e.g.
@@ -116,8 +115,7 @@ def train_vw(
     log, start = RunLogger(out, "log", "env_steps"), time.perf_counter()
     log_every = max(1, updates // 50)
     for update in range(updates):
-        if anneal_upper:
-            bandit.reward.anneal(update / max(1, updates - 1))
+        bandit.reward.anneal_step(update, updates)
         features = image_features(obs)
         arms, probs = agent.act(features)
         obs, rewards, _, _, info = venv.step(arms)

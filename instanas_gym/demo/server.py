@@ -22,6 +22,7 @@ users never see each other's.
 from __future__ import annotations
 
 import base64
+import socket
 from typing import Any
 
 from flask import Flask, Response, jsonify, request, send_from_directory
@@ -101,6 +102,16 @@ def create_app(state: DemoState, max_upload_bytes: int = MAX_UPLOAD_BYTES) -> Fl
         return jsonify(result | extra)
 
     return app
+
+
+def port_free(host: str, port: int) -> bool:
+    """Whether ``port`` on ``host`` can be listened on now (checked before the slow start-up)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def serve(state: DemoState, host: str = "127.0.0.1", port: int = 8000, threads: int = SERVER_THREADS) -> None:

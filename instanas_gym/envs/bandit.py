@@ -20,6 +20,7 @@ from instanas_gym.latency import LatencyTable
 from instanas_gym.latency.calibration import calibrate
 from instanas_gym.latency.measure import measure_masks
 from instanas_gym.model.checkpoint import load_supernet, train_hint
+from instanas_gym.model.outcomes import OutcomeStore
 from instanas_gym.model.supernet import EXECUTION_MODES, ExecutionMode, Supernet
 from instanas_gym.space.data import ImageSet, get_spec, load_split
 from instanas_gym.space.masks import spread_masks
@@ -117,6 +118,13 @@ class InstaNASBandit:
         self.dataset, self.split = dataset, split
         self.images = torch.from_numpy(self.data.images).permute(0, 3, 1, 2).to(self.device)  # uint8 NCHW view
         self.macs_table = self.model.space.op_macs
+
+    def outcome_store(self, **kwargs: Any) -> OutcomeStore:
+        """The store of single architectures' outcomes on this split
+        (:class:`~instanas_gym.model.outcomes.OutcomeStore`, kept beside the supernet's checkpoint;
+        in memory only for a supernet given as an object); ``kwargs``: its ``batch_size``,
+        ``progress``, ``rebuild``."""
+        return OutcomeStore(self.model, self.supernet_path, self.data, **kwargs)
 
     @property
     def num_images(self) -> int:

@@ -3,7 +3,6 @@ line pass whole to ``gymnasium.make`` / ``make_vec``."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -15,21 +14,23 @@ from instanas_gym.envs.bandit import InstaNASBandit
 from instanas_gym.envs.family import FamilyVectorAction
 from instanas_gym.envs.lookup import FamilyLookupVectorEnv
 from instanas_gym.envs.reward import RewardConfig
-from instanas_gym.model.outcomes import outcomes_path
+from instanas_gym.space.data import DataConfig
 from instanas_gym.space.family import ArchitectureFamily
-from instanas_gym.utils.devices import Precision, check_precision, resolve_device
+from instanas_gym.utils.run import RunConfig
 
 
 @dataclass(frozen=True)
 class EnvConfig:
-    """An InstaNAS environment id and its settings (see :class:`~instanas_gym.envs.instanas_env.InstaNASEnv`)."""
+    """An InstaNAS environment id and its settings (see :class:`~instanas_gym.envs.instanas_env.InstaNASEnv`);
+    where the supernet runs (device, precision, threads) comes from the run's settings
+    (:class:`~instanas_gym.utils.run.RunConfig`)."""
 
     env_id: str = "InstaNAS-FashionMNIST-v0"
     """A registered id (instanas_gym.ENV_IDS)."""
     split: str | None = None
     """The split to learn on; None: the id's ("search" for Fashion-MNIST, "train" for CIFAR)."""
-    data_root: str | None = None
-    """Data folder (CIFAR); default $INSTANAS_DATA, else $INSTANAS_CACHE/data."""
+    data: DataConfig = field(default_factory=DataConfig)
+    """Where the images are (CIFAR; Fashion-MNIST's ship in the package)."""
     supernet: str | None = None
     """Supernet checkpoint; default: bundled (Fashion-MNIST) or $INSTANAS_CACHE/<dataset>/last.pt."""
     latency_table: str | None = None
@@ -38,56 +39,55 @@ class EnvConfig:
     """The runtime whose default latency table the reward uses (when latency_table is None)."""
     reward: RewardConfig = field(default_factory=RewardConfig)
     """The reward's settings."""
-    device: str = "auto"
-    """Where the supernet runs: "auto" (CUDA when present, else CPU), "cpu", "cuda", "cuda:N"."""
-    precision: Precision = "fp32"
-    """"bf16": bfloat16 autocast of the supernet's forward pass."""
+    family: str | None = None
+    """Family file, or router file whose family, the family and cascade views choose among; None: the
+    bundled family (bundled data set only)."""
+    lookup: bool = True
+    """The family and cascade views answer from stored outcomes (computed once; the live rewards at
+    table speed); else the supernet runs at every step."""
 
     def __post_init__(self) -> None:
         if self.env_id not in instanas_gym.ENV_IDS:
-            raise ValueError(f"env_id must be one of {sorted(instanas_gym.ENV_IDS)}, got {self.env_id!r}")
-        resolve_device(self.device, "env.device")
-        check_precision(self.precision, "env.precision")
+            raise ValueError(f"env.env_id must be one of {sorted(instanas_gym.ENV_IDS)}, got {self.env_id!r}")
+        for name in ("split", "supernet", "latency_table", "family"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
+                raise TypeError(f"env.{name} must be a string or None, got {getattr(self, name)!r}")
+        if not isinstance(self.lookup, bool):
+            raise TypeError(f"env.lookup must be True or False, got {self.lookup!r}")
 
     @property
     def dataset(self) -> str:
         return instanas_gym.ENV_IDS[self.env_id]["dataset"]
-
-    def kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for ``gymnasium.make(self.env_id, ...)``."""
-        paths = {"split": self.split, "data_root": self.data_root, "supernet": self.supernet,
-                 "latency_table": self.latency_table}
-        return {k: v for k, v in paths.items() if v is not None} | {
-            "reward": self.reward, "latency_backend": self.latency_backend, "device": self.device,
-            "precision": self.precision}
-
-    def make_vec(self, num_envs: int, **extra: Any) -> gym.vector.VectorEnv:
-        """The native batched vector env with ``num_envs`` sub-environments."""
-        return gym.make_vec(self.env_id, num_envs=num_envs, vectorization_mode="vector_entry_point",
-                            **self.kwargs(), **extra)
 
     @property
     def train_split(self) -> str:
         """The split it learns on: ``split``, else the id's."""
         return self.split or instanas_gym.ENV_IDS[self.env_id]["split"]
 
-    def make_family_vec(
-        self, num_envs: int, family: ArchitectureFamily | str | os.PathLike, lookup: bool = False,
-        source: str | os.PathLike | None = None, **extra: Any
-    ) -> VectorEnv:
+    def kwargs(self, run: RunConfig | None = None) -> dict[str, Any]:
+        """Keyword arguments for ``gymnasium.make(self.env_id, ...)``; ``run``: its device, precision and threads."""
+        paths = {"split": self.split, "data_root": self.data.root, "supernet": self.supernet,
+                 "latency_table": self.latency_table}
+        where = {} if run is None else {"device": run.device, "precision": run.precision, "threads": run.threads}
+        return {k: v for k, v in paths.items() if v is not None} | {
+            "reward": self.reward, "latency_backend": self.latency_backend, "download": self.data.download} | where
+
+    def make_vec(self, num_envs: int, run: RunConfig | None = None, **extra: Any) -> gym.vector.VectorEnv:
+        """The native batched vector env with ``num_envs`` sub-environments."""
+        return gym.make_vec(self.env_id, num_envs=num_envs, vectorization_mode="vector_entry_point",
+                            **self.kwargs(run), **extra)
+
+    def make_family_vec(self, num_envs: int, family: ArchitectureFamily, run: RunConfig | None = None,
+                        **extra: Any) -> VectorEnv:
         """The family view (``Discrete(K)`` arms) of the native vector env: live
-        (:class:`~instanas_gym.envs.family.FamilyVectorAction`) or, with ``lookup``, from the
-        family's stored outcomes (:class:`~instanas_gym.envs.lookup.FamilyLookupVectorEnv`), kept
-        beside ``source``, the file the family came from (a family or router file;
-        :func:`~instanas_gym.model.outcomes.outcomes_path` of it and :attr:`train_split`), unless ``extra``
-        names ``outcomes``. Both offer ``evaluate_current_arms``."""
-        if not lookup:
-            return FamilyVectorAction(self.make_vec(num_envs), family)
-        if source is not None:
-            extra.setdefault("outcomes", outcomes_path(source, self.train_split))
-        kwargs = {**instanas_gym.ENV_IDS[self.env_id], **self.kwargs()}
+        (:class:`~instanas_gym.envs.family.FamilyVectorAction`) or, with ``lookup``, from the stored
+        outcomes (:class:`~instanas_gym.envs.lookup.FamilyLookupVectorEnv`; ``extra``: its
+        ``rebuild``, ``progress``...). Both offer ``evaluate_current_arms``."""
+        if not self.lookup:
+            return FamilyVectorAction(self.make_vec(num_envs, run), family)
+        kwargs = {**instanas_gym.ENV_IDS[self.env_id], **self.kwargs(run)}
         return FamilyLookupVectorEnv(num_envs, family=family, **kwargs, **extra)
 
-    def bandit(self, split: str) -> InstaNASBandit:
+    def bandit(self, split: str, run: RunConfig | None = None) -> InstaNASBandit:
         """The environment's bandit on another split (``"test"`` to judge a policy)."""
-        return InstaNASBandit(**{**instanas_gym.ENV_IDS[self.env_id], **self.kwargs(), "split": split})
+        return InstaNASBandit(**{**instanas_gym.ENV_IDS[self.env_id], **self.kwargs(run), "split": split})

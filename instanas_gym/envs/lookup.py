@@ -1,9 +1,9 @@
-"""The family view in lookup mode: a K-arm vector env that steps at table speed, without the supernet."""
+"""The family view in lookup mode: a K-arm vector env that steps at table speed, from the outcomes
+file (:mod:`instanas_gym.model.outcomes`) instead of the supernet."""
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -13,7 +13,6 @@ from gymnasium.vector.utils import batch_space
 from instanas_gym.envs.bandit import ImageOrder, InstaNASBandit
 from instanas_gym.envs.family import check_arms
 from instanas_gym.envs.vector import InstaNASVectorEnv
-from instanas_gym.model.outcomes import compute_outcomes, load_outcomes, outcomes_key, outcomes_path, save_outcomes
 from instanas_gym.space.family import ArchitectureFamily, as_family
 
 
@@ -22,39 +21,34 @@ class FamilyLookup(InstaNASBandit):
 
     Args:
         family: an :class:`~instanas_gym.space.family.ArchitectureFamily` or the path of its file.
-        outcomes: the outcomes file; None: :func:`outcomes_path` beside the family file (a family
-            given as an object needs one).
-        rebuild: recompute the outcomes even when the file exists (a stale file is refused otherwise).
+        rebuild: recompute the arms' outcomes even when the outcomes file holds them.
         batch_size: images per supernet call while computing them.
         progress: show a progress bar while computing them.
-        **bandit_kwargs: those of :class:`~instanas_gym.envs.bandit.InstaNASBandit` (``supernet`` as a path).
+        **bandit_kwargs: those of :class:`~instanas_gym.envs.bandit.InstaNASBandit` (``supernet`` as a
+            path: the outcomes are kept beside it, :class:`~instanas_gym.model.outcomes.OutcomeStore`).
 
-    The outcomes are computed on first use (when the file is missing) and stored; the bandit's own
-    :meth:`evaluate` still runs the supernet on any mask.
+    The arms' outcomes on the whole split are read from the supernet's outcomes file, computed first
+    where it lacks them; the bandit's own :meth:`evaluate` still runs the supernet on any mask.
     """
 
     def __init__(
         self,
         family: ArchitectureFamily | str | os.PathLike,
-        outcomes: str | os.PathLike | None = None,
         rebuild: bool = False,
         batch_size: int = 256,
         progress: bool = True,
         **bandit_kwargs: Any,
     ) -> None:
         self.family = as_family(family)
-        if outcomes is None and isinstance(family, ArchitectureFamily):
-            raise ValueError("outcomes: a family given as an object needs outcomes=PATH (where its outcomes are stored)")
         super().__init__(**bandit_kwargs)
         if self.family.dataset is not None and self.family.dataset != self.dataset:
             raise ValueError(f"family: its architectures are of a {self.family.dataset} supernet, this one is {self.dataset}")
-        self.outcomes_path = Path(outcomes) if outcomes is not None else outcomes_path(family, self.split)  # type: ignore[arg-type]
-        key = outcomes_key(self, self.family)
-        if rebuild or not self.outcomes_path.is_file():
-            self.outcomes = compute_outcomes(self, self.family, batch_size, progress)
-            save_outcomes(self.outcomes_path, self.outcomes, key)
-        else:
-            self.outcomes = load_outcomes(self.outcomes_path, key)
+        if self.supernet_path is None:
+            raise ValueError("lookup mode keeps outcomes beside the supernet's checkpoint: pass supernet=PATH, "
+                             "not a Supernet object")
+        store = self.outcome_store(batch_size=batch_size, progress=progress, rebuild=rebuild)
+        self.outcomes_path = store.path
+        self.outcomes = store.get(self.family.masks)
         self._figures: tuple[Any, dict[str, np.ndarray]] | None = None
 
     def arm_figures(self) -> dict[str, np.ndarray]:
@@ -69,25 +63,25 @@ class FamilyLookup(InstaNASBandit):
         the same arrays and constants, from the stored outcomes and the current table and bounds."""
         arch = {name: value[arms] for name, value in self.arm_figures().items()}
         out = self.outcomes
-        return self.outcome(indices, out["prediction"][arms, indices], out["confidence"][arms, indices], arch)
+        return self.outcome(indices, out.prediction[arms, indices], out.confidence[arms, indices], arch)
 
 
 class FamilyLookupVectorEnv(InstaNASVectorEnv):
-    """``num_envs`` images, one arm of a family each, answered from the family's stored outcomes.
+    """``num_envs`` images, one arm of a family each, answered from the stored outcomes.
 
     What :class:`~instanas_gym.envs.family.FamilyVectorAction` over
     :class:`~instanas_gym.envs.vector.InstaNASVectorEnv` returns, for the same seeds and arms: the same
     images, rewards (the same reward code, with the current table's latencies and the current
     annealed bounds), terminations and infos (``info["final_info"]["arm"]`` included), with the
     supernet run once per (arm, image) beforehand instead of at every step
-    (:class:`~instanas_gym.envs.lookup.FamilyLookup`: the outcomes are computed on first use and stored
-    beside the family file; a stale file is refused). ``set_latency_bounds``, ``bandit.reward.anneal``,
+    (:class:`FamilyLookup`: the outcomes are read from the supernet's outcomes file, computed first
+    where it lacks them). ``set_latency_bounds``, ``bandit.reward.anneal``,
     ``calibrate_latency`` and ``evaluate_current`` (which runs the supernet on any masks) work as there.
 
     Args:
         num_envs: sub-environments.
         family: an :class:`~instanas_gym.space.family.ArchitectureFamily` or the path of its file.
-        outcomes, rebuild, batch_size, progress: as for :class:`~instanas_gym.envs.lookup.FamilyLookup`.
+        rebuild, batch_size, progress: as for :class:`FamilyLookup`.
         order, render_mode, **kwargs: as for :class:`~instanas_gym.envs.vector.InstaNASVectorEnv`.
     """
 
@@ -98,7 +92,6 @@ class FamilyLookupVectorEnv(InstaNASVectorEnv):
         self,
         num_envs: int = 1,
         family: ArchitectureFamily | str | os.PathLike | None = None,
-        outcomes: str | os.PathLike | None = None,
         rebuild: bool = False,
         batch_size: int = 256,
         progress: bool = True,
@@ -108,7 +101,7 @@ class FamilyLookupVectorEnv(InstaNASVectorEnv):
     ) -> None:
         if family is None:
             raise TypeError("family is required: an ArchitectureFamily or the path of its file")
-        super().__init__(num_envs, order, render_mode, family=family, outcomes=outcomes, rebuild=rebuild,
+        super().__init__(num_envs, order, render_mode, family=family, rebuild=rebuild,
                          batch_size=batch_size, progress=progress, **kwargs)
         self.family = self.bandit.family
         self.single_action_space = spaces.Discrete(self.family.k)

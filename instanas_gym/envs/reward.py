@@ -57,6 +57,8 @@ class RewardConfig:
             check_number(name, getattr(self, name), low=0, low_open=True)
         for name in ("lower_ms", "upper_ms"):
             check_number(name, getattr(self, name), low=0, optional=True)
+        if not isinstance(self.anneal, (bool, np.bool_)):
+            raise TypeError(f"reward anneal must be True or False, got {self.anneal!r}")
 
     @classmethod
     def coerce(cls, value: RewardConfig | dict[str, Any] | None) -> RewardConfig:
@@ -120,6 +122,12 @@ class LatencyReward:
         upper = self.upper_start_ms + (self.upper_end_ms - self.upper_start_ms) * progress
         self.set_bounds(upper_ms=max(upper, self.lower_ms + 1e-6))
         return self.upper_ms
+
+    def anneal_step(self, step: int, steps: int) -> float:
+        """Set UB for training step ``step`` (0-based) of ``steps``: the one schedule every agent and
+        the search use, linear from the start at step 0 to the end at the last step (a no-op when the
+        reward does not anneal); returns UB in ms."""
+        return self.anneal(step / max(1, steps - 1))
 
     def arch_reward(self, latency_ms: np.ndarray) -> np.ndarray:
         """R_A in [0, 1] for cell latencies L in ms."""

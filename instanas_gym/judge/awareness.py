@@ -21,11 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rich.console import Console
 
-from instanas_gym.agents.family_reinforce import FamilyReinforceConfig
-from instanas_gym.agents.policy import Policy
-from instanas_gym.agents.router import Router, router_latency_ms, router_policy
+from instanas_gym.agents.policy import Policy, SavedPolicy
+from instanas_gym.agents.router import router_latency_ms
 from instanas_gym.envs.bandit import InstaNASBandit
+from instanas_gym.envs.config import EnvConfig
 from instanas_gym.judge.frontier import frontier_accuracy, gain_over_frontier, oracle, static_frontier
 from instanas_gym.judge.information import (
     conditional_mutual_information_bits,
@@ -35,22 +36,14 @@ from instanas_gym.judge.information import (
     permutation_mi_bits,
 )
 from instanas_gym.judge.plots import hardest_easiest_plot, instance_aware_plot
-from instanas_gym.model.outcomes import (
-    SCORES_FORMAT,
-    load_scores,
-    per_image_loss,
-    save_scores,
-    score_architectures,
-    scores_path,
-    split_key,
-)
-from instanas_gym.space.data import ImageSet
-from instanas_gym.space.family import ArchitectureFamily, probe_masks
-from instanas_gym.space.masks import all_ops_mask, validate_mask
+from instanas_gym.latency.onnx import controller_latency_ms
+from instanas_gym.model.outcomes import OutcomeStore
+from instanas_gym.space.family import probe_masks
+from instanas_gym.space.masks import validate_mask
 from instanas_gym.utils.checks import check_int
-from instanas_gym.utils.files import FileFormatError, atomic_write_json
-from instanas_gym.utils.paths import ASSETS
-from instanas_gym.utils.runlog import progress_bar
+from instanas_gym.utils.display import results_table
+from instanas_gym.utils.files import atomic_write_json
+from instanas_gym.utils.run import RunConfig
 
 
 def random_mixture_policy(mask_a: np.ndarray, mask_b: np.ndarray, share_a: float = 0.5, seed: int = 0) -> Policy:
@@ -96,6 +89,18 @@ def _scored(arch: np.ndarray, references: int, members: int, own_limit: int | No
     return np.sort(np.concatenate([np.arange(references), top[own[top - references] > 0]]))
 
 
+def _information(arch: np.ndarray, labels: np.ndarray, difficulty: np.ndarray) -> dict[str, float]:
+    """What the chosen architecture says about the class and the difficulty, with shuffling nulls (bits)."""
+    return {
+        "mi_class_bits": mutual_information_bits(arch, labels),
+        "mi_class_null_bits": permutation_mi_bits(arch, labels),
+        "mi_difficulty_bits": mutual_information_bits(arch, difficulty),
+        "mi_difficulty_null_bits": permutation_mi_bits(arch, difficulty),
+        "cmi_difficulty_class_bits": conditional_mutual_information_bits(arch, difficulty, labels),
+        "cmi_difficulty_class_null_bits": permutation_cmi_bits(arch, difficulty, labels),
+    }
+
+
 def instance_awareness(
     policy: Policy,
     bandit: InstaNASBandit,
@@ -103,55 +108,46 @@ def instance_awareness(
     controller_ms: float = 0.0,
     limit: int | None = None,
     batch_size: int = 500,
-    cache: dict[bytes, np.ndarray] | None = None,
     own_limit: int | None = None,
-    loss: np.ndarray | None = None,
+    store: OutcomeStore | None = None,
 ) -> dict[str, Any]:
     """Judge ``policy`` (uint8 images (B, H, W, C) -> masks (B, 17, 5)) on the bandit's split (the
     first ``limit`` images when given) against the static frontier of its family: the reference
     masks (R, 17, 5) and every distinct architecture it uses, each run alone on all those images and
-    placed at its table latency (whole network, batch 1, ms). Costs one pass over the images per
-    family member.
+    placed at its table latency (whole network, batch 1, ms). Single architectures' answers come from
+    ``store`` (default: the bandit's :meth:`~instanas_gym.envs.bandit.InstaNASBandit.outcome_store`),
+    which runs those it does not hold yet.
 
     Returns a dict: ``images``; ``accuracy`` (fraction); ``network_ms``, ``controller_ms``, ``e2e_ms``
     (their sum) in ms; ``distinct_archs``, ``archs_2pct`` (those serving at least 2% of the images),
-    ``arch_index`` and ``arch_share`` (family index and the
-    fraction of images each used architecture serves, most used first); ``frontier``
-    (``latency_ms``, ``accuracy`` of its vertices); ``gain`` (:func:`gain_over_frontier` at
-    ``e2e_ms``); ``mi_class_bits``, ``mi_difficulty_bits`` and their label-shuffling nulls
-    ``mi_class_null_bits``, ``mi_difficulty_null_bits``; ``cmi_difficulty_class_bits``, what the
-    choice says about the difficulty beyond the class (I(arch; difficulty | class)), and its null
-    ``cmi_difficulty_class_null_bits`` (the difficulty shuffled within each class); ``oracle`` (:func:`oracle` over the family);
-    ``references`` (R); per family member ``family_masks`` (effective masks, uint8), ``family_latency_ms``,
+    ``arch_index`` and ``arch_share`` (family index and the fraction of images each used
+    architecture serves, most used first); ``frontier`` (``latency_ms``, ``accuracy`` of its
+    vertices); ``gain`` (:func:`~instanas_gym.judge.frontier.gain_over_frontier` at ``e2e_ms``);
+    ``mi_class_bits``, ``mi_difficulty_bits`` and their label-shuffling nulls; ``cmi_difficulty_class_bits``,
+    what the choice says about the difficulty beyond the class (I(arch; difficulty | class)), and its
+    null (the difficulty shuffled within each class); ``oracle`` over the family; ``references`` (R);
+    per family member ``family_masks`` (effective masks, uint8), ``family_latency_ms``,
     ``family_accuracy``; per image ``arch`` (family index), ``labels``, ``loss`` (all-ops
     cross-entropy, nats) and ``difficulty`` (its quintile, 0 = easiest).
 
-    ``cache``: as for :func:`score_architectures`, for this bandit's first ``limit`` images (e.g. the
-    references' correctness, shared by every policy judged on them); the result is the same.
     ``own_limit``: score only the references and the policy's ``own_limit`` most used architectures
     (ties: first used first), e.g. for a policy with a different mask per image; the others keep
     their family index but get accuracy nan and are left out of the frontier and of the oracle
-    (whose ``choice`` then indexes the scored members, in family order).
-    None (default): score all. ``loss``: the images' all-ops cross-entropy when known (an earlier
-    report's ``loss`` on the same images), else computed (one pass).
+    (whose ``choice`` then indexes the scored members, in family order). None (default): score all.
     """
     n = bandit.num_images if limit is None else min(limit, bandit.num_images)
     check_int("own_limit", own_limit, minimum=0, optional=True)
+    store = store or bandit.outcome_store()
     run = _run_policy(policy, bandit, n, batch_size)
     family, arch = _family(bandit, reference_masks, run["masks"])
-    data = bandit.data
-    data = ImageSet(data.images[:n], data.labels[:n], data.spec, data.split, data.source)
     scored = _scored(arch, len(reference_masks), len(family), own_limit)
-    correct, _ = score_architectures(bandit.model, data, bandit.table, family[scored], batch_size, cache)
+    correct = store.get(family[scored], n).correct
     latency = np.asarray(bandit.table.network_ms(family), dtype=np.float64).reshape(len(family))
     family_accuracy = np.full(len(family), np.nan)
     family_accuracy[scored] = correct.mean(1)
     accuracy, network_ms = float(run["correct"].mean()), float(run["network_ms"].mean())
     frontier = static_frontier(latency[scored], family_accuracy[scored])
-    if loss is None:
-        loss = per_image_loss(bandit.model, data, all_ops_mask(), batch_size)
-    elif np.shape(loss) != (n,):
-        raise ValueError(f"loss must have one value per judged image, shape ({n},), got {np.shape(loss)}")
+    loss, labels = store.loss(n), bandit.data.labels[:n]
     difficulty = difficulty_bins(loss)
     used, counts = np.unique(arch, return_counts=True)
     order = np.argsort(-counts, kind="stable")
@@ -162,76 +158,11 @@ def instance_awareness(
         "arch_index": used[order], "arch_share": counts[order] / n,
         "frontier": {"latency_ms": frontier[0], "accuracy": frontier[1]},
         "gain": gain_over_frontier(frontier, network_ms + controller_ms, accuracy),
-        "mi_class_bits": mutual_information_bits(arch, data.labels),
-        "mi_class_null_bits": permutation_mi_bits(arch, data.labels),
-        "mi_difficulty_bits": mutual_information_bits(arch, difficulty),
-        "mi_difficulty_null_bits": permutation_mi_bits(arch, difficulty),
-        "cmi_difficulty_class_bits": conditional_mutual_information_bits(arch, difficulty, data.labels),
-        "cmi_difficulty_class_null_bits": permutation_cmi_bits(arch, difficulty, data.labels),
+        **_information(arch, labels, difficulty),
         "oracle": oracle(correct, latency[scored]), "references": len(reference_masks),
         "family_masks": family, "family_latency_ms": latency, "family_accuracy": family_accuracy,
-        "arch": arch, "labels": data.labels, "loss": loss, "difficulty": difficulty,
+        "arch": arch, "labels": labels, "loss": loss, "difficulty": difficulty,
     }
-
-
-# ---- stored scores -------------------------------------------------------------------------------
-def stored_scores(bandit: InstaNASBandit, n: int) -> tuple[dict[bytes, np.ndarray], np.ndarray | None]:
-    """The scores stored beside the bandit's supernet for its split (:func:`~instanas_gym.model.outcomes.scores_path`)
-    as :func:`instance_awareness` takes them for the first ``n`` images: a ``cache`` (correctness by
-    the mask's bytes) and the all-ops ``loss``. Empty and None when there are none for those images
-    (no file, a stale one, fewer images scored, or a supernet given as an object)."""
-    if bandit.supernet_path is None:
-        return {}, None
-    try:
-        masks, correct, loss = load_scores(scores_path(bandit.supernet_path, bandit.split),
-                                           split_key(bandit, SCORES_FORMAT))
-    except (FileNotFoundError, FileFormatError):
-        return {}, None
-    if len(loss) < n:
-        return {}, None
-    return {m.tobytes(): c[:n] for m, c in zip(masks, correct)}, loss[:n]
-
-
-def store_scores(bandit: InstaNASBandit, cache: dict[bytes, np.ndarray], loss: np.ndarray) -> Path | None:
-    """Store ``cache`` and ``loss`` (for the split's first ``len(loss)`` images) beside the bandit's
-    supernet, for :func:`stored_scores`; returns the file, or None where nothing is written: a
-    supernet given as an object, one shipped in the package (its files never change), or a stored
-    file that holds more images."""
-    if bandit.supernet_path is None or Path(bandit.supernet_path).resolve().is_relative_to(ASSETS.resolve()):
-        return None
-    path, key = scores_path(bandit.supernet_path, bandit.split), split_key(bandit, SCORES_FORMAT)
-    try:
-        if len(load_scores(path, key)[2]) > len(loss):  # it holds more images: keep it
-            return None
-    except (FileNotFoundError, FileFormatError):
-        pass
-    masks = np.stack([np.frombuffer(k, dtype=np.uint8).reshape(17, 5) for k in cache])
-    save_scores(path, masks, np.stack(list(cache.values())), loss, key)
-    return path
-
-
-def score_and_store(
-    bandit: InstaNASBandit, masks: np.ndarray, path: str | Path | None = None, batch_size: int = 500,
-    progress: bool = True,
-) -> Path:
-    """Score the distinct effective architectures of ``masks`` (M, 17, 5) on every image of the
-    bandit's split, with each image's all-ops loss, and store them in ``path`` (default: beside the
-    supernet, :func:`~instanas_gym.model.outcomes.scores_path`) for :func:`stored_scores`; returns the file.
-    One pass over the split per architecture, and one for the loss (a progress bar shows them)."""
-    if bandit.supernet_path is None:
-        raise ValueError("scores are stored for a supernet checkpoint file (supernet=PATH), not a Supernet object")
-    eff, _ = _family(bandit, masks, np.zeros((0, 17, 5), dtype=np.uint8))  # distinct effective masks, in order
-    rows = []
-    with progress_bar(disable=not progress) as bar:
-        task = bar.add_task(f"scoring on the {bandit.split} split", total=len(eff) + 1, stats="")
-        for m in eff:
-            rows.append(score_architectures(bandit.model, bandit.data, bandit.table, m[None], batch_size)[0][0])
-            bar.advance(task)
-        loss = per_image_loss(bandit.model, bandit.data, all_ops_mask(), batch_size)
-        bar.advance(task)
-    path = Path(path) if path is not None else scores_path(bandit.supernet_path, bandit.split)
-    save_scores(path, eff, np.stack(rows), loss, split_key(bandit, SCORES_FORMAT))
-    return path
 
 
 # ---- reports -------------------------------------------------------------------------------------
@@ -267,18 +198,11 @@ def judge_instance_awareness(
     frontier plot) and ``hardest_easiest.png`` (the easiest and hardest images by the all-ops loss,
     with the architecture each got). ``own_limit``: as for :func:`instance_awareness`. Returns the report.
 
-    Architectures already scored on those images are read from the scores stored beside the
-    supernet (:func:`stored_scores`; the bundled supernet ships the probes' and its family's on the
-    test split); any newly scored are stored there (:func:`store_scores`)."""
+    Single architectures' answers come from the supernet's outcomes file (the bundled supernet ships
+    the probes' and its family's on the test split); those it lacks are computed and added."""
     names, masks = zip(*probe_masks(bandit.table, seed=0))
     refs = np.stack(masks)
-    n = bandit.num_images if limit is None else min(limit, bandit.num_images)
-    cache, loss = stored_scores(bandit, n)
-    known = len(cache)
-    report = instance_awareness(policy, bandit, refs, controller_ms=controller_ms, limit=limit, cache=cache, loss=loss,
-                                own_limit=own_limit)
-    if len(cache) > known or loss is None:
-        store_scores(bandit, cache, report["loss"])
+    report = instance_awareness(policy, bandit, refs, controller_ms=controller_ms, limit=limit, own_limit=own_limit)
     report["family_names"] = family_names(bandit, names, refs, report["family_masks"])
     report["policy"] = what
     out = Path(out)
@@ -349,14 +273,28 @@ def frontier_results(r: dict[str, Any]) -> dict[str, dict[str, float]]:
     return rows
 
 
-def judge_family_policy(router: Router, family: ArchitectureFamily, cfg: FamilyReinforceConfig) -> dict[str, Any]:
-    """The greedy policy (argmax arm) judged on the test split against the static frontier
-    (:func:`~instanas_gym.judge.awareness.judge_instance_awareness`, written to ``cfg.out``);
-    its controller timed in the latency table's runtime."""
-    bandit = cfg.env.bandit("test")
+def judge_policy(saved: SavedPolicy, env: EnvConfig, out: str | Path, run: RunConfig | None = None,
+                 limit: int | None = None, own_limit: int | None = None) -> dict[str, Any]:
+    """A REINFORCE policy's greedy choices judged on ``env``'s test split against the static frontier
+    (:func:`judge_instance_awareness`, written to ``out``); its network timed in the latency table's
+    runtime and counted in the end-to-end latency."""
+    bandit = env.bandit("test", run)
     meta = bandit.table.meta
-    lat = family.network_ms(bandit.table)
-    ms = router_latency_ms(router, bandit.data.spec.image_shape, meta.get("runtime", "torch"), int(meta.get("threads", 1)),
-                           latency_ms=lat)
-    policy = router_policy(router, family.masks, lat, 0.0)
-    return judge_instance_awareness(policy, bandit, ms, cfg.out, "REINFORCE (family)", cfg.judge_limit)
+    runtime, threads, shape = meta.get("runtime", "torch"), int(meta.get("threads", 1)), bandit.data.spec.image_shape
+    if saved.view == "masks":
+        ms = controller_latency_ms(saved.network, shape, runtime, threads)
+    else:
+        ms = router_latency_ms(saved.network, shape, runtime, threads, latency_ms=saved.family.network_ms(bandit.table))
+    return judge_instance_awareness(saved.policy(), bandit, ms, out, f"REINFORCE ({saved.view})", limit, own_limit)
+
+
+def print_judgement(report: dict[str, Any], title: str, out: str | Path, console: Console) -> None:
+    """A :func:`judge_instance_awareness` report as the frontier table, the architectures used and the nulls."""
+    console.print(results_table(frontier_results(report), title))
+    names = report["family_names"]
+    console.print("architectures used: " + ", ".join(
+        f"{names[k]} {100 * share:.1f}%" for k, share in zip(report["arch_index"][:8], report["arch_share"][:8])))
+    console.print(f"labels shuffled: MI cls {report['mi_class_null_bits']:.3f}, MI dif "
+                  f"{report['mi_difficulty_null_bits']:.3f}, MI dif|cls {report['cmi_difficulty_class_null_bits']:.3f} "
+                  f"(shuffled within classes) bits; the frontier: {report['references']} probes and the "
+                  f"policy's architectures, each alone; plots and figures in {out}/instance_aware.*")

@@ -33,7 +33,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -42,8 +42,7 @@ import torch
 from gymnasium.vector import VectorEnv
 
 from instanas_gym.agents.controller import ControllerConfig
-from instanas_gym.agents.family_reinforce import FamilyReinforceConfig, arm_correctness, train_family_reinforce
-from instanas_gym.agents.policy import Policy, controller_policy, fixed_policy, random_policy
+from instanas_gym.agents.policy import Policy, arm_policy, controller_policy, fixed_policy, random_policy
 from instanas_gym.agents.policy_gradient import PolicyGradientConfig
 from instanas_gym.agents.reinforce import ReinforceConfig, train_reinforce
 from instanas_gym.agents.router import (
@@ -51,7 +50,6 @@ from instanas_gym.agents.router import (
     expected_reward_policy,
     resolve_family,
     router_latency_ms,
-    router_policy,
     train_router,
 )
 from instanas_gym.agents.sb3 import sb3_latency_ms, sb3_policy, train_sb3
@@ -59,14 +57,16 @@ from instanas_gym.agents.vw import train_vw, vw_latency_ms, vw_policy
 from instanas_gym.envs.bandit import InstaNASBandit
 from instanas_gym.envs.config import EnvConfig
 from instanas_gym.envs.reward import LatencyReward
-from instanas_gym.judge.awareness import instance_awareness, store_scores, stored_scores
+from instanas_gym.judge.awareness import instance_awareness
 from instanas_gym.judge.evaluation import evaluate_policy
 from instanas_gym.judge.plots import curves_with_bands
 from instanas_gym.latency.onnx import controller_latency_ms
 from instanas_gym.space.family import probe_masks
 from instanas_gym.space.masks import mobilenetv2_mask
+from instanas_gym.utils.checks import check_int
 from instanas_gym.utils.display import markdown_table
 from instanas_gym.utils.files import atomic_write_json, atomic_write_text, load_json
+from instanas_gym.utils.run import RunConfig, check_seed
 from instanas_gym.utils.runlog import RunLogger, write_csv
 
 Agent = Literal["REINFORCE", "REINFORCE-family", "PPO", "A2C", "PPO-family", "A2C-family", "VW-family", "router",
@@ -83,22 +83,21 @@ SUMMARY_KEYS = ("accuracy", "latency_ms", "network_latency_ms", "measured_ms", "
 
 @dataclass(frozen=True)
 class CompareConfig:
-    """Arguments of :func:`compare_agents` (``instanas-gym compare`` exposes each as a flag)."""
+    """Arguments of :func:`compare_agents` (``instanas-gym compare`` takes each as a flag)."""
 
     env: EnvConfig = field(default_factory=EnvConfig)
-    """The environment every agent learns on (training split) and is judged on (test split)."""
+    """The environment every agent learns on (training split) and is judged on (test split), and the
+    family of the family-view agents (env.family; env.lookup: answered from stored outcomes)."""
+    run: RunConfig = field(default_factory=lambda: RunConfig(out="runs/compare"))
+    """Threads, device and the output folder (run.seed is not used: every agent runs with each of ``seeds``)."""
     agents: tuple[Agent, ...] = AGENTS
+    """The agents compared."""
     seeds: tuple[int, ...] = (0, 1, 2)
+    """Seeds each agent runs with."""
     total_steps: int = 16_000
     """Env steps (training images) per agent and seed."""
     num_envs: int = 32
-    anneal_upper: bool = True
-    family: str | None = None
-    """The family of the family-view agents: a family file or a router file (None: the bundled family,
-    bundled data set only)."""
-    lookup: bool = True
-    """Family-view agents step the family's lookup env (outcomes stored beside the family file,
-    computed on first use); else the supernet live."""
+    """Sub-environments (images per step)."""
     pg: PolicyGradientConfig = field(default_factory=PolicyGradientConfig)
     """REINFORCE's update (its lr and alpha among them)."""
     controller: ControllerConfig = field(default_factory=ControllerConfig)
@@ -111,20 +110,26 @@ class CompareConfig:
     """Test images evaluated (None: all)."""
     own_archs: int = 16
     """A policy's most used architectures scored beside the 18 probes when judging instance-awareness."""
-    threads: int = 2
-    out: str = "runs/compare"
 
     def __post_init__(self) -> None:
         unknown = [a for a in self.agents if a not in AGENTS]
         if unknown:
             raise ValueError(f"agents: unknown {unknown}; expected some of {AGENTS}")
+        if not self.agents or not self.seeds:
+            raise ValueError("agents and seeds need at least one value each")
+        for seed in self.seeds:
+            check_seed("seeds", seed)
+        for name in ("total_steps", "num_envs", "router_epochs"):
+            check_int(name, getattr(self, name))
+        check_int("measure", self.measure, minimum=0)
+        check_int("eval_limit", self.eval_limit, optional=True)
+        check_int("own_archs", self.own_archs, minimum=0)
 
 
 def judge_bandit(cfg: CompareConfig) -> InstaNASBandit:
     """The test split's bandit with the bounds every agent is judged with: those the search ends on."""
-    bandit = cfg.env.bandit("test")
-    if cfg.anneal_upper:
-        bandit.reward.anneal(1.0)
+    bandit = cfg.env.bandit("test", cfg.run)
+    bandit.reward.anneal(1.0)
     return bandit
 
 
@@ -144,7 +149,7 @@ class FamilyArms:
 
     def __init__(self, cfg: CompareConfig, judge: InstaNASBandit) -> None:
         self.cfg, self.judge = cfg, judge
-        self.family, self.source = resolve_family(cfg.family, cfg.env.dataset)
+        self.family, self.source = resolve_family(cfg.env.family, cfg.env.dataset)
         self.cells_ms = np.asarray(judge.table.cells_ms(self.family.masks), dtype=np.float64).reshape(self.family.k)
         self.latency_ms = self.cells_ms + judge.table.fixed_ms
         """(K,) whole-network latency of each arm by the table (ms)."""
@@ -152,13 +157,16 @@ class FamilyArms:
 
     def venv(self) -> VectorEnv:
         """The family view of the training env, ``cfg.num_envs`` images per step (lookup mode per ``cfg.lookup``)."""
-        return self.cfg.env.make_family_vec(self.cfg.num_envs, self.family, self.cfg.lookup, source=self.source)
+        return self.cfg.env.make_family_vec(self.cfg.num_envs, self.family, self.cfg.run)
 
     def train_correct(self) -> tuple[np.ndarray, np.ndarray]:
         """The first ``total_steps`` training images (uint8 (N, H, W, C)) and whether each arm is right
         on them (bool (K, N)), computed on the first call."""
         if self._train is None:
-            self._train = arm_correctness(self.venv().unwrapped.bandit, self.family, self.cfg.total_steps)
+            bandit = self.venv().unwrapped.bandit
+            n = min(self.cfg.total_steps, bandit.num_images)
+            self._train = (bandit.data.images[:n],
+                           bandit.outcome_store(progress=False).get(self.family.masks, n).correct)
         return self._train
 
     def reward_arch(self) -> np.ndarray:
@@ -174,8 +182,7 @@ def run_fixed(act: Policy, venv: VectorEnv, cfg: CompareConfig, seed: int) -> li
     log, start = RunLogger(None, step_key="env_steps"), time.perf_counter()
     log_every = max(1, updates // 50)
     for update in range(updates):
-        if cfg.anneal_upper:
-            reward_fn.anneal(update / max(1, updates - 1))
+        reward_fn.anneal_step(update, updates)
         obs, rewards, _, _, info = venv.step(act(obs))
         final = info["final_info"]
         log.add({"reward": float(rewards.mean()), "accuracy": float(final["correct"].mean()),
@@ -203,26 +210,21 @@ def run_agent(
     meta = judge.table.meta
     runtime, threads, shape = meta.get("runtime", "torch"), int(meta.get("threads", 1)), judge.data.spec.image_shape
     start = time.perf_counter()
-    out = Path(cfg.out) / f"{agent}_seed{seed}"
+    out = Path(cfg.run.out or "runs/compare") / f"{agent}_seed{seed}"
     controller_ms, rows = None, []
-    if agent == "REINFORCE":
-        rcfg = ReinforceConfig(env=cfg.env, pg=cfg.pg, controller=cfg.controller, total_steps=cfg.total_steps,
-                               batch_size=cfg.num_envs, anneal_upper=cfg.anneal_upper, seed=seed,
-                               threads=cfg.threads, out=str(out))
-        controller, rows = train_reinforce(rcfg)
-        policy = controller_policy(controller)
+    run = replace(cfg.run, seed=seed, out=str(out))
+    if agent in ("REINFORCE", "REINFORCE-family"):
+        view = "masks" if agent == "REINFORCE" else "family"
+        rcfg = ReinforceConfig(view=view, env=cfg.env, run=run, pg=cfg.pg, controller=cfg.controller,
+                               total_steps=cfg.total_steps, batch_size=cfg.num_envs)
+        network, rows = train_reinforce(rcfg)
         wall = time.perf_counter() - start
-        return rows, policy, wall, controller_latency_ms(controller, shape, runtime, threads)
-    if agent == "REINFORCE-family":
-        fcfg = FamilyReinforceConfig(env=cfg.env, family=cfg.family, lookup=cfg.lookup, total_steps=cfg.total_steps,
-                                     batch_size=cfg.num_envs, anneal_upper=cfg.anneal_upper, seed=seed,
-                                     threads=cfg.threads, out=str(out))
-        router, _, rows = train_family_reinforce(fcfg)
-        policy = router_policy(router, arms.family.masks, arms.latency_ms, 0.0)
-        wall = time.perf_counter() - start
-        return rows, policy, wall, router_latency_ms(router, shape, runtime, threads, latency_ms=arms.latency_ms)
+        if view == "masks":
+            return rows, controller_policy(network), wall, controller_latency_ms(network, shape, runtime, threads)
+        ms = router_latency_ms(network, shape, runtime, threads, latency_ms=arms.latency_ms)
+        return rows, arm_policy(network, arms.family.masks), wall, ms
     if agent == "router":
-        router = Router(FamilyReinforceConfig().controller, shape[-1], arms.family.k)
+        router = Router(ReinforceConfig().controller, shape[-1], arms.family.k)
         images, correct = arms.train_correct()
         train_router(router, images, correct, cfg.router_epochs, seed=seed)
         policy = expected_reward_policy(router, arms.family.masks, arms.reward_arch(), judge.reward.correct_reward)
@@ -230,14 +232,14 @@ def run_agent(
         return rows, policy, wall, router_latency_ms(router, shape, runtime, threads, latency_ms=arms.latency_ms)
     if agent in ("PPO", "A2C", "PPO-family", "A2C-family"):
         family = arms.family if agent.endswith("-family") else None
-        extra = {"family": family, "lookup": cfg.lookup, "source": arms.source} if family is not None else {}
+        extra = {"family": family} if family is not None else {}
         model, rows = train_sb3(agent.split("-")[0].lower(), cfg.env, cfg.total_steps, cfg.num_envs, seed,
-                                cfg.anneal_upper, out=out, **extra)
+                                out=out, **extra)
         policy = sb3_policy(model, family)
         wall = time.perf_counter() - start
         return rows, policy, wall, sb3_latency_ms(model, shape, runtime, threads)
     if agent == "VW-family":
-        agent_vw, rows = train_vw(arms.venv(), arms.family, cfg.total_steps, seed, anneal_upper=cfg.anneal_upper, out=out)
+        agent_vw, rows = train_vw(arms.venv(), arms.family, cfg.total_steps, seed, out=out)
         policy = vw_policy(agent_vw, arms.family)
         wall = time.perf_counter() - start
         return rows, policy, wall, vw_latency_ms(agent_vw, shape, threads)
@@ -247,11 +249,11 @@ def run_agent(
         rows = run_fixed(lambda obs: np.full(len(obs), arm, dtype=np.int64), arms.venv(), cfg, seed)
         policy = fixed_policy(arms.family.masks[arm])
     elif agent == "random":
-        rows = run_fixed(random_policy(seed), cfg.env.make_vec(cfg.num_envs), cfg, seed)
+        rows = run_fixed(random_policy(seed), cfg.env.make_vec(cfg.num_envs, cfg.run), cfg, seed)
         policy = random_policy(seed + 1000)
     else:  # MobileNetV2
         policy = fixed_policy(mobilenetv2_mask())
-        rows = run_fixed(policy, cfg.env.make_vec(cfg.num_envs), cfg, seed)
+        rows = run_fixed(policy, cfg.env.make_vec(cfg.num_envs, cfg.run), cfg, seed)
     return rows, policy, time.perf_counter() - start, controller_ms
 
 
@@ -278,7 +280,8 @@ RESULT_FILE = "result.json"
 
 def comparison_settings(cfg: CompareConfig) -> dict[str, Any]:
     """The settings an agent x seed's result depends on (``cfg`` without agents, seeds, threads and out), as JSON."""
-    settings = {k: v for k, v in asdict(cfg).items() if k not in ("agents", "seeds", "threads", "out")}
+    settings = {k: v for k, v in asdict(cfg).items() if k not in ("agents", "seeds", "run")}
+    settings["run"] = {k: v for k, v in asdict(cfg.run).items() if k not in ("threads", "out")}
     return json.loads(json.dumps(settings))
 
 
@@ -306,15 +309,13 @@ def compare_agents(cfg: CompareConfig) -> dict[str, dict[str, float]]:
     if "VW-family" in cfg.agents and importlib.util.find_spec("vowpalwabbit") is None:
         raise ImportError("agent VW-family needs vowpalwabbit (pip install 'instanas-gym[baselines]'); "
                           "or leave it out of agents (--agents)")
-    torch.set_num_threads(cfg.threads)
-    out = Path(cfg.out)
+    torch.set_num_threads(cfg.run.threads)
+    out = Path(cfg.run.out or "runs/compare")
     out.mkdir(parents=True, exist_ok=True)
     judge = judge_bandit(cfg)
     arms = FamilyArms(cfg, judge) if any(a in FAMILY_AGENTS for a in cfg.agents) else None
     probes = np.stack([mask for _, mask in probe_masks(judge.table, seed=0)])
-    # correctness on the judged test images and their all-ops loss, shared by every agent, stored beside the supernet
-    cache, loss = stored_scores(judge, judge.num_images if cfg.eval_limit is None else min(cfg.eval_limit, judge.num_images))
-    known = len(cache)
+    store = judge.outcome_store()  # single architectures' answers on the test images, shared by every agent
     curves: dict[str, list[list[dict[str, float]]]] = {}
     finals: dict[str, list[dict[str, float]]] = {}
     settings = comparison_settings(cfg)
@@ -329,8 +330,7 @@ def compare_agents(cfg: CompareConfig) -> dict[str, dict[str, float]]:
                 result = evaluate_policy(policy, judge, measure=cfg.measure, limit=cfg.eval_limit,
                                          controller_ms=controller_ms)
                 report = instance_awareness(policy, judge, probes, controller_ms or 0.0, limit=cfg.eval_limit,
-                                            cache=cache, own_limit=cfg.own_archs, loss=loss)
-                loss = report["loss"]
+                                            own_limit=cfg.own_archs, store=store)
                 result |= aware_figures(report)
                 result["wall_s"] = wall
                 atomic_write_json(done, {"settings": settings, "agent": agent, "seed": seed, "result": result,
@@ -338,8 +338,6 @@ def compare_agents(cfg: CompareConfig) -> dict[str, dict[str, float]]:
             if rows:
                 curves.setdefault(agent, []).append(rows)
             finals.setdefault(agent, []).append(result)
-    if loss is not None and len(cache) > known:
-        store_scores(judge, cache, loss)
     write_csv([{"agent": agent, "seed": seed, "env_steps": r["env_steps"], "reward": r["reward"]}
                for agent, runs in curves.items() for seed, rows in zip(cfg.seeds, runs) for r in rows],
               out / "curves.csv")
@@ -352,14 +350,14 @@ def compare_agents(cfg: CompareConfig) -> dict[str, dict[str, float]]:
         plot[agent] = (np.array([r["env_steps"] for r in runs[0][:n]]), np.array([[r["reward"] for r in run[:n]] for run in runs]))
     curves_with_bands(plot, out / "curves.png", "env steps (images)", "mean reward (training split)",
                       f"{cfg.env.env_id}: reward during training"
-                      + (" (latency bound annealed: later rewards are harder)" if cfg.anneal_upper else ""))
+                      + (" (latency bound annealed: later rewards are harder)" if cfg.env.reward.anneal else ""))
     summary: dict[str, dict[str, float]] = {}
     for agent, results in finals.items():
         common = [k for k in results[0] if all(k in r for r in results)]  # results kept by an earlier version may lack some
         summary[agent] = {k: float(np.mean([r[k] for r in results])) for k in common}
         summary[agent] |= {f"{k}_std": float(np.std([r[k] for r in results])) for k in common}
     family = "" if arms is None else f"; family of {arms.family.k} arms ({arms.source.name}, " + \
-        ("lookup" if cfg.lookup else "live") + ")"
+        ("lookup" if cfg.env.lookup else "live") + ")"
     atomic_write_text(
         out / "summary.md",
         f"{cfg.env.env_id}, {len(cfg.seeds)} seed{'s' * (len(cfg.seeds) != 1)}, {cfg.total_steps} env steps each{family}; test split"

@@ -12,7 +12,6 @@ from instanas_gym.agents.controller import ControllerConfig
 from instanas_gym.agents.router import Router, predict_correct, price_for_budget, route, routed_latency_ms, train_router
 from instanas_gym.envs.bandit import InstaNASBandit
 from instanas_gym.judge.frontier import gain_over_frontier, oracle, static_frontier
-from instanas_gym.model.outcomes import score_architectures
 from instanas_gym.space.data import ImageSet
 from instanas_gym.space.masks import validate_mask
 from instanas_gym.utils.checks import check_int, check_number
@@ -167,11 +166,11 @@ def fit_router(
 ) -> tuple[Router, np.ndarray, np.ndarray, float, dict[str, Any]]:
     """Fit a router to the bandit's split (the search split; a ``"test"`` bandit is refused).
 
-    Steps: drop candidates with the same effective mask as an earlier one; draw (``seed``) a share
-    ``holdout`` of the images (the first ``limit`` when given) and score every candidate on it
-    (``instance_aware.score_architectures``); choose the family on it (:func:`select_family`, at
-    most ``k`` members, ordered fastest first); score the family on the other images and train the
-    router on them (:func:`train_router`, the body built from ``controller_config``, seeded by
+    Steps: drop candidates with the same effective mask as an earlier one; score every candidate on
+    the images (the first ``limit`` when given; from the supernet's outcomes file,
+    :meth:`~instanas_gym.envs.bandit.InstaNASBandit.outcome_store`); draw (``seed``) a share
+    ``holdout`` of them and choose the family on it (:func:`select_family`, at
+    most ``k`` members, ordered fastest first); train the router on the other images (:func:`train_router`, the body built from ``controller_config``, seeded by
     ``seed``); then pick the price at which routing meets ``budget_ms`` on the held-out images
     (:func:`price_for_budget`: the router's probabilities on images it was not trained on, as test
     images will be). The family and the router do not depend on the budget: another budget needs
@@ -196,48 +195,33 @@ def fit_router(
     if bandit.split == "test":
         raise ValueError("fit_router learns on the search split; the test split is only for judging the router")
     k, epochs = check_int("k", k), check_int("epochs", epochs)
-    holdout = check_number("holdout", holdout, 0.0, 1.0, low_open=True, high_open=True)
-    budget_ms = check_number("budget_ms", budget_ms, 0.0, low_open=True)
+    check_number("budget_ms", budget_ms, 0.0, low_open=True)
+    n = bandit.num_images if limit is None else min(check_int("limit", limit), bandit.num_images)
+    hold_idx, train_idx = _holdout(n, holdout, seed)
     cands = validate_mask(candidates, batched=True, name="candidates").astype(np.uint8)
     eff = bandit.model.space.effective_mask(cands).astype(np.uint8)
     distinct = np.sort(np.unique(eff.reshape(len(eff), -1), axis=0, return_index=True)[1])
-    n = bandit.num_images if limit is None else min(check_int("limit", limit), bandit.num_images)
-    n_hold = round(holdout * n)
-    if n_hold < 1 or n - n_hold < 1:
-        raise ValueError(f"{n} images cannot be split into a held-out share {holdout} and the rest")
-    perm = np.random.default_rng(seed).permutation(n)
-    hold_idx, train_idx = np.sort(perm[:n_hold]), np.sort(perm[n_hold:])
-    data = bandit.data
-
-    say(f"scoring {len(distinct)} distinct candidates on {n_hold} held-out {bandit.split} images")
-    cand_correct, cand_lat = score_architectures(bandit.model, _subset(data, hold_idx), bandit.table, cands[distinct],
-                                                 eval_batch_size)
-    picked = select_family(cand_correct, cand_lat, k, margin, anchors=anchors)
+    say(f"scoring {len(distinct)} distinct candidates on the first {n} {bandit.split} images")
+    correct = bandit.outcome_store(batch_size=eval_batch_size, progress=False).get(cands[distinct], n).correct
+    cand_lat = np.asarray(bandit.table.network_ms(cands[distinct]), dtype=np.float64).reshape(len(distinct))
+    picked = select_family(correct[:, hold_idx], cand_lat, k, margin, anchors=anchors)
     picked = picked[np.argsort(cand_lat[picked], kind="stable")]  # fastest first: ties in route() go to the faster
-    family_idx, family_masks, family_lat = distinct[picked], cands[distinct[picked]], cand_lat[picked]
-    hold_correct = cand_correct[picked]
+    family_lat, hold_correct, train_correct = cand_lat[picked], correct[picked][:, hold_idx], correct[picked][:, train_idx]
     say(f"family of {len(picked)}: " + ", ".join(f"{ms:.3f} ms {100 * a:.1f}%"
                                                  for ms, a in zip(family_lat, hold_correct.mean(1))))
-
-    say(f"scoring the family on {len(train_idx)} training images")
-    train_correct, _ = score_architectures(bandit.model, _subset(data, train_idx), bandit.table, family_masks,
-                                           eval_batch_size)
     with torch.random.fork_rng():  # the router's initial weights from ``seed``, the global generator untouched
         torch.manual_seed(seed)
-        router = Router(controller_config, data.spec.image_shape[2], len(picked))
-    history = train_router(router, data.images[train_idx], train_correct, epochs, lr, batch_size, seed,
-                           data.spec if augment else None,
+        router = Router(controller_config, bandit.data.spec.image_shape[2], len(picked))
+    history = train_router(router, bandit.data.images[train_idx], train_correct, epochs, lr, batch_size, seed,
+                           bandit.data.spec if augment else None,
                            log=lambda h: say(f"epoch {h['epoch']}: loss {h['loss']:.4f} ({h['seconds']:.1f} s)"))
-
-    hold_probs = predict_correct(router, data.images[hold_idx])
+    hold_probs = predict_correct(router, bandit.data.images[hold_idx])
     price = price_for_budget(hold_probs, family_lat, budget_ms)
-    all_probs = np.zeros((n, len(picked)))
-    all_probs[hold_idx] = hold_probs
-    all_probs[train_idx] = predict_correct(router, data.images[train_idx])
+    all_probs = predict_correct(router, bandit.data.images[:n])
     figures: dict[str, Any] = {
         "split": bandit.split, "images": n, "train_images": len(train_idx), "holdout_index": hold_idx,
-        "candidate_index": distinct, "candidate_latency_ms": cand_lat, "candidate_accuracy": cand_correct.mean(1),
-        "family": family_idx, "family_latency_ms": family_lat, "family_accuracy": hold_correct.mean(1),
+        "candidate_index": distinct, "candidate_latency_ms": cand_lat, "candidate_accuracy": correct[:, hold_idx].mean(1),
+        "family": distinct[picked], "family_latency_ms": family_lat, "family_accuracy": hold_correct.mean(1),
         "family_train_accuracy": train_correct.mean(1), "history": history,
         "budget_ms": budget_ms, "price_per_ms": price, "holdout_probs": hold_probs, "holdout_correct": hold_correct,
         "auc": [_auc(hold_probs[:, j], hold_correct[j]) for j in range(len(picked))],
@@ -245,4 +229,14 @@ def fit_router(
         "oracle": {key: v for key, v in oracle(hold_correct, family_lat).items() if key != "choice"},
         "routed_ms_search": routed_latency_ms(all_probs, family_lat, price),
     }
-    return router, family_masks, family_lat, price, figures
+    return router, cands[distinct[picked]], family_lat, price, figures
+
+
+def _holdout(n: int, holdout: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded split of the first ``n`` image indices: (held-out share ``holdout``, the rest), each sorted."""
+    holdout = check_number("holdout", holdout, 0.0, 1.0, low_open=True, high_open=True)
+    n_hold = round(holdout * n)
+    if n_hold < 1 or n - n_hold < 1:
+        raise ValueError(f"{n} images cannot be split into a held-out share {holdout} and the rest")
+    perm = np.random.default_rng(seed).permutation(n)
+    return np.sort(perm[:n_hold]), np.sort(perm[n_hold:])

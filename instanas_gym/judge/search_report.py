@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+import instanas_gym
 from instanas_gym.agents.policy import Policy, controller_policy, fixed_policy
 from instanas_gym.agents.search import load_search
 from instanas_gym.envs.bandit import InstaNASBandit
@@ -94,9 +95,10 @@ def evaluate_search(
     columns time CPU copies, in the runtime the latency table describes."""
     model, controller, cfg = load_search(folder)
     controller.to(resolve_device(device))
-    dataset = cfg.get("dataset", "fashion_mnist")
-    kwargs = dict(data_root=data_root or cfg.get("data_root"), reward=cfg.get("reward"), device=device)
-    bandit = InstaNASBandit(dataset, "test", supernet=model, latency_table=cfg.get("latency_table"), **kwargs)
+    env = cfg.get("env") or {}
+    dataset = instanas_gym.ENV_IDS.get(env.get("env_id", ""), {}).get("dataset", "fashion_mnist")
+    kwargs = dict(data_root=data_root or (env.get("data") or {}).get("root"), reward=env.get("reward"), device=device)
+    bandit = InstaNASBandit(dataset, "test", supernet=model, latency_table=env.get("latency_table"), **kwargs)
     bandit.reward.anneal(1.0)  # the bounds the search ended on
     policy = controller_policy(controller)
     policies = {"InstaNAS (searched)": policy} | {k: fixed_policy(m) for k, m in fixed_architectures().items()}
@@ -105,11 +107,11 @@ def evaluate_search(
                                     int(table.get("threads", 1)))
     results = judge(policies, bandit, measure, limit, {"InstaNAS (searched)": ctrl_ms})
 
-    pre_path = cfg.get("supernet") or str(default_supernet(dataset))
+    pre_path = env.get("supernet") or str(default_supernet(dataset))
     for name, (checkpoint, table) in ({"pre-trained supernet": (pre_path, None)} | (references or {})).items():
         ref_model, ckpt = load_supernet(checkpoint)
         ref_bandit = InstaNASBandit(dataset, "test", supernet=ref_model,
-                                    latency_table=table or cfg.get("latency_table"), **kwargs)
+                                    latency_table=table or env.get("latency_table"), **kwargs)
         ref_bandit.reward.anneal(1.0)
         trained = ckpt.get("train_mask")  # a checkpoint of train_supernet --mask-sampling fixed
         mask = mobilenetv2_mask() if trained is None else np.asarray(trained, np.uint8)

@@ -1,26 +1,28 @@
-"""Lookup mode: every image's outcome under every arm of a family, computed once, then looked up.
+"""Which images each architecture gets right: the answers of single architectures of one supernet on
+one split, computed once and kept in one file.
 
-For a family of K architectures (:class:`~instanas_gym.space.family.ArchitectureFamily`) and one split of N
-images, the supernet's answer to each (arm, image) pair (the prediction and its softmax
-confidence; right or wrong follows from the label) does not change between episodes: :class:`FamilyLookup`
-computes the (K, N) table once, batched (a progress bar shows it), stores it in an ``.npz`` file beside
-the family file (``<family>_outcomes_<split>.npz``), and from then on answers an (image, arm) pair by
-a lookup. Rewards and infos still come from :meth:`~instanas_gym.envs.bandit.InstaNASBandit.outcome`, the
-live environment's code, with each arm's latency from the bandit's current latency table and the
-reward's current (annealed) bounds: a lookup step returns what a live step returns.
+An architecture's answer to an image (a mask run alone, in eval mode) does not change between
+episodes or judgements. :class:`OutcomeStore` computes, for any set of masks, every image's
+prediction, its softmax confidence and the whole softmax output, and each image's cross-entropy
+under all ops (its difficulty), and keeps them in one ``.npz`` file per (supernet, split, BatchNorm
+statistics). Lookup mode (:mod:`instanas_gym.envs.lookup`), the cascade view, judging
+(:mod:`instanas_gym.judge.awareness`), ``compare`` and router fitting all read it; an architecture is
+run again only when the file does not hold it yet.
 
-The outcomes file holds its key: the SHA-256 of the supernet checkpoint, the dataset, the split, the
-SHA-256 of the split's images and labels, and of the family's masks. A file whose key differs from
-the environment's is stale and is refused (:class:`~instanas_gym.utils.files.FileFormatError` naming the
-file and what differs); ``rebuild=True`` recomputes it. The latency table is not part of the key:
-latencies are looked up in it at every step, so any table (or a calibrated one) serves the same file.
+The file (format ``"instanas-outcomes-v2"``) lies beside the supernet checkpoint,
+``<checkpoint stem>_outcomes_<split>[_own].npz``; for a checkpoint inside the installed package (the
+bundled supernet, whose shipped files never change) what is added goes to
+``$INSTANAS_CACHE/outcomes/`` instead. Its arrays, for M architectures on the split's first n images:
 
-Scores, for judging: which images of a split each of any set of architectures gets right, and each
-image's loss under all ops (what :mod:`instanas_gym.judge.awareness` computes to place a policy
-against the static frontier), stored beside the supernet checkpoint
-(``<supernet>_scores_<split>.npz``, :func:`save_scores`), keyed like the outcomes (supernet, split,
-images) and holding its masks; the bundled supernet ships those of the 18 probe architectures and
-the bundled family on the test split.
+    key         JSON: format, supernet_sha256, dataset, split, images (N), data_sha256, statistics, scored_images (n)
+    masks       uint8 (M, 17, 5): the effective masks (the ops that really run), in the order added
+    prediction  int16 (M, n); confidence float32 (M, n), the softmax probability of the prediction
+    probs       float16 (M, n, C): the softmax output
+    loss        float32 (n,): each image's cross-entropy under all ops (nats)
+
+A file whose key does not match the supernet and data at hand (the checkpoint was replaced, say) is
+stale: its answers are recomputed and the file replaced. A damaged file (unreadable, arrays of the
+wrong shape, values out of range) raises :class:`~instanas_gym.utils.files.FileFormatError` naming it.
 """
 
 from __future__ import annotations
@@ -29,33 +31,27 @@ import hashlib
 import json
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from instanas_gym.envs.bandit import InstaNASBandit
-from instanas_gym.latency import LatencyTable
 from instanas_gym.model.supernet import Supernet
 from instanas_gym.space.data import ImageSet
-from instanas_gym.space.family import ArchitectureFamily
-from instanas_gym.space.masks import validate_mask
+from instanas_gym.space.masks import all_ops_mask, validate_mask
+from instanas_gym.space.search_space import MASK_SHAPE
 from instanas_gym.utils.checks import check_int
 from instanas_gym.utils.files import FileFormatError, atomic_write
+from instanas_gym.utils.paths import ASSETS, cache_dir
 from instanas_gym.utils.runlog import progress_bar
 
-OUTCOMES_FORMAT = "instanas-outcomes-v1"
-SCORES_FORMAT = "instanas-scores-v1"
-ARRAYS = ("prediction", "confidence", "correct")
-
-
-def _sha256(*parts: bytes) -> str:
-    h = hashlib.sha256()
-    for part in parts:
-        h.update(part)
-    return h.hexdigest()
+OUTCOMES_FORMAT = "instanas-outcomes-v2"
+Statistics = Literal["shared", "own"]
+STATISTICS = ("shared", "own")
+ARRAYS = ("masks", "prediction", "confidence", "probs", "loss")
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -67,186 +63,274 @@ def file_sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def split_key(bandit: InstaNASBandit, fmt: str) -> dict[str, Any]:
-    """What any stored answer of the bandit's supernet on its split depends on: the supernet file and
-    the split's images and labels (``fmt``: the file format's name, kept with them)."""
-    if bandit.supernet_path is None:
-        raise ValueError("stored outcomes need the supernet as a checkpoint file (supernet=PATH), not a Supernet object")
-    data = bandit.data
-    return {
-        "format": fmt,
-        "supernet": str(bandit.supernet_path),
-        "supernet_sha256": file_sha256(bandit.supernet_path),
-        "dataset": bandit.dataset,
-        "split": bandit.split,
-        "images": len(data),
-        "data_sha256": _sha256(np.ascontiguousarray(data.images).tobytes(), np.ascontiguousarray(data.labels).tobytes()),
-    }
+def data_sha256(data: ImageSet) -> str:
+    """SHA-256 (hex) of a split's images and labels."""
+    h = hashlib.sha256(np.ascontiguousarray(data.images).tobytes())
+    h.update(np.ascontiguousarray(data.labels).tobytes())
+    return h.hexdigest()
 
 
-def outcomes_key(bandit: InstaNASBandit, family: ArchitectureFamily) -> dict[str, Any]:
-    """What an outcomes table depends on: the supernet file, the data split and the family's masks."""
-    return split_key(bandit, OUTCOMES_FORMAT) | {
-        "arms": family.k, "masks_sha256": _sha256(np.ascontiguousarray(family.masks).tobytes())}
+def outcomes_key(checkpoint: str | os.PathLike, data: ImageSet, statistics: Statistics = "shared") -> dict[str, Any]:
+    """What every stored answer depends on: the checkpoint's bytes, the split's images and labels,
+    and which BatchNorm statistics ran."""
+    return {"format": OUTCOMES_FORMAT, "supernet_sha256": file_sha256(checkpoint), "dataset": data.spec.name,
+            "split": data.split, "images": len(data), "data_sha256": data_sha256(data), "statistics": statistics}
 
 
-def outcomes_path(family_path: str | os.PathLike, split: str) -> Path:
-    """Where the outcomes of the family in ``family_path`` on ``split`` are stored: beside it."""
-    path = Path(family_path)
-    return path.with_name(f"{path.stem}_outcomes_{split}.npz")
+def outcomes_path(checkpoint: str | os.PathLike, split: str, statistics: Statistics = "shared") -> Path:
+    """The outcomes file of ``checkpoint`` on ``split``: beside it, or in ``$INSTANAS_CACHE/outcomes/``
+    for a checkpoint inside the installed package (where nothing is written)."""
+    path = Path(checkpoint)
+    name = f"{path.stem}_outcomes_{split}{'_own' if statistics == 'own' else ''}.npz"
+    if path.resolve().is_relative_to(ASSETS.resolve()):
+        return cache_dir() / "outcomes" / name
+    return path.with_name(name)
 
 
-def compute_outcomes(
-    bandit: InstaNASBandit, family: ArchitectureFamily, batch_size: int = 256, progress: bool = True
+def shipped_outcomes_path(checkpoint: str | os.PathLike, split: str, statistics: Statistics = "shared") -> Path:
+    """The outcomes file beside ``checkpoint`` (for the bundled supernet: the one shipped with it)."""
+    path = Path(checkpoint)
+    return path.with_name(f"{path.stem}_outcomes_{split}{'_own' if statistics == 'own' else ''}.npz")
+
+
+# ---- running the supernet --------------------------------------------------------------------------
+@torch.inference_mode()
+def answers(
+    model: Supernet, data: ImageSet, masks: np.ndarray | Callable[[int], np.ndarray], batch_size: int = 256,
+    n: int | None = None,
 ) -> dict[str, np.ndarray]:
-    """Run every arm of ``family`` on every image of the bandit's split, ``batch_size`` images per
-    supernet call: ``prediction`` int64 (K, N), ``confidence`` float64 (K, N) and ``correct`` bool (K, N)."""
-    batch_size = check_int("batch_size", batch_size)
-    n, k = bandit.num_images, family.k
-    prediction, confidence = np.zeros((k, n), dtype=np.int64), np.zeros((k, n), dtype=np.float64)
-    with progress_bar(disable=not progress) as bar:
-        task = bar.add_task(f"outcomes of {k} arms on {n} {bandit.split} images", total=k * n, stats="")
-        for arm, mask in enumerate(family.masks):
-            for start in range(0, n, batch_size):
-                idx = np.arange(start, min(start + batch_size, n))
-                prediction[arm, idx], confidence[arm, idx] = bandit.classify(idx, np.repeat(mask[None], len(idx), 0))
-                bar.advance(task, len(idx))
-    return {"prediction": prediction, "confidence": confidence, "correct": prediction == bandit.data.labels[None]}
+    """Run ``model`` (eval mode, restored after, on its device) on the first ``n`` images of ``data``
+    under one mask (17, 5) or ``masks(b)`` per-image masks: ``prediction`` int64 (n,), ``confidence``
+    float32 (n,), ``probs`` float32 (n, C) and ``loss`` float64 (n,), the cross-entropy in nats."""
+    n = len(data) if n is None else min(n, len(data))
+    was_training = model.training
+    model.eval()
+    images, labels = data.tensors()
+    device = model.mean.device
+    probs, losses = [], []
+    for i in range(0, n, batch_size):
+        x = images[i : min(i + batch_size, n)].to(device)
+        m = masks(len(x)) if callable(masks) else np.broadcast_to(masks, (len(x), *np.shape(masks)))
+        logits = model(x, torch.from_numpy(np.asarray(m, dtype=bool))).float().cpu()  # as the environments run it
+        probs.append(logits.softmax(1))
+        losses.append(F.cross_entropy(logits, labels[i : i + len(x)], reduction="none"))
+    model.train(was_training)
+    if not probs:
+        c = data.spec.num_classes
+        return {"prediction": np.zeros(0, np.int64), "confidence": np.zeros(0, np.float32),
+                "probs": np.zeros((0, c), np.float32), "loss": np.zeros(0)}
+    p = torch.cat(probs)
+    confidence, prediction = p.max(1)
+    return {"prediction": prediction.numpy(), "confidence": confidence.numpy(), "probs": p.numpy(),
+            "loss": torch.cat(losses).numpy().astype(np.float64)}
 
 
-def save_outcomes(path: str | os.PathLike, outcomes: dict[str, np.ndarray], key: dict[str, Any]) -> None:
-    """Write the outcome arrays and their key as one ``.npz`` file, atomically (no pickled objects)."""
-    arrays = {"prediction": outcomes["prediction"].astype(np.int16), "confidence": outcomes["confidence"].astype(np.float32),
-              "correct": outcomes["correct"].astype(bool), "key": np.array(json.dumps(key))}
-    atomic_write(path, lambda f: np.savez(f, **arrays))
-
-
-def _load_keyed(
-    path: Path, key: dict[str, Any], names: tuple[str, ...], what: str, hint: str
-) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """The stored key and the arrays ``names`` of the ``.npz`` file ``path`` of format ``key["format"]``,
-    if its key matches ``key`` (but for the supernet's path); raises
-    :class:`~instanas_gym.utils.files.FileFormatError` naming the file when it is damaged or stale."""
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            stored = json.loads(str(f["key"]))
-            arrays = {name: f[name] for name in names}
-    except FileNotFoundError:
-        raise
-    except Exception as err:  # any failure to parse the file means it is damaged
-        raise FileFormatError(f"{path} is not a readable {what} file ({type(err).__name__}: {err}); {hint}") from None
-    if not isinstance(stored, dict) or stored.get("format") != key["format"]:
-        raise FileFormatError(f"{path} is not of the {what} format {key['format']}; {hint}")
-    differ = [name for name in key if name != "supernet" and stored.get(name) != key[name]]
-    if differ:
-        detail = ", ".join(f"{name} {stored.get(name)!r:.20} there, {key[name]!r:.20} here" for name in differ)
-        raise FileFormatError(f"{path} is stale: its {what} were computed for another {', '.join(differ)} "
-                              f"(supernet {stored.get('supernet')}; {detail}); {hint}")
-    return stored, arrays
-
-
-def load_outcomes(path: str | os.PathLike, key: dict[str, Any]) -> dict[str, np.ndarray]:
-    """The outcome arrays in ``path`` if its key is ``key``; a stale or damaged file raises
-    :class:`~instanas_gym.utils.files.FileFormatError` naming it (and, when stale, what differs)."""
-    path = Path(path)
-    hint = "delete it or pass rebuild=True to recompute it"
-    _, arrays = _load_keyed(path, key, ARRAYS, "outcomes", hint)
-    shape = (key["arms"], key["images"])
-    if any(arrays[name].shape != shape for name in ARRAYS):
-        raise FileFormatError(f"{path} is damaged: its arrays are not ({shape[0]} arms, {shape[1]} images); {hint}")
-    return {"prediction": arrays["prediction"].astype(np.int64), "confidence": arrays["confidence"].astype(np.float64),
-            "correct": arrays["correct"].astype(bool)}
-
-
-def scores_path(supernet_path: str | os.PathLike, split: str) -> Path:
-    """Where the scores of architectures of the supernet in ``supernet_path`` on ``split`` are stored: beside it."""
-    path = Path(supernet_path)
-    return path.with_name(f"{path.stem}_scores_{split}.npz")
-
-
-def save_scores(path: str | os.PathLike, masks: np.ndarray, correct: np.ndarray, loss: np.ndarray,
-                key: dict[str, Any]) -> None:
-    """Write scores atomically: ``masks`` (M, 17, 5) uint8, ``correct`` bool (M, n), whether mask m is
-    right on image i of the first n of the split; ``loss`` (n,), each image's all-ops cross-entropy
-    (nats); ``key``: :func:`split_key` with format :data:`SCORES_FORMAT`."""
-    masks, correct, loss = np.asarray(masks, dtype=np.uint8), np.asarray(correct, dtype=bool), np.asarray(loss)
-    if masks.shape[1:] != (17, 5) or correct.shape != (len(masks), len(loss)) or not 0 < len(loss) <= key["images"]:
-        raise ValueError(f"scores: masks (M, 17, 5), correct (M, n) and loss (n,) with 0 < n <= {key['images']} "
-                         f"expected, got {masks.shape}, {correct.shape}, {loss.shape}")
-    arrays = {"masks": masks, "correct": np.packbits(correct, axis=1), "loss": loss.astype(np.float32),
-              "key": np.array(json.dumps(key | {"scored_images": len(loss)}))}
-    atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
-
-
-def load_scores(path: str | os.PathLike, key: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The scores in ``path`` (``masks`` uint8 (M, 17, 5), ``correct`` bool (M, n), ``loss`` float64 (n,))
-    if its key is ``key``; a stale or damaged file raises :class:`~instanas_gym.utils.files.FileFormatError`
-    naming it (and, when stale, what differs)."""
-    path = Path(path)
-    hint = "delete it to score the architectures again"
-    stored, arrays = _load_keyed(path, key, ("masks", "correct", "loss"), "scores", hint)
-    masks, packed, loss = arrays["masks"], arrays["correct"], arrays["loss"]
-    n = stored.get("scored_images")
-    if (not isinstance(n, int) or masks.ndim != 3 or masks.shape[1:] != (17, 5) or loss.shape != (n,)
-            or packed.shape != (len(masks), (n + 7) // 8)):
-        raise FileFormatError(f"{path} is damaged: its arrays do not match its {n} scored images; {hint}")
-    return masks.astype(np.uint8), np.unpackbits(packed, axis=1, count=n).astype(bool), loss.astype(np.float64)
-
-
-@torch.no_grad()
 def correct_per_image(
     model: Supernet, data: ImageSet, masks: np.ndarray | Callable[[int], np.ndarray], batch_size: int = 256
 ) -> np.ndarray:
     """Bool (N,): which images of ``data`` are classified right under one fixed mask (17, 5) or
     ``masks(n)`` per-image masks (eval mode, restored after), on the model's device."""
-    was_training = model.training
-    model.eval()
-    images, labels = data.tensors()
-    device = model.mean.device
-    right = []
-    for i in range(0, len(labels), batch_size):
-        x = images[i : i + batch_size].to(device)
-        m = masks(len(x)) if callable(masks) else masks
-        right.append((model(x, m).argmax(1).cpu() == labels[i : i + batch_size]).numpy())
-    model.train(was_training)
-    return np.concatenate(right)
+    return answers(model, data, masks, batch_size)["prediction"] == data.labels
 
 
-@torch.inference_mode()
 def per_image_loss(model: Supernet, data: ImageSet, mask: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """Cross-entropy (nats, float64 (N,)) of each image of ``data`` under one fixed mask (17, 5), in
     eval mode (the model's mode is restored after), on the model's device. With the all-ops mask: the
     images' difficulty."""
-    mask = validate_mask(mask)
-    was_training = model.training
-    model.eval()
-    images, labels = data.tensors()
-    device = model.mean.device
-    losses = [F.cross_entropy(model(images[i : i + batch_size].to(device), mask).float().cpu(),
-                              labels[i : i + batch_size], reduction="none").numpy()
-              for i in range(0, len(labels), batch_size)]
-    model.train(was_training)
-    return np.concatenate(losses).astype(np.float64) if losses else np.zeros(0)
+    return answers(model, data, validate_mask(mask), batch_size)["loss"]
 
-def score_architectures(
-    model: Supernet, data: ImageSet, table: LatencyTable, masks: np.ndarray, batch_size: int = 256,
-    cache: dict[bytes, np.ndarray] | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Each mask of ``masks`` (K, 17, 5) run alone on every image of ``data``: ``(correct bool (K, N),
-    latency_ms (K,))``, the latter the table's latency of the whole network at batch 1 (ms).
 
-    ``cache``: correctness vectors (N,) by the bytes of the uint8 mask, valid for this ``model`` and
-    ``data`` only (the caller keeps them together): a mask found there is not run again, and each
-    mask run is added. The result is the same with or without it."""
-    masks = validate_mask(masks, batched=True)
-    rows = []
-    for m in masks:
-        key = np.ascontiguousarray(m, dtype=np.uint8).tobytes()
-        if cache is not None and key in cache:
-            rows.append(cache[key])
-            continue
-        rows.append(correct_per_image(model, data, m, batch_size))
-        if cache is not None:
-            cache[key] = rows[-1]
-    correct = np.array(rows, dtype=bool).reshape(len(masks), len(data))
-    return correct, np.asarray(table.network_ms(masks), dtype=np.float64).reshape(len(masks))
+# ---- the store -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Outcomes:
+    """Answers of M architectures on the first n images of a split (rows in the order asked for)."""
+
+    masks: np.ndarray
+    """uint8 (M, 17, 5), the effective masks."""
+    prediction: np.ndarray
+    """int64 (M, n)."""
+    confidence: np.ndarray
+    """float64 (M, n): the softmax probability of the prediction."""
+    probs: np.ndarray
+    """float16 (M, n, C): the softmax output."""
+    labels: np.ndarray
+    """int64 (n,)."""
+
+    @property
+    def correct(self) -> np.ndarray:
+        """bool (M, n): whether architecture m classifies image i right."""
+        return self.prediction == self.labels[None]
+
+
+class OutcomeStore:
+    """The outcomes of single architectures of ``model`` on ``data``, computed on demand and kept.
+
+    Args:
+        model: the supernet (run in eval mode, on its device).
+        checkpoint: the file ``model`` was loaded from; None keeps the outcomes in memory only (a
+            supernet being trained has no file).
+        data: the split.
+        statistics: which BatchNorm statistics ran ("shared", or "own": each architecture's own),
+            part of the file's name and key.
+        batch_size: images per supernet call.
+        progress: show a progress bar while computing.
+        rebuild: recompute whatever is asked for, even when the file holds it.
+    """
+
+    def __init__(
+        self, model: Supernet, checkpoint: str | os.PathLike | None, data: ImageSet, statistics: Statistics = "shared",
+        batch_size: int = 256, progress: bool = True, rebuild: bool = False,
+    ) -> None:
+        if statistics not in STATISTICS:
+            raise ValueError(f"statistics must be one of {STATISTICS}, got {statistics!r}")
+        self.model, self.data, self.statistics = model, data, statistics
+        self.batch_size, self.progress = check_int("batch_size", batch_size), progress
+        self.checkpoint = None if checkpoint is None else Path(checkpoint)
+        self.key = None if self.checkpoint is None else outcomes_key(self.checkpoint, data, statistics)
+        self.path = None if self.checkpoint is None else outcomes_path(self.checkpoint, data.split, statistics)
+        self._rows: dict[bytes, dict[str, np.ndarray]] = {}
+        self._loss: np.ndarray | None = None
+        self._n = 0  # images every kept row covers
+        if self.checkpoint is not None and not rebuild:
+            self._read()
+
+    # ---- files -----------------------------------------------------------------------------------
+    def _candidates(self) -> list[Path]:
+        assert self.checkpoint is not None and self.path is not None
+        shipped = shipped_outcomes_path(self.checkpoint, self.data.split, self.statistics)
+        return [self.path] if shipped == self.path else [self.path, shipped]
+
+    def _read(self) -> None:
+        """Keep the rows of the first readable, current file (written first, shipped second)."""
+        for path in self._candidates():
+            if path.is_file():
+                stored = read_outcomes(path, self.key)
+                if stored is not None:
+                    arrays, n = stored
+                    self._n, self._loss = n, arrays["loss"].astype(np.float64)
+                    for i, m in enumerate(arrays["masks"]):
+                        self._rows[m.tobytes()] = {name: arrays[name][i] for name in ("prediction", "confidence", "probs")}
+                    return
+
+    def _write(self) -> None:
+        if self.path is None or not self._rows:
+            return
+        masks = np.stack([np.frombuffer(k, dtype=np.uint8).reshape(MASK_SHAPE) for k in self._rows])
+        rows = list(self._rows.values())
+        write_outcomes(self.path, self.key | {"scored_images": self._n}, masks,
+                       np.stack([r["prediction"] for r in rows]), np.stack([r["confidence"] for r in rows]),
+                       np.stack([r["probs"] for r in rows]), self._loss)
+
+    # ---- answers ---------------------------------------------------------------------------------
+    def _images(self, n: int | None) -> int:
+        n = len(self.data) if n is None else check_int("n", n)
+        return min(n, len(self.data))
+
+    def _ensure(self, effective: np.ndarray, n: int) -> None:
+        if n > self._n:  # more images than kept: every kept row is recomputed with them
+            effective = np.concatenate([np.stack([np.frombuffer(k, np.uint8).reshape(MASK_SHAPE) for k in self._rows]),
+                                        effective]) if self._rows else effective
+            self._rows, self._loss, self._n = {}, None, n
+        todo = list(dict.fromkeys(m.tobytes() for m in effective if m.tobytes() not in self._rows))
+        if not todo and self._loss is not None:
+            return
+        with progress_bar(disable=not self.progress) as bar:
+            task = bar.add_task(f"answers of {len(todo)} architectures on {n} {self.data.split} images",
+                                total=len(todo) + (self._loss is None), stats="")
+            for key in todo:
+                a = answers(self.model, self.data, np.frombuffer(key, np.uint8).reshape(MASK_SHAPE), self.batch_size, n)
+                self._rows[key] = {"prediction": a["prediction"].astype(np.int16),
+                                   "confidence": a["confidence"].astype(np.float32),
+                                   "probs": a["probs"].astype(np.float16)}
+                bar.advance(task)
+            if self._loss is None:
+                self._loss = answers(self.model, self.data, all_ops_mask(), self.batch_size, n)["loss"]
+                bar.advance(task)
+        self._write()
+
+    def get(self, masks: np.ndarray, n: int | None = None) -> Outcomes:
+        """The answers of each mask of ``masks`` (M, 17, 5) run alone on the first ``n`` images (all
+        when None), computing those not kept yet (and storing them)."""
+        masks = validate_mask(masks, batched=True)
+        effective = self.model.space.effective_mask(masks).astype(np.uint8)
+        n = self._images(n)
+        self._ensure(effective, n)
+        rows = [self._rows[m.tobytes()] for m in effective]
+        c = self.data.spec.num_classes
+        return Outcomes(
+            masks=effective,
+            prediction=np.array([r["prediction"][:n] for r in rows], dtype=np.int64).reshape(len(rows), n),
+            confidence=np.array([r["confidence"][:n] for r in rows], dtype=np.float64).reshape(len(rows), n),
+            probs=np.array([r["probs"][:n] for r in rows], dtype=np.float16).reshape(len(rows), n, c),
+            labels=self.data.labels[:n],
+        )
+
+    def loss(self, n: int | None = None) -> np.ndarray:
+        """float64 (n,): each of the first ``n`` images' cross-entropy under all ops (nats)."""
+        n = self._images(n)
+        self._ensure(np.zeros((0, *MASK_SHAPE), dtype=np.uint8), n)
+        assert self._loss is not None
+        return self._loss[:n].copy()
+
+    def stored_masks(self) -> np.ndarray:
+        """uint8 (M, 17, 5): the effective masks kept now."""
+        return np.stack([np.frombuffer(k, np.uint8).reshape(MASK_SHAPE) for k in self._rows]) if self._rows \
+            else np.zeros((0, *MASK_SHAPE), dtype=np.uint8)
+
+
+def write_outcomes(
+    path: str | os.PathLike, key: dict[str, Any], masks: np.ndarray, prediction: np.ndarray, confidence: np.ndarray,
+    probs: np.ndarray, loss: np.ndarray,
+) -> None:
+    """Write one outcomes file atomically (no pickled objects); ``key`` holds ``scored_images``."""
+    arrays = {"masks": np.asarray(masks, np.uint8), "prediction": np.asarray(prediction, np.int16),
+              "confidence": np.asarray(confidence, np.float32), "probs": np.asarray(probs, np.float16),
+              "loss": np.asarray(loss, np.float32), "key": np.array(json.dumps(key))}
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
+
+
+def read_outcomes(path: str | os.PathLike, key: dict[str, Any] | None) -> tuple[dict[str, np.ndarray], int] | None:
+    """The arrays of the outcomes file ``path`` and its image count n, or None when its key differs
+    from ``key`` (stale; None: any key). A damaged file raises
+    :class:`~instanas_gym.utils.files.FileFormatError` naming it."""
+    path = Path(path)
+    hint = "delete it to have it computed again"
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            stored = json.loads(str(f["key"]))
+            arrays = {name: f[name] for name in ARRAYS}
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # any failure to parse the file means it is damaged
+        raise FileFormatError(f"{path} is not a readable outcomes file ({type(err).__name__}: {err}); {hint}") from None
+    if not isinstance(stored, dict) or stored.get("format") != OUTCOMES_FORMAT:
+        raise FileFormatError(f"{path} is not an outcomes file of format {OUTCOMES_FORMAT}; {hint}")
+    if key is not None and any(stored.get(name) != value for name, value in key.items()):
+        return None
+    _check_arrays(path, stored, arrays, hint)
+    return arrays, int(stored["scored_images"])
+
+
+def _check_arrays(path: Path, stored: dict[str, Any], a: dict[str, np.ndarray], hint: str) -> None:
+    """Refuse arrays that do not fit together or hold impossible values."""
+    n = stored.get("scored_images")
+    images = stored.get("images")
+    m = len(a["masks"])
+    problem = None
+    if not isinstance(n, int) or not isinstance(images, int) or not 0 < n <= images:
+        problem = f"scored_images {n!r} is not in [1, images={images!r}]"
+    elif a["masks"].shape != (m, *MASK_SHAPE) or ((a["masks"] != 0) & (a["masks"] != 1)).any():
+        problem = f"masks are not 0/1 of shape (M, {MASK_SHAPE[0]}, {MASK_SHAPE[1]})"
+    elif a["prediction"].shape != (m, n) or a["confidence"].shape != (m, n) or a["loss"].shape != (n,):
+        problem = f"prediction, confidence ({m}, {n}) and loss ({n},) expected"
+    elif a["probs"].ndim != 3 or a["probs"].shape[:2] != (m, n):
+        problem = f"probs ({m}, {n}, classes) expected"
+    elif m and ((a["prediction"] < 0) | (a["prediction"] >= a["probs"].shape[2])).any():
+        problem = f"a prediction is outside [0, {a['probs'].shape[2]})"
+    elif not (np.isfinite(a["confidence"]).all() and np.isfinite(a["loss"]).all() and np.isfinite(a["probs"]).all()):
+        problem = "it holds values that are not finite"
+    elif m and ((a["confidence"] < 0) | (a["confidence"] > 1)).any() or (a["loss"] < 0).any():
+        problem = "a confidence is outside [0, 1] or a loss is negative"
+    if problem:
+        raise FileFormatError(f"{path} is damaged: {problem}; {hint}")

@@ -71,6 +71,22 @@ DATASETS: dict[str, DatasetSpec] = {
 }
 
 
+@dataclass(frozen=True)
+class DataConfig:
+    """Where a data set's images are (:func:`load_split`'s ``root`` and ``download``)."""
+
+    root: str | None = None
+    """Data folder; None: $INSTANAS_DATA, else the one ``prepare`` recorded, else $INSTANAS_CACHE/data."""
+    download: bool = False
+    """Let torchvision download the data set where it is missing (needs internet)."""
+
+    def __post_init__(self) -> None:
+        if self.root is not None and not isinstance(self.root, (str, os.PathLike)):
+            raise TypeError(f"data.root must be a path or None, got {self.root!r}")
+        if not isinstance(self.download, bool):
+            raise TypeError(f"data.download must be True or False, got {self.download!r}")
+
+
 @dataclass
 class ImageSet:
     """One split in memory: uint8 images (N, H, W, C), int64 labels (N,)."""

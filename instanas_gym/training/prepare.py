@@ -23,7 +23,7 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -31,19 +31,20 @@ import tyro
 from rich.console import Console
 
 from instanas_gym.latency.onnx import build_onnx_table, validate_onnx
-from instanas_gym.latency.validation import build_validated_table
+from instanas_gym.latency.validation import TableConfig, build_validated_table
 from instanas_gym.model.checkpoint import export_supernet, load_supernet
-from instanas_gym.space.data import DataNotFoundError, get_spec, load_split
+from instanas_gym.space.data import DataConfig, DataNotFoundError, get_spec, load_split
 from instanas_gym.training import TrainConfig, train_supernet
 from instanas_gym.utils.checks import check_int, check_number
-from instanas_gym.utils.devices import Precision, check_precision, resolve_device
+from instanas_gym.utils.devices import resolve_device
 from instanas_gym.utils.files import FileFormatError, atomic_write_json, load_json
 from instanas_gym.utils.paths import PREPARED_FILE, cache_dir, data_root
+from instanas_gym.utils.run import RunConfig, flat_settings
 from instanas_gym.utils.runlog import progress_bar
 
 STAGES = ("data", "supernet", "frozen", "table", "install")
 #: Settings a rerun may change: they do not change what the stages produce.
-RESUMABLE_CHANGES = ("device", "threads", "download", "work")
+RESUMABLE_CHANGES = ("run.device", "run.threads", "run.out", "data.download")
 STATE_FILE = "prepare.json"
 
 
@@ -55,19 +56,20 @@ class PrepareConfig:
 
     dataset: Annotated[Literal["cifar10", "cifar100", "fashion-mnist", "fashion_mnist"], tyro.conf.Positional]
     """The data set."""
-    data_root: str | None = None
-    """Data folder; default $INSTANAS_DATA, else $INSTANAS_CACHE/data (recorded in prepared.json)."""
-    download: bool = True
-    """Let torchvision download the data when it is not under the data root (needs internet)."""
-    work: str | None = None
-    """Folder of the stages' outputs and state; default $INSTANAS_CACHE/<dataset>/prepare."""
+    data: DataConfig = field(default_factory=lambda: DataConfig(download=True))
+    """Where the images are (the data root is recorded in prepared.json); downloaded when missing."""
+    run: RunConfig = field(default_factory=RunConfig)
+    """Seed, threads and device of training (tables are timed with table.timed_threads); run.out: the
+    folder of the stages' outputs and state (None: $INSTANAS_CACHE/<dataset>/prepare)."""
     width_mult: float = 1.0
     """Width multiplier of the supernet (1.0: MobileNetV2's channels)."""
     epochs: int = 200
-    """Epochs of the sandwich stage (a CIFAR-scale budget; see benchmarks/README.md for its time)."""
+    """Epochs of the sandwich stage (a CIFAR-scale budget; about 40 GPU-hours, see benchmarks/README.md;
+    try --epochs 10 --width-mult 0.5 first)."""
     frozen_epochs: int = 10
     """Epochs of fine-tuning with the BatchNorm statistics frozen."""
     batch_size: int = 128
+    """Images per training step."""
     lr: float = 0.1
     """Peak learning rate of the sandwich stage (cosine to 0)."""
     frozen_lr: float = 0.005
@@ -82,36 +84,23 @@ class PrepareConfig:
     """First N training images only (tests, quick runs)."""
     eval_subset: int | None = None
     """First N test images only in each stage's evaluation."""
-    device: str = "auto"
-    """Where training runs: "auto" (CUDA when present), "cpu", "cuda", "cuda:N"."""
-    precision: Precision = "fp32"
-    """"bf16": bfloat16 autocast of the training passes."""
     channels_last: bool = True
-    threads: int = 2
-    """Torch threads of training (the tables are timed with table_threads)."""
-    table_passes: int = 300
-    """Exported masks timed for the ONNX Runtime table's fit (>= 86)."""
-    table_repeats: int = 30
-    """Timed runs per mask (median)."""
-    table_threads: int = 1
-    """Threads the tables are timed with (the environment's latency is that of this many)."""
-    validate_masks: int = 200
-    """Fresh masks timed to check each table against the clock."""
+    """channels_last memory format for training (faster on CPUs)."""
+    table: TableConfig = field(default_factory=lambda: TableConfig(repeats=30))
+    """How the latency table is measured."""
     torch_table: bool = False
-    """Also build the eager PyTorch table on ``device`` (latency.json; CUDA events on a GPU)."""
-    seed: int = 0
+    """Also build the eager PyTorch table on run.device (latency.json; CUDA events on a GPU)."""
 
     def __post_init__(self) -> None:
         get_spec(self.name)
-        for name in ("epochs", "frozen_epochs", "batch_size", "bn_batches", "threads", "table_passes",
-                     "table_repeats", "table_threads", "validate_masks"):
+        for name in ("epochs", "frozen_epochs", "batch_size", "bn_batches"):
             check_int(name, getattr(self, name))
+        check_int("sandwich_random", self.sandwich_random, minimum=0)
         for name in ("train_subset", "eval_subset"):
             check_int(name, getattr(self, name), optional=True)
         for name in ("lr", "frozen_lr", "width_mult"):
             check_number(name, getattr(self, name), low=0, low_open=True)
-        resolve_device(self.device)
-        check_precision(self.precision)
+        check_number("grad_clip", self.grad_clip, low=0)
 
     @property
     def name(self) -> str:
@@ -120,25 +109,25 @@ class PrepareConfig:
 
     @property
     def work_dir(self) -> Path:
-        return Path(self.work) if self.work else cache_dir() / self.name / "prepare"
+        return Path(self.run.out) if self.run.out else cache_dir() / self.name / "prepare"
 
     @property
     def root(self) -> Path:
-        return data_root(self.data_root)
+        return data_root(self.data.root)
 
     def train_config(self, stage: str) -> TrainConfig:
         """The trainer's settings of the ``supernet`` or ``frozen`` stage (resumable)."""
+        out = self.work_dir / ("sandwich" if stage == "supernet" else "frozen")
         common: dict[str, Any] = {
-            "dataset": self.name, "data_root": str(self.root), "width_mult": self.width_mult,
-            "batch_size": self.batch_size, "mask_sampling": "sandwich", "sandwich_random": self.sandwich_random,
-            "distill": True, "train_subset": self.train_subset, "eval_subset": self.eval_subset,
-            "threads": self.threads, "channels_last": self.channels_last, "device": self.device,
-            "precision": self.precision, "seed": self.seed, "resume": True}
+            "dataset": self.name, "data": DataConfig(str(self.root)), "run": replace(self.run, out=str(out)),
+            "width_mult": self.width_mult, "batch_size": self.batch_size, "mask_sampling": "sandwich",
+            "sandwich_random": self.sandwich_random, "distill": True, "train_subset": self.train_subset,
+            "eval_subset": self.eval_subset, "channels_last": self.channels_last, "resume": True}
         if stage == "supernet":
-            return TrainConfig(**common, epochs=self.epochs, lr=self.lr, out=str(self.work_dir / "sandwich"))
+            return TrainConfig(**common, epochs=self.epochs, lr=self.lr)
         return TrainConfig(**common, epochs=self.frozen_epochs, lr=self.frozen_lr, bn_stats="frozen",
                            bn_batches=self.bn_batches, grad_clip=self.grad_clip,
-                           init_from=str(self.work_dir / "sandwich" / "last.pt"), out=str(self.work_dir / "frozen"))
+                           init_from=str(self.work_dir / "sandwich" / "last.pt"))
 
 
 class Preparation:
@@ -155,14 +144,15 @@ class Preparation:
 
     def _load(self) -> None:
         state = load_json(self.state_path, "prepare state", f"delete {self.work} to start over")
-        saved, now = state.get("config"), asdict(self.cfg)
+        saved, now = state.get("config"), flat_settings(asdict(self.cfg))
         if not isinstance(saved, dict) or not isinstance(state.get("done"), list):
             raise FileFormatError(f"{self.state_path} is not a prepare state; delete {self.work} to start over")
+        saved = flat_settings(saved)
         changed = sorted(k for k in now if k not in RESUMABLE_CHANGES and saved.get(k) != now[k])
         if changed:
             detail = ", ".join(f"{k}: before {saved.get(k)!r} vs now {now[k]!r}" for k in changed)
             raise ValueError(f"{self.state_path} was written with other settings ({detail}); rerun with the same "
-                             f"ones, or pass another --work (or delete {self.work}) to start over")
+                             f"ones, or pass another --run.out (or delete {self.work}) to start over")
         self.done, self.seconds = list(state["done"]), dict(state.get("seconds", {}))
 
     def _mark(self, stage: str, seconds: float, **record: Any) -> None:
@@ -181,7 +171,7 @@ class Preparation:
             try:
                 images = load_split(cfg.name, split, cfg.root)
             except DataNotFoundError:
-                if not cfg.download:
+                if not cfg.data.download:
                     raise
                 with self.console.status(f"downloading {cfg.name} to {cfg.root}"):
                     images = load_split(cfg.name, split, cfg.root, download=True)
@@ -198,24 +188,26 @@ class Preparation:
         cfg = self.cfg
         model, _ = load_supernet(self.work / "frozen" / "last.pt")
         with progress_bar(self.console) as progress:
-            fit = progress.add_task("ONNX Runtime table: export, time, fit", total=cfg.table_passes, stats="")
-            table = build_onnx_table(model, cfg.table_passes, cfg.table_threads, cfg.table_repeats, cfg.seed,
+            fit = progress.add_task("ONNX Runtime table: export, time, fit", total=cfg.table.n_passes("onnxruntime"), stats="")
+            table = build_onnx_table(model, cfg.table.n_passes("onnxruntime"), cfg.table.timed_threads,
+                                     cfg.table.n_repeats("onnxruntime"), cfg.run.seed,
                                      progress=lambda done, _t: progress.update(fit, completed=done))
-            check = progress.add_task("ONNX Runtime table: validation", total=cfg.validate_masks, stats="")
+            check = progress.add_task("ONNX Runtime table: validation", total=cfg.table.validate_masks, stats="")
             table.validation["onnxruntime"] = validate_onnx(
-                table, model, cfg.validate_masks, cfg.seed + 1, cfg.table_repeats,
+                table, model, cfg.table.validate_masks, cfg.run.seed + 1, cfg.table.n_repeats("onnxruntime"),
                 lambda done, _t: progress.update(check, completed=done))
             table.save(self.work / "latency_onnxruntime.json")
             record = {"onnxruntime": table.validation["onnxruntime"]}
             if cfg.torch_table:
-                model.to(resolve_device(cfg.device))
+                model.to(resolve_device(cfg.run.device))
 
                 def bar(name: str, total: int) -> Callable[[int, int], None]:
                     task = progress.add_task(f"torch table: {name}", total=total, stats="")
                     return lambda done, _total: progress.update(task, completed=done)
 
-                torch_table, *_ = build_validated_table(model, cfg.table_passes, cfg.table_threads,
-                                                        cfg.validate_masks, cfg.table_repeats, cfg.seed, progress=bar)
+                torch_table, *_ = build_validated_table(model, cfg.table.n_passes("torch"), cfg.table.timed_threads,
+                                                        cfg.table.validate_masks, cfg.table.n_repeats("torch"),
+                                                        cfg.run.seed, progress=bar)
                 torch_table.save(self.work / "latency.json")
                 record["torch"] = torch_table.validation
         v = record["onnxruntime"]

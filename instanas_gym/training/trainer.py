@@ -31,9 +31,9 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -56,106 +56,14 @@ from instanas_gym.space.masks import (
 )
 from instanas_gym.space.search_space import SearchSpace
 from instanas_gym.training import distributed
+from instanas_gym.training.config import TrainConfig, check_resume
 from instanas_gym.training.evaluation import final_evaluation
 from instanas_gym.training.sandwich import sandwich_step
-from instanas_gym.utils.checks import check_int, check_number
-from instanas_gym.utils.devices import Precision, autocast, check_precision, resolve_device, to_device
+from instanas_gym.utils.devices import autocast, resolve_device, to_device
 from instanas_gym.utils.display import metrics_table
-from instanas_gym.utils.files import FileFormatError, atomic_save
+from instanas_gym.utils.files import atomic_save
 from instanas_gym.utils.runlog import progress_bar
 from instanas_gym.utils.runtime import tune_allocator
-
-MaskSampling = Literal["paper", "mixed", "mobilenetv2", "fixed", "sandwich"]
-MASK_SAMPLING = ("paper", "mixed", "mobilenetv2", "fixed", "sandwich")
-#: Settings that may differ between a run and its resume; every other one must match.
-RESUMABLE_CHANGES = ("resume", "out", "threads", "checkpoint_every", "eval_subset", "eval_batch_size", "data_root",
-                     "download", "device")
-
-
-@dataclass
-class TrainConfig:
-    """Arguments of :func:`train_supernet` (``instanas-gym train-supernet`` exposes each as a flag)."""
-
-    dataset: str = "fashion_mnist"
-    """"fashion_mnist", "cifar10" or "cifar100"."""
-    data_root: str | None = None
-    """Data folder; default $INSTANAS_DATA, else $INSTANAS_CACHE/data."""
-    download: bool = False
-    """Let torchvision download the data set (needs internet)."""
-    width_mult: float = 0.25
-    """Width multiplier of every channel count."""
-    cell_merge: Literal["mean", "sum"] = "mean"
-    """How a cell merges its ops' outputs."""
-    epochs: int = 10
-    batch_size: int = 128
-    """Images per step and process."""
-    lr: float = 0.1
-    """Peak SGD learning rate (cosine to 0 per step)."""
-    momentum: float = 0.9
-    weight_decay: float = 4e-5
-    label_smoothing: float = 0.0
-    min_keep_prob: float = 0.5
-    """Per-op keep probability at the end of the "paper" schedule."""
-    mask_sampling: MaskSampling = "paper"
-    """Which masks the batches run under (see the module docstring)."""
-    sandwich_random: int = 2
-    """Random networks per sandwich step (mask_sampling="sandwich")."""
-    distill: bool = True
-    """Sandwich: every network but the largest learns the largest's soft predictions, not the labels."""
-    bn_stats: Literal["batch", "frozen"] = "batch"
-    """"batch": BatchNorm normalises with batch statistics while training (its running statistics
-    average whatever masks ran); "frozen": the shared running statistics are re-estimated once at
-    the start over ``bn_batches`` batches of sandwich members and then held fixed, and the weights
-    learn to work with them, as every per-image mask is run at inference (fine-tuning, with init_from)."""
-    bn_batches: int = 200
-    """Batches (of batch_size) of the statistics estimate of bn_stats="frozen"."""
-    grad_clip: float = 0.0
-    """Clip the global gradient norm to this before each step (0: no clipping)."""
-    fixed_mask: str | None = None
-    """Mask file (instanas_gym.space.masks.load_mask) for mask_sampling="fixed"."""
-    init_from: str | None = None
-    """Start from this checkpoint's weights (fine-tuning)."""
-    train_subset: int | None = None
-    """First N training images only (tests, quick runs)."""
-    eval_subset: int | None = None
-    """First N test images only in the final evaluation."""
-    eval_batch_size: int = 256
-    threads: int = 2
-    """Torch intra-op threads per process."""
-    channels_last: bool = True
-    """channels_last memory format (~1.7x faster training on CPU)."""
-    device: str = "auto"
-    """"auto" (CUDA when present, else CPU; under torchrun the GPU of LOCAL_RANK), "cpu", "cuda", "cuda:N"."""
-    precision: Precision = "fp32"
-    """"bf16": bfloat16 autocast of the forward passes (weights and optimizer stay fp32)."""
-    seed: int = 0
-    out: str = "runs/supernet"
-    """Folder of last.pt (the checkpoint) and the logs."""
-    checkpoint_every: int = 200
-    """Steps between checkpoints (also at every epoch end)."""
-    resume: bool = False
-    """Continue from out/last.pt if it exists (same settings required)."""
-
-    def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "eval_batch_size", "threads", "checkpoint_every", "bn_batches"):
-            check_int(name, getattr(self, name))
-        check_int("sandwich_random", self.sandwich_random, minimum=0)
-        for name in ("train_subset", "eval_subset"):
-            check_int(name, getattr(self, name), optional=True)
-        for name in ("lr", "width_mult"):
-            check_number(name, getattr(self, name), low=0, low_open=True)
-        check_number("grad_clip", self.grad_clip, low=0)
-        for name in ("momentum", "weight_decay", "label_smoothing"):
-            check_number(name, getattr(self, name), low=0, high=1, high_open=True)
-        check_number("min_keep_prob", self.min_keep_prob, low=0, high=1, low_open=True)
-        resolve_device(self.device)
-        check_precision(self.precision)
-        if self.mask_sampling not in MASK_SAMPLING:
-            raise ValueError(f"mask_sampling must be one of {MASK_SAMPLING}, got {self.mask_sampling!r}")
-        if self.bn_stats not in ("batch", "frozen"):
-            raise ValueError(f"bn_stats must be 'batch' or 'frozen', got {self.bn_stats!r}")
-        if (self.mask_sampling == "fixed") != (self.fixed_mask is not None):
-            raise ValueError("mask_sampling='fixed' and fixed_mask (a mask file) go together")
 
 
 def keep_prob(progress: float, min_keep_prob: float = 0.5) -> float:
@@ -174,13 +82,13 @@ class SupernetTrainer:
 
     def __init__(self, cfg: TrainConfig, console: Console) -> None:
         self.cfg, self.console = cfg, console
-        self.device = resolve_device(cfg.device)
+        self.device = resolve_device(cfg.run.device)
         self.rank, self.world = distributed.init_distributed(self.device)
         tune_allocator()
-        torch.set_num_threads(cfg.threads)
-        self.ckpt_path = Path(cfg.out) / "last.pt"
-        self.train = _subset(load_split(cfg.dataset, "train", cfg.data_root, cfg.download), cfg.train_subset)
-        self.test = _subset(load_split(cfg.dataset, "test", cfg.data_root, cfg.download), cfg.eval_subset)
+        torch.set_num_threads(cfg.run.threads)
+        self.ckpt_path = Path(cfg.run.out) / "last.pt"
+        self.train = _subset(load_split(cfg.dataset, "train", cfg.data.root, cfg.data.download), cfg.train_subset)
+        self.test = _subset(load_split(cfg.dataset, "test", cfg.data.root, cfg.data.download), cfg.eval_subset)
         if cfg.mask_sampling == "sandwich" and self.world > 1:
             raise ValueError(f"mask_sampling='sandwich' runs on one process, got world size {self.world}")
         self.fixed = load_mask(cfg.fixed_mask) if cfg.fixed_mask else None
@@ -190,15 +98,15 @@ class SupernetTrainer:
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                          weight_decay=cfg.weight_decay, nesterov=True)
         self.sampler = DistributedSampler(range(len(self.train)), num_replicas=self.world, rank=self.rank,
-                                          shuffle=True, seed=cfg.seed)
+                                          shuffle=True, seed=cfg.run.seed)
         self.steps_per_epoch = math.ceil(len(self.sampler) / cfg.batch_size)
         self.total_steps = cfg.epochs * self.steps_per_epoch
         total = self.total_steps
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total))
         )
-        self.aug_gen = torch.Generator().manual_seed(cfg.seed * 1000 + self.rank)
-        self.mask_rng = np.random.default_rng([cfg.seed, self.rank])
+        self.aug_gen = torch.Generator().manual_seed(cfg.run.seed * 1000 + self.rank)
+        self.mask_rng = np.random.default_rng([cfg.run.seed, self.rank])
         self.epoch, self.batch_in_epoch = 0, 0
         self.sums = {"loss": 0.0, "correct": 0.0, "seen": 0.0}  # of the current epoch, on this rank
         self.history: list[dict[str, float]] = []
@@ -208,7 +116,7 @@ class SupernetTrainer:
     def _build_model(self) -> Supernet:
         cfg, spec = self.cfg, self.train.spec
         h, _, c = spec.image_shape
-        torch.manual_seed(cfg.seed)
+        torch.manual_seed(cfg.run.seed)
         model = Supernet(SearchSpace(cfg.width_mult, h, c, spec.num_classes, cfg.cell_merge), spec.mean, spec.std)
         if cfg.init_from:
             model.load_state_dict(load_checkpoint(cfg.init_from)["model"])
@@ -254,10 +162,10 @@ class SupernetTrainer:
     def estimate_shared_bn(self) -> None:
         """bn_stats="frozen", at the start of a run: the shared BatchNorm statistics from
         ``bn_batches`` batches of sandwich members (:func:`~instanas_gym.model.batchnorm.shared_bn_masks`)."""
-        rng = np.random.default_rng([self.cfg.seed, 1])
-        with autocast(self.device, self.cfg.precision):
+        rng = np.random.default_rng([self.cfg.run.seed, 1])
+        with autocast(self.device, self.cfg.run.precision):
             estimate_bn(self.model, self.train, shared_bn_masks(rng, self.smallest, self.cfg.bn_batches),
-                        self.cfg.batch_size, self.cfg.seed)
+                        self.cfg.batch_size, self.cfg.run.seed)
 
     # ---- one step --------------------------------------------------------------------------------
     def sample_masks(self, step: int, n: int) -> torch.Tensor:
@@ -284,11 +192,11 @@ class SupernetTrainer:
             freeze_bn(self.model)
         if masks is None:
             members = sandwich_masks(self.mask_rng, self.smallest, cfg.sandwich_random)
-            with autocast(self.device, cfg.precision):
+            with autocast(self.device, cfg.run.precision):
                 losses, logits = sandwich_step(self.net, x, y, members, cfg.distill, cfg.label_smoothing)
             loss = losses[0]
         else:
-            with autocast(self.device, cfg.precision):
+            with autocast(self.device, cfg.run.precision):
                 logits = self.net(x, masks)
                 loss_t = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
             loss_t.backward()
@@ -344,8 +252,8 @@ class SupernetTrainer:
         """Test-split evaluation (rank 0), stored in the checkpoint and printed; returns the metrics."""
         metrics: dict[str, float] = {}
         if self.rank == 0:
-            with autocast(self.device, self.cfg.precision):
-                metrics = final_evaluation(self.model, self.test, self.cfg.eval_batch_size, self.cfg.seed,
+            with autocast(self.device, self.cfg.run.precision):
+                metrics = final_evaluation(self.model, self.test, self.cfg.eval_batch_size, self.cfg.run.seed,
                                            fixed=self.fixed)
             state = load_checkpoint(self.ckpt_path)
             state["metrics"] = {"history": self.history, **metrics}
@@ -355,19 +263,6 @@ class SupernetTrainer:
         return metrics
 
 
-def check_resume(cfg: TrainConfig, path: Path) -> None:
-    """Refuse to resume the checkpoint at ``path`` with settings that change the run."""
-    saved, now = load_checkpoint(path).get("config"), asdict(cfg)
-    if not isinstance(saved, dict):
-        raise FileFormatError(f"{path} holds no training settings to resume from; start a new run in another --out")
-    saved = {k: saved.get(k, TrainConfig.__dataclass_fields__[k].default) for k in now}  # older files lack newer settings
-    changed = sorted(k for k in now if k not in RESUMABLE_CHANGES and saved[k] != now[k])
-    if changed:
-        detail = ", ".join(f"{k}: checkpoint {saved.get(k)!r} vs now {now[k]!r}" for k in changed)
-        raise ValueError(f"{path} was written with other settings ({detail}); resume with the same ones, or "
-                         f"start a new run in another --out")
-
-
 def train_supernet(
     cfg: TrainConfig, on_step: Callable[[int], None] | None = None, console: Console | None = None
 ) -> dict[str, Any]:
@@ -375,9 +270,9 @@ def train_supernet(
 
     ``on_step(global_step)`` is called after every optimisation step (tests use it to interrupt).
     """
-    resuming = cfg.resume and (Path(cfg.out) / "last.pt").is_file()
+    resuming = cfg.resume and (Path(cfg.run.out) / "last.pt").is_file()
     if resuming:
-        check_resume(cfg, Path(cfg.out) / "last.pt")
+        check_resume(cfg, Path(cfg.run.out) / "last.pt")
     t = SupernetTrainer(cfg, console or Console())
     if resuming:
         t.resume()

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 #: Files shipped inside the package.
-ASSETS = Path(__file__).parent / "assets"
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
 BUNDLED_SUPERNET = ASSETS / "supernet_fashion_mnist.pt"
 BUNDLED_LATENCY_TABLE = ASSETS / "latency_fashion_mnist.json"
 #: The bundled supernet's table for ONNX Runtime, the deployment runtime.

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from instanas_gym.agents.cascade import CascadeActor, CascadePolicy, ThresholdPolicy, greedy_actor
 from instanas_gym.agents.controller import Controller, ControllerConfig, greedy_masks
 from instanas_gym.agents.router import RoutedController, Router
 from instanas_gym.space.family import ArchitectureFamily
@@ -27,7 +28,7 @@ from instanas_gym.utils.files import FileFormatError, atomic_save, load_torch
 
 Policy = Callable[[np.ndarray], np.ndarray]
 POLICY_FORMAT = "instanas-policy-v1"
-POLICY_VIEWS = ("masks", "family")
+POLICY_VIEWS = ("masks", "family", "cascade")
 
 
 def controller_policy(controller: Controller) -> Policy:
@@ -80,18 +81,27 @@ class SavedPolicy(NamedTuple):
     """What :func:`load_policy` returns."""
 
     view: str
-    """"masks" or "family"."""
+    """"masks", "family" or "cascade"."""
     network: nn.Module
-    """A :class:`~instanas_gym.agents.controller.Controller` (masks) or a K-output
-    :class:`~instanas_gym.agents.router.Router` (family), in eval mode."""
+    """A :class:`~instanas_gym.agents.controller.Controller` (masks), a K-output
+    :class:`~instanas_gym.agents.router.Router` (family) or a
+    :class:`~instanas_gym.agents.cascade.CascadePolicy` (cascade), in eval mode."""
     family: ArchitectureFamily | None
     meta: dict[str, Any]
 
     def policy(self) -> Policy:
-        """The greedy policy: images -> masks."""
+        """The greedy policy: images -> masks (masks and family views)."""
+        if self.view == "cascade":
+            raise ValueError("a cascade policy acts on cascade observations: use actor()")
         if self.view == "masks":
             return controller_policy(self.network)
         return arm_policy(self.network, self.family.masks)
+
+    def actor(self) -> CascadeActor:
+        """The cascade view's greedy policy: cascade observations -> actions."""
+        if self.view != "cascade":
+            raise ValueError(f"a {self.view}-view policy chooses masks: use policy()")
+        return greedy_actor(self.network)
 
     def controller(self) -> nn.Module:
         """The network as an exportable controller (images -> mask logits, greedy where >= 0)."""
@@ -106,8 +116,8 @@ def save_policy(path: str | os.PathLike, view: str, network: nn.Module, family: 
     view) and ``meta`` (plain data kept beside)."""
     if view not in POLICY_VIEWS:
         raise ValueError(f"view must be one of {POLICY_VIEWS}, got {view!r}")
-    if (view == "family") != (family is not None):
-        raise ValueError("a family-view policy is saved with its family, a masks-view one without")
+    if (view != "masks") != (family is not None):
+        raise ValueError("a family- or cascade-view policy is saved with its family, a masks-view one without")
     atomic_save({"format": POLICY_FORMAT, "view": view, "config": network.config, "state_dict": network.state_dict(),
                  "family": None if family is None else family.to_dict(), "meta": meta}, path)
 
@@ -121,8 +131,8 @@ def load_policy(path: str | os.PathLike) -> SavedPolicy:
         if view == "masks":
             network: nn.Module = Controller(**cfg)
             family = None
-        elif view == "family":
-            network = Router(ControllerConfig(tuple(cfg["widths"]), cfg["input_size"]), cfg["in_channels"], cfg["k"])
+        elif view in ("family", "cascade"):
+            network = _arm_network(view, cfg)
             family = ArchitectureFamily.from_dict(ckpt["family"], f"{path}: family")
             if family.k != network.k:
                 raise ValueError(f"{network.k} outputs and a family of {family.k}")
@@ -132,3 +142,14 @@ def load_policy(path: str | os.PathLike) -> SavedPolicy:
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as err:  # a damaged file's contents
         raise FileFormatError(f"{Path(path)} holds a policy that cannot be built ({err}); {hint}") from None
     return SavedPolicy(view, network.eval(), family, dict(ckpt.get("meta") or {}))
+
+
+def _arm_network(view: str, cfg: dict[str, Any]) -> nn.Module:
+    """The network of a family- or cascade-view policy file from its stored config."""
+    if view == "family":
+        return Router(ControllerConfig(tuple(cfg["widths"]), cfg["input_size"]), cfg["in_channels"], cfg["k"])
+    if cfg.get("kind") == "thresholds":
+        return ThresholdPolicy(cfg["k"], cfg["stages"], tuple(cfg["order"]), tuple(cfg["thresholds"]))
+    body = cfg["body"]
+    body = None if body is None else ControllerConfig(tuple(body["widths"]), body["input_size"])
+    return CascadePolicy(cfg["k"], cfg["stages"], cfg["classes"], body, cfg["in_channels"], cfg["hidden"])

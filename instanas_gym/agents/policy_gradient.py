@@ -10,7 +10,11 @@ Per update, on a batch of B images, with the policy's behaviour distribution pi'
 * **arms** (one of a family's K architectures, :class:`ArmLearner`): pi' = (1 - mix) softmax(logits)
   + mix / K (the encouragement generalised: every arm keeps at least mix / K); S arms per image;
   baseline: with S >= 2 the leave-one-out mean of the image's other S - 1 rewards, with S = 1 the
-  greedy arm's reward.
+  greedy arm's reward;
+* **cascade** (the next architecture or STOP, :class:`CascadeLearner`): per step pi' mixes the
+  uniform over the valid actions in as for arms; S whole cascades per image, run side by side on the
+  same image; log pi'(a) summed over each cascade's steps, baseline the leave-one-out mean of the
+  image's other cascades' returns (S = 1: the batch's mean return).
 
 Then loss = -mean(A log pi'(a)) - entropy_coef H(pi') (masks: + logit_penalty mean(sum logit^2)),
 A = R(a) - baseline; Adam, gradients clipped to ``max_grad_norm``.
@@ -234,3 +238,50 @@ class ArmLearner(_Learner):
         shown = rewards.mean(1) if baseline is None else baseline  # the leave-one-out baselines average to it
         return (batch_stats(rewards, shown, out, self.masks[arms[:, 0]]) | self.update(s, rewards, baseline)
                 | {"distinct_arms": float(len(np.unique(s.greedy)))})
+
+
+# ---- cascade: the next architecture, or STOP ---------------------------------------------------------------
+class CascadeLearner(_Learner):
+    """A :class:`~instanas_gym.agents.cascade.CascadePolicy` and its update over whole cascades."""
+
+    default_entropy = 0.5
+
+    def learn_cascades(self, venv: Any, indices: np.ndarray) -> dict[str, float]:
+        """Run ``samples`` cascades on each image of ``indices`` (B,) on ``venv`` (a cascade vector env of
+        B x samples sub-environments), then one update on their returns."""
+        from instanas_gym.agents.cascade import as_tensors
+
+        s = self.cfg.samples
+        n = len(indices) * s
+        obs, _ = venv.reset(options={"index": np.repeat(indices, s)})
+        done = np.zeros(n, dtype=bool)
+        log_prob = torch.zeros(n, device=self.device)
+        entropies, returns, final = [], np.zeros(n), {}
+        while not done.all():
+            logits = self.network(as_tensors(obs, self.device))
+            valid = torch.isfinite(logits)
+            probs = (1 - self.cfg.mix) * logits.softmax(1) + self.cfg.mix * valid / valid.sum(1, keepdim=True)
+            actions = torch.multinomial(probs.detach().cpu(), 1, generator=self.generator).reshape(-1)
+            alive = torch.as_tensor(~done, device=self.device)
+            chosen = probs.gather(1, actions.to(self.device).reshape(-1, 1)).reshape(-1)
+            log_prob = log_prob + torch.where(alive, torch.log(chosen + 1e-8), torch.zeros_like(chosen))
+            ent = -(probs * torch.log(probs + 1e-8)).sum(1)
+            entropies.append(ent[alive].mean())
+            acts = actions.numpy()
+            acts = np.where(done, np.where(obs["stage"] == 0, 0, self.network.k), acts)  # ended: ignored
+            obs, rewards, ended, _, info = venv.step(acts)
+            new = ended & ~done
+            if new.any():
+                returns[new] = rewards[new]
+                for key in ("correct", "network_latency_ms", "stages", "reward_arch"):
+                    final.setdefault(key, np.zeros(n))[new] = info["final_info"][key][new]
+            done |= ended
+        r = torch.as_tensor(returns.reshape(-1, s), dtype=torch.float32, device=self.device)
+        b = (r.sum(1, keepdim=True) - r) / max(s - 1, 1) if s >= 2 else r.mean()
+        ent = torch.stack(entropies).mean()
+        loss = -((r - b).reshape(-1) * log_prob).mean() - self.entropy_coef * ent
+        grad_norm = self._step(loss)
+        return {"reward": float(returns.mean()), "accuracy": float(final["correct"].mean()),
+                "network_latency_ms": float(final["network_latency_ms"].mean()),
+                "stages": float(final["stages"].mean()), "reward_arch": float(final["reward_arch"].mean()),
+                "entropy": ent.item(), "loss": loss.item(), "grad_norm": grad_norm}

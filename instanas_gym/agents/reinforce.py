@@ -8,7 +8,10 @@ means are logged (``out/log.csv``, the progress bar). The action view decides wh
 
 * ``"masks"``: the paper's controller, a mask of 85 bits per image (:class:`~.policy_gradient.MaskLearner`);
 * ``"family"``: one of a family's K architectures per image (:class:`~.policy_gradient.ArmLearner`),
-  stepped in lookup mode by default (``env.lookup``).
+  stepped in lookup mode by default (``env.lookup``);
+* ``"cascade"``: architectures of a family run one after another until the policy stops
+  (:class:`~.policy_gradient.CascadeLearner`, :class:`~instanas_gym.agents.cascade.CascadePolicy`);
+  each update runs ``pg.samples`` cascades on each of ``batch_size`` images drawn by the run's seed.
 
 The result is a policy file (``out/policy.pt``, :func:`~instanas_gym.agents.policy.save_policy`);
 judging it on the test split is :mod:`instanas_gym.judge`'s job (``instanas-gym train-reinforce``
@@ -27,6 +30,7 @@ does both). :func:`preset` holds the measured defaults of each view (``benchmark
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -36,9 +40,10 @@ import torch
 import tyro
 from rich.console import Console
 
+from instanas_gym.agents.cascade import CascadePolicy
 from instanas_gym.agents.controller import ControllerConfig
 from instanas_gym.agents.policy import save_policy
-from instanas_gym.agents.policy_gradient import ArmLearner, MaskLearner, PolicyGradientConfig
+from instanas_gym.agents.policy_gradient import ArmLearner, CascadeLearner, MaskLearner, PolicyGradientConfig
 from instanas_gym.agents.router import Router, resolve_family, train_router
 from instanas_gym.envs.config import EnvConfig
 from instanas_gym.envs.reward import RewardConfig
@@ -47,8 +52,8 @@ from instanas_gym.utils.checks import check_int
 from instanas_gym.utils.run import RunConfig
 from instanas_gym.utils.runlog import RunLogger, progress_bar
 
-View = Literal["masks", "family"]
-VIEWS = ("masks", "family")
+View = Literal["masks", "family", "cascade"]
+VIEWS = ("masks", "family", "cascade")
 
 
 @dataclass(frozen=True)
@@ -56,8 +61,9 @@ class ReinforceConfig:
     """Arguments of :func:`train_reinforce` (``instanas-gym train-reinforce VIEW`` takes each as a flag)."""
 
     view: Annotated[View, tyro.conf.Suppress] = "family"
-    """What the policy chooses per image: "masks" (85 bits) or "family" (one of K architectures); on
-    the command line, the subcommand of ``train-reinforce``."""
+    """What the policy chooses per image: "masks" (85 bits), "family" (one of K architectures) or
+    "cascade" (architectures one after another, until it stops); on the command line, the subcommand
+    of ``train-reinforce``."""
     env: EnvConfig = field(default_factory=EnvConfig)
     """The environment it learns on (its training split) and is judged on (its test split)."""
     run: RunConfig = field(default_factory=lambda: RunConfig(out="runs/reinforce"))
@@ -66,6 +72,9 @@ class ReinforceConfig:
     """The REINFORCE update."""
     controller: ControllerConfig = field(default_factory=lambda: ControllerConfig(widths=(8, 16, 32), input_size=14))
     """The policy network's body (0.65 MMACs on 28 x 28 images by default)."""
+    cascade_image: bool = False
+    """Cascade view: the policy also looks at the image (through ``controller``), not only at the
+    answers of the architectures run (which cost it next to nothing)."""
     total_steps: int = 48_000
     """Training images seen."""
     batch_size: int = 32
@@ -94,22 +103,60 @@ def preset(view: View) -> ReinforceConfig:
         return ReinforceConfig(view="masks", env=EnvConfig(reward=RewardConfig(upper_end_frac=1.0)),
                                pg=PolicyGradientConfig(alpha=0.95), total_steps=96_000,
                                run=RunConfig(out="runs/reinforce_masks"))
+    if view == "cascade":
+        return ReinforceConfig(view="cascade", env=EnvConfig(reward=RewardConfig(shape="monotone", upper_end_frac=3.0,
+                                                                                 anneal=False)),
+                               run=RunConfig(out="runs/reinforce_cascade"))
     return ReinforceConfig(view="family", env=EnvConfig(reward=RewardConfig(upper_end_frac=1.5, anneal=False)))
 
 
 def _describe(row: dict[str, Any]) -> str:
-    arms = f" arms {row['distinct_arms']:.1f}" if "distinct_arms" in row else f" ops/cell {row['ops_per_cell']:.2f}"
+    arms = (f" arms {row['distinct_arms']:.1f}" if "distinct_arms" in row else f" stages {row['stages']:.2f}"
+            if "stages" in row else f" ops/cell {row['ops_per_cell']:.2f}")
     return (f"R {row['reward']:+.2f} acc {row['accuracy']:.3f} L {row['network_latency_ms']:.3f}ms "
             f"H {row['entropy']:.2f}{arms} UB {row['upper_ms']:.3f}ms")
 
 
-def _learner(cfg: ReinforceConfig, in_channels: int, device: torch.device,
-             family: ArchitectureFamily | None) -> MaskLearner | ArmLearner:
+def _networks(cfg: ReinforceConfig, in_channels: int, device: torch.device, family: ArchitectureFamily | None,
+              venv: Any) -> MaskLearner | ArmLearner | CascadeLearner:
     """The view's network (built from the global generator, seeded) and update."""
     generator = torch.Generator().manual_seed(cfg.run.seed)
-    if family is None:
+    if cfg.view == "masks":
         return MaskLearner(cfg.controller.build(in_channels).to(device), cfg.pg, generator)
-    return ArmLearner(Router(cfg.controller, in_channels, family.k), family.k, cfg.pg, generator, family.masks)
+    if cfg.view == "family":
+        return ArmLearner(Router(cfg.controller, in_channels, family.k), family.k, cfg.pg, generator, family.masks)
+    c = venv.cascade
+    body = cfg.controller if cfg.cascade_image else None
+    return CascadeLearner(CascadePolicy(c.k, c.stages, c.classes, body, in_channels), cfg.pg, generator)
+
+
+def _setup(cfg: ReinforceConfig, console: Console) -> tuple[Any, Any, ArchitectureFamily | None, Callable[[], dict]]:
+    """The view's training env, learner, family and one update's collection (the loop's only view-specific part)."""
+    run, view = cfg.run, cfg.view
+    if view == "cascade":
+        family = None if cfg.env.family is None else resolve_family(cfg.env.family, cfg.env.dataset)[0]
+        venv = cfg.env.make_cascade_vec(cfg.batch_size * cfg.pg.samples, family, run)
+        learner = _networks(cfg, venv.bandit.data.spec.image_shape[2], venv.bandit.device, None, venv)
+        images = np.random.default_rng([run.seed, 2])  # which images each update's cascades run on
+        n = venv.bandit.num_images
+        return venv, learner, venv.cascade.family, lambda: learner.learn_cascades(venv, images.integers(n, size=cfg.batch_size))
+    family = None if view == "masks" else resolve_family(cfg.env.family, cfg.env.dataset)[0]
+    venv = cfg.env.make_vec(cfg.batch_size, run) if family is None else cfg.env.make_family_vec(cfg.batch_size, family, run)
+    env = venv.unwrapped
+    obs = [venv.reset(seed=run.seed)[0]]
+    learner = _networks(cfg, obs[0].shape[-1], env.bandit.device, family, venv)
+    if family is not None and cfg.warm_start_images:
+        console.print(f"warm start: each arm's correctness on {cfg.warm_start_images} training images")
+        n = min(cfg.warm_start_images, env.bandit.num_images)
+        correct = env.bandit.outcome_store(progress=False).get(family.masks, n).correct
+        train_router(learner.network, env.bandit.data.images[:n], correct, cfg.warm_start_epochs, seed=run.seed)
+    evaluate = env.evaluate_current if family is None else venv.evaluate_current_arms
+
+    def step(actions: np.ndarray) -> dict[str, Any]:
+        obs[0], rewards, _, _, info = venv.step(actions)
+        return {**info["final_info"], "reward": rewards}
+
+    return venv, learner, family, lambda: learner.learn(torch.from_numpy(obs[0]), evaluate, step)
 
 
 def train_reinforce(cfg: ReinforceConfig, console: Console | None = None) -> tuple[torch.nn.Module, list[dict[str, Any]]]:
@@ -118,25 +165,9 @@ def train_reinforce(cfg: ReinforceConfig, console: Console | None = None) -> tup
     console, run = console or Console(), cfg.run
     torch.set_num_threads(run.threads)
     torch.manual_seed(run.seed)
-    family = None if cfg.view == "masks" else resolve_family(cfg.env.family, cfg.env.dataset)[0]
-    venv = cfg.env.make_vec(cfg.batch_size, run) if family is None else cfg.env.make_family_vec(cfg.batch_size, family, run)
-    env = venv.unwrapped
-    reward = env.bandit.reward
-    obs, _ = venv.reset(seed=run.seed)
-    learner = _learner(cfg, obs.shape[-1], env.bandit.device, family)
-    if family is not None and cfg.warm_start_images:
-        console.print(f"warm start: each arm's correctness on {cfg.warm_start_images} training images")
-        n = min(cfg.warm_start_images, env.bandit.num_images)
-        correct = env.bandit.outcome_store(progress=False).get(family.masks, n).correct
-        train_router(learner.network, env.bandit.data.images[:n], correct, cfg.warm_start_epochs, seed=run.seed)
+    venv, learner, family, collect = _setup(cfg, console)
+    reward = venv.unwrapped.bandit.reward
     learner.network.train()
-    evaluate = env.evaluate_current if family is None else venv.evaluate_current_arms
-
-    def step(actions: np.ndarray) -> dict[str, Any]:
-        nonlocal obs
-        obs, rewards, _, _, info = venv.step(actions)
-        return {**info["final_info"], "reward": rewards}
-
     updates = max(1, cfg.total_steps // cfg.batch_size)
     start = time.perf_counter()
     progress = progress_bar(console)
@@ -145,7 +176,7 @@ def train_reinforce(cfg: ReinforceConfig, console: Console | None = None) -> tup
     with progress:
         for update in range(updates):
             reward.anneal_step(update, updates)
-            log.add(learner.learn(torch.from_numpy(obs), evaluate, step))
+            log.add(collect())
             if (update + 1) % cfg.log_every == 0 or update == updates - 1:
                 log.flush(env_steps=(update + 1) * cfg.batch_size, update=update + 1, upper_ms=reward.upper_ms,
                           lower_ms=reward.lower_ms, wall_s=time.perf_counter() - start)

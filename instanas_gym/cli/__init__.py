@@ -33,6 +33,7 @@ COMMANDS: dict[str, Command] = {
     "prepare": Command("train", "run_prepare", "Data, supernet and latency table for a data set (resumable)."),
     "export-supernet": Command("train", "run_export_supernet", "Strip a training checkpoint of its resume state."),
     "train-reinforce": Command("agents", "run_train_reinforce", "Train a REINFORCE policy and judge it on the test split."),
+    "fit-cascade": Command("agents", "run_fit_cascade", "Fit a threshold cascade to a latency budget and judge it."),
     "search": Command("agents", "run_search", "Run the paper's search, phases 2 and 3 (resumable)."),
     "compare": Command("agents", "run_compare", "Compare every agent over seeds on the same budget."),
     "evaluate": Command("judge", "run_evaluate", "Judge searches on the test split: tables, plots, a report."),

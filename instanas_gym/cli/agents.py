@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Union
+from typing import Annotated, Any, Union
 
 import tyro
 from rich.console import Console
@@ -11,7 +12,10 @@ from rich.console import Console
 from instanas_gym.agents.reinforce import ReinforceConfig, preset
 from instanas_gym.agents.search import SearchConfig
 from instanas_gym.cli.parse import parse, reported
+from instanas_gym.envs.config import EnvConfig
 from instanas_gym.judge.compare import CompareConfig
+from instanas_gym.utils.checks import check_int, check_number
+from instanas_gym.utils.run import RunConfig
 
 #: ``train-reinforce masks|family``: the view's measured defaults (:func:`~instanas_gym.agents.reinforce.preset`).
 ReinforceCommand = Union[  # noqa: UP007 (tyro reads the Union's members as subcommands)
@@ -19,6 +23,8 @@ ReinforceCommand = Union[  # noqa: UP007 (tyro reads the Union's members as subc
                                                     description="the paper's controller: 85 bits per image")],
     Annotated[ReinforceConfig, tyro.conf.subcommand("family", default=preset("family"),
                                                     description="one of a family's architectures per image")],
+    Annotated[ReinforceConfig, tyro.conf.subcommand("cascade", default=preset("cascade"),
+                                                    description="architectures one after another until it stops")],
 ]
 
 
@@ -26,19 +32,73 @@ def run_train_reinforce(argv: list[str], prog: str, description: str) -> None:
     cfg: ReinforceConfig = parse(ReinforceCommand, argv, prog, description)  # type: ignore[arg-type]
     from instanas_gym.agents.policy import load_policy
     from instanas_gym.agents.reinforce import train_reinforce
-    from instanas_gym.judge.awareness import print_judgement
 
     console = Console()
     out = Path(cfg.run.out or "runs/reinforce")
     with reported(prog):
         train_reinforce(cfg, console)
-        saved = load_policy(out / "policy.pt")
-        from instanas_gym.judge.awareness import judge_policy
-
-        with console.status("judging the greedy policy on the test split against the static frontier"):
-            report = judge_policy(saved, cfg.env, out, cfg.run, cfg.judge_limit, own_limit=16)
-    print_judgement(report, f"{cfg.env.env_id}: test split ({report['images']} images)", out, console)
+        judge_saved(load_policy(out / "policy.pt"), cfg, out, console)
     console.print(f"wrote {out / 'policy.pt'} (instanas-gym demo --controller {out / 'policy.pt'})")
+
+
+def judge_saved(saved: Any, cfg: ReinforceConfig | CascadeFitConfig, out: Path, console: Console) -> None:
+    """Judge a saved policy on the test split (the frontier table, or the cascade report) and print it."""
+    title = f"{cfg.env.env_id}: test split"
+    with console.status("judging the greedy policy on the test split against the static frontier"):
+        if saved.view == "cascade":
+            from instanas_gym.agents.cascade import decision_ms
+            from instanas_gym.judge.cascade import judge_cascade, print_cascade
+
+            bandit = cfg.env.bandit("test", cfg.run)
+            meta, shape = bandit.table.meta, bandit.data.spec.image_shape
+            ms = decision_ms(saved.network, shape, meta.get("runtime", "torch"), int(meta.get("threads", 1)))
+            report = judge_cascade(saved.actor(), cfg.env, saved.family, ms, out, f"cascade ({out.name})", cfg.run,
+                                   cfg.judge_limit)
+            print_cascade(report, f"{title} ({report['images']} images)", console)
+            return
+        from instanas_gym.judge.awareness import judge_policy, print_judgement
+
+        report = judge_policy(saved, cfg.env, out, cfg.run, cfg.judge_limit, own_limit=16)
+    print_judgement(report, f"{title} ({report['images']} images)", out, console)
+
+
+@dataclass(frozen=True)
+class CascadeFitConfig:
+    """Settings of ``instanas-gym fit-cascade``: the threshold cascade (no learning) of the family's
+    architectures that is most accurate within a latency budget on the search split, then judged."""
+
+    env: EnvConfig = field(default_factory=EnvConfig)
+    """The environment: its training split chooses, its test split judges; env.family, env.stages."""
+    run: RunConfig = field(default_factory=lambda: RunConfig(out="runs/threshold_cascade"))
+    """Threads, device and the output folder (policy.pt, cascade.json)."""
+    budget_ms: float = 0.4
+    """Mean latency of the networks run per image on the search split (ms, the latency table's)."""
+    judge_limit: int | None = None
+    """Judge on the first N test images only (None: all)."""
+
+    def __post_init__(self) -> None:
+        check_number("budget_ms", self.budget_ms, low=0, low_open=True)
+        check_int("judge_limit", self.judge_limit, optional=True)
+
+
+def run_fit_cascade(argv: list[str], prog: str, description: str) -> None:
+    cfg = parse(CascadeFitConfig, argv, prog, description)
+    from instanas_gym.agents.cascade import fit_threshold_policy
+    from instanas_gym.agents.policy import load_policy, save_policy
+    from instanas_gym.agents.router import resolve_family
+
+    console = Console()
+    out = Path(cfg.run.out or "runs/threshold_cascade")
+    with reported(prog):
+        family = None if cfg.env.family is None else resolve_family(cfg.env.family, cfg.env.dataset)[0]
+        cascade = cfg.env.make_cascade_vec(1, family, cfg.run).cascade
+        policy, frontier = fit_threshold_policy(cascade.outcomes, cascade.network_ms, cascade.stages, cfg.budget_ms)
+        console.print(f"{len(frontier)} threshold cascades on the Pareto set of the search split; within "
+                      f"{cfg.budget_ms} ms: order {policy.rule.order}, thresholds "
+                      f"{[round(t, 3) for t in policy.rule.thresholds]}")
+        save_policy(out / "policy.pt", "cascade", policy, cascade.family, budget_ms=cfg.budget_ms)
+        judge_saved(load_policy(out / "policy.pt"), cfg, out, console)
+    console.print(f"wrote {out / 'policy.pt'}")
 
 
 def run_search(argv: list[str], prog: str, description: str) -> None:

@@ -173,16 +173,22 @@ class InstaNASBandit:
         return self.outcome(indices, prediction, confidence, self.arch_figures(masks))
 
     @torch.inference_mode()
-    def classify(self, indices: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The supernet's answer on images ``indices`` (B,) under ``masks`` (B, 17, 5) uint8/bool:
-        ``(prediction int64 (B,), confidence float64 (B,))``, the softmax probability of the prediction."""
+    def softmax(self, indices: np.ndarray, masks: np.ndarray) -> np.ndarray:
+        """The supernet's softmax output, float32 (B, C), on images ``indices`` (B,) under ``masks``
+        (B, 17, 5) uint8/bool."""
         rows = torch.from_numpy(np.asarray(indices)).to(self.device)
         x = self.images[rows].contiguous()  # NCHW: a permuted view would run channels_last
         with autocast(self.device, self.precision):
             # masks stay on the CPU: dynamic execution reads them there
             logits = self.model(x, torch.from_numpy(np.asarray(masks, dtype=bool)))
-        confidence, prediction = logits.float().softmax(1).max(1)
-        return prediction.cpu().numpy(), confidence.cpu().numpy().astype(np.float64)
+        return logits.float().softmax(1).cpu().numpy()
+
+    def classify(self, indices: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The supernet's answer on images ``indices`` (B,) under ``masks`` (B, 17, 5) uint8/bool:
+        ``(prediction int64 (B,), confidence float64 (B,))``, the softmax probability of the prediction."""
+        probs = torch.from_numpy(self.softmax(indices, masks))
+        confidence, prediction = probs.max(1)
+        return prediction.numpy(), confidence.numpy().astype(np.float64)
 
     def arch_figures(self, masks: np.ndarray) -> dict[str, np.ndarray]:
         """What ``masks`` (B, 17, 5) cost, by the current table: arrays (B,) latency_ms (17 cells),

@@ -11,11 +11,13 @@ from gymnasium.vector import VectorEnv
 
 import instanas_gym
 from instanas_gym.envs.bandit import InstaNASBandit
+from instanas_gym.envs.cascade_vector import CascadeVectorEnv
 from instanas_gym.envs.family import FamilyVectorAction
 from instanas_gym.envs.lookup import FamilyLookupVectorEnv
 from instanas_gym.envs.reward import RewardConfig
 from instanas_gym.space.data import DataConfig
 from instanas_gym.space.family import ArchitectureFamily
+from instanas_gym.utils.checks import check_int
 from instanas_gym.utils.run import RunConfig
 
 
@@ -45,6 +47,8 @@ class EnvConfig:
     lookup: bool = True
     """The family and cascade views answer from stored outcomes (computed once; the live rewards at
     table speed); else the supernet runs at every step."""
+    stages: int = 3
+    """The cascade view: at most this many architectures run per image."""
 
     def __post_init__(self) -> None:
         if self.env_id not in instanas_gym.ENV_IDS:
@@ -54,6 +58,7 @@ class EnvConfig:
                 raise TypeError(f"env.{name} must be a string or None, got {getattr(self, name)!r}")
         if not isinstance(self.lookup, bool):
             raise TypeError(f"env.lookup must be True or False, got {self.lookup!r}")
+        check_int("env.stages", self.stages)
 
     @property
     def dataset(self) -> str:
@@ -87,6 +92,13 @@ class EnvConfig:
             return FamilyVectorAction(self.make_vec(num_envs, run), family)
         kwargs = {**instanas_gym.ENV_IDS[self.env_id], **self.kwargs(run)}
         return FamilyLookupVectorEnv(num_envs, family=family, **kwargs, **extra)
+
+    def make_cascade_vec(self, num_envs: int, family: ArchitectureFamily | None, run: RunConfig | None = None,
+                         **extra: Any) -> CascadeVectorEnv:
+        """The cascade view (:class:`~instanas_gym.envs.cascade_vector.CascadeVectorEnv`) of ``family``
+        (None: the default cascade family), ``stages`` per image; ``extra``: its other arguments."""
+        kwargs = {**instanas_gym.ENV_IDS[self.env_id], **self.kwargs(run)}
+        return CascadeVectorEnv(num_envs, family=family, stages=self.stages, lookup=self.lookup, **kwargs, **extra)
 
     def bandit(self, split: str, run: RunConfig | None = None) -> InstaNASBandit:
         """The environment's bandit on another split (``"test"`` to judge a policy)."""

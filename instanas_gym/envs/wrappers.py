@@ -7,6 +7,10 @@
   PPO/A2C evaluate all their environments in one batched supernet call; or its family view
   (:class:`~instanas_gym.envs.family.FamilyVectorAction`, or the lookup env
   :class:`~instanas_gym.envs.lookup.FamilyLookupVectorEnv`), with ``Discrete(K)`` actions.
+* The cascade view (:mod:`instanas_gym.envs.cascade`) for SB3: :class:`CascadeForSB3` (one env) and
+  :class:`SB3CascadeVecEnv` (the native cascade vector env): the observation's image channel-first,
+  and STOP before any architecture ran (refused by the env) runs architecture 0 instead, since SB3's
+  policies cannot mask actions.
 """
 
 from __future__ import annotations
@@ -70,7 +74,9 @@ class ChannelFirstObservation(gym.ObservationWrapper):
 def make_sb3_env(env_id: str = "InstaNAS-FashionMNIST-v0", family: Any = None, **kwargs: Any) -> gym.Env:
     """``gymnasium.make(env_id, **kwargs)`` wrapped for SB3: flat actions (with ``family``, an
     ``ArchitectureFamily`` or its file: ``Discrete(K)`` arms, :class:`~instanas_gym.envs.family.FamilyAction`),
-    channel-first images."""
+    channel-first images; a cascade id (``...-Cascade-v0``, ``family`` passed on) through :class:`CascadeForSB3`."""
+    if env_id.endswith("-Cascade-v0"):
+        return CascadeForSB3(gym.make(env_id, family=family, **kwargs))
     env = gym.make(env_id, **kwargs)
     return ChannelFirstObservation(FlattenMaskAction(env) if family is None else FamilyAction(env, family))
 
@@ -158,3 +164,95 @@ class SB3VecEnv(VecEnv):
     def get_images(self) -> Sequence[np.ndarray | None]:
         frames = self.venv.render()
         return list(frames) if frames is not None else [None] * self.num_envs
+
+
+def stop_first_to_arm0(actions: np.ndarray, stage: np.ndarray, k: int) -> np.ndarray:
+    """STOP (``k``) where no architecture ran yet -> architecture 0: SB3's policies cannot mask it."""
+    actions = np.asarray(actions, dtype=np.int64).reshape(-1)
+    return np.where((actions == k) & (np.asarray(stage).reshape(-1) == 0), 0, actions)
+
+
+def channel_first_obs(obs: dict[str, np.ndarray], batched: bool) -> dict[str, np.ndarray]:
+    image = obs["image"]
+    axes = (0, 3, 1, 2) if batched else (2, 0, 1)
+    return {**obs, "image": np.ascontiguousarray(image.transpose(axes))}
+
+
+def channel_first_space(space: spaces.Dict) -> spaces.Dict:
+    h, w, c = space["image"].shape
+    return spaces.Dict({**space.spaces, "image": spaces.Box(0, 255, (c, h, w), np.uint8)})
+
+
+class CascadeForSB3(gym.Wrapper):
+    """The cascade env for SB3: channel-first image; STOP first runs architecture 0 instead."""
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        self.observation_space = channel_first_space(env.observation_space)
+        self._stage = 0
+
+    def reset(self, **kwargs: Any):
+        obs, info = self.env.reset(**kwargs)
+        self._stage = int(obs["stage"])
+        return channel_first_obs(obs, False), info
+
+    def step(self, action: Any):
+        action = int(stop_first_to_arm0(np.asarray([action]), np.asarray([self._stage]), self.action_space.n - 1)[0])
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self._stage = int(obs["stage"])
+        return channel_first_obs(obs, False), reward, terminated, truncated, info
+
+
+class SB3CascadeVecEnv(VecEnv):
+    """The native cascade vector env as an SB3 ``VecEnv`` (see :class:`CascadeForSB3`); each ended
+    sub-environment's info holds its reward terms and the SB3 ``terminal_observation``."""
+
+    def __init__(self, venv: gym.vector.VectorEnv) -> None:
+        self.venv = venv
+        super().__init__(venv.num_envs, channel_first_space(venv.single_observation_space), venv.single_action_space)
+        self._actions: np.ndarray | None = None
+        self._stage = np.zeros(venv.num_envs, dtype=np.int64)
+
+    def reset(self) -> dict[str, np.ndarray]:
+        seeds = self._seeds if any(s is not None for s in self._seeds) else None
+        obs, info = self.venv.reset(seed=seeds)
+        self.reset_infos = [{"image_index": int(i)} for i in info["image_index"]]
+        self._reset_seeds()
+        self._stage = obs["stage"].copy()
+        return channel_first_obs(obs, True)
+
+    def step_async(self, actions: np.ndarray) -> None:
+        self._actions = stop_first_to_arm0(actions, self._stage, self.action_space.n - 1)
+
+    def step_wait(self) -> VecEnvStepReturn:
+        if self._actions is None:
+            raise RuntimeError("step_async() must come before step_wait()")
+        obs, rewards, terminated, truncated, info = self.venv.step(self._actions)
+        self._actions, self._stage = None, obs["stage"].copy()
+        infos: list[dict[str, Any]] = [{} for _ in range(self.num_envs)]
+        if "final_info" in info:
+            final, keys = info["final_info"], [k for k in info["final_info"] if not k.startswith("_")]
+            for i in np.flatnonzero(info["_final_info"]):
+                infos[i] = {k: final[k][i] for k in keys}
+                infos[i]["terminal_observation"] = channel_first_obs(info["final_obs"][i], False)
+                infos[i]["TimeLimit.truncated"] = bool(truncated[i])
+        return channel_first_obs(obs, True), rewards.astype(np.float32), terminated | truncated, infos
+
+    def close(self) -> None:
+        self.venv.close()
+
+    def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
+        return [getattr(self.venv, attr_name)] * len(self._get_indices(indices))
+
+    def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
+        setattr(self.venv, attr_name, value)
+
+    def env_method(self, method_name: str, *method_args, indices: VecEnvIndices = None, **method_kwargs) -> list[Any]:
+        result = getattr(self.venv, method_name)(*method_args, **method_kwargs)
+        return [result] * len(self._get_indices(indices))
+
+    def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices: VecEnvIndices = None) -> list[bool]:
+        return [False] * len(self._get_indices(indices))
+
+    def get_images(self) -> Sequence[np.ndarray | None]:
+        return [None] * self.num_envs

@@ -58,6 +58,8 @@ from instanas_gym.envs.bandit import InstaNASBandit
 from instanas_gym.envs.config import EnvConfig
 from instanas_gym.envs.reward import LatencyReward
 from instanas_gym.judge.awareness import instance_awareness
+from instanas_gym.judge.cascade import judge_cascade
+from instanas_gym.judge.cascade_agents import CASCADE_AGENTS, run_cascade_agent
 from instanas_gym.judge.evaluation import evaluate_policy
 from instanas_gym.judge.plots import curves_with_bands
 from instanas_gym.latency.onnx import controller_latency_ms
@@ -70,7 +72,8 @@ from instanas_gym.utils.run import RunConfig, check_seed
 from instanas_gym.utils.runlog import RunLogger, write_csv
 
 Agent = Literal["REINFORCE", "REINFORCE-family", "PPO", "A2C", "PPO-family", "A2C-family", "VW-family", "router",
-                "random", "MobileNetV2", "best-single"]
+                "random", "MobileNetV2", "best-single", "threshold-cascade", "REINFORCE-cascade", "PPO-cascade",
+                "A2C-cascade", "router-cascade"]
 AGENTS: tuple[Agent, ...] = get_args(Agent)
 #: The agents that act over the family's arms.
 FAMILY_AGENTS = ("REINFORCE-family", "PPO-family", "A2C-family", "VW-family", "router", "best-single")
@@ -78,7 +81,8 @@ FAMILY_AGENTS = ("REINFORCE-family", "PPO-family", "A2C-family", "VW-family", "r
 AWARE_KEYS = ("gain_points", "gain_latency_pct", "distinct_archs", "archs_2pct", "top_share", "mi_class_bits",
               "mi_difficulty_bits", "cmi_difficulty_class_bits")
 SUMMARY_KEYS = ("accuracy", "latency_ms", "network_latency_ms", "measured_ms", "controller_ms", "e2e_ms",
-                "e2e_measured_ms", "reward", "ops_per_cell", "distinct_masks", *AWARE_KEYS, "wall_s")
+                "e2e_measured_ms", "reward", "ops_per_cell", "distinct_masks", *AWARE_KEYS, "gain_low", "gain_high",
+                "saved_vs_single_pct", "stages", "stop_1_share", "wall_s")
 
 
 @dataclass(frozen=True)
@@ -110,6 +114,8 @@ class CompareConfig:
     """Test images evaluated (None: all)."""
     own_archs: int = 16
     """A policy's most used architectures scored beside the 18 probes when judging instance-awareness."""
+    cascade_budget_ms: float = 0.4
+    """The threshold and router cascades' budget: mean latency of the networks they run per image (ms)."""
 
     def __post_init__(self) -> None:
         unknown = [a for a in self.agents if a not in AGENTS]
@@ -257,6 +263,31 @@ def run_agent(
     return rows, policy, time.perf_counter() - start, controller_ms
 
 
+def judged_agent(agent: str, seed: int, cfg: CompareConfig, judge: InstaNASBandit, arms: FamilyArms | None,
+                 probes: np.ndarray, store: Any) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """Train one agent with one seed and judge it on the test split: its log rows and result."""
+    if agent in CASCADE_AGENTS:
+        rows, actor, wall, ms, family = run_cascade_agent(agent, seed, cfg, judge)
+        out = Path(cfg.run.out or "runs/compare") / f"{agent}_seed{seed}"
+        report = judge_cascade(actor, cfg.env, family, ms, out, agent, cfg.run, cfg.eval_limit)
+        return rows, cascade_figures(report) | {"controller_ms": ms, "wall_s": wall}
+    rows, policy, wall, controller_ms = run_agent(agent, seed, cfg, judge, arms)
+    result = evaluate_policy(policy, judge, measure=cfg.measure, limit=cfg.eval_limit, controller_ms=controller_ms)
+    report = instance_awareness(policy, judge, probes, controller_ms or 0.0, limit=cfg.eval_limit,
+                                own_limit=cfg.own_archs, store=store)
+    return rows, result | aware_figures(report) | {"wall_s": wall}
+
+
+def cascade_figures(report: dict[str, Any]) -> dict[str, float]:
+    """The figures of a :func:`~instanas_gym.judge.cascade.judge_cascade` report a comparison row shows."""
+    g, best = report["gain"], report["best_single_within_0.2pt"]
+    return {"accuracy": report["accuracy"], "network_latency_ms": report["network_latency_ms"],
+            "e2e_ms": report["e2e_ms"], "gain_points": g["points"], "gain_low": g["low"], "gain_high": g["high"],
+            "gain_latency_pct": g["latency_pct"], "saved_vs_single_pct": best["latency_pct"],
+            "stages": float(np.dot(np.arange(1, len(report["stop_share"]) + 1), report["stop_share"])),
+            "stop_1_share": report["stop_share"][0]}
+
+
 def aware_figures(report: dict[str, Any]) -> dict[str, float]:
     """The figures of an :func:`instance_awareness` report a comparison row shows (:data:`AWARE_KEYS`)."""
     return {"gain_points": report["gain"]["points"], "gain_latency_pct": report["gain"]["latency_pct"],
@@ -326,13 +357,7 @@ def compare_agents(cfg: CompareConfig) -> dict[str, dict[str, float]]:
             if finished is not None:
                 rows, result = finished
             else:
-                rows, policy, wall, controller_ms = run_agent(agent, seed, cfg, judge, arms)
-                result = evaluate_policy(policy, judge, measure=cfg.measure, limit=cfg.eval_limit,
-                                         controller_ms=controller_ms)
-                report = instance_awareness(policy, judge, probes, controller_ms or 0.0, limit=cfg.eval_limit,
-                                            own_limit=cfg.own_archs, store=store)
-                result |= aware_figures(report)
-                result["wall_s"] = wall
+                rows, result = judged_agent(agent, seed, cfg, judge, arms, probes, store)
                 atomic_write_json(done, {"settings": settings, "agent": agent, "seed": seed, "result": result,
                                          "rows": rows})
             if rows:

@@ -77,20 +77,25 @@ def outcomes_key(checkpoint: str | os.PathLike, data: ImageSet, statistics: Stat
             "split": data.split, "images": len(data), "data_sha256": data_sha256(data), "statistics": statistics}
 
 
-def outcomes_path(checkpoint: str | os.PathLike, split: str, statistics: Statistics = "shared") -> Path:
+def _name(checkpoint: Path, split: str, statistics: Statistics, tag: str) -> str:
+    return f"{checkpoint.stem}_outcomes_{split}{'_own' if statistics == 'own' else ''}{f'_{tag}' if tag else ''}.npz"
+
+
+def outcomes_path(checkpoint: str | os.PathLike, split: str, statistics: Statistics = "shared", tag: str = "") -> Path:
     """The outcomes file of ``checkpoint`` on ``split``: beside it, or in ``$INSTANAS_CACHE/outcomes/``
     for a checkpoint inside the installed package (where nothing is written)."""
     path = Path(checkpoint)
-    name = f"{path.stem}_outcomes_{split}{'_own' if statistics == 'own' else ''}.npz"
+    name = _name(path, split, statistics, tag)
     if path.resolve().is_relative_to(ASSETS.resolve()):
         return cache_dir() / "outcomes" / name
     return path.with_name(name)
 
 
-def shipped_outcomes_path(checkpoint: str | os.PathLike, split: str, statistics: Statistics = "shared") -> Path:
+def shipped_outcomes_path(checkpoint: str | os.PathLike, split: str, statistics: Statistics = "shared",
+                          tag: str = "") -> Path:
     """The outcomes file beside ``checkpoint`` (for the bundled supernet: the one shipped with it)."""
     path = Path(checkpoint)
-    return path.with_name(f"{path.stem}_outcomes_{split}{'_own' if statistics == 'own' else ''}.npz")
+    return path.with_name(_name(path, split, statistics, tag))
 
 
 # ---- running the supernet --------------------------------------------------------------------------
@@ -175,11 +180,13 @@ class OutcomeStore:
         batch_size: images per supernet call.
         progress: show a progress bar while computing.
         rebuild: recompute whatever is asked for, even when the file holds it.
+        tag: a name for a store of a subset of the split (``data`` then holds that subset), kept in a
+            file of its own (``..._<tag>.npz``).
     """
 
     def __init__(
         self, model: Supernet, checkpoint: str | os.PathLike | None, data: ImageSet, statistics: Statistics = "shared",
-        batch_size: int = 256, progress: bool = True, rebuild: bool = False,
+        batch_size: int = 256, progress: bool = True, rebuild: bool = False, tag: str = "",
     ) -> None:
         if statistics not in STATISTICS:
             raise ValueError(f"statistics must be one of {STATISTICS}, got {statistics!r}")
@@ -187,7 +194,8 @@ class OutcomeStore:
         self.batch_size, self.progress = check_int("batch_size", batch_size), progress
         self.checkpoint = None if checkpoint is None else Path(checkpoint)
         self.key = None if self.checkpoint is None else outcomes_key(self.checkpoint, data, statistics)
-        self.path = None if self.checkpoint is None else outcomes_path(self.checkpoint, data.split, statistics)
+        self.tag = tag
+        self.path = None if self.checkpoint is None else outcomes_path(self.checkpoint, data.split, statistics, tag)
         self._rows: dict[bytes, dict[str, np.ndarray]] = {}
         self._loss: np.ndarray | None = None
         self._n = 0  # images every kept row covers
@@ -197,7 +205,7 @@ class OutcomeStore:
     # ---- files -----------------------------------------------------------------------------------
     def _candidates(self) -> list[Path]:
         assert self.checkpoint is not None and self.path is not None
-        shipped = shipped_outcomes_path(self.checkpoint, self.data.split, self.statistics)
+        shipped = shipped_outcomes_path(self.checkpoint, self.data.split, self.statistics, self.tag)
         return [self.path] if shipped == self.path else [self.path, shipped]
 
     def _read(self) -> None:
@@ -234,6 +242,7 @@ class OutcomeStore:
         todo = list(dict.fromkeys(m.tobytes() for m in effective if m.tobytes() not in self._rows))
         if not todo and self._loss is not None:
             return
+        n = self._n  # every kept row covers the same images
         with progress_bar(disable=not self.progress) as bar:
             task = bar.add_task(f"answers of {len(todo)} architectures on {n} {self.data.split} images",
                                 total=len(todo) + (self._loss is None), stats="")

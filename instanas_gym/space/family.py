@@ -22,28 +22,22 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from instanas_gym.space.masks import flatten_mask, validate_mask
-from instanas_gym.space.search_space import OPS
-from instanas_gym.utils.files import FileFormatError, atomic_write_text, load_json
-
-if TYPE_CHECKING:
-    from instanas_gym.latency import LatencyTable
-
-
-
-import numpy as np
-
-from instanas_gym.latency import LatencyTable
 from instanas_gym.space.masks import (
     all_ops_mask,
     fastest_mask,
+    flatten_mask,
     mobilenetv2_mask,
     one_op_masks,
     random_masks,
     single_op_mask,
     validate_mask,
 )
-from instanas_gym.space.search_space import FALLBACK_OP
+from instanas_gym.space.search_space import FALLBACK_OP, OPS
+from instanas_gym.utils.files import FileFormatError, atomic_write_text, load_json
+from instanas_gym.utils.paths import BUNDLED_CASCADE_FAMILY, BUNDLED_DATASET
+
+if TYPE_CHECKING:
+    from instanas_gym.latency import LatencyTable
 
 FAMILY_FORMAT = "instanas-family-v1"
 HINT = "write one with instanas_gym.space.family.save_family"
@@ -200,3 +194,37 @@ def probe_masks(table: LatencyTable, seed: int = 0) -> list[tuple[str, np.ndarra
     for p in PROBE_KEEP:
         probes += [(f"bernoulli_{p:.2f}_{i}", m) for i, m in enumerate(random_masks(rng, 2, p))]
     return probes
+
+
+def uniform_paths(table: LatencyTable) -> list[tuple[str, np.ndarray]]:
+    """The five same-op-everywhere paths (``"path_<op>"``: one op in every cell), fastest first by ``table``."""
+    paths = [(f"path_{op.name}", single_op_mask(j)) for j, op in enumerate(OPS)]
+    return sorted(paths, key=lambda named: float(np.asarray(table.network_ms(named[1]))))
+
+
+def default_cascade_family(dataset: str, space: Any, table: LatencyTable) -> ArchitectureFamily:
+    """The family a cascade chooses among when none is given: the one shipped for the bundled data set
+    (chosen on its static frontier, ``benchmarks/README.md``), else three architectures every supernet
+    has: the fastest same-op path, the MobileNetV2 path and all ops."""
+    if dataset == BUNDLED_DATASET and BUNDLED_CASCADE_FAMILY.is_file():
+        return load_family(BUNDLED_CASCADE_FAMILY)
+    fastest_name, fastest = uniform_paths(table)[0]
+    named = {fastest_name: fastest, "mobilenetv2": mobilenetv2_mask(), "all_ops": all_ops_mask()}
+    masks = {m.tobytes(): (n, m) for n, m in named.items()}  # the fastest path may be the MobileNetV2 path
+    names, arrays = zip(*masks.values())
+    return ArchitectureFamily(np.stack(arrays), names, dataset=dataset)
+
+
+def static_pool(table: LatencyTable, n: int = 300, seed: int = 0) -> list[tuple[str, np.ndarray]]:
+    """``n`` distinct static architectures spanning the latency range, the same for the same ``seed``:
+    the 18 probes (:func:`probe_masks`), the five same-op paths, then single-op masks and Bernoulli
+    masks of keep probabilities evenly spread over [0.1, 0.9] (names ``pool_<i>``). What a search
+    for the best single architecture near a latency budget scores."""
+    rng = np.random.default_rng([seed, 1])
+    pool = {m.tobytes(): (name, m) for name, m in probe_masks(table, seed) + uniform_paths(table)}
+    i = 0
+    while len(pool) < n:
+        mask = one_op_masks(rng, 1)[0] if i % 4 == 0 else random_masks(rng, 1, 0.1 + 0.8 * rng.random())[0]
+        pool.setdefault(mask.tobytes(), (f"pool_{i}", mask))
+        i += 1
+    return list(pool.values())[:n]

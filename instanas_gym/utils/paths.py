@@ -34,6 +34,8 @@ BUNDLED_ROUTER = ASSETS / "router_fashion_mnist.pt"
 #: That router's family of architectures (``instanas_gym.space.family``), with its stored outcomes on the
 #: search split beside it (lookup mode).
 BUNDLED_FAMILY = ASSETS / "family_fashion_mnist.json"
+#: The bundled cascade family (the cascade view's default for Fashion-MNIST).
+BUNDLED_CASCADE_FAMILY = ASSETS / "cascade_family_fashion_mnist.json"
 BUNDLED_FASHION_MNIST = ASSETS / "fashion_mnist"
 #: Where Debian's ``dataset-fashion-mnist`` package puts its gzip files.
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")

@@ -25,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from instanas_gym.agents.family_reinforce import FamilyPGConfig, FamilyReinforceConfig, train_family_reinforce
 
 import instanas_gym  # noqa: F401
-from instanas_gym.agents.family_reinforce import FamilyPGConfig, FamilyReinforceConfig, train_family_reinforce
 from instanas_gym.agents.router import Router, expected_rewards, predict_correct, train_router
 from instanas_gym.envs.config import EnvConfig
 from instanas_gym.envs.lookup import FamilyLookup

@@ -43,7 +43,8 @@ from pathlib import Path
 import numpy as np
 
 from instanas_gym.agents.controller import ControllerConfig
-from instanas_gym.agents.router import Router, price_for_budget, router_latency_ms, router_policy, save_router
+from instanas_gym.agents.router import Router, price_for_budget, router_latency_ms, router_policy
+from instanas_gym.agents.router_file import save_router
 from instanas_gym.envs.bandit import InstaNASBandit
 from instanas_gym.judge.awareness import jsonable, judge_instance_awareness, summary_lines
 from instanas_gym.judge.routing import fit_router, routing_figures

@@ -20,7 +20,8 @@ from PIL import Image
 from torch import nn
 
 from instanas_gym.agents.controller import ControllerConfig
-from instanas_gym.agents.router import Router, load_router, save_router
+from instanas_gym.agents.router import Router
+from instanas_gym.agents.router_file import load_router, save_router
 from instanas_gym.demo.model import load_any_controller, served_folder
 from instanas_gym.demo.server import create_app
 from instanas_gym.demo.state import DemoState, embed_masks

@@ -16,7 +16,8 @@ from instanas_gym.agents.family_reinforce import (
     FamilyReinforceConfig,
     train_family_reinforce,
 )
-from instanas_gym.agents.router import Router, load_router, resolve_family, save_router
+from instanas_gym.agents.router import Router
+from instanas_gym.agents.router_file import load_router, resolve_family, save_router
 from instanas_gym.envs.bandit import InstaNASBandit
 from instanas_gym.envs.config import EnvConfig
 from instanas_gym.judge.awareness import frontier_results, judge_family_policy

@@ -12,7 +12,8 @@ import torch
 
 from instanas_gym.agents.controller import Controller, ControllerConfig, save_controller
 from instanas_gym.agents.policy import random_policy
-from instanas_gym.agents.router import Router, resolve_family, save_router
+from instanas_gym.agents.router import Router
+from instanas_gym.agents.router_file import resolve_family, save_router
 from instanas_gym.envs.config import EnvConfig
 from instanas_gym.judge import awareness as instance_aware
 from instanas_gym.judge.awareness import (

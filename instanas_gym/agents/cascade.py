@@ -83,7 +83,8 @@ def threshold_frontier(prediction: np.ndarray, confidence: np.ndarray, network_m
     """Every threshold cascade of at most ``stages`` distinct architectures (every order) with
     thresholds on a grid of ``grid`` confidence quantiles per stage, on the images of the stored
     answers (K, N) (pass the confidence as the cascade's observation shows it, rounded to float16,
-    for the rule to act on the test split as fitted); returns the Pareto set in (mean latency, accuracy): dicts of ``order``,
+    for the rule to act on the test split as fitted); returns the Pareto set in (mean latency, accuracy): dicts of
+    ``order``,
     ``thresholds``, ``accuracy`` (fraction), ``latency_ms`` (mean, ms), fastest first."""
     k = prediction.shape[0]
     points = []

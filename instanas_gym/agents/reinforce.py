@@ -44,7 +44,8 @@ from instanas_gym.agents.cascade import CascadePolicy
 from instanas_gym.agents.controller import ControllerConfig
 from instanas_gym.agents.policy import save_policy
 from instanas_gym.agents.policy_gradient import ArmLearner, CascadeLearner, MaskLearner, PolicyGradientConfig
-from instanas_gym.agents.router import Router, resolve_family, train_router
+from instanas_gym.agents.router import Router, train_router
+from instanas_gym.agents.router_file import resolve_family
 from instanas_gym.envs.config import EnvConfig
 from instanas_gym.envs.reward import RewardConfig
 from instanas_gym.space.family import ArchitectureFamily

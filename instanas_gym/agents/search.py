@@ -35,24 +35,23 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from rich.console import Console
 
-from instanas_gym.agents.controller import ControllerConfig, bounded_probs
-from instanas_gym.agents.policy import load_policy, save_policy
-from instanas_gym.agents.policy_gradient import ArmLearner, MaskLearner, PolicyGradientConfig
-from instanas_gym.agents.router import Router, resolve_family
+from instanas_gym.agents.controller import ControllerConfig
+from instanas_gym.agents.policy import load_policy
+from instanas_gym.agents.policy_gradient import PolicyGradientConfig
+from instanas_gym.agents.router_file import resolve_family
+from instanas_gym.agents.search_controllers import BitsController, ControllerKind, FamilyController
 from instanas_gym.envs.bandit import InstaNASBandit
 from instanas_gym.envs.config import EnvConfig
-from instanas_gym.latency.table import LatencyTable
 from instanas_gym.model.batchnorm import freeze_bn
 from instanas_gym.model.checkpoint import load_supernet, supernet_state
 from instanas_gym.space.data import augment
-from instanas_gym.space.family import ArchitectureFamily
 from instanas_gym.utils.checks import check_int, check_number
 from instanas_gym.utils.devices import autocast, resolve_device, to_device
 from instanas_gym.utils.files import FileFormatError, atomic_save, load_torch
@@ -142,69 +141,6 @@ def stage_steps(cfg: SearchConfig, kind: str) -> int:
     return math.ceil(images / cfg.supernet_batch_size)
 
 
-class _ControllerKind(Protocol):
-    """What the search's steps need of a controller: its network and optimizer (checkpointed), one
-    REINFORCE update, and masks for the supernet's steps."""
-
-    network: torch.nn.Module
-    optimizer: torch.optim.Optimizer
-
-    def learn(self, bandit: InstaNASBandit, idx: np.ndarray, images: torch.Tensor) -> dict[str, float]:
-        """One update on training images ``idx`` (``images``, uint8 NCHW) rewarded by ``bandit``; its stats."""
-        ...
-
-    def masks(self, images: torch.Tensor, greedy: bool) -> torch.Tensor:
-        """Bool masks (B, 17, 5) on the CPU for ``images``: sampled from the behaviour policy, or greedy."""
-        ...
-
-    def save(self, path: Path, table: LatencyTable, **meta: Any) -> None:
-        """Write the controller file the search ends with (``meta``: plain data kept beside)."""
-        ...
-
-
-class _BitsController:
-    """The paper's controller: 85 Bernoulli bits per image (:class:`~.policy_gradient.MaskLearner`)."""
-
-    def __init__(self, cfg: SearchConfig, in_channels: int, device: torch.device, gen: torch.Generator) -> None:
-        self.pg = MaskLearner(cfg.controller.build(in_channels).to(device), cfg.pg, gen)
-        self.network, self.optimizer, self.gen = self.pg.network, self.pg.optimizer, gen
-
-    def learn(self, bandit: InstaNASBandit, idx: np.ndarray, images: torch.Tensor) -> dict[str, float]:
-        rewarded = lambda masks: bandit.evaluate(idx, masks)  # noqa: E731
-        return self.pg.learn(images, rewarded, rewarded)
-
-    @torch.no_grad()
-    def masks(self, images: torch.Tensor, greedy: bool) -> torch.Tensor:
-        probs = bounded_probs(self.network(images), self.pg.cfg.alpha).cpu()
-        return (probs >= 0.5) if greedy else torch.bernoulli(probs, generator=self.gen).bool()
-
-    def save(self, path: Path, table: LatencyTable, **meta: Any) -> None:
-        save_policy(path, "masks", self.network.eval(), **meta)
-
-
-class _FamilyController:
-    """A categorical controller over the K arms of ``family`` (:class:`~.policy_gradient.ArmLearner`)."""
-
-    def __init__(self, cfg: SearchConfig, in_channels: int, device: torch.device, gen: torch.Generator,
-                 family: ArchitectureFamily) -> None:
-        self.family = family
-        network = Router(cfg.controller, in_channels, family.k).to(device)
-        self.pg = ArmLearner(network, family.k, cfg.pg, gen, family.masks)
-        self.network, self.optimizer = self.pg.network, self.pg.optimizer
-
-    def learn(self, bandit: InstaNASBandit, idx: np.ndarray, images: torch.Tensor) -> dict[str, float]:
-        rewarded = lambda arms: bandit.evaluate(idx, self.family.masks[arms])  # noqa: E731
-        return self.pg.learn(images, rewarded, rewarded)
-
-    @torch.no_grad()
-    def masks(self, images: torch.Tensor, greedy: bool) -> torch.Tensor:
-        arms = self.network(images).argmax(1).cpu() if greedy else self.pg.sample(images).arms[:, 0]
-        return torch.from_numpy(self.family.masks[arms.numpy()]).bool()
-
-    def save(self, path: Path, table: LatencyTable, **meta: Any) -> None:
-        save_policy(path, "family", self.network.eval(), self.family, **meta)
-
-
 class _Search:
     """The state of one search and its steps; :func:`search` drives it."""
 
@@ -227,9 +163,9 @@ class _Search:
         self.gen = torch.Generator().manual_seed(cfg.run.seed)
         channels = self.data.spec.image_shape[2]
         self.family = resolve_family(env.family, env.dataset)[0] if cfg.view == "family" else None
-        self.kind: _ControllerKind = (
-            _BitsController(cfg, channels, self.device, self.gen) if self.family is None
-            else _FamilyController(cfg, channels, self.device, self.gen, self.family))
+        self.kind: ControllerKind = (
+            BitsController(cfg, channels, self.device, self.gen) if self.family is None
+            else FamilyController(cfg, channels, self.device, self.gen, self.family))
         self.controller = self.kind.network
         self.supernet_opt = torch.optim.SGD(
             self.model.parameters(), lr=cfg.supernet_lr, momentum=cfg.momentum,
@@ -352,38 +288,12 @@ def search(
         s.load()
         console.print(f"resumed {s.path} at stage {s.stage + 1}/{len(plan)}, step {s.step}")
     sizes = [stage_steps(cfg, kind) for kind, _ in plan]
-    done = sum(sizes[: s.stage]) + s.step
     progress = progress_bar(console)
     try:
         with progress:
-            task = progress.add_task("search", total=sum(sizes), completed=done, stats="")
+            task = progress.add_task("search", total=sum(sizes), completed=sum(sizes[: s.stage]) + s.step, stats="")
             while s.stage < len(plan):
-                kind, epoch = plan[s.stage]
-                steps = sizes[s.stage]
-                label = f"{kind} {epoch + 1}/{cfg.epochs}" if kind != "finetune" else "finetune"
-                progress.update(task, description=label)
-                while s.step < steps:
-                    t0 = time.perf_counter()
-                    s.window.append(s.run_step(kind, epoch, steps))
-                    s.step += 1
-                    s.wall += time.perf_counter() - t0
-                    done += 1
-                    if s.step % cfg.log_every == 0 or s.step == steps:
-                        row = {"stage": kind, "epoch": epoch + 1, "step": s.step, "global_step": done}
-                        row |= window_means(s.window)
-                        row["wall_s"] = s.wall
-                        s.history["controller" if kind == "controller" else "supernet"].append(row)
-                        s.window = []
-                        progress.update(task, stats=_stats_text(row))
-                    progress.update(task, completed=done)
-                    if on_step is not None:
-                        on_step(done)
-                    if s.step % cfg.checkpoint_every == 0 and s.step < steps:
-                        s.save()
-                last = s.history["controller" if kind == "controller" else "supernet"][-1]
-                progress.console.log(f"{label}: {_stats_text(last)}")
-                s.stage, s.step = s.stage + 1, 0
-                s.save()
+                _run_stage(s, plan[s.stage], sizes, progress, task, on_step)
     except KeyboardInterrupt:
         s.save()
         console.print(f"interrupted: search saved to {s.path}; rerun with resume (--resume) to continue")
@@ -392,6 +302,34 @@ def search(
     s.kind.save(s.out / "policy.pt", s.bandit.table, search_config=asdict(cfg),
                 bounds={"lower_ms": s.bandit.reward.lower_ms, "upper_ms": s.bandit.reward.upper_ms})
     return s.out
+
+
+def _run_stage(s: _Search, stage: tuple[str, int], sizes: list[int], progress: Any, task: Any,
+               on_step: Callable[[int], None] | None) -> None:
+    """The rest of the current stage, from ``s.step``: steps, log rows, checkpoints; then the next stage."""
+    cfg, (kind, epoch), steps = s.cfg, stage, sizes[s.stage]
+    label = f"{kind} {epoch + 1}/{cfg.epochs}" if kind != "finetune" else "finetune"
+    history = s.history["controller" if kind == "controller" else "supernet"]
+    progress.update(task, description=label)
+    while s.step < steps:
+        t0 = time.perf_counter()
+        s.window.append(s.run_step(kind, epoch, steps))
+        s.step += 1
+        s.wall += time.perf_counter() - t0
+        done = sum(sizes[: s.stage]) + s.step
+        if s.step % cfg.log_every == 0 or s.step == steps:
+            row = {"stage": kind, "epoch": epoch + 1, "step": s.step, "global_step": done}
+            history.append(row | window_means(s.window) | {"wall_s": s.wall})
+            s.window = []
+            progress.update(task, stats=_stats_text(history[-1]))
+        progress.update(task, completed=done)
+        if on_step is not None:
+            on_step(done)
+        if s.step % cfg.checkpoint_every == 0 and s.step < steps:
+            s.save()
+    progress.console.log(f"{label}: {_stats_text(history[-1])}")
+    s.stage, s.step = s.stage + 1, 0
+    s.save()
 
 
 def _stats_text(row: dict[str, Any]) -> str:

@@ -85,7 +85,7 @@ def run_fit_cascade(argv: list[str], prog: str, description: str) -> None:
     cfg = parse(CascadeFitConfig, argv, prog, description)
     from instanas_gym.agents.cascade import fit_threshold_policy
     from instanas_gym.agents.policy import load_policy, save_policy
-    from instanas_gym.agents.router import resolve_family
+    from instanas_gym.agents.router_file import resolve_family
 
     console = Console()
     out = Path(cfg.run.out or "runs/threshold_cascade")

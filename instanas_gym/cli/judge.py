@@ -99,7 +99,7 @@ def run_compute_outcomes(argv: list[str], prog: str, description: str) -> None:
     cfg = parse(OutcomesConfig, argv, prog, description)
     import numpy as np
 
-    from instanas_gym.agents.router import resolve_family
+    from instanas_gym.agents.router_file import resolve_family
     from instanas_gym.space.family import probe_masks
 
     with reported(prog):

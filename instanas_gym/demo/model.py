@@ -16,7 +16,8 @@ from pathlib import Path
 from torch import nn
 
 from instanas_gym.agents.controller import CONTROLLER_FORMAT, load_controller
-from instanas_gym.agents.router import ROUTER_FORMAT, load_router
+from instanas_gym.agents.router import ROUTER_FORMAT
+from instanas_gym.agents.router_file import load_router
 from instanas_gym.deploy.export import export_model
 from instanas_gym.model.checkpoint import load_supernet
 from instanas_gym.space.data import load_split

@@ -40,7 +40,8 @@ holds the step's ``arm`` (-1 for STOP) and ``stage``.
 ``family`` (an :class:`~instanas_gym.space.family.ArchitectureFamily` or its file; None: the bundled
 cascade family for Fashion-MNIST, else the fastest uniform path, the MobileNetV2 path and all ops),
 ``stages`` (T, default 3), ``lookup`` (default True), ``prediction`` ("last" or "mean"),
-``controller_ms`` (a policy's own cost per decision, counted at every step, STOP included), ``rebuild`` (recompute stored
+``controller_ms`` (a policy's own cost per decision, counted at every step, STOP included), ``rebuild`` (recompute
+stored
 outcomes), ``order``, and those of :class:`~instanas_gym.envs.bandit.InstaNASBandit`.
 
 ## Version History
@@ -58,19 +59,12 @@ from gymnasium import spaces
 
 from instanas_gym.envs.bandit import ImageOrder, InstaNASBandit
 from instanas_gym.envs.instanas_env import check_common, check_options, check_seed
+from instanas_gym.model.outcomes import softmax_summary
 from instanas_gym.space.family import ArchitectureFamily, as_family, default_cascade_family
 from instanas_gym.utils.checks import check_int, check_number
 
 Prediction = Literal["last", "mean"]
 PREDICTIONS = ("last", "mean")
-
-
-def summary_features(probs: np.ndarray) -> np.ndarray:
-    """(..., C) softmax outputs -> (..., 3): top-1 probability, margin to the second, entropy (nats)."""
-    p = np.asarray(probs, dtype=np.float32)
-    top2 = -np.sort(-p, axis=-1)[..., :2]
-    entropy = -(p * np.log(np.clip(p, 1e-12, 1.0))).sum(-1)
-    return np.stack([top2[..., 0], top2[..., 0] - top2[..., 1], entropy], axis=-1).astype(np.float32)
 
 
 class CascadeBandit:
@@ -179,7 +173,7 @@ class _State:
 
     def observe(self, images: np.ndarray, rows: np.ndarray) -> dict[str, np.ndarray]:
         return {"image": images[self.index[rows]], "stage": self.stage[rows].copy(), "arms": self.arms[rows].copy(),
-                "probs": self.probs[rows].copy(), "summary": summary_features(self.probs[rows]),  # 0 where none ran
+                "probs": self.probs[rows].copy(), "summary": softmax_summary(self.probs[rows]),  # 0 where none ran
                 "latency_ms": self.latency[rows, None].astype(np.float32)}
 
 

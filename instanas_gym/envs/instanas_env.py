@@ -75,7 +75,8 @@ class InstaNASEnv(LatencyBounds, gym.Env):
     ## Action Space
     ``MultiBinary((17, 5))``: row = cell, column = op (inverted residual 3x3 expand 6, 3x3 expand 3,
     5x5 expand 6, 5x5 expand 3, basic block). Several ops in a cell are merged by their mean (or
-    their sum, for a supernet trained with ``cell_merge="sum"``), plus one residual where shapes allow. An empty cell is the identity, except where the cell changes stride or
+    their sum, for a supernet trained with ``cell_merge="sum"``), plus one residual where shapes allow. An empty
+    cell is the identity, except where the cell changes stride or
     channels: there the basic block runs instead (and its latency counts). Values must be 0/1
     (bool or integer dtype).
 

@@ -2,7 +2,8 @@
 
 * :class:`FlattenMaskAction`: ``MultiBinary(85)`` actions (cell by cell) for ``MultiBinary((17, 5))``.
 * :class:`ChannelFirstObservation`: (C, H, W) images, the layout of SB3's and torch's CNNs.
-* :func:`make_sb3_env`: ``gymnasium.make(id)`` with both wrappers (or the family view), for SB3's ``check_env`` and one env.
+* :func:`make_sb3_env`: ``gymnasium.make(id)`` with both wrappers (or the family view), for SB3's ``check_env`` and
+one env.
 * :class:`SB3VecEnv`: our native :class:`~instanas_gym.envs.vector.InstaNASVectorEnv` as an SB3 ``VecEnv``, so
   PPO/A2C evaluate all their environments in one batched supernet call; or its family view
   (:class:`~instanas_gym.envs.family.FamilyVectorAction`, or the lookup env

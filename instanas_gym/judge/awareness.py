@@ -145,21 +145,29 @@ def instance_awareness(
     latency = np.asarray(bandit.table.network_ms(family), dtype=np.float64).reshape(len(family))
     family_accuracy = np.full(len(family), np.nan)
     family_accuracy[scored] = correct.mean(1)
+    return _report(run, arch, family, latency, family_accuracy, scored, correct, store.loss(n),
+                   bandit.data.labels[:n], float(controller_ms), len(reference_masks))
+
+
+def _report(run: dict[str, np.ndarray], arch: np.ndarray, family: np.ndarray, latency: np.ndarray,
+            family_accuracy: np.ndarray, scored: np.ndarray, correct: np.ndarray, loss: np.ndarray,
+            labels: np.ndarray, controller_ms: float, references: int) -> dict[str, Any]:
+    """:func:`instance_awareness`'s dict from the policy's run and its family's scores."""
+    n = len(arch)
     accuracy, network_ms = float(run["correct"].mean()), float(run["network_ms"].mean())
     frontier = static_frontier(latency[scored], family_accuracy[scored])
-    loss, labels = store.loss(n), bandit.data.labels[:n]
     difficulty = difficulty_bins(loss)
     used, counts = np.unique(arch, return_counts=True)
     order = np.argsort(-counts, kind="stable")
     return {
-        "images": n, "accuracy": accuracy, "network_ms": network_ms, "controller_ms": float(controller_ms),
+        "images": n, "accuracy": accuracy, "network_ms": network_ms, "controller_ms": controller_ms,
         "e2e_ms": network_ms + controller_ms, "distinct_archs": len(used),
         "archs_2pct": int(np.sum(counts >= 0.02 * n)),
         "arch_index": used[order], "arch_share": counts[order] / n,
         "frontier": {"latency_ms": frontier[0], "accuracy": frontier[1]},
         "gain": gain_over_frontier(frontier, network_ms + controller_ms, accuracy),
         **_information(arch, labels, difficulty),
-        "oracle": oracle(correct, latency[scored]), "references": len(reference_masks),
+        "oracle": oracle(correct, latency[scored]), "references": references,
         "family_masks": family, "family_latency_ms": latency, "family_accuracy": family_accuracy,
         "arch": arch, "labels": labels, "loss": loss, "difficulty": difficulty,
     }

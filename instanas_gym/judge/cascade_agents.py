@@ -24,7 +24,8 @@ from torch import nn
 from instanas_gym.agents.cascade import CascadeActor, decision_ms, fit_threshold_policy, greedy_actor
 from instanas_gym.agents.controller import ControllerConfig
 from instanas_gym.agents.reinforce import ReinforceConfig, train_reinforce
-from instanas_gym.agents.router import Router, predict_correct, resolve_family, train_router
+from instanas_gym.agents.router import Router, predict_correct, train_router
+from instanas_gym.agents.router_file import resolve_family
 from instanas_gym.agents.sb3 import CascadeExtractor, sb3_cascade_actor, train_sb3
 from instanas_gym.envs.bandit import InstaNASBandit
 from instanas_gym.latency.onnx import module_latency_ms

@@ -45,13 +45,8 @@ from instanas_gym.agents.controller import ControllerConfig
 from instanas_gym.agents.policy import Policy, arm_policy, controller_policy, fixed_policy, random_policy
 from instanas_gym.agents.policy_gradient import PolicyGradientConfig
 from instanas_gym.agents.reinforce import ReinforceConfig, train_reinforce
-from instanas_gym.agents.router import (
-    Router,
-    expected_reward_policy,
-    resolve_family,
-    router_latency_ms,
-    train_router,
-)
+from instanas_gym.agents.router import Router, expected_reward_policy, router_latency_ms, train_router
+from instanas_gym.agents.router_file import resolve_family
 from instanas_gym.agents.sb3 import sb3_latency_ms, sb3_policy, train_sb3
 from instanas_gym.agents.vw import train_vw, vw_latency_ms, vw_policy
 from instanas_gym.envs.bandit import InstaNASBandit
@@ -378,7 +373,8 @@ def compare_agents(cfg: CompareConfig) -> dict[str, dict[str, float]]:
                       + (" (latency bound annealed: later rewards are harder)" if cfg.env.reward.anneal else ""))
     summary: dict[str, dict[str, float]] = {}
     for agent, results in finals.items():
-        common = [k for k in results[0] if all(k in r for r in results)]  # results kept by an earlier version may lack some
+        common = [k for k in results[0] if all(k in r for r in results)]  # results kept by an earlier version may
+        lack some
         summary[agent] = {k: float(np.mean([r[k] for r in results])) for k in common}
         summary[agent] |= {f"{k}_std": float(np.std([r[k] for r in results])) for k in common}
     family = "" if arms is None else f"; family of {arms.family.k} arms ({arms.source.name}, " + \

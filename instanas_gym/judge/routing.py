@@ -91,19 +91,8 @@ def select_family(
     margin = check_number("margin", margin, 0.0, 1.0)
     if anchors not in ("accuracy", "frontier"):
         raise ValueError(f"anchors must be 'accuracy' or 'frontier', got {anchors!r}")
-    acc, index = correct.mean(1), np.arange(len(lat))
-    if anchors == "frontier":
-        front_ms, front_acc = static_frontier(lat, acc)
-        vertices = [int(np.flatnonzero((lat == m) & (acc == a))[0]) for m, a in zip(front_ms, front_acc)]
-        firsts = vertices[::-1]  # the most accurate first
-    else:
-        best = int(np.lexsort((index, lat, -acc))[0])
-        near = np.flatnonzero(acc >= acc[best] - margin)
-        anchor = int(near[np.lexsort((near, -acc[near], lat[near]))[0]])
-        fastest = int(np.lexsort((index, -acc, lat))[0])
-        firsts = [best, anchor, fastest]
     chosen: list[int] = []
-    for c in firsts:
+    for c in _anchors(correct.mean(1), lat, margin, anchors):
         if c not in chosen and len(chosen) < k:
             chosen.append(c)
     ladder = family_prices(lat, prices)
@@ -119,6 +108,21 @@ def select_family(
         chosen.append(rest[i])
         score = scores[i]
     return np.asarray(chosen, dtype=np.int64)
+
+
+def _anchors(acc: np.ndarray, lat: np.ndarray, margin: float, anchors: str) -> list[int]:
+    """:func:`select_family`'s first members: the frontier's vertices (most accurate first), or the
+    most accurate, the cheap anchor and the fastest."""
+    if anchors == "frontier":
+        front_ms, front_acc = static_frontier(lat, acc)
+        return [int(np.flatnonzero((lat == m) & (acc == a))[0]) for m, a in zip(front_ms, front_acc)][::-1]
+    index = np.arange(len(lat))
+    best = int(np.lexsort((index, lat, -acc))[0])
+    near = np.flatnonzero(acc >= acc[best] - margin)
+    anchor = int(near[np.lexsort((near, -acc[near], lat[near]))[0]])
+    fastest = int(np.lexsort((index, -acc, lat))[0])
+    return [best, anchor, fastest]
+
 
 # ---- the whole fit -------------------------------------------------------------------------------
 def _subset(data: ImageSet, index: np.ndarray) -> ImageSet:
@@ -170,7 +174,8 @@ def fit_router(
     the images (the first ``limit`` when given; from the supernet's outcomes file,
     :meth:`~instanas_gym.envs.bandit.InstaNASBandit.outcome_store`); draw (``seed``) a share
     ``holdout`` of them and choose the family on it (:func:`select_family`, at
-    most ``k`` members, ordered fastest first); train the router on the other images (:func:`train_router`, the body built from ``controller_config``, seeded by
+    most ``k`` members, ordered fastest first); train the router on the other images (:func:`train_router`, the body
+    built from ``controller_config``, seeded by
     ``seed``); then pick the price at which routing meets ``budget_ms`` on the held-out images
     (:func:`price_for_budget`: the router's probabilities on images it was not trained on, as test
     images will be). The family and the router do not depend on the budget: another budget needs
@@ -206,30 +211,35 @@ def fit_router(
     cand_lat = np.asarray(bandit.table.network_ms(cands[distinct]), dtype=np.float64).reshape(len(distinct))
     picked = select_family(correct[:, hold_idx], cand_lat, k, margin, anchors=anchors)
     picked = picked[np.argsort(cand_lat[picked], kind="stable")]  # fastest first: ties in route() go to the faster
-    family_lat, hold_correct, train_correct = cand_lat[picked], correct[picked][:, hold_idx], correct[picked][:, train_idx]
     say(f"family of {len(picked)}: " + ", ".join(f"{ms:.3f} ms {100 * a:.1f}%"
-                                                 for ms, a in zip(family_lat, hold_correct.mean(1))))
+                                                 for ms, a in zip(cand_lat[picked], correct[picked][:, hold_idx].mean(1))))
     with torch.random.fork_rng():  # the router's initial weights from ``seed``, the global generator untouched
         torch.manual_seed(seed)
         router = Router(controller_config, bandit.data.spec.image_shape[2], len(picked))
-    history = train_router(router, bandit.data.images[train_idx], train_correct, epochs, lr, batch_size, seed,
-                           bandit.data.spec if augment else None,
+    history = train_router(router, bandit.data.images[train_idx], correct[picked][:, train_idx], epochs, lr, batch_size,
+                           seed, bandit.data.spec if augment else None,
                            log=lambda h: say(f"epoch {h['epoch']}: loss {h['loss']:.4f} ({h['seconds']:.1f} s)"))
     hold_probs = predict_correct(router, bandit.data.images[hold_idx])
-    price = price_for_budget(hold_probs, family_lat, budget_ms)
-    all_probs = predict_correct(router, bandit.data.images[:n])
-    figures: dict[str, Any] = {
-        "split": bandit.split, "images": n, "train_images": len(train_idx), "holdout_index": hold_idx,
-        "candidate_index": distinct, "candidate_latency_ms": cand_lat, "candidate_accuracy": correct[:, hold_idx].mean(1),
-        "family": distinct[picked], "family_latency_ms": family_lat, "family_accuracy": hold_correct.mean(1),
-        "family_train_accuracy": train_correct.mean(1), "history": history,
-        "budget_ms": budget_ms, "price_per_ms": price, "holdout_probs": hold_probs, "holdout_correct": hold_correct,
-        "auc": [_auc(hold_probs[:, j], hold_correct[j]) for j in range(len(picked))],
-        "routed": routing_figures(hold_probs, hold_correct, family_lat, price),
-        "oracle": {key: v for key, v in oracle(hold_correct, family_lat).items() if key != "choice"},
-        "routed_ms_search": routed_latency_ms(all_probs, family_lat, price),
-    }
-    return router, cands[distinct[picked]], family_lat, price, figures
+    price = price_for_budget(hold_probs, cand_lat[picked], budget_ms)
+    figures = {"split": bandit.split, "images": n, "train_images": len(train_idx), "holdout_index": hold_idx,
+               "candidate_index": distinct, "candidate_latency_ms": cand_lat,
+               "candidate_accuracy": correct[:, hold_idx].mean(1), "family": distinct[picked], "history": history,
+               "budget_ms": budget_ms, "price_per_ms": price, "holdout_probs": hold_probs,
+               "routed_ms_search": routed_latency_ms(predict_correct(router, bandit.data.images[:n]),
+                                                     cand_lat[picked], price)}
+    figures |= _family_figures(hold_probs, correct[picked], hold_idx, train_idx, cand_lat[picked], price)
+    return router, cands[distinct[picked]], cand_lat[picked], price, figures
+
+
+def _family_figures(hold_probs: np.ndarray, correct: np.ndarray, hold_idx: np.ndarray, train_idx: np.ndarray,
+                    latency_ms: np.ndarray, price: float) -> dict[str, Any]:
+    """:func:`fit_router`'s figures of the family: accuracies, AUCs, routing and oracle on the held-out images."""
+    hold = correct[:, hold_idx]
+    return {"family_latency_ms": latency_ms, "family_accuracy": hold.mean(1),
+            "family_train_accuracy": correct[:, train_idx].mean(1), "holdout_correct": hold,
+            "auc": [_auc(hold_probs[:, j], hold[j]) for j in range(len(latency_ms))],
+            "routed": routing_figures(hold_probs, hold, latency_ms, price),
+            "oracle": {key: v for key, v in oracle(hold, latency_ms).items() if key != "choice"}}
 
 
 def _holdout(n: int, holdout: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -240,3 +250,36 @@ def _holdout(n: int, holdout: float, seed: int) -> tuple[np.ndarray, np.ndarray]
         raise ValueError(f"{n} images cannot be split into a held-out share {holdout} and the rest")
     perm = np.random.default_rng(seed).permutation(n)
     return np.sort(perm[:n_hold]), np.sort(perm[n_hold:])
+
+
+def choose_cascade_family(prediction: np.ndarray, confidence: np.ndarray, network_ms: np.ndarray, labels: np.ndarray,
+                          k: int = 4, stages: int = 3, budgets: int = 8, grid: int = 8) -> np.ndarray:
+    """Choose at most ``k`` of C candidate architectures for a cascade, greedily: start from the most
+    accurate, then add the candidate that most raises the mean, over ``budgets`` latency budgets
+    evenly spread from the fastest candidate's latency to the most accurate's, of the accuracy of the
+    best threshold cascade within each budget (:func:`~instanas_gym.agents.cascade.threshold_frontier`,
+    ``grid`` thresholds per stage) on the given images. Returns candidate indices, fastest first.
+
+    Args: the candidates' stored answers (C, N) ``prediction`` and ``confidence`` (rounded as the
+    cascade's observations show it), their whole-network ``network_ms`` (C,), the images' ``labels`` (N,).
+    """
+    from instanas_gym.agents.cascade import threshold_frontier
+
+    k = check_int("k", k)
+    accuracy = (prediction == labels[None]).mean(1)
+    best = int(np.argmax(accuracy))
+    span = np.linspace(float(network_ms.min()), float(network_ms[best]), budgets)
+
+    def score(chosen: list[int]) -> float:
+        idx = np.asarray(chosen)
+        points = threshold_frontier(prediction[idx], confidence[idx], network_ms[idx], labels, stages, grid)
+        return float(np.mean([max([p["accuracy"] for p in points if p["latency_ms"] <= b] or [0.0]) for b in span]))
+
+    chosen = [best]
+    while len(chosen) < min(k, len(network_ms)):
+        gains = {c: score(chosen + [c]) for c in range(len(network_ms)) if c not in chosen}
+        pick = max(gains, key=gains.get)
+        if gains[pick] <= score(chosen):
+            break
+        chosen.append(pick)
+    return np.asarray(sorted(chosen, key=lambda c: network_ms[c]), dtype=np.int64)

@@ -108,15 +108,8 @@ def evaluate_search(
     results = judge(policies, bandit, measure, limit, {"InstaNAS (searched)": ctrl_ms})
 
     pre_path = env.get("supernet") or str(default_supernet(dataset))
-    for name, (checkpoint, table) in ({"pre-trained supernet": (pre_path, None)} | (references or {})).items():
-        ref_model, ckpt = load_supernet(checkpoint)
-        ref_bandit = InstaNASBandit(dataset, "test", supernet=ref_model,
-                                    latency_table=table or env.get("latency_table"), **kwargs)
-        ref_bandit.reward.anneal(1.0)
-        trained = ckpt.get("train_mask")  # a checkpoint of train_supernet --mask-sampling fixed
-        mask = mobilenetv2_mask() if trained is None else np.asarray(trained, np.uint8)
-        result = judge({"ref": fixed_policy(mask)}, ref_bandit, measure, limit)["ref"]
-        results[f"{'MobileNetV2 path' if trained is None else 'trained alone'} ({name})"] = result
+    references = {"pre-trained supernet": (pre_path, None)} | (references or {})
+    results |= _references(references, dataset, env.get("latency_table"), kwargs, measure, limit)
 
     n = bandit.num_images if limit is None else min(limit, bandit.num_images)
     aware = judge_instance_awareness(policy, bandit, ctrl_ms, folder, f"InstaNAS (searched) {Path(folder).name}",
@@ -133,6 +126,21 @@ def evaluate_search(
         "bounds": (bandit.reward.lower_ms, bandit.reward.upper_ms),
         "instance_aware": aware,
     }
+
+
+def _references(references: dict[str, tuple[str, str | None]], dataset: str, table: str | None,
+                kwargs: dict[str, Any], measure: int, limit: int | None) -> dict[str, dict[str, float]]:
+    """Each reference checkpoint's MobileNetV2 path (or the mask it was trained on alone) judged on the test split."""
+    results = {}
+    for name, (checkpoint, own_table) in references.items():
+        ref_model, ckpt = load_supernet(checkpoint)
+        ref_bandit = InstaNASBandit(dataset, "test", supernet=ref_model, latency_table=own_table or table, **kwargs)
+        ref_bandit.reward.anneal(1.0)
+        trained = ckpt.get("train_mask")  # a checkpoint of train_supernet --mask-sampling fixed
+        mask = mobilenetv2_mask() if trained is None else np.asarray(trained, np.uint8)
+        result = judge({"ref": fixed_policy(mask)}, ref_bandit, measure, limit)["ref"]
+        results[f"{'MobileNetV2 path' if trained is None else 'trained alone'} ({name})"] = result
+    return results
 
 
 def reduction(results: dict[str, dict[str, float]], key: str, ref: str = "MobileNetV2 path") -> tuple[float, float]:

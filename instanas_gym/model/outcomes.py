@@ -130,6 +130,14 @@ def answers(
             "loss": torch.cat(losses).numpy().astype(np.float64)}
 
 
+def softmax_summary(probs: np.ndarray) -> np.ndarray:
+    """(..., C) softmax outputs -> (..., 3): top-1 probability, margin to the second, entropy (nats)."""
+    p = np.asarray(probs, dtype=np.float32)
+    top2 = -np.sort(-p, axis=-1)[..., :2]
+    entropy = -(p * np.log(np.clip(p, 1e-12, 1.0))).sum(-1)
+    return np.stack([top2[..., 0], top2[..., 0] - top2[..., 1], entropy], axis=-1).astype(np.float32)
+
+
 def correct_per_image(
     model: Supernet, data: ImageSet, masks: np.ndarray | Callable[[int], np.ndarray], batch_size: int = 256
 ) -> np.ndarray:

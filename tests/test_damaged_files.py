@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import zipfile
 from pathlib import Path
 
 import gymnasium as gym
@@ -411,3 +412,14 @@ def test_a_stored_comparison_result_is_keyed_by_contents(assets, tmp_path):
     result.write_text("{")
     with pytest.raises(FileFormatError, match=r"result\.json is not a valid comparison result"):
         finished_result(result, settings)
+
+
+def test_a_torch_file_with_compressed_members_is_refused(tmp_path):
+    """torch writes stored members only; a compressed one could expand to any size when loaded."""
+    atomic_save(supernet_state(tiny_model(), "fashion_mnist"), tmp_path / "last.pt")
+    with zipfile.ZipFile(tmp_path / "last.pt") as src, \
+            zipfile.ZipFile(tmp_path / "zipped.pt", "w", compression=zipfile.ZIP_DEFLATED) as dest:
+        for info in src.infolist():
+            dest.writestr(info.filename, src.read(info.filename))
+    with pytest.raises(FileFormatError, match=r"zipped\.pt is a damaged .* is compressed, which torch never writes"):
+        load_checkpoint(tmp_path / "zipped.pt")

@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tests.fixtures import write_fashion_mnist
 
 from instanas_gym.latency.measure import build_table
 from instanas_gym.model.checkpoint import load_supernet, supernet_state
@@ -17,6 +16,7 @@ from instanas_gym.space.search_space import SearchSpace
 from instanas_gym.training.trainer import TrainConfig, train_supernet
 from instanas_gym.utils.files import atomic_save
 from instanas_gym.utils.run import RunConfig
+from tests.fixtures import write_fashion_mnist
 
 TINY_WIDTH = 0.1
 #: Cases tried per generated-input test (tests/test_fuzz.py), printed at the end of the run.

@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 import torch
-from tests.fixtures import skip_cifar_checksums, write_cifar, write_fashion_mnist
 
 from instanas_gym.space import data
 from instanas_gym.space.data import DataNotFoundError, augment, get_spec, load_split, read_idx_pair
+from tests.fixtures import skip_cifar_checksums, write_cifar, write_fashion_mnist
 
 
 @pytest.mark.parametrize("dataset, classes", [("cifar10", 10), ("cifar100", 100)])

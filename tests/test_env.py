@@ -2,7 +2,6 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from tests.fixtures import skip_cifar_checksums, write_cifar
 from gymnasium.utils.env_checker import check_env
 from gymnasium.vector import AutoresetMode
 
@@ -17,6 +16,7 @@ from instanas_gym.space.masks import mobilenetv2_mask
 from instanas_gym.space.search_space import MASK_SHAPE, SearchSpace
 from instanas_gym.utils.files import atomic_save
 from instanas_gym.utils.paths import BUNDLED_LATENCY_TABLE, BUNDLED_SUPERNET
+from tests.fixtures import skip_cifar_checksums, write_cifar
 
 ENV_KEYS = {
     "correct", "label", "prediction", "confidence", "latency_ms", "network_latency_ms", "reward_task",

@@ -8,14 +8,14 @@ import csv
 import numpy as np
 import pytest
 import torch
-
-from instanas_gym.agents.controller import ControllerConfig
 from instanas_gym.agents.family_reinforce import (
     FamilyPGConfig,
     FamilyReinforce,
     FamilyReinforceConfig,
     train_family_reinforce,
 )
+
+from instanas_gym.agents.controller import ControllerConfig
 from instanas_gym.agents.router import Router
 from instanas_gym.agents.router_file import load_router, resolve_family, save_router
 from instanas_gym.envs.bandit import InstaNASBandit

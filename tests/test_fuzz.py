@@ -1,14 +1,11 @@
-"""Generated bad input (hypothesis): actions, seeds, reset options, env keyword arguments and damaged
-checkpoint / latency-table / mask files thrown at the env, the vector env, the wrappers and every
-loader. Only the documented exceptions may come out (ValueError / TypeError naming the argument,
-FileNotFoundError / FileFormatError naming the file), and a valid input is never refused. The
-number of cases tried is printed at the end of the run."""
+"""Generated bad input (hypothesis): actions, seeds, reset options and env keyword arguments thrown at
+the env, the vector env and the wrappers. Only the documented exceptions may come out (ValueError /
+TypeError naming the argument), and a valid input is never refused. The number of cases tried is
+printed at the end of the run. Damaged files of every format: tests/test_fuzz_files.py."""
 
 from __future__ import annotations
 
-import json
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,21 +13,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from instanas_gym.agents.controller import load_controller
 from instanas_gym.envs.instanas_env import InstaNASEnv
 from instanas_gym.envs.vector import InstaNASVectorEnv
 from instanas_gym.envs.wrappers import make_sb3_env
-from instanas_gym.latency import LatencyTable
-from instanas_gym.model.checkpoint import build_supernet, load_checkpoint
-from instanas_gym.space.masks import load_mask
-from instanas_gym.space.search_space import MASK_SHAPE, SearchSpace
-from instanas_gym.utils.files import FileFormatError
+from instanas_gym.space.search_space import MASK_SHAPE
+from instanas_gym.utils.checks import available_cores
 
 from .conftest import FUZZ_COUNTS
+from .reliability_assets import write_assets
 
 FAST = settings(max_examples=250, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 ARG_ERRORS = (ValueError, TypeError)
-FILE_ERRORS = (FileNotFoundError, FileFormatError)
 
 DTYPES = st.sampled_from([np.bool_, np.uint8, np.int8, np.int16, np.int32, np.int64, np.uint64, np.float16,
                           np.float32, np.float64, np.complex64])
@@ -58,6 +51,13 @@ def _valid_mask(action) -> bool:
 
 def _names(err: BaseException, *words: str) -> None:
     assert any(re.search(w, str(err)) for w in words), f"{type(err).__name__}: {err!r} names none of {words}"
+
+
+@pytest.fixture(scope="module")
+def tiny_assets(tmp_path_factory, fmnist_root) -> dict:
+    """A tiny supernet, a table computed from MACs (no clock) and the synthetic Fashion-MNIST's train split."""
+    assets = write_assets(tmp_path_factory.mktemp("tiny"))
+    return assets | {"split": "train", "data_root": str(fmnist_root), "dataset": "fashion_mnist"}
 
 
 @pytest.fixture(scope="module")
@@ -154,7 +154,8 @@ ENV_KWARGS = st.fixed_dictionaries({}, optional={
     "dataset": st.sampled_from(["fashion_mnist", "mnist", "", "cifar1000"]),
     "split": st.sampled_from(["train", "test", "valid", 3]),
     "mode": st.sampled_from(["dynamic", "masked", "fast", None]),
-    "threads": st.one_of(st.integers(-2, 3), st.floats(), st.none()),
+    "threads": st.one_of(st.integers(-2, 3), st.just(10**6), st.floats(), st.none()),
+    "data_root": st.sampled_from([123, 1.5, b"x"]),
     "order": st.sampled_from(["random", "sequential", "shuffle"]),
     "render_mode": st.sampled_from([None, "rgb_array", "human"]),
     "download": st.sampled_from([False, "yes", 1]),
@@ -177,7 +178,8 @@ def _kwargs_valid(kw: dict) -> bool:
     return (kw.get("dataset", "fashion_mnist") == "fashion_mnist" and kw.get("split", "train") in ("train", "test")
             and kw.get("mode", "dynamic") in ("dynamic", "masked") and kw.get("order", "random") != "shuffle"
             and kw.get("render_mode") != "human" and kw.get("download", False) is False and reward_ok
-            and (threads is None or (isinstance(threads, int) and threads >= 1)))
+            and (threads is None or (isinstance(threads, int) and 1 <= threads <= available_cores()))
+            and "data_root" not in kw)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
@@ -195,72 +197,5 @@ def test_env_keyword_arguments(tiny_assets, kw):
     with pytest.raises(ARG_ERRORS) as err:
         InstaNASEnv(**args)
     _names(err.value, *[k for k in kw] + ["shape", "reward", "dataset", "split", "mode", "threads", "order",
-                                          "render_mode", "download", "correct_reward", "lower_ms", "upper_end_frac"])
-
-
-def _mutate(data: bytes, cuts: list[tuple[int, int]], truncate: int | None) -> bytes:
-    b = bytearray(data)
-    for pos, val in cuts:
-        b[pos % len(b)] = val
-    return bytes(b[:truncate] if truncate is not None else b)
-
-
-MUTATIONS = st.tuples(st.lists(st.tuples(st.integers(0, 2**31), st.integers(0, 255)), max_size=8),
-                      st.one_of(st.none(), st.integers(0, 5000)))
-
-
-@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
-@given(mutation=MUTATIONS)
-def test_damaged_checkpoints(tiny_assets, tmp_path_factory, mutation):
-    _count("damaged checkpoints")
-    path = tmp_path_factory.mktemp("ck") / "damaged.pt"
-    path.write_bytes(_mutate(Path(tiny_assets["supernet"]).read_bytes(), *mutation))
-    try:
-        build_supernet(load_checkpoint(path), path)
-    except FILE_ERRORS as err:
-        _names(err, "damaged.pt")
-    with pytest.raises(FILE_ERRORS) as err:  # a supernet file is never a controller
-        load_controller(path)
-    _names(err.value, "damaged.pt")
-
-
-JSON = st.recursive(st.one_of(st.none(), st.booleans(), st.floats(), st.integers(), st.text(max_size=4)),
-                    lambda children: st.one_of(st.lists(children, max_size=18), st.dictionaries(st.text(max_size=6), children, max_size=4)),
-                    max_leaves=40)
-
-
-@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
-@given(field=st.sampled_from(["format", "ops_ms", "fixed_ms", "opens_stage", "meta", "validation", None]),
-       value=JSON, text=st.one_of(st.none(), st.text(max_size=30)))
-def test_damaged_latency_tables(tiny_assets, tmp_path_factory, field, value, text):
-    _count("damaged latency tables")
-    d = json.loads(Path(tiny_assets["latency_table"]).read_text())
-    if field is not None:
-        d[field] = value
-    path = tmp_path_factory.mktemp("lut") / "damaged.json"
-    path.write_text(text if text is not None else json.dumps(d))
-    try:
-        LatencyTable.load(path, SearchSpace(0.1, 28, 1, 10))
-    except FILE_ERRORS as err:
-        _names(err, "damaged.json")
-
-
-@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
-@given(content=st.one_of(JSON.map(json.dumps), st.text(max_size=40),
-                         st.fixed_dictionaries({"format": st.just("instanas-mask-v1"), "mask": JSON}).map(json.dumps)),
-       npy=st.one_of(st.none(), ARRAYS))
-def test_damaged_mask_files(tmp_path_factory, content, npy):
-    _count("damaged mask files")
-    folder = tmp_path_factory.mktemp("mask")
-    if npy is None:
-        path = folder / "damaged.json"
-        path.write_text(content)
-    else:
-        path = folder / "damaged.npy"
-        np.save(path, npy)
-    try:
-        mask = load_mask(path)
-    except FILE_ERRORS as err:
-        _names(err, "damaged")
-    else:
-        assert mask.shape == MASK_SHAPE and mask.dtype == np.uint8
+                                          "render_mode", "download", "correct_reward", "lower_ms", "upper_end_frac",
+                                          "data_root"])

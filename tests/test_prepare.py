@@ -8,12 +8,12 @@ import json
 import gymnasium as gym
 import numpy as np
 import pytest
-from tests.fixtures import skip_cifar_checksums, write_cifar
 from rich.console import Console
 
 import instanas_gym  # noqa: F401 (registers the ids)
 from instanas_gym.training import prepare as prep
 from instanas_gym.utils.paths import cache_dir, data_root, default_latency_table, default_supernet
+from tests.fixtures import skip_cifar_checksums, write_cifar
 
 
 def tiny(root, work, **over) -> prep.PrepareConfig:

@@ -1,6 +1,7 @@
 """Hostile and broken input: every loader refuses to run code, every bad file or argument gets one
-clear error naming it, and Stable-Baselines3 trains on the wrapped env. Each case here is a defect
-that once got through."""
+clear error naming it, thread and environment counts stay within what the machine can run, and
+Stable-Baselines3 trains on the wrapped env. Each case here is a defect that once got through
+(damaged files of every kind: tests/test_damaged_files.py)."""
 
 from __future__ import annotations
 
@@ -19,18 +20,28 @@ from stable_baselines3.common.env_util import make_vec_env
 
 from instanas_gym.agents.controller import Controller, load_controller, save_controller
 from instanas_gym.agents.search import SearchConfig, search
+from instanas_gym.envs.config import EnvConfig
 from instanas_gym.envs.instanas_env import InstaNASEnv
 from instanas_gym.envs.reward import RewardConfig
 from instanas_gym.envs.vector import InstaNASVectorEnv
 from instanas_gym.envs.wrappers import make_sb3_env
 from instanas_gym.latency import LatencyTable
 from instanas_gym.model.checkpoint import load_checkpoint, supernet_state
+from instanas_gym.space.data import DataConfig
 from instanas_gym.space.masks import load_mask
 from instanas_gym.space.search_space import SearchSpace
 from instanas_gym.training.trainer import TrainConfig, train_supernet
 from instanas_gym.utils.files import FileFormatError, atomic_save
+from instanas_gym.utils.run import RunConfig
 
-from .conftest import tiny_supernet
+from .reliability_assets import tiny_model, write_assets
+
+
+@pytest.fixture(scope="module")
+def tiny_assets(tmp_path_factory, fmnist_root) -> dict:
+    """A tiny supernet, a table computed from MACs (no clock) and the synthetic Fashion-MNIST's train split."""
+    assets = write_assets(tmp_path_factory.mktemp("tiny"))
+    return assets | {"split": "train", "data_root": str(fmnist_root), "dataset": "fashion_mnist"}
 
 
 class Payload:
@@ -60,23 +71,26 @@ def _loaders(tiny_assets, tmp_path):
         out = tmp_path / "train"
         out.mkdir(exist_ok=True)
         (out / "last.pt").write_bytes(path.read_bytes())
-        train_supernet(TrainConfig(data_root=tiny_assets["data_root"], width_mult=0.1, epochs=1, batch_size=16,
-                                   train_subset=32, eval_subset=16, threads=1, out=str(out), resume=True))
+        train_supernet(TrainConfig(data=DataConfig(tiny_assets["data_root"]), run=RunConfig(threads=1, out=str(out)),
+                                   width_mult=0.1, epochs=1, batch_size=16, train_subset=32, eval_subset=16,
+                                   resume=True))
 
     def resume_search(path: Path) -> None:
         out = tmp_path / "search"
         out.mkdir(exist_ok=True)
         (out / "search.pt").write_bytes(path.read_bytes())
-        search(SearchConfig(split="train", data_root=tiny_assets["data_root"], supernet=tiny_assets["supernet"],
-                            latency_table=tiny_assets["latency_table"], epochs=1, controller_images=16,
-                            supernet_images=16, finetune_images=0, threads=1, out=str(out), resume=True))
+        env = EnvConfig(split="train", data=DataConfig(tiny_assets["data_root"]), supernet=tiny_assets["supernet"],
+                        latency_table=tiny_assets["latency_table"])
+        search(SearchConfig(env=env, run=RunConfig(threads=1, out=str(out)), epochs=1, controller_images=16,
+                            supernet_images=16, finetune_images=0, resume=True))
 
     return [
         ("checkpoint", (load_checkpoint, None)),
         ("env", (lambda p: gym.make("InstaNAS-FashionMNIST-v0", **{**tiny_assets, "supernet": str(p)}), None)),
         ("controller", (load_controller, None)),
-        ("init_from", (lambda p: train_supernet(TrainConfig(data_root=tiny_assets["data_root"], width_mult=0.1,
-                                                            epochs=1, init_from=str(p), out=str(tmp_path / "i"))), None)),
+        ("init_from", (lambda p: train_supernet(TrainConfig(data=DataConfig(tiny_assets["data_root"]), width_mult=0.1,
+                                                            epochs=1, init_from=str(p),
+                                                            run=RunConfig(out=str(tmp_path / "i")))), None)),
         ("resume training", (resume_training, "last.pt")),
         ("resume search", (resume_search, "search.pt")),
     ]
@@ -103,7 +117,7 @@ def test_a_broken_checkpoint_gets_one_clear_error(tiny_assets, tmp_path, damage)
     elif damage == "truncated":
         path.write_bytes(good[: len(good) // 2])
     elif damage == "missing key":
-        state = supernet_state(tiny_supernet(), "fashion_mnist")
+        state = supernet_state(tiny_model(), "fashion_mnist")
         del state["space"]
         torch.save(state, path)
     elif damage == "not a dict":
@@ -129,7 +143,7 @@ def _table_dict(tiny_assets) -> dict:
     ("opens_stage length", "opens_stage must have shape"),
     ("flipped opens_stage", "opens_stage does not match"),
     ("NaN entry", "finite"),
-    ("negative entry", ">= 0"),
+    ("negative entry", r"in \[0, 1e\+06\] ms"),
     ("wrong shape", r"ops_ms must have shape"),
     ("other num_classes", "num_classes"),
     ("other cell_merge", "cell_merge"),
@@ -251,18 +265,20 @@ def test_the_flat_action_wrapper_refuses_floats_other_than_0_and_1(tiny_assets):
 @pytest.mark.parametrize("change", [{"width_mult": 0.2}, {"epochs": 3}, {"lr": 0.5}, {"dataset": "cifar10"},
                                     {"mask_sampling": "mixed"}])
 def test_resume_with_other_settings_is_refused(fmnist_root, tmp_path, change):
-    cfg = TrainConfig(data_root=str(fmnist_root), width_mult=0.1, epochs=1, batch_size=16, train_subset=32,
-                      eval_subset=16, threads=1, out=str(tmp_path))
+    cfg = TrainConfig(data=DataConfig(str(fmnist_root)), run=RunConfig(threads=1, out=str(tmp_path)), width_mult=0.1,
+                      epochs=1, batch_size=16, train_subset=32, eval_subset=16)
     train_supernet(cfg)
     with pytest.raises(ValueError, match=f"other settings.*{next(iter(change))}"):
         train_supernet(replace(cfg, resume=True, **change))
 
 
 @pytest.mark.parametrize("field, value", [("epochs", 0), ("batch_size", 0), ("train_subset", -5), ("lr", float("nan")),
-                                          ("threads", 0), ("momentum", 1.5), ("checkpoint_every", 0)])
+                                          ("momentum", 1.5), ("checkpoint_every", 0)])
 def test_training_settings_are_checked_before_anything_runs(field, value):
     with pytest.raises(ValueError, match=field):
         TrainConfig(**{field: value})
+    with pytest.raises(ValueError, match="run.threads"):
+        TrainConfig(run=RunConfig(threads=0))
 
 
 def test_stray_temporary_files_are_removed_at_the_next_save(tmp_path):
@@ -280,3 +296,86 @@ def test_controller_files_round_trip(tmp_path):
     for a, b in zip(c.state_dict().values(), loaded.state_dict().values()):
         assert torch.equal(a, b)
     assert RewardConfig.coerce({"upper_end_frac": 1.0}).upper_end_frac == 1.0
+
+
+# ---- thread and environment counts --------------------------------------------------------------------
+def test_a_thread_count_above_the_cores_is_refused_before_any_thread_starts(tiny_assets, tmp_path):
+    import gymnasium as gym
+
+    from instanas_gym.deploy.engine import InstaNASModel, session_options
+    from instanas_gym.latency.measure import torch_threads
+    from instanas_gym.latency.validation import TableConfig
+    from instanas_gym.model.parallel import ProcessPool
+    from instanas_gym.utils.checks import available_cores
+
+    before, too_many = torch.get_num_threads(), available_cores() + 1
+    for threads in (10**6, too_many):
+        with pytest.raises(ValueError, match=rf"threads must be at most {available_cores()}.*got {threads}"):
+            gym.make("InstaNAS-FashionMNIST-v0", threads=threads)
+        with pytest.raises(ValueError, match="threads must be at most"):
+            InstaNASVectorEnv(num_envs=2, threads=threads, **tiny_assets)
+        with pytest.raises(ValueError, match="run.threads must be at most"):
+            RunConfig(threads=threads)
+        with pytest.raises(ValueError, match="table.timed_threads must be at most"):
+            TableConfig(timed_threads=threads)
+        with pytest.raises(ValueError, match="threads must be at most"):
+            session_options(threads)
+        with pytest.raises(ValueError, match="threads must be at most"), torch_threads(threads):
+            pass
+        with pytest.raises(ValueError, match="threads must be at most"):
+            InstaNASModel.load(tmp_path, threads=threads)  # refused before the folder is read
+        with pytest.raises(ValueError, match="workers must be at most"):
+            ProcessPool(tiny_model(), workers=threads)
+    assert torch.get_num_threads() == before
+
+
+def test_a_table_timed_with_more_threads_than_cores_times_with_the_cores(tiny_assets, tmp_path):
+    from instanas_gym.utils.checks import available_cores
+
+    d = json.loads(Path(tiny_assets["latency_table"]).read_text())
+    d["meta"]["threads"] = available_cores() + 3
+    (tmp_path / "t.json").write_text(json.dumps(d))
+    with pytest.warns(UserWarning, match="threads"):
+        table = LatencyTable.load(tmp_path / "t.json", SearchSpace(0.1, 28, 1, 10))
+    assert table.threads == available_cores()
+    d["meta"]["threads"] = 0
+    (tmp_path / "t.json").write_text(json.dumps(d))
+    with pytest.raises(FileFormatError, match=r"t\.json: meta\.threads"):
+        LatencyTable.load(tmp_path / "t.json")
+
+
+def test_vector_envs_refuse_more_sub_environments_than_they_can_hold(tiny_assets):
+    from instanas_gym.envs.lookup import FamilyLookupVectorEnv
+    from instanas_gym.envs.vector import MAX_NUM_ENVS
+    from instanas_gym.envs.wrappers import SB3VecEnv
+    from instanas_gym.utils.paths import BUNDLED_FAMILY
+
+    for n in (10**9, MAX_NUM_ENVS + 1):  # a ValueError before anything is allocated, not a MemoryError
+        with pytest.raises(ValueError, match=f"num_envs must be at most {MAX_NUM_ENVS}"):
+            FamilyLookupVectorEnv(num_envs=n, family=BUNDLED_FAMILY)
+        with pytest.raises(ValueError, match="num_envs must be at most"):
+            InstaNASVectorEnv(num_envs=n, **tiny_assets)
+        with pytest.raises(ValueError, match="num_envs must be at most"):
+            SB3VecEnv.make(num_envs=n, **tiny_assets)
+    for n, error in ((0, ValueError), (2.0, TypeError), ("4", TypeError)):
+        with pytest.raises(error, match="num_envs"):
+            InstaNASVectorEnv(num_envs=n, **tiny_assets)
+
+
+# ---- argument types ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("anneal", ["no", "False", 0, 1, None, 1.0])
+def test_reward_anneal_must_be_a_bool(anneal):
+    with pytest.raises(TypeError, match="anneal must be True or False"):
+        RewardConfig.coerce({"anneal": anneal})
+
+
+@pytest.mark.parametrize("root", [123, 1.5, b"/tmp", ["/tmp"]])
+def test_data_root_must_be_a_path(tiny_assets, root):
+    from instanas_gym.space.data import load_split
+
+    with pytest.raises(TypeError, match="data_root must be a folder path"):
+        InstaNASEnv(**{**tiny_assets, "data_root": root})
+    with pytest.raises(TypeError, match="root must be a folder path"):
+        load_split("fashion_mnist", "search", root)  # a split that never reads the root
+    with pytest.raises(TypeError, match="data.root must be a folder path"):
+        DataConfig(root)

@@ -7,7 +7,18 @@ import torch
 
 import instanas_gym.agents.router as router_module
 from instanas_gym.agents.controller import ControllerConfig, save_controller
-from instanas_gym.agents.router import Router, expected_reward_policy, expected_rewards, predict_correct, price_for_budget, route, routed_latency_ms, router_latency_ms, router_policy, train_router
+from instanas_gym.agents.router import (
+    Router,
+    expected_reward_policy,
+    expected_rewards,
+    predict_correct,
+    price_for_budget,
+    route,
+    routed_latency_ms,
+    router_latency_ms,
+    router_policy,
+    train_router,
+)
 from instanas_gym.agents.router_file import load_router, save_router
 from instanas_gym.envs.bandit import InstaNASBandit
 from instanas_gym.judge.routing import family_prices, fit_router, oracle_utility, select_family

@@ -6,9 +6,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from instanas_gym.agents.family_reinforce import FamilyPGConfig
 
 from instanas_gym.agents.controller import ControllerConfig
-from instanas_gym.agents.family_reinforce import FamilyPGConfig
 from instanas_gym.agents.router import RoutedController
 from instanas_gym.agents.router_file import load_router
 from instanas_gym.agents.search import SearchConfig, _Search, load_search, search, stage_steps, stages

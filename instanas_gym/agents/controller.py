@@ -19,7 +19,7 @@ from torch import nn
 
 from instanas_gym.model.supernet import conv_bn
 from instanas_gym.space.search_space import MASK_SHAPE, NUM_CELLS, NUM_OPS
-from instanas_gym.utils.files import FileFormatError, atomic_save, load_torch
+from instanas_gym.utils.files import FileFormatError, atomic_save, build_module, check_weights, load_torch
 
 CONTROLLER_FORMAT = "instanas-controller-v1"
 
@@ -111,8 +111,8 @@ class Controller(nn.Module):
         x = x - 0.5
         size = self.input_size
         if size is not None and x.shape[-2:] == (2 * size, 2 * size):
-            x = F.avg_pool2d(x, 2)  # the same numbers as bilinear resizing to exactly half, ~6 us faster in ONNX
-            Runtime
+            # the same numbers as bilinear resizing to exactly half, ~6 us faster in ONNX Runtime
+            x = F.avg_pool2d(x, 2)
         elif size is not None and x.shape[-1] != size:
             x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
         return self.features(x).mean((2, 3))
@@ -161,9 +161,9 @@ def load_controller(path: str | os.PathLike) -> tuple[Controller, dict[str, Any]
     """The controller stored at ``path`` (eval mode) and the file's dict; loads no code."""
     hint = "train one with `instanas-gym train-reinforce` or `instanas-gym search`"
     ckpt = load_torch(path, "instanas-gym controller", CONTROLLER_FORMAT, ("config", "state_dict"), hint)
+    check_weights(path, ckpt["state_dict"], "instanas-gym controller", hint)
     try:
-        controller = Controller(**ckpt["config"])
-        controller.load_state_dict(ckpt["state_dict"])
+        controller = build_module(lambda: Controller(**ckpt["config"]), ckpt["state_dict"])
     except Exception as err:  # whatever a damaged file's contents make torch raise
         raise FileFormatError(f"{Path(path)} holds a controller that cannot be built ({err}); {hint}") from None
     return controller.eval(), ckpt

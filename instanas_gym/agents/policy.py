@@ -24,7 +24,7 @@ from instanas_gym.agents.router import RoutedController, Router
 from instanas_gym.space.family import ArchitectureFamily
 from instanas_gym.space.masks import all_ops_mask, mobilenetv2_mask
 from instanas_gym.space.search_space import MASK_SHAPE
-from instanas_gym.utils.files import FileFormatError, atomic_save, load_torch
+from instanas_gym.utils.files import FileFormatError, atomic_save, build_module, check_weights, load_torch
 
 Policy = Callable[[np.ndarray], np.ndarray]
 POLICY_FORMAT = "instanas-policy-v1"
@@ -126,20 +126,24 @@ def load_policy(path: str | os.PathLike) -> SavedPolicy:
     """The policy stored at ``path`` (eval mode); errors name the file."""
     hint = "train one with `instanas-gym train-reinforce`"
     ckpt = load_torch(path, "instanas-gym policy", POLICY_FORMAT, ("view", "config", "state_dict", "family"), hint)
+    check_weights(path, ckpt["state_dict"], "instanas-gym policy", hint)
     try:
         view, cfg = ckpt["view"], dict(ckpt["config"])
         if view == "masks":
-            network: nn.Module = Controller(**cfg)
+            network: nn.Module = build_module(lambda: Controller(**cfg), ckpt["state_dict"])
             family = None
         elif view in ("family", "cascade"):
-            network = _arm_network(view, cfg)
             family = ArchitectureFamily.from_dict(ckpt["family"], f"{path}: family")
+            network = build_module(lambda: _arm_network(view, cfg), ckpt["state_dict"])
             if family.k != network.k:
                 raise ValueError(f"{network.k} outputs and a family of {family.k}")
         else:
-            raise ValueError(f"view {view!r} is not one of {POLICY_VIEWS}")
-        network.load_state_dict(ckpt["state_dict"])
-    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as err:  # a damaged file's contents
+            raise ValueError(f"view {view!r:.80} is not one of {POLICY_VIEWS}")
+        if not isinstance(ckpt.get("meta") or {}, dict):
+            raise TypeError(f"its meta must be a dict, found {ckpt['meta']!r:.80}")
+    except FileFormatError:
+        raise  # the family's own error, naming the file
+    except Exception as err:  # whatever a damaged file's contents make the build raise
         raise FileFormatError(f"{Path(path)} holds a policy that cannot be built ({err}); {hint}") from None
     return SavedPolicy(view, network.eval(), family, dict(ckpt.get("meta") or {}))
 

@@ -333,6 +333,3 @@ def expected_reward_policy(
         return masks[np.argmax(expected_rewards(predict_correct(router, images), r_arch, correct_reward), axis=1)]
 
     return policy
-
-
-# ---- files ---------------------------------------------------------------------------------------

@@ -13,8 +13,8 @@ import torch
 
 from instanas_gym.agents.controller import ControllerConfig
 from instanas_gym.agents.router import ROUTER_FORMAT, RoutedController, Router, router_policy
-from instanas_gym.space.family import ArchitectureFamily, as_family
-from instanas_gym.utils.files import FileFormatError, atomic_save, load_torch
+from instanas_gym.space.family import ArchitectureFamily, as_family, check_family_dataset
+from instanas_gym.utils.files import FileFormatError, atomic_save, build_module, check_weights, load_torch
 from instanas_gym.utils.paths import BUNDLED_DATASET, BUNDLED_FAMILY
 
 if TYPE_CHECKING:
@@ -68,17 +68,20 @@ def load_router(path: str | os.PathLike) -> SavedRouter:
     hint = "fit one with `python benchmarks/bench_router.py` or `instanas_gym.judge.routing.fit_router`"
     ckpt = load_torch(path, "instanas-gym router", ROUTER_FORMAT,
                       ("config", "state_dict", "family_masks", "latency_ms", "price_per_ms"), hint)
+    check_weights(path, ckpt["state_dict"], "instanas-gym router", hint)
     try:
         cfg = dict(ckpt["config"])
-        router = Router(ControllerConfig(tuple(cfg["widths"]), cfg["input_size"]), cfg["in_channels"], cfg["k"])
-        router.load_state_dict(ckpt["state_dict"])
+        router = build_module(lambda: Router(ControllerConfig(tuple(cfg["widths"]), cfg["input_size"]),
+                                             cfg["in_channels"], cfg["k"]), ckpt["state_dict"])
         family = ArchitectureFamily(ckpt["family_masks"].numpy(), latency_ms=ckpt["latency_ms"])
         price = float(ckpt["price_per_ms"])
+        if not isinstance(ckpt.get("meta") or {}, dict):
+            raise TypeError(f"its meta must be a dict, found {ckpt['meta']!r:.80}")
         if family.k != router.k:
             raise ValueError(f"{router.k} outputs and {family.k} masks")
         if not (np.isfinite(price) and price >= 0):
             raise ValueError("the price must be finite and >= 0")
-    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as err:  # a damaged file's contents
+    except Exception as err:  # whatever a damaged file's contents make the build raise
         raise FileFormatError(f"{Path(path)} holds a router that cannot be built ({err}); {hint}") from None
     return SavedRouter(router.eval(), family.masks.copy(), family.latency_ms, price, dict(ckpt.get("meta") or {}))
 
@@ -91,4 +94,5 @@ def resolve_family(family: str | None, dataset: str) -> tuple[ArchitectureFamily
             raise ValueError(f"no family ships for {dataset!r}: pass family= (a family or router file)")
         family = str(BUNDLED_FAMILY)
     fam = load_router(family).family(dataset=dataset) if str(family).endswith(".pt") else as_family(family)
+    check_family_dataset(fam, dataset, family)
     return fam, Path(family)

@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from instanas_gym.deploy.engine import MANIFEST_FORMAT, mask_bits
+from instanas_gym.deploy.engine import mask_bits
+from instanas_gym.deploy.manifest import MANIFEST_FILE, MANIFEST_FORMAT
 from instanas_gym.model.batchnorm import recalibrate_bn
 from instanas_gym.model.subnetwork import OPSET, SubNetwork, onnx_bytes
 from instanas_gym.model.supernet import Supernet
@@ -78,5 +79,5 @@ def export_model(
     manifest = {"format": MANIFEST_FORMAT, "image_shape": list(shape), "num_classes": supernet.space.num_classes,
                 "controller": "controller.onnx", "opset": OPSET, "architectures": archs,
                 "batchnorm": "shared" if bn_data is None else f"per architecture, {bn_batches} batches", **(extra or {})}
-    atomic_write_text(folder / "manifest.json", json.dumps(manifest, indent=1))
+    atomic_write_text(folder / MANIFEST_FILE, json.dumps(manifest, indent=1))
     return manifest

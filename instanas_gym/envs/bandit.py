@@ -22,9 +22,9 @@ from instanas_gym.latency.measure import measure_masks
 from instanas_gym.model.checkpoint import load_supernet, train_hint
 from instanas_gym.model.outcomes import OutcomeStore
 from instanas_gym.model.supernet import EXECUTION_MODES, ExecutionMode, Supernet
-from instanas_gym.space.data import ImageSet, get_spec, load_split
+from instanas_gym.space.data import ImageSet, check_data_root, get_spec, load_split
 from instanas_gym.space.masks import spread_masks
-from instanas_gym.utils.checks import check_int
+from instanas_gym.utils.checks import check_int, check_threads
 from instanas_gym.utils.devices import autocast, check_precision, cpu_copy, resolve_device
 from instanas_gym.utils.paths import DEFAULT_LATENCY_BACKEND, default_latency_table, default_supernet
 from instanas_gym.utils.runtime import tune_allocator
@@ -34,7 +34,8 @@ IMAGE_ORDERS = ("random", "sequential")
 
 
 @functools.lru_cache(maxsize=8)
-def _cached_split(dataset: str, split: str, root: str | None, download: bool) -> ImageSet:
+def cached_split(dataset: str, split: str, root: str | None, download: bool) -> ImageSet:
+    """:func:`~instanas_gym.space.data.load_split`, loaded once per process (every bandit shares it)."""
     return load_split(dataset, split, root, download)
 
 
@@ -44,13 +45,15 @@ def _cached_supernet(path: str, mtime: float, mode: str, device: str) -> tuple[S
     return model.to(device), ckpt["dataset"]
 
 
-def _check_args(dataset: str, mode: str, threads: int | None, download: bool) -> None:
+def _check_args(dataset: str, mode: str, threads: int | None, download: bool, data_root: Any) -> None:
+    """Refuse bad arguments before anything loads or starts threads."""
     get_spec(dataset)  # unknown datasets raise here, before any file is looked for
     if mode not in EXECUTION_MODES:
         raise ValueError(f"mode must be one of {EXECUTION_MODES}, got {mode!r}")
     if not isinstance(download, bool):  # before the cache of loaded splits hashes it
         raise TypeError(f"download must be True or False, got {download!r}")
-    check_int("threads", threads, optional=True)
+    check_data_root("data_root", data_root)
+    check_threads("threads", threads, optional=True)
 
 
 class InstaNASBandit:
@@ -71,7 +74,8 @@ class InstaNASBandit:
         device: where the supernet runs: "cpu" (default), "cuda", "cuda:N" or "auto" (CUDA when
             present); on a GPU the split's images are copied there once, and each step sends only indices.
         precision: "fp32" (default) or "bf16" (bfloat16 autocast of the supernet's forward pass).
-        threads: torch intra-op threads (process-wide); None leaves torch's setting.
+        threads: torch intra-op threads (process-wide), at most the cores this process may use; None
+            leaves torch's setting.
     """
 
     def __init__(
@@ -89,7 +93,7 @@ class InstaNASBandit:
         threads: int | None = None,
         precision: str = "fp32",
     ) -> None:
-        _check_args(dataset, mode, threads, download)
+        _check_args(dataset, mode, threads, download, data_root)
         self.device = resolve_device(device)
         self.precision = check_precision(precision)
         reward_cfg = RewardConfig.coerce(reward)
@@ -112,7 +116,7 @@ class InstaNASBandit:
             self.supernet_path = net_path
             if trained_on != dataset:
                 raise ValueError(f"supernet {net_path} was trained on {trained_on}, not {dataset}")
-        self.data = _cached_split(dataset, split, None if data_root is None else str(data_root), download)
+        self.data = cached_split(dataset, split, None if data_root is None else str(data_root), download)
         self.table = LatencyTable.load(lut_path, self.model.space)
         self.reward = LatencyReward(self.table, reward_cfg)
         self.dataset, self.split = dataset, split
@@ -150,7 +154,7 @@ class InstaNASBandit:
         (``meta["runtime"]``: eager PyTorch or ONNX Runtime) and scale the table and the reward's bounds
         by the median ratio of measured to predicted ms; returns ``{"scale", "mape_before_pct", "mape_after_pct", "n_masks"}``."""
         masks = self.model.space.effective_mask(spread_masks(np.random.default_rng(seed), n_masks))
-        threads = int(self.table.meta.get("threads", 1))
+        threads = self.table.threads
         model = cpu_copy(self.model) if self.table.meta.get("device", "cpu") == "cpu" else self.model
         if self.table.meta.get("runtime") == "onnxruntime":
             from instanas_gym.latency.onnx import measure_onnx_masks

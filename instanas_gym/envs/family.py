@@ -20,7 +20,7 @@ from gymnasium import spaces
 from gymnasium.vector import VectorActionWrapper, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from instanas_gym.space.family import ArchitectureFamily, as_family
+from instanas_gym.space.family import ArchitectureFamily, as_family, check_family_dataset
 from instanas_gym.space.search_space import MASK_SHAPE
 
 
@@ -49,8 +49,8 @@ def family_for(env: gym.Env | VectorEnv, family: ArchitectureFamily | str | os.P
     if not isinstance(action_space, spaces.MultiBinary) or action_space.shape != MASK_SHAPE:
         raise ValueError(f"the family view wraps an env with MultiBinary({MASK_SHAPE}) actions, got {action_space}")
     bandit = getattr(env.unwrapped, "bandit", None)
-    if fam.dataset is not None and bandit is not None and fam.dataset != bandit.dataset:
-        raise ValueError(f"family: its architectures are of a {fam.dataset} supernet, the env's is {bandit.dataset}")
+    if bandit is not None:
+        check_family_dataset(fam, bandit.dataset, family)
     return fam
 
 

@@ -13,7 +13,7 @@ from gymnasium.vector.utils import batch_space
 from instanas_gym.envs.bandit import ImageOrder, InstaNASBandit
 from instanas_gym.envs.family import check_arms
 from instanas_gym.envs.vector import InstaNASVectorEnv
-from instanas_gym.space.family import ArchitectureFamily, as_family
+from instanas_gym.space.family import ArchitectureFamily, as_family, check_family_dataset
 
 
 class FamilyLookup(InstaNASBandit):
@@ -41,8 +41,7 @@ class FamilyLookup(InstaNASBandit):
     ) -> None:
         self.family = as_family(family)
         super().__init__(**bandit_kwargs)
-        if self.family.dataset is not None and self.family.dataset != self.dataset:
-            raise ValueError(f"family: its architectures are of a {self.family.dataset} supernet, this one is {self.dataset}")
+        check_family_dataset(self.family, self.dataset, family)
         if self.supernet_path is None:
             raise ValueError("lookup mode keeps outcomes beside the supernet's checkpoint: pass supernet=PATH, "
                              "not a Supernet object")

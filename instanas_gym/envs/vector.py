@@ -17,6 +17,19 @@ from instanas_gym.space.masks import validate_mask
 from instanas_gym.space.search_space import MASK_SHAPE
 from instanas_gym.utils.checks import check_int
 
+#: Most sub-environments a vector env takes: each step holds num_envs images, masks and infos in
+#: memory and runs them as one batch; far more than any batch a CPU or GPU runs at once.
+MAX_NUM_ENVS = 1 << 14
+
+
+def check_num_envs(num_envs: Any) -> int:
+    """``num_envs`` as an integer in [1, :data:`MAX_NUM_ENVS`]; ValueError / TypeError name it."""
+    n = check_int("num_envs", num_envs)
+    if n > MAX_NUM_ENVS:
+        raise ValueError(f"num_envs must be at most {MAX_NUM_ENVS} (images per step, held in memory and run as one "
+                         f"batch), got {n}")
+    return n
+
 
 class InstaNASVectorEnv(LatencyBounds, VectorEnv):
     """``num_envs`` copies of :class:`~instanas_gym.envs.instanas_env.InstaNASEnv` evaluated in one batched call.
@@ -28,7 +41,7 @@ class InstaNASVectorEnv(LatencyBounds, VectorEnv):
     images' indices. This is exactly how ``gymnasium.make_vec(...,
     vectorization_mode="sync", vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP})`` lays
     them out, with the same images and rewards for the same seed (sub-environment i is seeded
-    ``seed + i``). Keyword arguments are those of ``InstaNASEnv``.
+    ``seed + i``). ``num_envs``: at most :data:`MAX_NUM_ENVS`. Keyword arguments are those of ``InstaNASEnv``.
     """
 
     metadata = {"render_modes": ["rgb_array"], "autoreset_mode": AutoresetMode.SAME_STEP}
@@ -38,7 +51,7 @@ class InstaNASVectorEnv(LatencyBounds, VectorEnv):
     def __init__(
         self, num_envs: int = 1, order: ImageOrder = "random", render_mode: str | None = None, **kwargs: Any
     ) -> None:
-        num_envs = check_int("num_envs", num_envs)
+        num_envs = check_num_envs(num_envs)
         check_common(order, render_mode, self.metadata["render_modes"])
         self.bandit = self.bandit_class(**kwargs)
         self.num_envs = num_envs

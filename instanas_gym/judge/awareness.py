@@ -288,7 +288,7 @@ def judge_policy(saved: SavedPolicy, env: EnvConfig, out: str | Path, run: RunCo
     runtime and counted in the end-to-end latency."""
     bandit = env.bandit("test", run)
     meta = bandit.table.meta
-    runtime, threads, shape = meta.get("runtime", "torch"), int(meta.get("threads", 1)), bandit.data.spec.image_shape
+    runtime, threads, shape = meta.get("runtime", "torch"), bandit.table.threads, bandit.data.spec.image_shape
     if saved.view == "masks":
         ms = controller_latency_ms(saved.network, shape, runtime, threads)
     else:

@@ -31,9 +31,8 @@ controller. Everything is seeded.
 from __future__ import annotations
 
 import importlib.util
-import json
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -57,12 +56,13 @@ from instanas_gym.judge.cascade import judge_cascade
 from instanas_gym.judge.cascade_agents import CASCADE_AGENTS, run_cascade_agent
 from instanas_gym.judge.evaluation import evaluate_policy
 from instanas_gym.judge.plots import curves_with_bands
+from instanas_gym.judge.stored_results import comparison_settings, finished_result
 from instanas_gym.latency.onnx import controller_latency_ms
 from instanas_gym.space.family import probe_masks
 from instanas_gym.space.masks import mobilenetv2_mask
 from instanas_gym.utils.checks import check_int
 from instanas_gym.utils.display import markdown_table
-from instanas_gym.utils.files import atomic_write_json, atomic_write_text, load_json
+from instanas_gym.utils.files import atomic_write_json, atomic_write_text
 from instanas_gym.utils.run import RunConfig, check_seed
 from instanas_gym.utils.runlog import RunLogger, write_csv
 
@@ -304,27 +304,6 @@ NOTE = ("gain: above the static frontier of the 18 probes and the policy's own a
 RESULT_FILE = "result.json"
 
 
-def comparison_settings(cfg: CompareConfig) -> dict[str, Any]:
-    """The settings an agent x seed's result depends on (``cfg`` without agents, seeds, threads and out), as JSON."""
-    settings = {k: v for k, v in asdict(cfg).items() if k not in ("agents", "seeds", "run")}
-    settings["run"] = {k: v for k, v in asdict(cfg.run).items() if k not in ("threads", "out")}
-    return json.loads(json.dumps(settings))
-
-
-def finished_result(path: Path, settings: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, float]] | None:
-    """The log rows and judgement stored in ``path`` (a :data:`RESULT_FILE`) by a comparison with the same
-    ``settings``; None when there is none. Raises ValueError naming the file when its settings differ."""
-    if not path.exists():
-        return None
-    stored = load_json(path, "comparison result")
-    if stored.get("settings") != settings:
-        diff = sorted(k for k in settings.keys() | stored.get("settings", {}).keys()
-                      if settings.get(k) != stored.get("settings", {}).get(k))
-        raise ValueError(f"{path}: written by a comparison with other settings ({', '.join(diff)}); "
-                         "choose another out folder (--out) or remove it")
-    return stored["rows"], stored["result"]
-
-
 def compare_agents(cfg: CompareConfig) -> dict[str, dict[str, float]]:
     """Run every agent x seed; write curves.csv, summary.csv, curves.png and summary.md to ``out``.
 
@@ -373,8 +352,8 @@ def compare_agents(cfg: CompareConfig) -> dict[str, dict[str, float]]:
                       + (" (latency bound annealed: later rewards are harder)" if cfg.env.reward.anneal else ""))
     summary: dict[str, dict[str, float]] = {}
     for agent, results in finals.items():
-        common = [k for k in results[0] if all(k in r for r in results)]  # results kept by an earlier version may
-        lack some
+        # results kept by an earlier version may lack some
+        common = [k for k in results[0] if all(k in r for r in results)]
         summary[agent] = {k: float(np.mean([r[k] for r in results])) for k in common}
         summary[agent] |= {f"{k}_std": float(np.std([r[k] for r in results])) for k in common}
     family = "" if arms is None else f"; family of {arms.family.k} arms ({arms.source.name}, " + \

@@ -22,7 +22,7 @@ def measured_network_ms(bandit: InstaNASBandit, masks: np.ndarray, repeats: int 
     each distinct mask is timed once and weighted by how often it occurs."""
     distinct, counts = mask_counts(masks)
     eff = bandit.model.space.effective_mask(distinct)
-    threads = int(bandit.table.meta.get("threads", 1))
+    threads = bandit.table.threads
     model = cpu_copy(bandit.model)  # the tables describe the CPU, wherever the bandit runs
     if bandit.table.meta.get("runtime") == "onnxruntime":
         ms = measure_onnx_masks(model, eff, threads, repeats=max(repeats, 20))

@@ -104,7 +104,7 @@ def evaluate_search(
     policies = {"InstaNAS (searched)": policy} | {k: fixed_policy(m) for k, m in fixed_architectures().items()}
     table = bandit.table.meta
     ctrl_ms = controller_latency_ms(controller, bandit.data.spec.image_shape, table.get("runtime", "torch"),
-                                    int(table.get("threads", 1)))
+                                    bandit.table.threads)
     results = judge(policies, bandit, measure, limit, {"InstaNAS (searched)": ctrl_ms})
 
     pre_path = env.get("supernet") or str(default_supernet(dataset))

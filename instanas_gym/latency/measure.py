@@ -31,6 +31,7 @@ from instanas_gym.latency.table import LatencyTable
 from instanas_gym.model.supernet import Supernet
 from instanas_gym.space.masks import spread_masks
 from instanas_gym.space.search_space import MASK_SHAPE
+from instanas_gym.utils.checks import check_threads
 from instanas_gym.utils.devices import CPU
 from instanas_gym.utils.runtime import tune_allocator
 
@@ -39,7 +40,9 @@ Progress = Callable[[int, int], None]  # (done, total)
 
 @contextmanager
 def torch_threads(n: int) -> Iterator[None]:
-    """Run the block with ``n`` torch threads (and the tuned allocator), then restore the count."""
+    """Run the block with ``n`` torch threads (at most the cores this process may use) and the tuned
+    allocator, then restore the count."""
+    n = check_threads("threads", n)
     tune_allocator()
     before = torch.get_num_threads()
     torch.set_num_threads(n)

@@ -101,7 +101,7 @@ def validate_onnx(table: LatencyTable, model: Supernet, n_masks: int = 100, seed
                   progress: Progress | None = None) -> dict[str, Any]:
     """Spearman, MAPE and share within +-10% of the table against ONNX Runtime on fresh masks."""
     masks = validation_masks(model.space, n_masks, seed)
-    measured = measure_onnx_masks(model, masks, int(table.meta.get("threads", 1)), repeats, progress)
+    measured = measure_onnx_masks(model, masks, table.threads, repeats, progress)
     return compare(np.asarray(table.network_ms(masks)), measured)
 
 

@@ -5,8 +5,9 @@ code); ``network_ms(mask)`` adds the fixed cost (stem, head, classifier, the for
 overhead). Both take one mask (17, 5) or a batch (B, 17, 5). An empty cell: the identity costs
 nothing; a stage-opening cell runs its basic block as the fallback, whose entry is the basic block's.
 
-Files are JSON (format :data:`FORMAT`), schema-checked on load: shapes, finite non-negative
-entries, metadata; :meth:`LatencyTable.check` then checks the table against a search space.
+Files are JSON (format :data:`FORMAT`), schema-checked on load: shapes, entries in
+[0, :data:`MAX_ENTRY_MS`] with at least one op costing something, metadata (a ``threads`` entry is a
+positive integer); :meth:`LatencyTable.check` then checks the table against a search space.
 """
 
 from __future__ import annotations
@@ -22,17 +23,31 @@ import numpy as np
 
 from instanas_gym.latency.machine import cpu_model, here_gpu_name, torch_version
 from instanas_gym.space.search_space import FALLBACK_OP, MASK_SHAPE, NUM_CELLS, SEARCH_SPACE_VERSION, SearchSpace
+from instanas_gym.utils.checks import available_cores
 from instanas_gym.utils.files import FileFormatError, atomic_write_json, load_json
+from instanas_gym.utils.paths import in_package
 
 FORMAT = "instanas-latency-v1"
 #: Metadata every table must carry, and must match the search space it is used with.
 SPACE_KEYS = ("search_space_version", "width_mult", "input_size", "in_channels", "num_classes", "cell_merge")
+#: Largest entry (ms) a table may hold: a thousand seconds per op is beyond any device, and keeps every
+#: sum, difference and square of the reward finite.
+MAX_ENTRY_MS = 1e6
 
 
 def build_hint(path: Path) -> str:
     """How to build the table ``path`` names: ONNX Runtime's unless the name says otherwise."""
-    backend = "" if "onnxruntime" in Path(path).name else " --backend torch"
-    return f"build one with `instanas-gym build-latency-table --supernet CHECKPOINT{backend} --out {path}`"
+    backend, name = ("", "latency_onnxruntime.json") if "onnxruntime" in Path(path).name else \
+        (" --backend torch", "latency.json")
+    build = f"`instanas-gym build-latency-table --env.supernet CHECKPOINT{backend} --run.out FOLDER`"
+    if in_package(path):  # the package's own file: restore it, never write there
+        return f"reinstall instanas-gym to restore the bundled table, or build one with {build} and pass FOLDER/{name}"
+    return f"build one with {build} (it writes FOLDER/{name}) and pass that file"
+
+
+#: What to do about a table made for another supernet (it may be the package's own: never edit that).
+OTHER_TABLE = ("measure a table for this supernet with `instanas-gym build-latency-table --env.supernet CHECKPOINT` "
+               "and pass it as latency_table (--env.latency-table)")
 
 
 @dataclass
@@ -67,6 +82,12 @@ class LatencyTable:
         """LUT latency (ms) of the whole network: the cells plus the fixed cost."""
         return self.cells_ms(mask) + self.fixed_ms
 
+    @property
+    def threads(self) -> int:
+        """Threads to time anything compared with this table: those it was timed with
+        (``meta["threads"]``, default 1), at most the cores this process may use."""
+        return min(int(self.meta.get("threads", 1)), available_cores())
+
     # ---- persistence ----------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -91,14 +112,23 @@ class LatencyTable:
         if missing:
             raise FileFormatError(f"{source} lacks {missing}")
         ops = _array(d["ops_ms"], source, "ops_ms", MASK_SHAPE, float)
-        if not np.isfinite(ops).all() or (ops < 0).any():
-            raise FileFormatError(f"{source}: ops_ms must be finite and >= 0 ms")
+        if not np.isfinite(ops).all() or (ops < 0).any() or (ops > MAX_ENTRY_MS).any():
+            raise FileFormatError(f"{source}: ops_ms must be finite, in [0, {MAX_ENTRY_MS:g}] ms")
+        if not (ops > 0).any():
+            raise FileFormatError(f"{source}: ops_ms are all 0: every architecture would cost the same, nothing to "
+                                  "trade accuracy against")
         fixed = d["fixed_ms"]
-        if isinstance(fixed, bool) or not isinstance(fixed, (int, float)) or not math.isfinite(fixed) or fixed < 0:
-            raise FileFormatError(f"{source}: fixed_ms must be a finite number >= 0 (ms), got {fixed!r}")
+        if isinstance(fixed, bool) or not isinstance(fixed, (int, float)) or not math.isfinite(fixed) \
+                or not 0 <= fixed <= MAX_ENTRY_MS:
+            raise FileFormatError(f"{source}: fixed_ms must be a finite number in [0, {MAX_ENTRY_MS:g}] (ms), "
+                                  f"got {fixed!r:.80}")
         opens = _array(d["opens_stage"], source, "opens_stage", (NUM_CELLS,), bool)
         if not isinstance(d["meta"], dict) or not isinstance(d.get("validation", {}), dict):
             raise FileFormatError(f"{source}: meta and validation must be JSON objects")
+        threads = d["meta"].get("threads", 1)
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise FileFormatError(f"{source}: meta.threads (the threads it was timed with) must be an integer >= 1, "
+                                  f"got {threads!r:.80}")
         return cls(ops, float(fixed), opens, d["meta"], d.get("validation", {}))
 
     @classmethod
@@ -117,12 +147,15 @@ class LatencyTable:
         bad = {k: (self.meta.get(k), want[k]) for k in SPACE_KEYS if self.meta.get(k) != want[k]}
         if bad:
             detail = ", ".join(f"{k}: table {a!r} vs supernet {b!r}" for k, (a, b) in bad.items())
-            raise FileFormatError(f"{source} does not match the supernet ({detail}); rebuild it")
+            raise FileFormatError(f"{source} does not match the supernet ({detail}); {OTHER_TABLE}")
         if not np.array_equal(self.opens_stage, space.opens_stage):
-            raise FileFormatError(f"{source}: opens_stage does not match the search space's stage openers; rebuild it")
+            raise FileFormatError(f"{source}: opens_stage does not match the search space's stage openers; "
+                                  f"{OTHER_TABLE}")
         gpu_table = self.meta.get("device", "cpu") == "cuda"  # tables before device metadata describe the CPU
         here = {"device_name": here_gpu_name()} if gpu_table else {"cpu_model": cpu_model()}
         here["torch_version"] = torch_version()
+        if not gpu_table and int(self.meta.get("threads", 1)) > available_cores():
+            here["threads"] = available_cores()
         other = {k: (self.meta.get(k), v) for k, v in here.items() if self.meta.get(k) != v}
         if other:
             detail = ", ".join(f"{k}: table {a!r} vs here {b!r}" for k, (a, b) in other.items())

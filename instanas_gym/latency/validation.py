@@ -59,7 +59,7 @@ def validate(
     """Compare the table's network latency with the clock on ``n_masks`` fresh masks
     (:func:`~instanas_gym.space.masks.spread_masks` drawn with ``seed``)."""
     masks = validation_masks(model.space, n_masks, seed)
-    measured = measure_masks(model, masks, int(table.meta.get("threads", 1)), repeats, progress)
+    measured = measure_masks(model, masks, table.threads, repeats, progress)
     predicted = np.asarray(table.network_ms(masks))
     return compare(predicted, measured) | {"predicted_ms": predicted.tolist(), "measured_ms": measured.tolist()}
 

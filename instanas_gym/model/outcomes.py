@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,18 +41,20 @@ import torch
 import torch.nn.functional as F
 
 from instanas_gym.model.supernet import Supernet
-from instanas_gym.space.data import ImageSet
+from instanas_gym.space.data import DATASETS, ImageSet
 from instanas_gym.space.masks import all_ops_mask, validate_mask
 from instanas_gym.space.search_space import MASK_SHAPE
 from instanas_gym.utils.checks import check_int
 from instanas_gym.utils.files import FileFormatError, atomic_write
-from instanas_gym.utils.paths import ASSETS, cache_dir
+from instanas_gym.utils.paths import cache_dir, in_package
 from instanas_gym.utils.runlog import progress_bar
 
 OUTCOMES_FORMAT = "instanas-outcomes-v2"
 Statistics = Literal["shared", "own"]
 STATISTICS = ("shared", "own")
 ARRAYS = ("masks", "prediction", "confidence", "probs", "loss")
+#: Largest key (bytes of its array) an outcomes file may hold: a key is a short JSON object.
+MAX_KEY_BYTES = 1 << 16
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -86,7 +89,7 @@ def outcomes_path(checkpoint: str | os.PathLike, split: str, statistics: Statist
     for a checkpoint inside the installed package (where nothing is written)."""
     path = Path(checkpoint)
     name = _name(path, split, statistics, tag)
-    if path.resolve().is_relative_to(ASSETS.resolve()):
+    if in_package(path):
         return cache_dir() / "outcomes" / name
     return path.with_name(name)
 
@@ -307,47 +310,92 @@ def write_outcomes(
     atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
 
 
+def damaged_hint(path: Path) -> str:
+    """What to do about the damaged outcomes file ``path``: compute the answers again (``rebuild=True``
+    writes a new file in its place, or in the cache for a file shipped in the package)."""
+    again = ("pass rebuild=True (OutcomeStore, or the lookup env's rebuild=True) to compute the answers again; they "
+             "are written to")
+    if in_package(path):
+        return f"{again} {cache_dir() / 'outcomes'} (the package's files are never written), or reinstall instanas-gym"
+    return f"{again} {path}, replacing it"
+
+
 def read_outcomes(path: str | os.PathLike, key: dict[str, Any] | None) -> tuple[dict[str, np.ndarray], int] | None:
     """The arrays of the outcomes file ``path`` and its image count n, or None when its key differs
     from ``key`` (stale; None: any key). A damaged file raises
-    :class:`~instanas_gym.utils.files.FileFormatError` naming it."""
+    :class:`~instanas_gym.utils.files.FileFormatError` naming it. Only the key is read before it is
+    compared, and the arrays' shapes and types (their headers) are checked before their data is read."""
     path = Path(path)
-    hint = "delete it to have it computed again"
+    hint = damaged_hint(path)
     try:
+        if not zipfile.is_zipfile(path):
+            raise FileFormatError(f"{path} is not an outcomes file (not a .npz archive); {hint}")
         with np.load(path, allow_pickle=False) as f:
+            if f.zip.getinfo("key.npy").file_size > MAX_KEY_BYTES:
+                raise FileFormatError(f"{path} is damaged: its key is larger than any key; {hint}")
             stored = json.loads(str(f["key"]))
+            if not isinstance(stored, dict) or stored.get("format") != OUTCOMES_FORMAT:
+                raise FileFormatError(f"{path} is not an outcomes file of format {OUTCOMES_FORMAT}; {hint}")
+            if key is not None and any(stored.get(name) != value for name, value in key.items()):
+                return None
+            _check_headers(path, stored, {name: _header(f.zip, name) for name in ARRAYS}, hint)
             arrays = {name: f[name] for name in ARRAYS}
-    except FileNotFoundError:
+    except (FileNotFoundError, FileFormatError):
         raise
     except Exception as err:  # any failure to parse the file means it is damaged
         raise FileFormatError(f"{path} is not a readable outcomes file ({type(err).__name__}: {err}); {hint}") from None
-    if not isinstance(stored, dict) or stored.get("format") != OUTCOMES_FORMAT:
-        raise FileFormatError(f"{path} is not an outcomes file of format {OUTCOMES_FORMAT}; {hint}")
-    if key is not None and any(stored.get(name) != value for name, value in key.items()):
-        return None
-    _check_arrays(path, stored, arrays, hint)
+    _check_values(path, arrays, hint)
     return arrays, int(stored["scored_images"])
 
 
-def _check_arrays(path: Path, stored: dict[str, Any], a: dict[str, np.ndarray], hint: str) -> None:
-    """Refuse arrays that do not fit together or hold impossible values."""
-    n = stored.get("scored_images")
-    images = stored.get("images")
-    m = len(a["masks"])
+def _header(archive: zipfile.ZipFile, name: str) -> tuple[tuple[int, ...], np.dtype]:
+    """The shape and dtype of the array ``name`` of an .npz archive, from its header alone."""
+    with archive.open(f"{name}.npy") as member:
+        version = np.lib.format.read_magic(member)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read(member)
+    return shape, dtype
+
+
+#: The dtype kind each array must have: unsigned / signed integers, floats.
+KINDS = {"masks": "ui", "prediction": "i", "confidence": "f", "probs": "f", "loss": "f"}
+
+
+def _check_headers(
+    path: Path, stored: dict[str, Any], h: dict[str, tuple[tuple[int, ...], np.dtype]], hint: str
+) -> None:
+    """Refuse arrays whose types and shapes do not fit together, the key and its data set."""
+    n, images = stored.get("scored_images"), stored.get("images")
+    dataset = stored.get("dataset")
+    classes = DATASETS[dataset].num_classes if isinstance(dataset, str) and dataset in DATASETS else None
+    m = h["masks"][0][0] if h["masks"][0] else -1
     problem = None
     if not isinstance(n, int) or not isinstance(images, int) or not 0 < n <= images:
-        problem = f"scored_images {n!r} is not in [1, images={images!r}]"
-    elif a["masks"].shape != (m, *MASK_SHAPE) or ((a["masks"] != 0) & (a["masks"] != 1)).any():
-        problem = f"masks are not 0/1 of shape (M, {MASK_SHAPE[0]}, {MASK_SHAPE[1]})"
-    elif a["prediction"].shape != (m, n) or a["confidence"].shape != (m, n) or a["loss"].shape != (n,):
+        problem = f"scored_images {n!r:.40} is not in [1, images={images!r:.40}]"
+    elif any(h[name][1].kind not in kinds for name, kinds in KINDS.items()):
+        problem = "an array is not of its type (" + ", ".join(f"{k}: {h[k][1]}" for k in KINDS) + ")"
+    elif h["masks"][0] != (m, *MASK_SHAPE):
+        problem = f"masks are not of shape (M, {MASK_SHAPE[0]}, {MASK_SHAPE[1]})"
+    elif h["prediction"][0] != (m, n) or h["confidence"][0] != (m, n) or h["loss"][0] != (n,):
         problem = f"prediction, confidence ({m}, {n}) and loss ({n},) expected"
-    elif a["probs"].ndim != 3 or a["probs"].shape[:2] != (m, n):
-        problem = f"probs ({m}, {n}, classes) expected"
-    elif m and ((a["prediction"] < 0) | (a["prediction"] >= a["probs"].shape[2])).any():
-        problem = f"a prediction is outside [0, {a['probs'].shape[2]})"
+    elif classes is None or h["probs"][0] != (m, n, classes):
+        problem = f"probs ({m}, {n}, {classes}) expected for data set {dataset!r:.40}, found {h['probs'][0]}"
+    if problem:
+        raise FileFormatError(f"{path} is damaged: {problem}; {hint}")
+
+
+def _check_values(path: Path, a: dict[str, np.ndarray], hint: str) -> None:
+    """Refuse arrays (of checked shapes) that hold impossible values."""
+    classes = a["probs"].shape[2]
+    problem = None
+    if ((a["masks"] != 0) & (a["masks"] != 1)).any():
+        problem = "masks hold values other than 0 and 1"
+    elif ((a["prediction"] < 0) | (a["prediction"] >= classes)).any():
+        problem = f"a prediction is outside [0, {classes})"
     elif not (np.isfinite(a["confidence"]).all() and np.isfinite(a["loss"]).all() and np.isfinite(a["probs"]).all()):
         problem = "it holds values that are not finite"
-    elif m and ((a["confidence"] < 0) | (a["confidence"] > 1)).any() or (a["loss"] < 0).any():
-        problem = "a confidence is outside [0, 1] or a loss is negative"
+    elif ((a["confidence"] < 0) | (a["confidence"] > 1)).any() or ((a["probs"] < 0) | (a["probs"] > 1)).any() \
+            or (a["loss"] < 0).any():
+        problem = "a confidence or probability is outside [0, 1] or a loss is negative"
     if problem:
         raise FileFormatError(f"{path} is damaged: {problem}; {hint}")

@@ -32,6 +32,7 @@ import torch.multiprocessing as mp
 
 from instanas_gym.model.supernet import ExecutionMode, Supernet, batch_masks, check_images
 from instanas_gym.space.search_space import MASK_SHAPE
+from instanas_gym.utils.checks import check_threads
 from instanas_gym.utils.runtime import tune_allocator
 
 
@@ -97,8 +98,8 @@ class ProcessPool:
     def __init__(
         self, model: Supernet, workers: int = 2, threads: int = 1, mode: ExecutionMode | None = None
     ) -> None:
-        if workers < 1 or threads < 1:
-            raise ValueError(f"workers and threads must be >= 1, got workers={workers}, threads={threads}")
+        check_threads("workers", workers)  # processes, one core each at the least
+        check_threads("threads", threads)
         snapshot = copy.deepcopy(model).eval()
         if mode is not None:
             snapshot.mode = mode

@@ -21,6 +21,7 @@ import gzip
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -81,8 +82,7 @@ class DataConfig:
     """Let torchvision download the data set where it is missing (needs internet)."""
 
     def __post_init__(self) -> None:
-        if self.root is not None and not isinstance(self.root, (str, os.PathLike)):
-            raise TypeError(f"data.root must be a path or None, got {self.root!r}")
+        check_data_root("data.root", self.root)
         if not isinstance(self.download, bool):
             raise TypeError(f"data.download must be True or False, got {self.download!r}")
 
@@ -109,6 +109,12 @@ class DataNotFoundError(FileNotFoundError):
     """A data set is not where we looked; the message says how to get it."""
 
 
+def check_data_root(name: str, root: Any) -> None:
+    """Refuse a data root that is not a path (str or os.PathLike) or None; TypeError names ``name``."""
+    if root is not None and not isinstance(root, (str, os.PathLike)):
+        raise TypeError(f"{name} must be a folder path (str or os.PathLike) or None, got {root!r:.80}")
+
+
 def get_spec(dataset: str) -> DatasetSpec:
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; expected one of {sorted(DATASETS)}")
@@ -118,6 +124,7 @@ def get_spec(dataset: str) -> DatasetSpec:
 def load_split(dataset: str, split: str, root: str | os.PathLike | None = None, download: bool = False) -> ImageSet:
     """Load one split of ``dataset`` ("cifar10", "cifar100", "fashion_mnist") into memory."""
     spec = get_spec(dataset)
+    check_data_root("root", root)
     if not isinstance(download, bool):
         raise TypeError(f"download must be True or False, got {download!r}")
     if split not in spec.splits:

@@ -126,7 +126,18 @@ class ArchitectureFamily:
     def from_dict(cls, data: dict[str, Any], source: str = "family") -> ArchitectureFamily:
         """The family of :meth:`to_dict`'s data; ``FileFormatError`` names ``source`` and the field."""
         if data.get("format") != FAMILY_FORMAT:
-            raise FileFormatError(f"{source}: field 'format' must be {FAMILY_FORMAT!r}, found {data.get('format')!r}; {HINT}")
+            raise FileFormatError(f"{source}: field 'format' must be {FAMILY_FORMAT!r}, "
+                                  f"found {data.get('format')!r:.80}; {HINT}")
+        ops = [op.name for op in OPS]
+        if data.get("ops") != ops:
+            raise FileFormatError(f"{source}: field 'ops' must name the search space's ops in order, {ops}, found "
+                                  f"{data.get('ops')!r:.120} (its masks' columns would mean other ops); {HINT}")
+        for name in ("dataset", "supernet"):
+            if data.get(name) is not None and not isinstance(data[name], str):
+                raise FileFormatError(f"{source}: field {name!r} must be text or null, "
+                                      f"found {data[name]!r:.80}; {HINT}")
+        if not isinstance(data.get("meta") or {}, dict):
+            raise FileFormatError(f"{source}: field 'meta' must be an object, found {data.get('meta')!r:.80}; {HINT}")
         arms = data.get("arms")
         if not isinstance(arms, list) or not arms:
             raise FileFormatError(f"{source}: field 'arms' must be a list of K >= 1 arms, found {arms!r:.80}; {HINT}")
@@ -165,6 +176,14 @@ def load_family(path: str | os.PathLike) -> ArchitectureFamily:
     """The family in the file ``path`` (of :func:`save_family`); errors name the file and the field."""
     path = Path(path)
     return ArchitectureFamily.from_dict(load_json(path, "architecture family file", HINT), str(path))
+
+
+def check_family_dataset(family: ArchitectureFamily, dataset: str, source: Any = None) -> None:
+    """Refuse a family chosen for another data set's supernet (when it names one); ``source``: the
+    family as given (its file, when a path, is named)."""
+    if family.dataset is not None and family.dataset != dataset:
+        where = f" {source}" if isinstance(source, (str, os.PathLike)) else ""
+        raise ValueError(f"family{where}: its architectures are of a {family.dataset} supernet, this one is {dataset}")
 
 
 def as_family(family: ArchitectureFamily | str | os.PathLike) -> ArchitectureFamily:

@@ -129,6 +129,9 @@ def load_mask(path: str | os.PathLike) -> np.ndarray:
         data = load_json(path, "mask file", hint)
         if data.get("format") != MASK_FORMAT or "mask" not in data:
             raise FileFormatError(f"{path} is not a mask file of format {MASK_FORMAT} (a 'mask' key expected); {hint}")
+        if "ops" in data and data["ops"] != [op.name for op in OPS]:
+            raise FileFormatError(f"{path}: its 'ops' are not the search space's, {[op.name for op in OPS]}, "
+                                  f"found {data['ops']!r:.120} (its columns would mean other ops); {hint}")
         arr = data["mask"]
     try:
         return validate_mask(arr, name=f"the mask in {path}")

@@ -1,9 +1,11 @@
 """Argument checks at the public boundary: each raises ``TypeError`` (wrong kind) or ``ValueError``
-(out of range) with a message that names the argument."""
+(out of range) with a message that names the argument. Nothing here imports torch (the ONNX Runtime
+engine uses these checks without it)."""
 
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 import numpy as np
@@ -42,3 +44,21 @@ def check_number(
         hi = "inf)" if high is None else f"{high:g}" + (")" if high_open else "]")
         raise ValueError(f"{name} must be a finite number in {lo}, {hi}, got {value!r}")
     return v
+
+
+def available_cores() -> int:
+    """The CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def check_threads(name: str, value: Any, optional: bool = False) -> int | None:
+    """``value`` as a thread count in [1, the cores this process may use]; None allowed if ``optional``.
+    More threads than cores only slow a job down, and a huge count makes OpenMP crash the process."""
+    threads = check_int(name, value, optional=optional)
+    cores = available_cores()
+    if threads is not None and threads > cores:
+        raise ValueError(f"{name} must be at most {cores} (the cores this machine gives the process), got {threads}")
+    return threads

@@ -43,6 +43,11 @@ DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 BUNDLED_DATASET = "fashion_mnist"
 
 
+def in_package(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is one of the files shipped inside the package (never written, never to be edited)."""
+    return Path(path).resolve().is_relative_to(ASSETS.resolve())
+
+
 def cache_dir() -> Path:
     """``$INSTANAS_CACHE``, else ``~/.cache/instanas_gym``."""
     env = os.environ.get("INSTANAS_CACHE")

@@ -3,33 +3,16 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any
 
-from instanas_gym.utils.checks import check_int
+from instanas_gym.utils.checks import available_cores, check_int, check_threads
 from instanas_gym.utils.devices import Precision, check_precision, resolve_device
 
 #: Largest seed accepted (numpy, torch and Python's generators all take it).
 MAX_SEED = 2**32 - 1
 
-
-def available_cores() -> int:
-    """The CPU cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
-def check_threads(name: str, value: Any, optional: bool = False) -> int | None:
-    """``value`` as a thread count in [1, the cores this process may use]; None allowed if ``optional``.
-    More threads than cores only slow a job down, and a huge count makes OpenMP crash the process."""
-    threads = check_int(name, value, optional=optional)
-    cores = available_cores()
-    if threads is not None and threads > cores:
-        raise ValueError(f"{name} must be at most {cores} (the cores this machine gives the process), got {threads}")
-    return threads
+__all__ = ["MAX_SEED", "RunConfig", "available_cores", "check_seed", "check_threads", "flat_settings"]
 
 
 def check_seed(name: str, value: Any) -> int:

@@ -321,6 +321,8 @@ class SupernetTrainer:
             with autocast(self.device, self.cfg.run.precision):
                 metrics = final_evaluation(self.model, self.test, self.cfg.eval_batch_size, self.cfg.run.seed,
                                            fixed=self.fixed)
+            if self.teacher_record is not None:
+                metrics["test_acc_teacher"] = self.teacher_record["test_acc"]
             state = load_checkpoint(self.ckpt_path)
             state["metrics"] = {"history": self.history, **metrics}
             atomic_save(state, self.ckpt_path)

@@ -20,9 +20,10 @@ from instanas_gym.latency import LatencyTable
 from instanas_gym.latency.calibration import calibrate
 from instanas_gym.latency.measure import measure_masks
 from instanas_gym.model.checkpoint import load_supernet, train_hint
-from instanas_gym.model.outcomes import OutcomeStore
+from instanas_gym.model.outcomes import STATISTICS, OutcomeStore, Statistics
+from instanas_gym.model.own_statistics import OwnStatistics
 from instanas_gym.model.supernet import EXECUTION_MODES, ExecutionMode, Supernet
-from instanas_gym.space.data import ImageSet, check_data_root, get_spec, load_split
+from instanas_gym.space.data import ImageSet, check_data_root, get_spec, load_split, statistics_split
 from instanas_gym.space.masks import spread_masks
 from instanas_gym.utils.checks import check_int, check_threads
 from instanas_gym.utils.devices import autocast, check_precision, cpu_copy, resolve_device
@@ -76,6 +77,9 @@ class InstaNASBandit:
         precision: "fp32" (default) or "bf16" (bfloat16 autocast of the supernet's forward pass).
         threads: torch intra-op threads (process-wide), at most the cores this process may use; None
             leaves torch's setting.
+        bn_statistics: the BatchNorm statistics of single architectures run alone (family arms in lookup
+            mode, :meth:`outcome_store`): "shared" (the supernet's) or "own" (each architecture's,
+            :meth:`own_statistics`). :meth:`evaluate` runs per-image masks, always with the shared ones.
     """
 
     def __init__(
@@ -92,8 +96,14 @@ class InstaNASBandit:
         device: str = "cpu",
         threads: int | None = None,
         precision: str = "fp32",
+        bn_statistics: Statistics = "shared",
     ) -> None:
         _check_args(dataset, mode, threads, download, data_root)
+        if bn_statistics not in STATISTICS:
+            raise ValueError(f"bn_statistics must be one of {STATISTICS}, got {bn_statistics!r}")
+        self.bn_statistics: Statistics = bn_statistics
+        self._data_source = (None if data_root is None else str(data_root), download)
+        self._own: OwnStatistics | None = None
         self.device = resolve_device(device)
         self.precision = check_precision(precision)
         reward_cfg = RewardConfig.coerce(reward)
@@ -124,11 +134,21 @@ class InstaNASBandit:
         self.macs_table = self.model.space.op_macs
 
     def outcome_store(self, **kwargs: Any) -> OutcomeStore:
-        """The store of single architectures' outcomes on this split
+        """The store of single architectures' outcomes on this split, with this bandit's ``bn_statistics``
         (:class:`~instanas_gym.model.outcomes.OutcomeStore`, kept beside the supernet's checkpoint;
         in memory only for a supernet given as an object); ``kwargs``: its ``batch_size``,
         ``progress``, ``rebuild``."""
-        return OutcomeStore(self.model, self.supernet_path, self.data, **kwargs)
+        own = self.own_statistics(kwargs.get("progress", True)) if self.bn_statistics == "own" else None
+        return OutcomeStore(self.model, self.supernet_path, self.data, self.bn_statistics, own=own, **kwargs)
+
+    def own_statistics(self, progress: bool = True) -> OwnStatistics:
+        """Each architecture's own BatchNorm statistics (:class:`~instanas_gym.model.own_statistics.OwnStatistics`,
+        default settings), estimated on the data set's training images
+        (:func:`~instanas_gym.space.data.statistics_split`) and kept beside the supernet's checkpoint."""
+        if self._own is None:
+            split = cached_split(self.dataset, statistics_split(self.dataset), *self._data_source)
+            self._own = OwnStatistics(self.model, self.supernet_path, split, progress=progress)
+        return self._own
 
     @property
     def num_images(self) -> int:

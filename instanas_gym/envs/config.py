@@ -49,6 +49,11 @@ class EnvConfig:
     table speed); else the supernet runs at every step."""
     stages: int = 3
     """The cascade view: at most this many architectures run per image."""
+    bn_statistics: Literal["shared", "own"] = "shared"
+    """BatchNorm statistics of single architectures run alone (the family view's arms in lookup mode,
+    the stored outcomes that judging reads): "shared" (the supernet's) or "own" (each architecture's,
+    estimated once on training images and kept beside the supernet). Per-image masks always run with
+    the shared ones; infos say which in ``bn_statistics``."""
 
     def __post_init__(self) -> None:
         if self.env_id not in instanas_gym.ENV_IDS:
@@ -59,6 +64,11 @@ class EnvConfig:
         if not isinstance(self.lookup, bool):
             raise TypeError(f"env.lookup must be True or False, got {self.lookup!r}")
         check_int("env.stages", self.stages)
+        if self.bn_statistics not in ("shared", "own"):
+            raise ValueError(f"env.bn_statistics must be 'shared' or 'own', got {self.bn_statistics!r}")
+        if self.bn_statistics == "own" and not self.lookup:
+            raise ValueError("env.bn_statistics='own' needs env.lookup=True: the arms run with their own BatchNorm "
+                             "statistics from the stored outcomes; the live view runs the shared ones")
 
     @property
     def dataset(self) -> str:
@@ -75,7 +85,8 @@ class EnvConfig:
                  "latency_table": self.latency_table}
         where = {} if run is None else {"device": run.device, "precision": run.precision, "threads": run.threads}
         return {k: v for k, v in paths.items() if v is not None} | {
-            "reward": self.reward, "latency_backend": self.latency_backend, "download": self.data.download} | where
+            "reward": self.reward, "latency_backend": self.latency_backend, "download": self.data.download,
+            "bn_statistics": self.bn_statistics} | where
 
     def make_vec(self, num_envs: int, run: RunConfig | None = None, **extra: Any) -> gym.vector.VectorEnv:
         """The native batched vector env with ``num_envs`` sub-environments."""

@@ -55,7 +55,9 @@ def family_for(env: gym.Env | VectorEnv, family: ArchitectureFamily | str | os.P
 
 
 class FamilyAction(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
-    """Take arm k in ``Discrete(K)`` and pass the family's mask k on; ``info["arm"]`` is k.
+    """Take arm k in ``Discrete(K)`` and pass the family's mask k on; ``info["arm"]`` is k and
+    ``info["bn_statistics"]`` "shared": the live supernet runs every arm with its shared BatchNorm
+    statistics (arms with their own run in lookup mode, :mod:`instanas_gym.envs.lookup`).
 
     Args:
         env: an env with ``MultiBinary((17, 5))`` actions (``gymnasium.make("InstaNAS-FashionMNIST-v0")``).
@@ -74,12 +76,13 @@ class FamilyAction(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
     def step(self, action: Any):
         arm = int(check_arms(action, self.family.k))
         obs, reward, terminated, truncated, info = self.env.step(self.family.masks[arm])
-        return obs, reward, terminated, truncated, {**info, "arm": arm}
+        return obs, reward, terminated, truncated, {**info, "arm": arm, "bn_statistics": "shared"}
 
 
 class FamilyVectorAction(VectorActionWrapper):
     """The vector counterpart of :class:`FamilyAction`: ``MultiDiscrete([K] * num_envs)`` actions;
-    each step's arms are in ``info["final_info"]["arm"]`` (with ``"_arm"``), beside the step's other infos.
+    each step's arms are in ``info["final_info"]["arm"]`` (with ``"_arm"``), beside the step's other infos
+    and ``"bn_statistics"`` ("shared", as for :class:`FamilyAction`).
 
     Args:
         env: :class:`~instanas_gym.envs.vector.InstaNASVectorEnv` (``gymnasium.make_vec(id, num_envs,
@@ -99,7 +102,9 @@ class FamilyVectorAction(VectorActionWrapper):
     def step(self, actions: Any):
         arms = check_arms(actions, self.family.k, (self.num_envs,), "actions")
         obs, rewards, terminated, truncated, info = self.env.step(self.family.masks[arms])
-        info["final_info"].update(arm=arms, _arm=np.ones(self.num_envs, dtype=bool))
+        every = np.ones(self.num_envs, dtype=bool)
+        info["final_info"].update(arm=arms, _arm=every, bn_statistics=np.full(self.num_envs, "shared", dtype=object),
+                                  _bn_statistics=every.copy())
         return obs, rewards, terminated, truncated, info
 
     def evaluate_current_arms(self, arms: Any) -> dict[str, Any]:

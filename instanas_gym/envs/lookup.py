@@ -28,7 +28,9 @@ class FamilyLookup(InstaNASBandit):
             path: the outcomes are kept beside it, :class:`~instanas_gym.model.outcomes.OutcomeStore`).
 
     The arms' outcomes on the whole split are read from the supernet's outcomes file, computed first
-    where it lacks them; the bandit's own :meth:`evaluate` still runs the supernet on any mask.
+    where it lacks them, each arm run alone with the BatchNorm statistics ``bn_statistics`` says
+    ("shared", or "own": each arm's own, estimated once on training images); every result says which
+    in ``bn_statistics``. The bandit's own :meth:`evaluate` still runs the supernet on any mask.
     """
 
     def __init__(
@@ -59,10 +61,13 @@ class FamilyLookup(InstaNASBandit):
 
     def evaluate_arms(self, indices: np.ndarray, arms: np.ndarray) -> dict[str, Any]:
         """:meth:`evaluate` of images ``indices`` (B,) under the family's masks ``arms`` (B,), by lookup:
-        the same arrays and constants, from the stored outcomes and the current table and bounds."""
+        the same arrays and constants, from the stored outcomes and the current table and bounds, and
+        ``bn_statistics``, the statistics the arms ran with."""
         arch = {name: value[arms] for name, value in self.arm_figures().items()}
         out = self.outcomes
-        return self.outcome(indices, out.prediction[arms, indices], out.confidence[arms, indices], arch)
+        result = self.outcome(indices, out.prediction[arms, indices], out.confidence[arms, indices], arch)
+        result["bn_statistics"] = self.bn_statistics
+        return result
 
 
 class FamilyLookupVectorEnv(InstaNASVectorEnv):
@@ -71,7 +76,7 @@ class FamilyLookupVectorEnv(InstaNASVectorEnv):
     What :class:`~instanas_gym.envs.family.FamilyVectorAction` over
     :class:`~instanas_gym.envs.vector.InstaNASVectorEnv` returns, for the same seeds and arms: the same
     images, rewards (the same reward code, with the current table's latencies and the current
-    annealed bounds), terminations and infos (``info["final_info"]["arm"]`` included), with the
+    annealed bounds), terminations and infos (``info["final_info"]["arm"]`` and ``["bn_statistics"]`` included), with the
     supernet run once per (arm, image) beforehand instead of at every step
     (:class:`FamilyLookup`: the outcomes are read from the supernet's outcomes file, computed first
     where it lacks them). ``set_latency_bounds``, ``bandit.reward.anneal``,

@@ -357,7 +357,7 @@ def compare_agents(cfg: CompareConfig) -> dict[str, dict[str, float]]:
         summary[agent] = {k: float(np.mean([r[k] for r in results])) for k in common}
         summary[agent] |= {f"{k}_std": float(np.std([r[k] for r in results])) for k in common}
     family = "" if arms is None else f"; family of {arms.family.k} arms ({arms.source.name}, " + \
-        ("lookup" if cfg.env.lookup else "live") + ")"
+        ("lookup" if cfg.env.lookup else "live") + f", the arms' {cfg.env.bn_statistics} BatchNorm statistics)"
     atomic_write_text(
         out / "summary.md",
         f"{cfg.env.env_id}, {len(cfg.seeds)} seed{'s' * (len(cfg.seeds) != 1)}, {cfg.total_steps} env steps each{family}; test split"

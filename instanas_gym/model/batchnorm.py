@@ -113,21 +113,32 @@ def freeze_bn(model: torch.nn.Module) -> None:
     for m in batch_norms(model):
         m.eval()
 
-def recalibrate_bn(
-    model: Supernet, data: ImageSet, mask: np.ndarray, batches: int = 20, batch_size: int = 128, seed: int = 0
-) -> Supernet:
-    """A copy of ``model`` in eval mode whose BatchNorm running statistics are re-estimated for one
-    architecture, as Once-for-All does; ``model`` itself is left untouched.
+def own_bn_state(
+    work: Supernet, data: ImageSet, mask: np.ndarray, batches: int = 20, batch_size: int = 128, seed: int = 0
+) -> dict[str, torch.Tensor]:
+    """BatchNorm statistics of one architecture alone, as Once-for-All estimates them: the running
+    statistics (state-dict name -> CPU tensor: ``running_mean``, ``running_var``,
+    ``num_batches_tracked``) of every BatchNorm that ``mask`` runs, each the plain average over
+    ``batches`` batches of ``batch_size`` images of ``data`` (:func:`estimate_bn`, seeded by ``seed``).
 
-    The statistics of the BatchNorms that ``mask`` runs become the plain average over ``batches``
-    batches of ``batch_size`` images of ``data`` (:func:`estimate_bn`); every other BatchNorm keeps
-    the shared statistics.
+    ``work``'s running statistics are overwritten (pass a copy of the supernet); it is left in eval mode.
     """
     if batches < 1:
         raise ValueError(f"batches must be >= 1, got {batches}")
+    estimate_bn(work, data, [mask] * batches, batch_size, seed)
+    return {f"{name}.{buffer}": value.detach().cpu().clone()
+            for name, m in work.named_modules() if isinstance(m, torch.nn.BatchNorm2d) and m.num_batches_tracked.item() > 0
+            for buffer, value in m.named_buffers()}
+
+
+def recalibrate_bn(
+    model: Supernet, data: ImageSet, mask: np.ndarray, batches: int = 20, batch_size: int = 128, seed: int = 0
+) -> Supernet:
+    """A copy of ``model`` in eval mode whose BatchNorms that ``mask`` runs hold statistics of their
+    own (:func:`own_bn_state`); every other BatchNorm keeps the shared statistics and ``model`` itself
+    is left untouched."""
     calibrated = copy.deepcopy(model)
-    estimate_bn(calibrated, data, [mask] * batches, batch_size, seed)
-    for m, original in zip(batch_norms(calibrated), batch_norms(model)):
-        if m.num_batches_tracked.item() == 0:  # not run under this mask: keep the shared statistics
-            m.load_state_dict(original.state_dict())
-    return calibrated
+    own = own_bn_state(calibrated, data, mask, batches, batch_size, seed)
+    calibrated.load_state_dict(model.state_dict())
+    calibrated.load_state_dict(own, strict=False)
+    return calibrated.eval()

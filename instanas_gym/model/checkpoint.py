@@ -104,5 +104,5 @@ def load_supernet(path: str | os.PathLike, mode: ExecutionMode = "dynamic") -> t
 def export_supernet(src: str | os.PathLike, dest: str | os.PathLike) -> None:
     """Copy a training checkpoint without its resume state (optimizer, scheduler, RNG): for shipping."""
     ckpt = load_checkpoint(src)
-    keep = ("format", *KEYS, "metrics", "config", "epoch")
+    keep = ("format", *KEYS, "metrics", "config", "epoch", "train_mask", "teacher")
     atomic_save({k: ckpt[k] for k in keep if k in ckpt}, dest)

@@ -14,7 +14,9 @@ The file (format ``"instanas-outcomes-v2"``) lies beside the supernet checkpoint
 bundled supernet, whose shipped files never change) what is added goes to
 ``$INSTANAS_CACHE/outcomes/`` instead. Its arrays, for M architectures on the split's first n images:
 
-    key         JSON: format, supernet_sha256, dataset, split, images (N), data_sha256, statistics, scored_images (n)
+    key         JSON: format, supernet_sha256, dataset, split, images (N), data_sha256, statistics, scored_images (n),
+                and with statistics "own" own_statistics: how they were estimated (split, images,
+                data_sha256, batches, batch_size, seed; :mod:`instanas_gym.model.own_statistics`)
     masks       uint8 (M, 17, 5): the effective masks (the ops that really run), in the order added
     prediction  int16 (M, n); confidence float32 (M, n), the softmax probability of the prediction
     probs       float16 (M, n, C): the softmax output
@@ -27,7 +29,6 @@ wrong shape, values out of range) raises :class:`~instanas_gym.utils.files.FileF
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import zipfile
@@ -40,13 +41,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from instanas_gym.model.own_statistics import OwnStatistics
 from instanas_gym.model.supernet import Supernet
-from instanas_gym.space.data import DATASETS, ImageSet
+from instanas_gym.space.data import DATASETS, ImageSet, data_sha256
 from instanas_gym.space.masks import all_ops_mask, validate_mask
 from instanas_gym.space.search_space import MASK_SHAPE
 from instanas_gym.utils.checks import check_int
-from instanas_gym.utils.files import FileFormatError, atomic_write
-from instanas_gym.utils.paths import cache_dir, in_package
+from instanas_gym.utils.files import FileFormatError, atomic_write, file_sha256
+from instanas_gym.utils.paths import beside_checkpoint, cache_dir, in_package
 from instanas_gym.utils.runlog import progress_bar
 
 OUTCOMES_FORMAT = "instanas-outcomes-v2"
@@ -55,22 +57,6 @@ STATISTICS = ("shared", "own")
 ARRAYS = ("masks", "prediction", "confidence", "probs", "loss")
 #: Largest key (bytes of its array) an outcomes file may hold: a key is a short JSON object.
 MAX_KEY_BYTES = 1 << 16
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """SHA-256 (hex) of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def data_sha256(data: ImageSet) -> str:
-    """SHA-256 (hex) of a split's images and labels."""
-    h = hashlib.sha256(np.ascontiguousarray(data.images).tobytes())
-    h.update(np.ascontiguousarray(data.labels).tobytes())
-    return h.hexdigest()
 
 
 def outcomes_key(checkpoint: str | os.PathLike, data: ImageSet, statistics: Statistics = "shared") -> dict[str, Any]:
@@ -87,11 +73,7 @@ def _name(checkpoint: Path, split: str, statistics: Statistics, tag: str) -> str
 def outcomes_path(checkpoint: str | os.PathLike, split: str, statistics: Statistics = "shared", tag: str = "") -> Path:
     """The outcomes file of ``checkpoint`` on ``split``: beside it, or in ``$INSTANAS_CACHE/outcomes/``
     for a checkpoint inside the installed package (where nothing is written)."""
-    path = Path(checkpoint)
-    name = _name(path, split, statistics, tag)
-    if in_package(path):
-        return cache_dir() / "outcomes" / name
-    return path.with_name(name)
+    return beside_checkpoint(checkpoint, _name(Path(checkpoint), split, statistics, tag), "outcomes")
 
 
 def shipped_outcomes_path(checkpoint: str | os.PathLike, split: str, statistics: Statistics = "shared",
@@ -186,8 +168,10 @@ class OutcomeStore:
         checkpoint: the file ``model`` was loaded from; None keeps the outcomes in memory only (a
             supernet being trained has no file).
         data: the split.
-        statistics: which BatchNorm statistics ran ("shared", or "own": each architecture's own),
-            part of the file's name and key.
+        statistics: which BatchNorm statistics ran: "shared" (the supernet's), or "own" (each
+            architecture's, from ``own``); part of the file's name and key.
+        own: the architectures' own statistics (:class:`~instanas_gym.model.own_statistics.OwnStatistics`
+            of ``model``), with statistics="own" only; how they were estimated joins the key.
         batch_size: images per supernet call.
         progress: show a progress bar while computing.
         rebuild: recompute whatever is asked for, even when the file holds it.
@@ -198,13 +182,18 @@ class OutcomeStore:
     def __init__(
         self, model: Supernet, checkpoint: str | os.PathLike | None, data: ImageSet, statistics: Statistics = "shared",
         batch_size: int = 256, progress: bool = True, rebuild: bool = False, tag: str = "",
+        own: OwnStatistics | None = None,
     ) -> None:
         if statistics not in STATISTICS:
             raise ValueError(f"statistics must be one of {STATISTICS}, got {statistics!r}")
-        self.model, self.data, self.statistics = model, data, statistics
+        if (statistics == "own") != (own is not None):
+            raise ValueError(f"statistics={statistics!r} and own (the architectures' own BatchNorm statistics, an "
+                             f"OwnStatistics) go together, got own={'None' if own is None else 'OwnStatistics'}")
+        self.model, self.data, self.statistics, self.own = model, data, statistics, own
         self.batch_size, self.progress = check_int("batch_size", batch_size), progress
         self.checkpoint = None if checkpoint is None else Path(checkpoint)
-        self.key = None if self.checkpoint is None else outcomes_key(self.checkpoint, data, statistics)
+        self.key = None if self.checkpoint is None else outcomes_key(self.checkpoint, data, statistics) | (
+            {} if own is None else {"own_statistics": own.settings})
         self.tag = tag
         self.path = None if self.checkpoint is None else outcomes_path(self.checkpoint, data.split, statistics, tag)
         self._rows: dict[bytes, dict[str, np.ndarray]] = {}
@@ -254,19 +243,26 @@ class OutcomeStore:
         if not todo and self._loss is not None:
             return
         n = self._n  # every kept row covers the same images
+        if self.own is not None:  # every statistic first: one estimate run, one file write
+            self.own.ensure(np.stack([np.frombuffer(k, np.uint8).reshape(MASK_SHAPE) for k in todo] + [all_ops_mask()]))
         with progress_bar(disable=not self.progress) as bar:
             task = bar.add_task(f"answers of {len(todo)} architectures on {n} {self.data.split} images",
                                 total=len(todo) + (self._loss is None), stats="")
             for key in todo:
-                a = answers(self.model, self.data, np.frombuffer(key, np.uint8).reshape(MASK_SHAPE), self.batch_size, n)
+                mask = np.frombuffer(key, np.uint8).reshape(MASK_SHAPE)
+                a = answers(self._network(mask), self.data, mask, self.batch_size, n)
                 self._rows[key] = {"prediction": a["prediction"].astype(np.int16),
                                    "confidence": a["confidence"].astype(np.float32),
                                    "probs": a["probs"].astype(np.float16)}
                 bar.advance(task)
             if self._loss is None:
-                self._loss = answers(self.model, self.data, all_ops_mask(), self.batch_size, n)["loss"]
+                self._loss = answers(self._network(all_ops_mask()), self.data, all_ops_mask(), self.batch_size, n)["loss"]
                 bar.advance(task)
         self._write()
+
+    def _network(self, mask: np.ndarray) -> Supernet:
+        """The supernet to run ``mask`` alone with: with its own statistics when statistics="own"."""
+        return self.model if self.own is None else self.own.network(mask)
 
     def get(self, masks: np.ndarray, n: int | None = None) -> Outcomes:
         """The answers of each mask of ``masks`` (M, 17, 5) run alone on the first ``n`` images (all

@@ -18,6 +18,7 @@ Where data comes from: the data root is ``root``, else ``$INSTANAS_DATA``, else
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,6 +104,20 @@ class ImageSet:
     def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Images as uint8 NCHW tensor and labels as int64 tensor (shared memory, no copy of labels)."""
         return torch.from_numpy(self.images).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(self.labels)
+
+
+def data_sha256(data: ImageSet) -> str:
+    """SHA-256 (hex) of a split's images and labels."""
+    h = hashlib.sha256(np.ascontiguousarray(data.images).tobytes())
+    h.update(np.ascontiguousarray(data.labels).tobytes())
+    return h.hexdigest()
+
+
+def statistics_split(dataset: str) -> str:
+    """The training split that BatchNorm statistics of single architectures are estimated on:
+    "search" where the data set has one (Fashion-MNIST: training images that ship in the package),
+    else "train"."""
+    return "search" if "search" in get_spec(dataset).splits else "train"
 
 
 class DataNotFoundError(FileNotFoundError):

@@ -17,7 +17,8 @@ MaskSampling = Literal["paper", "mixed", "mobilenetv2", "fixed", "sandwich"]
 MASK_SAMPLING = ("paper", "mixed", "mobilenetv2", "fixed", "sandwich")
 #: Settings that may differ between a run and its resume; every other one must match.
 RESUMABLE_CHANGES = ("resume", "run.out", "run.threads", "run.device", "checkpoint_every", "eval_subset",
-                     "eval_batch_size", "data.root", "data.download")
+                     "eval_batch_size", "data.root", "data.download", "probe_images", "probe_table",
+                     "teacher", "teacher_mask")  # the teacher's file and architecture are checked by content
 #: Where settings of older checkpoints (flat) live now.
 MOVED = {"seed": "run.seed", "threads": "run.threads", "device": "run.device", "precision": "run.precision",
          "out": "run.out", "data_root": "data.root", "download": "data.download"}
@@ -52,7 +53,20 @@ class TrainConfig:
     sandwich_random: int = 2
     """Random networks per sandwich step (mask_sampling="sandwich")."""
     distill: bool = True
-    """Sandwich: every network but the largest learns the largest's soft predictions, not the labels."""
+    """Sandwich: every network but the largest learns the largest's soft predictions (or, with a
+    teacher, every network the teacher's), not the labels."""
+    teacher: str | None = None
+    """Sandwich: a supernet checkpoint whose architecture ``teacher_mask`` (trained alone) is a fixed
+    teacher: every sampled network learns its soft predictions (KL), the largest also the labels
+    (``label_weight``); it runs in eval mode without gradients, and only its path and file SHA-256
+    join the checkpoint (a resume with another teacher file is refused). None: in-place distillation."""
+    teacher_mask: str | None = None
+    """Mask file of the teacher's architecture; None: the mask the teacher checkpoint was trained on
+    alone if it stores one, else its MobileNetV2 path."""
+    distill_temperature: float = 1.0
+    """Temperature of the distillation (KL of softened predictions, x T^2)."""
+    label_weight: float = 0.5
+    """With a teacher, the largest network's loss: label_weight x CE(labels) + (1 - label_weight) x KL(teacher)."""
     bn_stats: Literal["batch", "frozen"] = "batch"
     """"batch": BatchNorm normalises with batch statistics while training (its running statistics
     average whatever masks ran); "frozen": the shared running statistics are re-estimated once at
@@ -71,6 +85,12 @@ class TrainConfig:
     eval_subset: int | None = None
     """First N test images only in the final evaluation."""
     eval_batch_size: int = 256
+    probe_images: int = 0
+    """After every epoch, score the probe architectures (instanas_gym.space.family.probe_masks) and
+    per-image Bernoulli(0.5) masks on the first N test images, shared statistics: logged, kept in the
+    checkpoint's history and in ``out/probes.csv`` (0: no probes)."""
+    probe_table: str | None = None
+    """Latency table whose fastest mask joins the probes; None: the dataset's default eager-PyTorch table."""
     channels_last: bool = True
     """channels_last memory format (~1.7x faster training on CPU)."""
     checkpoint_every: int = 200
@@ -97,6 +117,14 @@ class TrainConfig:
             raise ValueError(f"bn_stats must be 'batch' or 'frozen', got {self.bn_stats!r}")
         if (self.mask_sampling == "fixed") != (self.fixed_mask is not None):
             raise ValueError("mask_sampling='fixed' and fixed_mask (a mask file) go together")
+        check_int("probe_images", self.probe_images, minimum=0)
+        check_number("distill_temperature", self.distill_temperature, low=0, low_open=True)
+        check_number("label_weight", self.label_weight, low=0, high=1)
+        if self.teacher is not None and (self.mask_sampling != "sandwich" or not self.distill):
+            raise ValueError(f"teacher: a fixed teacher teaches the sandwich's networks; it needs "
+                             f"mask_sampling='sandwich' and distill=True, got {self.mask_sampling!r}, {self.distill}")
+        if self.teacher_mask is not None and self.teacher is None:
+            raise ValueError("teacher_mask chooses the teacher's architecture: give teacher (a checkpoint) too")
 
 
 def check_resume(cfg: TrainConfig, path: Path) -> None:

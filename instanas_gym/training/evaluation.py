@@ -6,9 +6,11 @@ from collections.abc import Callable
 
 import numpy as np
 
+from instanas_gym.latency import LatencyTable
 from instanas_gym.model.outcomes import correct_per_image
 from instanas_gym.model.supernet import Supernet
 from instanas_gym.space.data import ImageSet
+from instanas_gym.space.family import probe_masks
 from instanas_gym.space.masks import all_ops_mask, mobilenetv2_mask, random_masks
 
 
@@ -33,3 +35,18 @@ def final_evaluation(
     if fixed is not None:
         out["test_acc_fixed"] = evaluate(model, test, fixed, batch_size)
     return out
+
+
+def probe_accuracies(
+    model: Supernet, data: ImageSet, table: LatencyTable, batch_size: int = 256, seed: int = 0,
+    share: tuple[int, int] = (0, 1),
+) -> dict[str, float]:
+    """Accuracy (fraction) on ``data`` of each probe architecture (:func:`~instanas_gym.space.family.probe_masks`
+    of ``table``, seed 0) and of per-image Bernoulli(0.5) masks (``"per_image_0.5"``, drawn with
+    ``seed``), with the shared BatchNorm statistics: the curves that say when training has flattened.
+    ``share`` = (k, n): only every n-th of them from the k-th on (n processes split the work)."""
+    k, n = share
+    todo = [*probe_masks(table, 0), ("per_image_0.5", None)][k::n]
+    rng = np.random.default_rng(seed)
+    return {name: evaluate(model, data, mask if mask is not None else lambda b: random_masks(rng, b, 0.5, min_ops=1),
+                           batch_size) for name, mask in todo}

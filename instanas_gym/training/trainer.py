@@ -9,14 +9,20 @@ Each batch runs under random per-image masks (``mask_sampling``):
 * ``"mixed"``: masks from single-op to dense (:func:`~instanas_gym.space.masks.mixed_masks`), e.g. to
   fine-tune with ``init_from``;
 * ``"mobilenetv2"`` / ``"fixed"``: one architecture only (a plain MobileNetV2, or ``fixed_mask``);
-* ``"sandwich"``: the sandwich rule with in-place distillation (:mod:`instanas_gym.training.sandwich`): per
-  batch the largest network, the smallest and ``sandwich_random`` random ones (single-op,
-  same-op-everywhere and Bernoulli masks), one optimizer step on their summed gradients; one process.
+* ``"sandwich"``: the sandwich rule (:mod:`instanas_gym.training.sandwich`): per batch the largest
+  network, the smallest and ``sandwich_random`` random ones (single-op, same-op-everywhere and
+  Bernoulli masks), one optimizer step on their summed gradients; in-place distillation from the
+  largest network, or, with ``teacher``, distillation from a fixed network trained alone
+  (:mod:`instanas_gym.training.teacher`; its accuracy, MACs and img/s are logged at the start). Under
+  torchrun each rank draws its own members from its own generator and the gradients are averaged
+  over the ranks (:func:`~instanas_gym.training.distributed.average_gradients`).
 
 ``bn_stats="frozen"`` (for fine-tuning a trained supernet) re-estimates the shared BatchNorm
 statistics once over the sandwich's masks and trains the weights with them held fixed: a per-image
 mask at inference is normalised exactly as in training, whatever its density, instead of by an
 average of dense and sparse masks' statistics that fits neither.
+
+With ``probe_images`` the probe architectures are scored after every epoch (``out/probes.csv``).
 
 SGD with Nesterov momentum and a per-step cosine learning rate. Checkpoints (``last.pt`` in ``out``)
 hold the weights, search-space config, dataset, position (epoch, batch), the running sums of the
@@ -41,10 +47,12 @@ import torch.nn.functional as F
 from rich.console import Console
 from torch.utils.data import DistributedSampler
 
+from instanas_gym.latency import LatencyTable
 from instanas_gym.model.batchnorm import estimate_bn, freeze_bn, shared_bn_masks
 from instanas_gym.model.checkpoint import load_checkpoint, supernet_state
 from instanas_gym.model.supernet import Supernet
 from instanas_gym.space.data import ImageSet, augment, load_split
+from instanas_gym.space.family import probe_masks
 from instanas_gym.space.masks import (
     fastest_mask,
     load_mask,
@@ -57,12 +65,14 @@ from instanas_gym.space.masks import (
 from instanas_gym.space.search_space import SearchSpace
 from instanas_gym.training import distributed
 from instanas_gym.training.config import TrainConfig, check_resume
-from instanas_gym.training.evaluation import final_evaluation
+from instanas_gym.training.evaluation import final_evaluation, probe_accuracies
 from instanas_gym.training.sandwich import sandwich_step
+from instanas_gym.training.teacher import Teacher, check_resumed_teacher
 from instanas_gym.utils.devices import autocast, resolve_device, to_device
 from instanas_gym.utils.display import metrics_table
 from instanas_gym.utils.files import atomic_save
-from instanas_gym.utils.runlog import progress_bar
+from instanas_gym.utils.paths import default_latency_table
+from instanas_gym.utils.runlog import progress_bar, write_csv
 from instanas_gym.utils.runtime import tune_allocator
 
 
@@ -88,13 +98,21 @@ class SupernetTrainer:
         torch.set_num_threads(cfg.run.threads)
         self.ckpt_path = Path(cfg.run.out) / "last.pt"
         self.train = _subset(load_split(cfg.dataset, "train", cfg.data.root, cfg.data.download), cfg.train_subset)
-        self.test = _subset(load_split(cfg.dataset, "test", cfg.data.root, cfg.data.download), cfg.eval_subset)
-        if cfg.mask_sampling == "sandwich" and self.world > 1:
-            raise ValueError(f"mask_sampling='sandwich' runs on one process, got world size {self.world}")
+        test = load_split(cfg.dataset, "test", cfg.data.root, cfg.data.download)
+        self.test, self.probe_test = _subset(test, cfg.eval_subset), _subset(test, cfg.probe_images)
         self.fixed = load_mask(cfg.fixed_mask) if cfg.fixed_mask else None
         self.model = self._build_model()
+        self.probe_table = None if not cfg.probe_images else LatencyTable.load(
+            cfg.probe_table or default_latency_table(cfg.dataset, "torch"), self.model.space)
         self.smallest = fastest_mask(*mac_costs(self.model.space))  # the sandwich's smallest network
-        self.net = distributed.wrap(self.model, self.world, self.device)
+        self.teacher = None if cfg.teacher is None else Teacher(cfg.teacher, cfg.teacher_mask, cfg.dataset,
+                                                                self.model.space, self.device, self.memory_format)
+        self.teacher_record: dict[str, Any] | None = None
+        if cfg.mask_sampling == "sandwich":  # several networks per step: gradients averaged after all of them
+            distributed.broadcast_module(self.model, self.world)
+            self.net: torch.nn.Module = self.model
+        else:
+            self.net = distributed.wrap(self.model, self.world, self.device)
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                          weight_decay=cfg.weight_decay, nesterov=True)
         self.sampler = DistributedSampler(range(len(self.train)), num_replicas=self.world, rank=self.rank,
@@ -140,7 +158,7 @@ class SupernetTrainer:
             epoch=self.epoch, batch_in_epoch=self.batch_in_epoch, epoch_sums=sums,
             optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
             rng={"augment": aug_states, "masks": mask_states, "torch": torch.get_rng_state()},
-            metrics={"history": self.history},
+            metrics={"history": self.history}, teacher=self.teacher_record,
         )
         atomic_save(state, self.ckpt_path)
 
@@ -156,8 +174,11 @@ class SupernetTrainer:
         self.aug_gen.set_state(ckpt["rng"]["augment"][self.rank])
         self.mask_rng.bit_generator.state = ckpt["rng"]["masks"][self.rank]
         torch.set_rng_state(ckpt["rng"]["torch"])
+        check_resumed_teacher(ckpt.get("teacher"), self.teacher, self.ckpt_path)
+        self.teacher_record = ckpt.get("teacher")
         if self.rank == 0:
             self.console.print(f"resumed from {self.ckpt_path} at epoch {self.epoch}, batch {self.batch_in_epoch}")
+            self.log_teacher("recorded at the start of the run")
 
     def estimate_shared_bn(self) -> None:
         """bn_stats="frozen", at the start of a run: the shared BatchNorm statistics from
@@ -166,6 +187,25 @@ class SupernetTrainer:
         with autocast(self.device, self.cfg.run.precision):
             estimate_bn(self.model, self.train, shared_bn_masks(rng, self.smallest, self.cfg.bn_batches),
                         self.cfg.batch_size, self.cfg.run.seed)
+
+    def record_teacher(self) -> None:
+        """At the start of a new run (rank 0): the teacher's record (accuracy on the test split, MACs,
+        file hash), kept in every checkpoint, and its log line."""
+        if self.teacher is not None and self.rank == 0:
+            with autocast(self.device, self.cfg.run.precision):
+                self.teacher_record = self.teacher.record(self.test, self.cfg.eval_batch_size)
+            self.log_teacher("at the start of the run")
+
+    def log_teacher(self, when: str) -> None:
+        """Log the teacher's record and the img/s of its forward at the training batch size, measured now."""
+        if self.teacher is None or self.teacher_record is None:
+            return
+        r, images = self.teacher_record, self.images[: self.cfg.batch_size].to(self.device)
+        with autocast(self.device, self.cfg.run.precision):
+            ips = self.teacher.images_per_second(images.contiguous(memory_format=self.memory_format))
+        self.console.log(f"teacher {r['path']} (SHA-256 {r['sha256'][:12]}...), {when}: test accuracy "
+                         f"{100 * r['test_acc']:.2f}% on {r['test_images']} images, {r['macs'] / 1e6:.2f} MMACs, "
+                         f"{ips:.0f} img/s forward at batch {len(images)}, {self.cfg.run.threads} thread(s)")
 
     # ---- one step --------------------------------------------------------------------------------
     def sample_masks(self, step: int, n: int) -> torch.Tensor:
@@ -193,7 +233,10 @@ class SupernetTrainer:
         if masks is None:
             members = sandwich_masks(self.mask_rng, self.smallest, cfg.sandwich_random)
             with autocast(self.device, cfg.run.precision):
-                losses, logits = sandwich_step(self.net, x, y, members, cfg.distill, cfg.label_smoothing)
+                soft = None if self.teacher is None else self.teacher(x)
+                losses, logits = sandwich_step(self.net, x, y, members, cfg.distill, cfg.label_smoothing,
+                                               cfg.distill_temperature, soft, cfg.label_weight)
+            distributed.average_gradients(self.model, self.world)
             loss = losses[0]
         else:
             with autocast(self.device, cfg.run.precision):
@@ -244,9 +287,32 @@ class SupernetTrainer:
             row = self.history[-1]
             self.console.log(f"epoch {row['epoch']}/{self.cfg.epochs}: loss {row['loss']:.4f}, "
                              f"train acc {row['train_acc']:.4f}")
+        self._score_probes(self.history[-1])
         self.epoch, self.batch_in_epoch = self.epoch + 1, 0
         self.sums = {"loss": 0.0, "correct": 0.0, "seen": 0.0}
         self.save()
+
+    def _score_probes(self, row: dict[str, Any]) -> None:
+        """With ``probe_images``: the probes' test accuracy (each rank scores its share) into the epoch's
+        history ``row``, the log and ``out/probes.csv`` (evaluation only: the random streams are untouched)."""
+        if self.probe_table is None:
+            return
+        distributed.broadcast_module(self.model, self.world, parameters=False)  # rank 0's running statistics
+        with autocast(self.device, self.cfg.run.precision):
+            mine = probe_accuracies(self.model, self.probe_test, self.probe_table, self.cfg.eval_batch_size,
+                                    self.cfg.run.seed, (self.rank, self.world))
+        parts = distributed.gather(mine, self.world)
+        order = [name for name, _ in probe_masks(self.probe_table, 0)] + ["per_image_0.5"]
+        row["probes"] = p = {name: part[name] for name in order for part in parts if name in part}
+        if self.rank != 0:
+            return
+        worst = min(p, key=p.get)
+        self.console.log(f"probes on {len(self.probe_test)} test images, shared statistics: MobileNetV2 path "
+                         f"{100 * p['mobilenetv2']:.2f}%, all ops {100 * p['all_ops']:.2f}%, per-image Bernoulli(0.5) "
+                         f"{100 * p['per_image_0.5']:.2f}%, mean {100 * np.mean(list(p.values())):.2f}%, "
+                         f"worst {worst} {100 * p[worst]:.2f}%")
+        write_csv([{k: v for k, v in r.items() if k != "probes"} | r.get("probes", {}) for r in self.history],
+                  self.ckpt_path.parent / "probes.csv")
 
     def finish(self) -> dict[str, float]:
         """Test-split evaluation (rank 0), stored in the checkpoint and printed; returns the metrics."""
@@ -255,6 +321,8 @@ class SupernetTrainer:
             with autocast(self.device, self.cfg.run.precision):
                 metrics = final_evaluation(self.model, self.test, self.cfg.eval_batch_size, self.cfg.run.seed,
                                            fixed=self.fixed)
+            if self.teacher_record is not None:
+                metrics["test_acc_teacher"] = self.teacher_record["test_acc"]
             state = load_checkpoint(self.ckpt_path)
             state["metrics"] = {"history": self.history, **metrics}
             atomic_save(state, self.ckpt_path)
@@ -276,8 +344,10 @@ def train_supernet(
     t = SupernetTrainer(cfg, console or Console())
     if resuming:
         t.resume()
-    elif cfg.bn_stats == "frozen":
-        t.estimate_shared_bn()
+    else:
+        t.record_teacher()
+        if cfg.bn_stats == "frozen":
+            t.estimate_shared_bn()
     progress = progress_bar(t.console, disable=t.rank != 0)
     task = progress.add_task("supernet", total=t.total_steps,
                              completed=t.epoch * t.steps_per_epoch + t.batch_in_epoch, stats="")

@@ -102,7 +102,7 @@ def metrics_table(metrics: dict[str, float], title: str) -> Table:
     table.add_column("architecture")
     table.add_column("top-1 accuracy", justify="right")
     names = {"mobilenetv2": "MobileNetV2 path", "all_ops": "all ops", "random": "random masks (p=0.5)",
-             "fixed": "the fixed mask it trained"}
+             "fixed": "the fixed mask it trained", "teacher": "the teacher (trained alone)"}
     for key, name in names.items():
         if f"test_acc_{key}" in metrics:
             table.add_row(name, f"{100 * metrics[f'test_acc_{key}']:.2f}%")

@@ -17,6 +17,7 @@ JSON loader and the error type without it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import mmap
@@ -69,6 +70,15 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
         os.fsync(dir_fd)  # the rename itself reaches the disk
     finally:
         os.close(dir_fd)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 (hex) of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:

@@ -54,6 +54,13 @@ def cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "instanas_gym"
 
 
+def beside_checkpoint(checkpoint: str | os.PathLike, name: str, cache_folder: str) -> Path:
+    """Where a file derived from ``checkpoint`` is written: ``name`` beside it, or, for a checkpoint
+    inside the installed package (whose shipped files never change), ``cache_dir()/cache_folder/name``."""
+    path = Path(checkpoint)
+    return cache_dir() / cache_folder / name if in_package(path) else path.with_name(name)
+
+
 #: What ``instanas-gym prepare`` writes beside the files it installs: the data root, the files, the date.
 PREPARED_FILE = "prepared.json"
 

@@ -137,7 +137,7 @@ def test_the_fit_recovers_known_costs_and_calibration_finds_the_scale():
     truth = rng.uniform(0.01, 0.2, MASK_SHAPE)
     masks = space.effective_mask(random_masks(rng, 400, 0.4))
     measured = (masks * truth).sum((1, 2)) + 0.3
-    ops_ms, fixed_ms = fit_costs(masks, measured)
+    ops_ms, fixed_ms, _, _ = fit_costs(masks, measured)
     np.testing.assert_allclose(ops_ms, truth, atol=1e-6)
     assert fixed_ms == pytest.approx(0.3)
     table = LatencyTable(ops_ms, fixed_ms, space.opens_stage.copy(), {})

@@ -56,10 +56,18 @@ def measure_onnx_masks(
     return out
 
 
-def fit_costs(masks: np.ndarray, measured_ms: np.ndarray) -> tuple[np.ndarray, float]:
-    """Non-negative least squares of ``measured_ms`` (N,) on the effective ``masks`` (N, 17, 5)
-    plus an intercept: (per-op ms (17, 5), fixed ms). Ops never run get 0 (and a warning-free fit)."""
-    x = np.concatenate([masks.reshape(len(masks), -1).astype(float), np.ones((len(masks), 1))], axis=1)
+def fit_costs(masks: np.ndarray, measured_ms: np.ndarray,
+              cell_terms: bool = False) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
+    """Non-negative least squares of ``measured_ms`` (N,) on the effective ``masks`` (N, 17, 5) plus an
+    intercept: (per-op ms (17, 5), fixed ms, per-cell ms (17,), per-cell merge ms (17,)). With
+    ``cell_terms`` the fit also has, per cell, a cost paid wherever the cell runs an op and one paid
+    where it runs two or more (:class:`~instanas_gym.latency.table.LatencyTable`); else those are 0.
+    Entries nothing informs get 0."""
+    m = masks.astype(bool)
+    parts = [m.reshape(len(m), -1).astype(float)]
+    if cell_terms:
+        parts += [m.any(-1).astype(float), (m.sum(-1) >= 2).astype(float)]
+    x = np.concatenate([*parts, np.ones((len(m), 1))], axis=1)
     active = np.ones(x.shape[1], dtype=bool)
     coef = np.zeros(x.shape[1])
     for _ in range(x.shape[1]):  # active-set: drop the most negative coefficient, refit, until none is
@@ -70,7 +78,9 @@ def fit_costs(masks: np.ndarray, measured_ms: np.ndarray) -> tuple[np.ndarray, f
             break
         active[int(np.argmin(np.where(active, coef, np.inf)))] = False
     coef = np.maximum(coef, 0.0)
-    return coef[:-1].reshape(MASK_SHAPE), float(coef[-1])
+    ops, rest = coef[: m[0].size].reshape(MASK_SHAPE), coef[m[0].size : -1]
+    cells, merges = (rest[: MASK_SHAPE[0]], rest[MASK_SHAPE[0] :]) if cell_terms else (np.zeros(17), np.zeros(17))
+    return ops, float(coef[-1]), cells, merges
 
 
 def build_onnx_table(
@@ -80,19 +90,21 @@ def build_onnx_table(
     repeats: int = 30,
     seed: int = 0,
     progress: Progress | None = None,
+    cell_terms: bool = True,
 ) -> LatencyTable:
-    """Measure the deployment runtime's table (see module doc): ``passes`` exported masks, fitted."""
-    entries = MASK_SHAPE[0] * MASK_SHAPE[1] + 1
+    """Measure the deployment runtime's table (see module doc): ``passes`` exported masks, fitted
+    (with per-cell terms unless ``cell_terms`` is False, :func:`fit_costs`)."""
+    entries = MASK_SHAPE[0] * MASK_SHAPE[1] + 1 + (2 * MASK_SHAPE[0] if cell_terms else 0)
     if passes < entries:
         raise ValueError(f"passes must be >= {entries} (one per entry and the fixed cost), got {passes}")
     masks = model.space.effective_mask(spread_masks(np.random.default_rng(seed), passes))
     measured = measure_onnx_masks(model.eval(), masks, threads, repeats, progress)
-    ops_ms, fixed_ms = fit_costs(masks, measured)
+    ops_ms, fixed_ms, cell_ms, merge_ms = fit_costs(masks, measured, cell_terms)
     meta = device_meta(model.space, threads) | {
         "runtime": RUNTIME, "runtime_version": ort.__version__, "passes": passes, "repeats": repeats,
-        "method": "whole-network fit",
+        "method": "whole-network fit" + (" with per-cell terms" if cell_terms else ""),
     }
-    table = LatencyTable(ops_ms, fixed_ms, model.space.opens_stage.copy(), meta)
+    table = LatencyTable(ops_ms, fixed_ms, model.space.opens_stage.copy(), meta, {}, cell_ms, merge_ms)
     table.validation = {"fit": compare(np.asarray(table.network_ms(masks)), measured)}
     return table
 

@@ -55,7 +55,10 @@ class LatencyTable:
     """Per (cell, op) latency in ms at batch 1, plus the fixed cost, for one device and search space.
 
     ``ops_ms`` (17, 5): the cost of each op where it runs; ``fixed_ms``: stem, head, classifier and
-    the forward's own overhead; ``opens_stage`` (17,): cells whose empty case runs the basic block.
+    the forward's own overhead; ``opens_stage`` (17,): cells whose empty case runs the basic block;
+    ``cell_ms`` (17,): what a cell costs on top of its ops wherever one runs (its residual add, the
+    calls around it), ``merge_ms`` (17,): on top of that where two or more run (their mean). Tables
+    fitted without the cell terms hold zeros there.
     """
 
     ops_ms: np.ndarray
@@ -63,6 +66,8 @@ class LatencyTable:
     opens_stage: np.ndarray
     meta: dict[str, Any] = field(default_factory=dict)
     validation: dict[str, Any] = field(default_factory=dict)
+    cell_ms: np.ndarray = field(default_factory=lambda: np.zeros(NUM_CELLS))
+    merge_ms: np.ndarray = field(default_factory=lambda: np.zeros(NUM_CELLS))
 
     # ---- predict --------------------------------------------------------------------------------
     @property
@@ -75,7 +80,10 @@ class LatencyTable:
         m = np.asarray(mask).astype(bool)
         if m.shape[-2:] != MASK_SHAPE:
             raise ValueError(f"mask must have shape {MASK_SHAPE} or (B, *{MASK_SHAPE}), got {m.shape}")
-        total = (m * self.ops_ms).sum(axis=(-2, -1)) + (~m.any(-1) * self.empty_ms).sum(-1)
+        empty = ~m.any(-1)
+        total = (m * self.ops_ms).sum(axis=(-2, -1)) + (empty * self.empty_ms).sum(-1)
+        runs = ~empty | self.opens_stage  # an empty stage opener runs its fallback basic block
+        total = total + (runs * self.cell_ms).sum(-1) + ((m.sum(-1) >= 2) * self.merge_ms).sum(-1)
         return float(total) if np.ndim(total) == 0 else total
 
     def network_ms(self, mask: np.ndarray) -> np.ndarray | float:
@@ -95,6 +103,8 @@ class LatencyTable:
             "ops_ms": np.round(self.ops_ms, 6).tolist(),
             "fixed_ms": round(float(self.fixed_ms), 6),
             "opens_stage": self.opens_stage.astype(bool).tolist(),
+            "cell_ms": np.round(self.cell_ms, 6).tolist(),
+            "merge_ms": np.round(self.merge_ms, 6).tolist(),
             "meta": self.meta,
             "validation": self.validation,
         }
@@ -129,7 +139,10 @@ class LatencyTable:
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
             raise FileFormatError(f"{source}: meta.threads (the threads it was timed with) must be an integer >= 1, "
                                   f"got {threads!r:.80}")
-        return cls(ops, float(fixed), opens, d["meta"], d.get("validation", {}))
+        cells = [_array(d.get(k, [0.0] * NUM_CELLS), source, k, (NUM_CELLS,), float) for k in ("cell_ms", "merge_ms")]
+        if any(not np.isfinite(c).all() or (c < 0).any() or (c > MAX_ENTRY_MS).any() for c in cells):
+            raise FileFormatError(f"{source}: cell_ms and merge_ms must be finite, in [0, {MAX_ENTRY_MS:g}] ms")
+        return cls(ops, float(fixed), opens, d["meta"], d.get("validation", {}), *cells)
 
     @classmethod
     def load(cls, path: str | os.PathLike, space: SearchSpace | None = None) -> LatencyTable:

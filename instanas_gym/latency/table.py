@@ -32,7 +32,8 @@ SPACE_KEYS = ("search_space_version", "width_mult", "input_size", "in_channels",
 def build_hint(path: Path) -> str:
     """How to build the table ``path`` names: ONNX Runtime's unless the name says otherwise."""
     backend = "" if "onnxruntime" in Path(path).name else " --backend torch"
-    return f"build one with `instanas-gym build-latency-table --supernet CHECKPOINT{backend} --out {path}`"
+    return (f"build one with `instanas-gym build-latency-table --env.supernet CHECKPOINT{backend} "
+            f"--run.out {Path(path).parent}`")
 
 
 @dataclass

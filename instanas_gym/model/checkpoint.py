@@ -32,11 +32,17 @@ def supernet_state(model: Supernet, dataset: str, **extra: Any) -> dict[str, Any
     }
 
 
+#: What ``instanas-gym prepare`` costs at its defaults (benchmarks/README.md, "prepare at the paper's scale"),
+#: and a first run about 30 times cheaper (a tenth of the epochs, about a third of the multiply-adds).
+PREPARE_COST = ("at its defaults an estimated 2-12 GPU-hours, or about 530 hours on one CPU core; try "
+                "`--epochs 10 --width-mult 0.5` first, about 30 times cheaper")
+
+
 def train_hint(path: Path, dataset: str | None = None) -> str:
-    """What to do about a missing or broken supernet checkpoint at ``path``: the command that trains one."""
+    """What to do about a missing or broken supernet checkpoint at ``path``: the commands that write one."""
     data = f" --dataset {dataset}" if dataset else ""
-    prepare = f"`instanas-gym prepare {dataset}` trains and installs one, or " if dataset else ""
-    return (f"{prepare}train one with `instanas-gym train-supernet{data} --out {path.parent}` "
+    prepare = f"`instanas-gym prepare {dataset}` trains and installs one ({PREPARE_COST}), or " if dataset else ""
+    return (f"{prepare}train one with `instanas-gym train-supernet{data} --run.out {path.parent}` "
             f"(it writes {path.parent / 'last.pt'})")
 
 

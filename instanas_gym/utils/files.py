@@ -20,8 +20,6 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, Any
 
-import torch
-
 
 class FileFormatError(ValueError):
     """A file exists but is not a valid file of the kind expected (the message names it).
@@ -62,6 +60,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save(obj)`` atomically (see :func:`atomic_write`)."""
+    import torch  # here, not at the top: the command line imports this module to parse its settings
+
     atomic_write(path, lambda f: torch.save(obj, f))
 
 
@@ -91,6 +91,8 @@ def load_torch(path: str | os.PathLike, what: str, fmt: str, keys: Iterable[str]
         keys: keys it must have besides ``"format"``.
         hint: what to do if it is missing or broken (a command), appended to the messages.
     """
+    import torch
+
     path = Path(path)
     _require_file(path, what, hint)
     if path.stat().st_size == 0:

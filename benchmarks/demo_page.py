@@ -4,10 +4,11 @@ under large uploads, and a screenshot (the README's), for the bundled default.
     python benchmarks/demo_page.py --first-start --out docs/demo_page.png
 
 Starts ``python -m instanas_gym.cli demo`` as its own process and times it from launch until the
-page answers: with ``--first-start`` once with an empty cache (the architectures exported first)
-and then with the export cached (every later start). Then, with the server up, ``--uploads`` clients
-at once each upload a PNG of ``--side`` x ``--side`` RGBA pixels (a few hundred KB) and the server's
-resident memory is read from /proc before, at its peak and ``--settle`` seconds after; then headless
+page answers (wall clock, and the CPU seconds the server used, which change less with other jobs):
+with ``--first-start`` once with an empty cache (the architectures exported first), and then with
+the export cached (every later start). Then, with the server up, ``--uploads`` clients at once each
+upload a PNG of ``--side`` x ``--side`` RGBA pixels (a few hundred KB) and the server's resident
+memory is read from /proc before, at its peak and ``--settle`` seconds after; then headless
 Chromium drives the page (two gallery images of different architectures, so the grid shows the
 previous one beside the current one) for the screenshot. Needs Debian's chromium and chromium-driver.
 """
@@ -44,8 +45,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_demo(port: int, env: dict[str, str], timeout_s: float = 900) -> tuple[subprocess.Popen, float]:
-    """``instanas-gym demo`` on ``port`` and the seconds until its page answered."""
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system, every thread) process ``pid`` has used."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def start_demo(port: int, env: dict[str, str], timeout_s: float = 900) -> tuple[subprocess.Popen, float, float]:
+    """``instanas-gym demo`` on ``port``, the seconds until its page answered and the CPU seconds it used."""
     start = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "instanas_gym.cli", "demo", "--port", str(port)], cwd=ROOT,
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -54,7 +61,7 @@ def start_demo(port: int, env: dict[str, str], timeout_s: float = 900) -> tuple[
             raise RuntimeError(f"the demo stopped: {proc.stderr.read()[-2000:]}")
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/summary", timeout=5):
-                return proc, time.perf_counter() - start
+                return proc, time.perf_counter() - start, cpu_s(proc.pid)
         except OSError:
             time.sleep(0.2)
     proc.kill()
@@ -141,16 +148,17 @@ def main() -> None:
     env = dict(os.environ)
     if args.first_start:
         with tempfile.TemporaryDirectory() as cache:
-            proc, seconds = start_demo(free_port(), env | {"INSTANAS_CACHE": cache})
+            proc, seconds, cpu = start_demo(free_port(), env | {"INSTANAS_CACHE": cache})
             proc.terminate()
             proc.wait()
-        print(f"first start (empty cache: the architectures exported, then served): {seconds:.1f} s")
-    first, _ = start_demo(free_port(), env)  # exports into the user's cache, if it is not there yet
+        print(f"first start (empty cache: the architectures exported, then served): {seconds:.1f} s, "
+              f"{cpu:.1f} CPU s")
+    first, _, _ = start_demo(free_port(), env)  # exports into the user's cache, if it is not there yet
     first.terminate()
     first.wait()
     port = free_port()
-    proc, seconds = start_demo(port, env)
-    print(f"start with the export cached: {seconds:.1f} s (launch to the page answering)")
+    proc, seconds, cpu = start_demo(port, env)
+    print(f"start with the export cached: {seconds:.1f} s, {cpu:.1f} CPU s (launch to the page answering)")
     try:
         large_uploads(port, proc.pid, args.uploads, args.side, args.settle)
         screenshot(port, args.out)

@@ -33,7 +33,8 @@ CASES = [
     (["train-reinforce", "family", "--env.split", "bogus"], 2, "--env.split must be one of"),
     (["compute-outcomes", "--env.split", "bogus"], 2, "--env.split must be one of"),
     (["search", "--env.env-id", "InstaNAS-MNIST-v0"], 2, "'--env.env-id'"),
-    (["search", "--env.reward.lower-ms", "5", "--env.reward.upper-ms", "1"], 2, "--env.reward.lower-ms and upper_ms need lower < upper"),
+    (["search", "--env.reward.lower-ms", "5", "--env.reward.upper-ms", "1"], 2,
+     "--env.reward.lower-ms and upper_ms need lower < upper"),
     (["search", "--run.device", "cuda:99"], 2, "--run.device='cuda:99'"),
     (["search", "--run.device", "tpu"], 2, "--run.device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got 'tpu'"),
     (["search", "--bogus", "1"], 2, "Unrecognized options: --bogus"),
@@ -158,3 +159,10 @@ def test_an_offline_download_says_it_is_offline_and_what_to_do(tmp_path):
     assert "Traceback" not in done.stderr
     message = done.stderr.strip().splitlines()[-1]
     assert "this machine looks offline" in message and "--data.root" in message and "download=True" in message
+
+
+def test_a_cifar_environment_without_data_names_prepare_its_cost_and_a_cheaper_first_run():
+    import gymnasium as gym
+
+    with pytest.raises(FileNotFoundError, match=r"prepare cifar10.*GPU-hours.*--epochs 10 --width-mult 0\.5"):
+        gym.make("InstaNAS-CIFAR10-v0")

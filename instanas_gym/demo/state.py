@@ -10,8 +10,10 @@ of their 85 bits, the MobileNetV2 path and all ops added as landmarks).
 
 Difficulty is measured with one yardstick for every image: the loss of the *reference*
 architecture, the largest exported one by the table, whatever architecture the controller picked
-for the image. The page shows each architecture's share of the test images in each fifth of that
-difficulty (from the easiest fifth to the hardest), and the easiest and hardest images by it.
+for the image, on :data:`DIFFICULTY_IMAGES` test images drawn at random (the largest network is the
+slowest: on all 10,000 it would take longer than judging the whole split did). The page shows each
+architecture's share of those images in each fifth of that difficulty (from the easiest fifth to the
+hardest), and the easiest and hardest images by it.
 
 A request is classified alone (batch 1). Latency, in ms: "by the table" is the controller's median
 time in ONNX Runtime at batch 1 (timed at start; a latency table holds no controller) plus the
@@ -46,8 +48,13 @@ GALLERY_PER_CLASS = 4
 SAMPLE = 10
 #: Images shown as the easiest and as the hardest.
 EXTREMES = 8
-#: Bins of difficulty (fifths of the test split).
+#: Bins of difficulty (fifths of the images it is measured on).
 BINS = 5
+#: Test images whose difficulty is measured (drawn at random, seeded).
+DIFFICULTY_IMAGES = 1000
+#: Images per batch when the test split is judged at start: ONNX Runtime keeps each session's largest
+#: activations for good (its memory arena), so batches of 1,000 28 x 28 images held 2.5 GB.
+BATCH = 64
 #: Masks the page names.
 NAMED_MASKS = {"MobileNetV2 path": mobilenetv2_mask(), "all ops": all_ops_mask()}
 
@@ -137,9 +144,9 @@ class DemoState:
         self.controller_ms = time_onnx_ms(controller_graph, shape, threads, repeats=200)
         self._build_sessions()
         self._judge_test_split()
-        self.reference, self.difficulty = self._difficulty()
-        self.typicality = Typicality.fit(self.test.images)
         rng = np.random.default_rng(seed)
+        self.reference, self.difficulty = self._difficulty(rng)
+        self.typicality = Typicality.fit(self.test.images)
         self.gallery = self._gallery(rng)
         self.sample = np.sort(rng.choice(len(self.test), min(SAMPLE, len(self.test)), replace=False))
 
@@ -152,7 +159,7 @@ class DemoState:
             for arch in self.manifest["architectures"]:
                 self.engine.session(mask_bits(np.asarray(arch["mask"], np.uint8))).run(None, {"images": one})
 
-    def _judge_test_split(self, batch: int = 1000) -> None:
+    def _judge_test_split(self, batch: int = BATCH) -> None:
         outs = [self.engine.predict(self.test.images[i : i + batch]) for i in range(0, len(self.test), batch)]
         logits = np.concatenate([o["logits"] for o in outs])
         served = np.concatenate([o["served"] for o in outs])
@@ -182,14 +189,18 @@ class DemoState:
         """Each test image's architecture (index in :attr:`architectures`)."""
         self.accuracy = float(right.mean())
 
-    def _difficulty(self, batch: int = 1000) -> tuple[int, np.ndarray]:
-        """The reference architecture (the largest by the table) and each test image's loss under it."""
+    def _difficulty(self, rng: np.random.Generator, batch: int = BATCH) -> tuple[int, np.ndarray]:
+        """The reference architecture (the largest by the table) and each test image's loss under it
+        (NaN outside the :data:`DIFFICULTY_IMAGES` measured)."""
         reference = max(range(len(self.architectures)), key=lambda i: self.architectures[i].table_ms)
         session = self.engine.session(self.architectures[reference].key, self.architectures[reference].mask)
-        images = self.test.images
+        measured = np.sort(rng.choice(len(self.test), min(DIFFICULTY_IMAGES, len(self.test)), replace=False))
+        images = self.test.images[measured]
         logits = np.concatenate([session.run(None, {"images": images[i : i + batch]})[0]
                                  for i in range(0, len(images), batch)])
-        return reference, cross_entropy(logits, self.test.labels)
+        difficulty = np.full(len(self.test), np.nan)
+        difficulty[measured] = cross_entropy(logits, self.test.labels[measured])
+        return reference, difficulty
 
     def _gallery(self, rng: np.random.Generator) -> np.ndarray:
         """``GALLERY_PER_CLASS`` test images per class, drawn so that every architecture shows up
@@ -208,11 +219,12 @@ class DemoState:
 
     # ---- what the page asks for ----------------------------------------------------------------
     def by_difficulty(self) -> list[dict[str, Any]]:
-        """Per fifth of the test split by difficulty (easiest first): its images, their loss range, each
+        """Per fifth of the images measured, by difficulty (easiest first): its images, their loss range, each
         architecture's share of them, their mean latency by the table (ms, end to end) and the
         served model's accuracy on them."""
-        order = np.argsort(self.difficulty, kind="stable")
-        bins = np.empty(len(order), np.int64)
+        measured = np.flatnonzero(~np.isnan(self.difficulty))
+        order = measured[np.argsort(self.difficulty[measured], kind="stable")]
+        bins = np.full(len(self.test), -1)
         bins[order] = np.arange(len(order)) * BINS // len(order)
         e2e = np.array([a.table_ms for a in self.architectures]) + self.controller_ms
         rows = []
@@ -228,11 +240,13 @@ class DemoState:
     def _image_entry(self, index: int) -> dict[str, Any]:
         return {"index": int(index), "label": self.spec.class_names[int(self.test.labels[index])],
                 "prediction": self.spec.class_names[int(self.prediction[index])],
-                "architecture": int(self.served[index]), "loss": float(self.difficulty[index])}
+                "architecture": int(self.served[index]),
+                "loss": None if np.isnan(self.difficulty[index]) else float(self.difficulty[index])}
 
     def summary(self) -> dict[str, Any]:
         """Everything the page draws before the first request, as plain data."""
-        ranked = np.argsort(self.difficulty, kind="stable")
+        measured = np.flatnonzero(~np.isnan(self.difficulty))
+        ranked = measured[np.argsort(self.difficulty[measured], kind="stable")]
         t = self.typicality
         return {
             "dataset": self.spec.name, "dataset_title": self.spec.title, "image_shape": list(self.spec.image_shape),

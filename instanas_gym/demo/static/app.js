@@ -26,7 +26,7 @@ function archColour(i) { return i === null || i === undefined ? "#777" : ARCH_CO
 
 function archLabel(i) {
   const a = S.architectures[i];
-  return `architecture ${i + 1}` + (a.name ? ` (the ${a.name})` : "");
+  return `architecture ${i + 1}` + (a.name ? `, the ${a.name}` : "");
 }
 
 function swatch(colour) {
@@ -56,7 +56,7 @@ function thumb(entry, title) {
   const b = el("button", { className: "thumb", type: "button" });
   b.dataset.index = entry.index;
   b.title = `${title}test image ${entry.index}: ${entry.label}, predicted ${entry.prediction} ` +
-    `(${archLabel(entry.architecture)}, difficulty ${entry.loss.toFixed(3)})`;
+    `(${archLabel(entry.architecture)}` + (entry.loss === null ? ")" : `, difficulty ${entry.loss.toFixed(3)})`);
   const img = el("img", { src: `/api/images/${entry.index}.png`, alt: entry.label });
   const chip = el("span", { className: "chip" });
   chip.style.background = archColour(entry.architecture);
@@ -171,9 +171,11 @@ function drawDifficulty() {
   });
   const easy = S.by_difficulty[0].mean_e2e_ms, hard = S.by_difficulty[S.by_difficulty.length - 1].mean_e2e_ms;
   const verdict = easy < hard ? "cheaper" : "no cheaper";
+  const measured = S.by_difficulty.reduce((n, row) => n + row.images, 0).toLocaleString("en");
   $("difficulty-note").textContent = `Difficulty: the loss of ${archLabel(S.reference)}, the largest, on each ` +
-    "image: one yardstick for every image, whichever architecture the controller picked. Each bar shows the " +
-    `architectures picked for a fifth of the test images. The easiest fifth gets ${verdict} architectures than ` +
+    `of ${measured} random test images: one yardstick for every image, whichever architecture the controller ` +
+    "picked. Each bar shows the architectures picked for a fifth of them. The easiest fifth gets " +
+    `${verdict} architectures than ` +
     `the hardest (${ms(easy)} against ${ms(hard)} end to end by the table, on average).`;
 }
 

@@ -261,6 +261,21 @@ def test_a_port_in_use_is_seen_before_start_up():
     assert port_free("127.0.0.1", port)
 
 
+def test_a_cached_export_shows_no_empty_progress_bar():
+    from rich.console import Console
+
+    from instanas_gym.cli.demo import export_progress
+
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=80)
+    with export_progress(console):
+        pass  # the export was in the cache: nothing reported
+    assert out.getvalue() == ""
+    with export_progress(console) as progress:
+        progress(1, 2)
+    assert "exporting the architectures" in out.getvalue()
+
+
 def test_serve_leaves_waitress_queue_depth_warnings_out_of_the_terminal(state, monkeypatch):
     served = {}
     monkeypatch.setattr("waitress.serve", lambda app, **kwargs: served.update(kwargs))

@@ -19,8 +19,9 @@ from rich.table import Table
 from instanas_gym.model.checkpoint import load_supernet
 from instanas_gym.space.data import load_split
 from instanas_gym.space.masks import all_ops_mask, mobilenetv2_mask, one_op_masks, random_masks
+from instanas_gym.training.config import TrainConfig
 from instanas_gym.training.evaluation import evaluate
-from instanas_gym.training.trainer import TrainConfig, train_supernet
+from instanas_gym.training.trainer import train_supernet
 
 
 def main() -> None:

@@ -36,7 +36,8 @@ def worker(a: argparse.Namespace) -> None:
     import torch
 
     from instanas_gym.space.data import DataConfig
-    from instanas_gym.training import TrainConfig, train_supernet
+    from instanas_gym.training.config import TrainConfig
+    from instanas_gym.training.trainer import train_supernet
     from instanas_gym.utils.run import RunConfig
 
     world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
@@ -78,7 +79,7 @@ def probe_seconds(n: int, a: argparse.Namespace) -> float:
     """Seconds of one per-epoch probe scoring on ``n`` test images (bundled supernet, one thread)."""
     import torch
 
-    from instanas_gym.latency import LatencyTable
+    from instanas_gym.latency.table import LatencyTable
     from instanas_gym.model.checkpoint import load_supernet
     from instanas_gym.space.data import ImageSet, load_split
     from instanas_gym.training.evaluation import probe_accuracies

@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from instanas_gym.agents.controller import ControllerConfig
+from instanas_gym.agents.config import ControllerConfig
 from instanas_gym.agents.router import Router, price_for_budget, router_latency_ms, router_policy
 from instanas_gym.agents.router_file import save_router
 from instanas_gym.envs.bandit import InstaNASBandit

@@ -45,8 +45,8 @@ import torch
 import torch.nn.functional as F
 from timing import interleaved_rates
 
-from instanas_gym.agents.router import resolve_family
-from instanas_gym.latency import LatencyTable
+from instanas_gym.agents.router_file import resolve_family
+from instanas_gym.latency.table import LatencyTable
 from instanas_gym.model.checkpoint import load_checkpoint, load_supernet
 from instanas_gym.model.outcomes import OutcomeStore
 from instanas_gym.model.own_statistics import OwnStatistics

@@ -32,8 +32,8 @@ from rich.console import Console
 
 from instanas_gym.latency.onnx import measure_onnx_masks
 from instanas_gym.space.masks import sandwich_masks, spread_masks
-from instanas_gym.training.prepare import PrepareConfig
-from instanas_gym.training.trainer import SupernetTrainer, TrainConfig
+from instanas_gym.training.config import PrepareConfig, TrainConfig
+from instanas_gym.training.trainer import SupernetTrainer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.fixtures import skip_cifar_checksums, write_cifar  # noqa: E402  (data in CIFAR's real layout)

@@ -12,8 +12,9 @@ from pathlib import Path
 import tyro
 from rich.console import Console
 
+from instanas_gym.agents.config import ReinforceConfig, preset
 from instanas_gym.agents.policy import load_policy
-from instanas_gym.agents.reinforce import ReinforceConfig, preset, train_reinforce
+from instanas_gym.agents.reinforce import train_reinforce
 from instanas_gym.judge.awareness import judge_policy, print_judgement
 
 

@@ -13,7 +13,8 @@ from instanas_gym.model.checkpoint import load_supernet, supernet_state
 from instanas_gym.model.supernet import Supernet
 from instanas_gym.space.data import DataConfig, get_spec
 from instanas_gym.space.search_space import SearchSpace
-from instanas_gym.training.trainer import TrainConfig, train_supernet
+from instanas_gym.training.config import TrainConfig
+from instanas_gym.training.trainer import train_supernet
 from instanas_gym.utils.files import atomic_save
 from instanas_gym.utils.run import RunConfig
 from tests.fixtures import write_fashion_mnist

@@ -7,17 +7,19 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from instanas_gym.agents.controller import Controller, ControllerConfig, bounded_probs, greedy_masks, load_controller
+from instanas_gym.agents.config import ControllerConfig, PolicyGradientConfig, ReinforceConfig
+from instanas_gym.agents.controller import Controller, bounded_probs, greedy_masks, load_controller
 from instanas_gym.agents.policy import controller_policy, fixed_policy, random_policy
-from instanas_gym.agents.policy_gradient import PolicyGradientConfig, Reinforce, entropy, log_prob, reinforce_loss
-from instanas_gym.agents.reinforce import ReinforceConfig, train_reinforce
+from instanas_gym.agents.policy_gradient import Reinforce, entropy, log_prob, reinforce_loss
+from instanas_gym.agents.reinforce import train_reinforce
 from instanas_gym.agents.sb3 import SB3Actor, sb3_latency_ms, sb3_policy, train_sb3
 from instanas_gym.envs.config import EnvConfig
 from instanas_gym.envs.reward import LatencyReward, RewardConfig
 from instanas_gym.judge import compare as compare_module
-from instanas_gym.judge.compare import AGENTS, AWARE_KEYS, FAMILY_AGENTS, CompareConfig, best_single_arm, compare_agents
+from instanas_gym.judge.compare import AWARE_KEYS, best_single_arm, compare_agents
+from instanas_gym.judge.config import AGENTS, FAMILY_AGENTS, CompareConfig
 from instanas_gym.judge.evaluation import evaluate_policy
-from instanas_gym.latency import LatencyTable
+from instanas_gym.latency.table import LatencyTable
 from instanas_gym.model.subnetwork import onnx_bytes
 from instanas_gym.space.family import ArchitectureFamily, save_family
 from instanas_gym.space.masks import all_ops_mask, mobilenetv2_mask, single_op_mask

@@ -15,7 +15,8 @@ from instanas_gym.agents.cascade import (
     run_policy,
     threshold_frontier,
 )
-from instanas_gym.agents.policy_gradient import CascadeLearner, PolicyGradientConfig
+from instanas_gym.agents.config import PolicyGradientConfig
+from instanas_gym.agents.policy_gradient import CascadeLearner
 from instanas_gym.envs.cascade import CascadeEnv
 from instanas_gym.envs.cascade_vector import CascadeVectorEnv
 from instanas_gym.model.outcomes import Outcomes

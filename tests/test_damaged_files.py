@@ -18,13 +18,14 @@ import pytest
 import torch
 
 import instanas_gym
-from instanas_gym.agents.controller import Controller, ControllerConfig, load_controller, save_controller
+from instanas_gym.agents.config import ControllerConfig
+from instanas_gym.agents.controller import Controller, load_controller, save_controller
 from instanas_gym.agents.policy import load_policy, save_policy
 from instanas_gym.agents.router import Router
 from instanas_gym.agents.router_file import load_router, resolve_family, save_router
 from instanas_gym.deploy.engine import InstaNASModel
 from instanas_gym.envs.config import EnvConfig
-from instanas_gym.judge.compare import CompareConfig
+from instanas_gym.judge.config import CompareConfig
 from instanas_gym.judge.stored_results import comparison_settings, finished_result
 from instanas_gym.latency.table import LatencyTable, build_hint
 from instanas_gym.model.checkpoint import load_checkpoint, load_supernet, supernet_state, train_hint

@@ -5,8 +5,13 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import shutil
+import socket
+import subprocess
+import sys
+import textwrap
 import threading
 import urllib.error
 import urllib.parse
@@ -19,12 +24,15 @@ import torch
 from PIL import Image
 from torch import nn
 
-from instanas_gym.agents.controller import ControllerConfig
+from instanas_gym.agents.config import ControllerConfig
 from instanas_gym.agents.router import Router
 from instanas_gym.agents.router_file import load_router, save_router
+from instanas_gym.demo import server as demo_server
+from instanas_gym.demo import upload as demo_upload
 from instanas_gym.demo.model import load_any_controller, served_folder
-from instanas_gym.demo.server import create_app
-from instanas_gym.demo.state import DemoState, embed_masks
+from instanas_gym.demo.server import create_app, port_free
+from instanas_gym.demo.state import BINS, DIFFICULTY_IMAGES, DemoState, embed_masks
+from instanas_gym.demo.typicality import Typicality
 from instanas_gym.demo.upload import MAX_PIXELS, UploadError, decode_upload
 from instanas_gym.deploy.export import export_model
 from instanas_gym.latency.table import LatencyTable
@@ -106,6 +114,50 @@ def test_summary_describes_the_architectures_the_controller_picks(state, client)
     gallery = summary["gallery"]
     assert len(gallery) == 40 and len({e["index"] for e in gallery}) == 40
     assert {e["architecture"] for e in gallery} == {0, 1}
+    assert len(summary["sample"]) == 10 and len({e["index"] for e in summary["sample"]}) == 10
+    assert summary["dataset_title"] == "Fashion-MNIST" and summary["family_size"] is None  # a bare controller
+    assert {a["name"] for a in archs} == {"MobileNetV2 path", "all ops"}
+    assert summary["op_descriptions"][0] == "ir_k3_e6: inverted residual (MobileNetV2's block), 3x3 kernel, expansion 6"
+
+
+def test_difficulty_is_one_yardstick_and_each_fifth_shows_every_architectures_share(state):
+    summary = state.summary()
+    archs = summary["architectures"]
+    assert summary["reference"] == max(range(len(archs)), key=lambda i: archs[i]["table_ms"])
+    rows = summary["by_difficulty"]
+    assert len(rows) == BINS
+    for easier, harder in zip(rows, rows[1:]):
+        assert easier["loss_to"] <= harder["loss_from"]
+    for row in rows:
+        assert sum(row["shares"]) == pytest.approx(1.0) and len(row["shares"]) == len(archs)
+    sizes = [row["images"] for row in rows]
+    assert sum(sizes) == min(DIFFICULTY_IMAGES, len(state.test)) and max(sizes) - min(sizes) <= 1  # fifths
+    overall = np.average([row["shares"] for row in rows], axis=0, weights=[row["images"] for row in rows])
+    assert overall == pytest.approx([a["share"] for a in archs])
+    easiest = [e["loss"] for e in summary["easiest"]]
+    assert easiest == sorted(easiest) and easiest[0] == pytest.approx(rows[0]["loss_from"])
+
+
+def test_every_session_is_built_at_start_and_no_request_builds_one(state, client):
+    exported = len(state.manifest["architectures"])
+    assert state.engine.sessions_built == exported and len(state.engine.sessions) == exported
+    for index in range(20):
+        client.post("/api/predict", data={"index": str(index)})
+    _upload(client, _png(np.full((9, 9), 200, np.uint8)))
+    assert state.engine.sessions_built == exported
+
+
+def test_an_image_unlike_the_data_set_is_flagged_and_test_images_rarely_are(state, client):
+    typicality = Typicality.fit(state.test.images)
+    far = [typicality.score(image)["far"] for image in state.test.images[:2000]]
+    assert 0 < np.mean(far) <= 0.05  # the thresholds sit at 1% of the test split each
+    for blank in (0, 128, 255):  # a 1 x 1 upload, grey or black or white, becomes a uniform image
+        got = _upload(client, _png(np.full((1, 1, 3), blank, np.uint8))).get_json()
+        assert got["typicality"]["far"] and got["typicality"]["score"] > 1
+    noise = np.random.default_rng(0).integers(0, 255, (28, 28), dtype=np.uint8)
+    assert _upload(client, _png(noise)).get_json()["typicality"]["far"]
+    test_image = client.post("/api/predict", data={"index": "0"}).get_json()
+    assert test_image["typicality"]["far"] == typicality.score(state.test.images[0])["far"]
 
 
 def test_embedding_spreads_distinct_masks_and_collapses_one():
@@ -165,6 +217,74 @@ def test_decode_upload_handles_modes_and_refuses_bad_files():
     assert err.value.status == 400
 
 
+def test_a_large_image_decodes_without_a_full_size_copy(tmp_path):
+    """A 5000 x 5000 RGBA PNG (a few hundred KB) decodes within its own decoded size plus strips (the
+    pixels themselves, 100 MB), not the several copies a full-size conversion makes; measured in a
+    child process's peak resident memory."""
+    side = 5000
+    Image.new("RGBA", (side, side), (200, 10, 10, 128)).save(tmp_path / "big.png")
+    script = textwrap.dedent("""
+        import resource, sys
+        from instanas_gym.demo.upload import decode_upload
+        data = open(sys.argv[1], "rb").read()
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        image, _ = decode_upload(data, (28, 28, 1))
+        print(image.shape, (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
+    """)
+    out = subprocess.run([sys.executable, "-c", script, str(tmp_path / "big.png")], capture_output=True, text=True,
+                         check=True).stdout.split()
+    decoded_mb = 4 * side * side / 2**20
+    assert out[:3] == ["(28,", "28,", "1)"] and float(out[-1]) < 1.25 * decoded_mb, out
+
+
+def test_uploads_decode_a_few_at_a_time_and_the_rest_wait_then_hear_503(monkeypatch):
+    monkeypatch.setattr(demo_upload, "DECODE_WAIT_S", 0.01)
+    held = [demo_upload._decoding.acquire(timeout=1) for _ in range(demo_upload.MAX_DECODES)]
+    try:
+        assert all(held)
+        with pytest.raises(UploadError, match="busy") as err:
+            decode_upload(_png(np.zeros((8, 8), np.uint8)), (28, 28, 1))
+        assert err.value.status == 503
+    finally:
+        for _ in held:
+            demo_upload._decoding.release()
+    assert decode_upload(_png(np.zeros((8, 8), np.uint8)), (28, 28, 1))[0].shape == (28, 28, 1)
+
+
+def test_a_port_in_use_is_seen_before_start_up():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        assert not port_free("127.0.0.1", sock.getsockname()[1])
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    assert port_free("127.0.0.1", port)
+
+
+def test_a_cached_export_shows_no_empty_progress_bar():
+    from rich.console import Console
+
+    from instanas_gym.cli.demo import export_progress
+
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=80)
+    with export_progress(console):
+        pass  # the export was in the cache: nothing reported
+    assert out.getvalue() == ""
+    with export_progress(console) as progress:
+        progress(1, 2)
+    assert "exporting the architectures" in out.getvalue()
+
+
+def test_serve_leaves_waitress_queue_depth_warnings_out_of_the_terminal(state, monkeypatch):
+    served = {}
+    monkeypatch.setattr("waitress.serve", lambda app, **kwargs: served.update(kwargs))
+    monkeypatch.setattr(logging.getLogger("waitress.queue"), "level", logging.NOTSET)
+    demo_server.serve(state, "127.0.0.1", 8123)
+    assert served["port"] == 8123 and not logging.getLogger("waitress.queue").isEnabledFor(logging.WARNING)
+
+
 # ---- bad requests: a 4xx with a message, never a crash ---------------------------------------------
 def _huge_pixels_png() -> bytes:
     side = int(np.sqrt(MAX_PIXELS)) + 100
@@ -184,6 +304,11 @@ def _huge_pixels_png() -> bytes:
         ("no image", 400, "no image"),
         ("index not a number", 400, "integer"),
         ("index out of range", 404, "not a test image"),
+        ("index negative", 400, "integer from 0 to"),
+        ("index superscript", 400, "integer from 0 to"),
+        ("index of 5000 digits", 400, "integer from 0 to"),
+        ("image index superscript", 400, "integer from 0 to"),
+        ("image index of 5000 digits", 400, "integer from 0 to"),
         ("bad invert", 400, "invert"),
     ],
 )
@@ -198,6 +323,11 @@ def test_bad_requests_get_a_4xx_with_a_message(client, case, status, message):
         "no image": lambda: client.post("/api/predict", data={"other": "1"}),
         "index not a number": lambda: client.post("/api/predict", data={"index": "three"}),
         "index out of range": lambda: client.post("/api/predict", data={"index": "100000"}),
+        "index negative": lambda: client.post("/api/predict", data={"index": "-1"}),
+        "index superscript": lambda: client.post("/api/predict", data={"index": "\u00b2"}),
+        "index of 5000 digits": lambda: client.post("/api/predict", data={"index": "7" * 5000}),
+        "image index superscript": lambda: client.get("/api/images/\u00b2.png"),
+        "image index of 5000 digits": lambda: client.get(f"/api/images/{'7' * 5000}.png"),
         "bad invert": lambda: _upload(client, png, invert="sideways"),
     }
     got = requests[case]()
@@ -261,7 +391,8 @@ def _chromium() -> tuple[str, str] | None:
     return (browser, driver) if browser and driver else None
 
 
-def test_the_page_in_a_headless_browser_shows_grid_prediction_and_latency(server, tmp_path):
+@pytest.fixture(scope="module")
+def browser():
     found = _chromium()
     if found is None:
         if os.environ.get("CI"):
@@ -269,39 +400,90 @@ def test_the_page_in_a_headless_browser_shows_grid_prediction_and_latency(server
         pytest.skip("Chromium and ChromeDriver are not installed (Debian packages chromium, chromium-driver)")
     webdriver = pytest.importorskip("selenium.webdriver")
     from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
     options = webdriver.ChromeOptions()
     options.binary_location = found[0]
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1000"):
         options.add_argument(arg)
-    browser = webdriver.Chrome(options=options, service=Service(found[1]))
-    try:
-        browser.get(server + "/")
-        wait = WebDriverWait(browser, 30)
-        wait.until(lambda b: b.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "1")
-        assert len(browser.find_elements(By.CSS_SELECTOR, "#gallery .thumb")) == 40
-        assert len(browser.find_elements(By.CSS_SELECTOR, "#embedding circle[data-arch]")) == 2
-        photo = tmp_path / "garment.png"
-        photo.write_bytes(_png(np.random.default_rng(1).integers(0, 255, (40, 30, 3)).astype(np.uint8)))
-        browser.find_element(By.ID, "upload-input").send_keys(str(photo))
-        browser.find_element(By.ID, "upload-button").click()
-        wait.until(lambda b: "%" in b.find_element(By.ID, "prediction").text)
-        cells = browser.find_elements(By.CSS_SELECTOR, "#grid-current .cell")
-        assert len(cells) == 85
-        assert browser.find_elements(By.CSS_SELECTOR, "#grid-current .cell.on")
-        assert "ms" in browser.find_element(By.ID, "latency-table").text
-        assert "Measured for this request" in browser.find_element(By.ID, "latency-measured").text
-        browser.find_elements(By.CSS_SELECTOR, "#hardest .thumb")[0].click()
-        wait.until(lambda b: "true:" in b.find_element(By.ID, "prediction").text)
-        assert len(browser.find_elements(By.CSS_SELECTOR, "#grid-previous .cell")) == 85  # the upload's, now previous
-        assert browser.find_element(By.ID, "message").text == ""
-        browser.find_element(By.ID, "upload-input").send_keys(str(Path(__file__)))  # not an image
-        browser.find_element(By.ID, "upload-button").click()
-        wait.until(lambda b: "not an image" in b.find_element(By.ID, "message").text)
-    finally:
-        browser.quit()
+    driver = webdriver.Chrome(options=options, service=Service(found[1]))
+    yield driver
+    driver.quit()
+
+
+def _open_page(browser, url: str, width: int):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.set_window_size(width, 1000)
+    browser.get(url + "/")
+    wait = WebDriverWait(browser, 30)
+    wait.until(lambda b: b.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "1")
+    return wait, By
+
+
+@pytest.mark.parametrize("width", [420, 1000, 1400])
+def test_the_page_fits_a_phone_a_laptop_and_a_wide_screen(server, browser, width):
+    wait, By = _open_page(browser, server, width)
+    page = browser.execute_script("return [document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+    assert page[0] <= page[1], f"{width} px: the page scrolls sideways ({page})"
+    for section in ("inputs", "result", "panel"):
+        box = browser.find_element(By.ID, section).rect
+        assert box["width"] > 300 and box["x"] >= 0 and box["x"] + box["width"] <= page[1], (section, box)
+    assert not browser.find_element(By.ID, "current-image").is_displayed()  # no broken image before the first
+    assert browser.find_element(By.ID, "no-image").is_displayed()
+    browser.find_elements(By.CSS_SELECTOR, "#gallery .thumb")[0].click()
+    wait.until(lambda b: "true:" in b.find_element(By.ID, "prediction").text)
+    grid = browser.find_element(By.ID, "grid-current").rect
+    assert grid["x"] + grid["width"] <= page[1], f"{width} px: the mask grid overflows"
+    assert browser.find_element(By.ID, "current-image").is_displayed()
+
+
+def test_the_page_in_a_headless_browser_shows_grid_prediction_latency_and_legend(server, browser, tmp_path):
+    wait, By = _open_page(browser, server, 1400)
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#gallery .thumb")) == 40
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#sample .thumb")) == 10
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#embedding circle[data-arch]")) == 2
+    assert "Fashion-MNIST" in browser.find_element(By.ID, "about").text
+    legend = browser.find_element(By.ID, "legend").text
+    assert "ir_k3_e6: inverted residual (MobileNetV2's block), 3x3 kernel, expansion 6" in legend
+    assert "basic: basic block" in legend and "identity" in legend
+    ticks = browser.find_elements(By.CSS_SELECTOR, "#colorbar-ticks span")
+    assert len(ticks) == 3 and all(t.text.endswith(" ms") for t in ticks)
+    assert "over-represented" in browser.find_element(By.ID, "gallery-note").text
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#difficulty .bar")) == BINS
+    assert "only these 10 classes" in browser.find_element(By.ID, "classes").text
+    photo = tmp_path / "garment.png"
+    photo.write_bytes(_png(np.random.default_rng(1).integers(0, 255, (40, 30, 3)).astype(np.uint8)))
+    browser.find_element(By.ID, "upload-input").send_keys(str(photo))
+    browser.find_element(By.ID, "upload-button").click()
+    wait.until(lambda b: "%" in b.find_element(By.ID, "prediction").text)
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#grid-current .cell")) == 85
+    assert browser.find_elements(By.CSS_SELECTOR, "#grid-current .cell.on")
+    assert "ms" in browser.find_element(By.ID, "latency-table").text
+    assert "Measured for this request" in browser.find_element(By.ID, "latency-measured").text
+    note = browser.find_element(By.ID, "latency-note").text
+    assert "By the table" in note and "measured" in note
+    assert "unlike Fashion-MNIST" in browser.find_element(By.ID, "ood").text  # noise is far from the data set
+    browser.find_elements(By.CSS_SELECTOR, "#hardest .thumb")[0].click()
+    wait.until(lambda b: "true:" in b.find_element(By.ID, "prediction").text)
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#grid-previous .cell")) == 85  # the upload's, now previous
+    assert browser.find_element(By.ID, "message").text == ""
+    assert "stale" not in browser.find_element(By.ID, "result").get_attribute("class")
+
+
+def test_an_error_greys_out_the_result_it_does_not_belong_to(server, browser):
+    wait, By = _open_page(browser, server, 1400)
+    browser.find_elements(By.CSS_SELECTOR, "#gallery .thumb")[0].click()
+    wait.until(lambda b: "true:" in b.find_element(By.ID, "prediction").text)
+    browser.find_element(By.ID, "upload-input").send_keys(str(Path(__file__)))  # not an image
+    browser.find_element(By.ID, "upload-button").click()
+    wait.until(lambda b: "not an image" in b.find_element(By.ID, "message").text)
+    assert "stale" in browser.find_element(By.ID, "result").get_attribute("class")
+    assert "true:" not in browser.find_element(By.ID, "prediction").text
+    assert browser.find_element(By.ID, "current-ring").get_attribute("r") == "0"
+    browser.find_elements(By.CSS_SELECTOR, "#gallery .thumb")[1].click()  # the next answer is shown again
+    wait.until(lambda b: "stale" not in b.find_element(By.ID, "result").get_attribute("class"))
+    assert "true:" in browser.find_element(By.ID, "prediction").text
 
 
 # ---- the served model ------------------------------------------------------------------------------
@@ -310,16 +492,33 @@ def test_served_folder_exports_a_router_once_and_reuses_it(demo_files, tmp_path)
     router = Router(ControllerConfig((4, 8, 8), 14), in_channels=1, k=2)
     path = tmp_path / "router.pt"
     save_router(router, path, np.stack([mobilenetv2_mask(), all_ops_mask()]), np.array([0.3, 1.0]), 0.1)
-    routed = load_any_controller(path)
+    served = load_any_controller(path)
+    assert served.family_size == 2
+    routed = served.module
     x = torch.from_numpy(load_split("fashion_mnist", "test", demo_files["data_root"]).images[:32])
     expected = load_router(path).policy()(x.numpy())
     assert np.array_equal((routed(x) >= 0).numpy().astype(np.uint8), expected)
     folder = served_folder(path, supernet=demo_files["supernet"], data_root=demo_files["data_root"])
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["controller_file"] == str(path) and 1 <= len(manifest["architectures"]) <= 2
+    assert manifest["family_size"] == 2
     before = (folder / "manifest.json").stat().st_mtime_ns
     assert served_folder(path, supernet=demo_files["supernet"], data_root=demo_files["data_root"]) == folder
     assert (folder / "manifest.json").stat().st_mtime_ns == before
+
+
+def test_a_policy_file_of_train_reinforce_or_search_is_served(demo_files, tmp_path):
+    from instanas_gym.agents.policy import save_policy
+    from instanas_gym.space.family import ArchitectureFamily
+
+    torch.manual_seed(0)
+    family = ArchitectureFamily(np.stack([mobilenetv2_mask(), all_ops_mask()]))
+    save_policy(tmp_path / "policy.pt", "family", Router(ControllerConfig((4, 8, 8), 14), in_channels=1, k=2), family)
+    served = load_any_controller(tmp_path / "policy.pt")
+    assert served.family_size == 2
+    x = torch.from_numpy(load_split("fashion_mnist", "test", demo_files["data_root"]).images[:16])
+    chosen = (served.module(x) >= 0).numpy().astype(np.uint8)
+    assert all(any(np.array_equal(m, f) for f in family.masks) for m in chosen)
 
 
 def test_served_folder_errors_name_the_argument(demo_files, tmp_path):

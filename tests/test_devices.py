@@ -7,13 +7,15 @@ import pytest
 import torch
 from rich.console import Console
 
-from instanas_gym.agents.search import SearchConfig, search
+from instanas_gym.agents.config import SearchConfig
+from instanas_gym.agents.search import search
 from instanas_gym.envs.bandit import InstaNASBandit
 from instanas_gym.envs.config import EnvConfig
 from instanas_gym.latency.machine import cpu_model
 from instanas_gym.latency.measure import build_table
 from instanas_gym.training import distributed
-from instanas_gym.training.trainer import SupernetTrainer, TrainConfig
+from instanas_gym.training.config import TrainConfig
+from instanas_gym.training.trainer import SupernetTrainer
 from instanas_gym.utils.devices import autocast, cpu_copy, resolve_device
 
 from .conftest import tiny_supernet

@@ -15,9 +15,10 @@ import torch.nn.functional as F
 from instanas_gym.model.checkpoint import load_checkpoint, supernet_state
 from instanas_gym.space.data import DataConfig, load_split
 from instanas_gym.space.masks import all_ops_mask, mobilenetv2_mask, save_mask, single_op_mask
-from instanas_gym.training import TrainConfig, train_supernet
+from instanas_gym.training.config import TrainConfig
 from instanas_gym.training.sandwich import distillation_loss, member_loss, sandwich_step
 from instanas_gym.training.teacher import Teacher, teacher_mask
+from instanas_gym.training.trainer import train_supernet
 from instanas_gym.utils.files import atomic_save, file_sha256
 from instanas_gym.utils.run import RunConfig
 from tests.conftest import tiny_supernet, trained_like

@@ -15,7 +15,7 @@ from instanas_gym.agents.family_reinforce import (
     train_family_reinforce,
 )
 
-from instanas_gym.agents.controller import ControllerConfig
+from instanas_gym.agents.config import ControllerConfig
 from instanas_gym.agents.router import Router
 from instanas_gym.agents.router_file import load_router, resolve_family, save_router
 from instanas_gym.envs.bandit import InstaNASBandit

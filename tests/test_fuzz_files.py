@@ -24,13 +24,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from instanas_gym.agents.controller import Controller, ControllerConfig, load_controller, save_controller
+from instanas_gym.agents.config import ControllerConfig
+from instanas_gym.agents.controller import Controller, load_controller, save_controller
 from instanas_gym.agents.policy import load_policy, save_policy
 from instanas_gym.agents.router import Router
 from instanas_gym.agents.router_file import load_router, save_router
 from instanas_gym.deploy.engine import InstaNASModel
 from instanas_gym.judge.stored_results import finished_result
-from instanas_gym.latency import LatencyTable
+from instanas_gym.latency.table import LatencyTable
 from instanas_gym.model.checkpoint import build_supernet, load_checkpoint
 from instanas_gym.model.outcomes import OUTCOMES_FORMAT, read_outcomes
 from instanas_gym.space.family import ArchitectureFamily, load_family

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from instanas_gym.agents.controller import Controller, ControllerConfig, save_controller
+from instanas_gym.agents.config import ControllerConfig
+from instanas_gym.agents.controller import Controller, save_controller
 from instanas_gym.agents.policy import random_policy
 from instanas_gym.agents.router import Router
 from instanas_gym.agents.router_file import resolve_family, save_router

@@ -3,8 +3,8 @@ import json
 import numpy as np
 import pytest
 
-from instanas_gym.latency import LatencyTable
 from instanas_gym.latency.measure import build_isolated_table, build_table, fit_overheads
+from instanas_gym.latency.table import LatencyTable
 from instanas_gym.latency.validation import compare, spearman, validate
 from instanas_gym.space.masks import all_ops_mask, mobilenetv2_mask, random_masks
 from instanas_gym.space.search_space import MASK_SHAPE, SearchSpace

@@ -18,19 +18,21 @@ import torch
 from stable_baselines3 import A2C, PPO
 from stable_baselines3.common.env_util import make_vec_env
 
+from instanas_gym.agents.config import SearchConfig
 from instanas_gym.agents.controller import Controller, load_controller, save_controller
-from instanas_gym.agents.search import SearchConfig, search
+from instanas_gym.agents.search import search
 from instanas_gym.envs.config import EnvConfig
 from instanas_gym.envs.instanas_env import InstaNASEnv
 from instanas_gym.envs.reward import RewardConfig
 from instanas_gym.envs.vector import InstaNASVectorEnv
 from instanas_gym.envs.wrappers import make_sb3_env
-from instanas_gym.latency import LatencyTable
+from instanas_gym.latency.table import LatencyTable
 from instanas_gym.model.checkpoint import load_checkpoint, supernet_state
 from instanas_gym.space.data import DataConfig
 from instanas_gym.space.masks import load_mask
 from instanas_gym.space.search_space import SearchSpace
-from instanas_gym.training.trainer import TrainConfig, train_supernet
+from instanas_gym.training.config import TrainConfig
+from instanas_gym.training.trainer import train_supernet
 from instanas_gym.utils.files import FileFormatError, atomic_save
 from instanas_gym.utils.run import RunConfig
 
@@ -303,8 +305,8 @@ def test_a_thread_count_above_the_cores_is_refused_before_any_thread_starts(tiny
     import gymnasium as gym
 
     from instanas_gym.deploy.engine import InstaNASModel, session_options
+    from instanas_gym.latency.config import TableConfig
     from instanas_gym.latency.measure import torch_threads
-    from instanas_gym.latency.validation import TableConfig
     from instanas_gym.model.parallel import ProcessPool
     from instanas_gym.utils.checks import available_cores
 

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 import instanas_gym.agents.router as router_module
-from instanas_gym.agents.controller import ControllerConfig, save_controller
+from instanas_gym.agents.config import ControllerConfig
+from instanas_gym.agents.controller import save_controller
 from instanas_gym.agents.router import (
     Router,
     expected_reward_policy,

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from instanas_gym.latency import LatencyTable
+from instanas_gym.latency.table import LatencyTable
 from instanas_gym.model.batchnorm import batch_norms, estimate_bn, recalibrate_bn, shared_bn_masks
 from instanas_gym.model.checkpoint import load_checkpoint, load_supernet
 from instanas_gym.space.data import load_split
@@ -21,8 +21,8 @@ from instanas_gym.space.masks import (
     single_op_mask,
 )
 from instanas_gym.space.search_space import FALLBACK_OP
-from instanas_gym.training import train_supernet
 from instanas_gym.training.sandwich import distillation_loss, sandwich_step
+from instanas_gym.training.trainer import train_supernet
 from instanas_gym.utils.paths import BUNDLED_LATENCY_TABLE
 
 from .conftest import tiny_supernet, trained_like

@@ -8,10 +8,10 @@ import pytest
 import torch
 from instanas_gym.agents.family_reinforce import FamilyPGConfig
 
-from instanas_gym.agents.controller import ControllerConfig
+from instanas_gym.agents.config import ControllerConfig, SearchConfig
 from instanas_gym.agents.router import RoutedController
 from instanas_gym.agents.router_file import load_router
-from instanas_gym.agents.search import SearchConfig, _Search, load_search, search, stage_steps, stages
+from instanas_gym.agents.search import _Search, load_search, search, stage_steps, stages
 from instanas_gym.judge.search_report import evaluate_search, family_report, write_report
 from instanas_gym.latency.table import LatencyTable
 from instanas_gym.model.checkpoint import load_checkpoint, load_supernet

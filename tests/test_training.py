@@ -11,7 +11,8 @@ import torch
 from instanas_gym.model.checkpoint import export_supernet, load_checkpoint, load_supernet
 from instanas_gym.space.masks import mobilenetv2_mask, one_op_masks, save_mask
 from instanas_gym.space.search_space import SearchSpace
-from instanas_gym.training.trainer import TrainConfig, keep_prob, train_supernet
+from instanas_gym.training.config import TrainConfig
+from instanas_gym.training.trainer import keep_prob, train_supernet
 
 from .helpers import Crash, raise_at
 

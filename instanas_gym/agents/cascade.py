@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from instanas_gym.agents.controller import ControllerConfig
+from instanas_gym.agents.config import ControllerConfig
 from instanas_gym.utils.checks import check_int
 
 CascadeActor = Callable[[dict[str, np.ndarray]], np.ndarray]

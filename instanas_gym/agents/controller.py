@@ -8,7 +8,6 @@ Width, depth and input size are configurable; its MACs are tiny next to the supe
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,31 +16,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from instanas_gym.agents.config import ControllerConfig as ControllerConfig  # its shape, re-exported
 from instanas_gym.model.supernet import conv_bn
 from instanas_gym.space.search_space import MASK_SHAPE, NUM_CELLS, NUM_OPS
 from instanas_gym.utils.files import FileFormatError, atomic_save, build_module, check_weights, load_torch
 
 CONTROLLER_FORMAT = "instanas-controller-v1"
-
-
-@dataclass(frozen=True)
-class ControllerConfig:
-    """The controller's shape (the paper's for 32 x 32 inputs: 16/32/64 channels, full size)."""
-
-    widths: tuple[int, ...] = (16, 32, 64)
-    """Channels of the stages."""
-    input_size: int | None = None
-    """Side in pixels the image is resized to first (None: as it comes)."""
-
-    def __post_init__(self) -> None:
-        if not self.widths or any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in self.widths):
-            raise ValueError(f"widths must be positive integers, got {self.widths!r}")
-        if self.input_size is not None and (not isinstance(self.input_size, int) or self.input_size < 4):
-            raise ValueError(f"input_size must be None or an integer >= 4 (pixels), got {self.input_size!r}")
-
-    def build(self, in_channels: int) -> Controller:
-        strides = (1, 2, 2, 2, 2, 2)[: len(self.widths)]
-        return Controller(in_channels, self.widths, strides, input_size=self.input_size)
 
 
 class ResBlock(nn.Module):

@@ -19,7 +19,8 @@ import torch
 from torch import nn
 
 from instanas_gym.agents.cascade import CascadeActor, CascadePolicy, ThresholdPolicy, greedy_actor
-from instanas_gym.agents.controller import Controller, ControllerConfig, greedy_masks
+from instanas_gym.agents.config import ControllerConfig
+from instanas_gym.agents.controller import Controller, greedy_masks
 from instanas_gym.agents.router import RoutedController, Router
 from instanas_gym.space.family import ArchitectureFamily
 from instanas_gym.space.masks import all_ops_mask, mobilenetv2_mask

@@ -34,45 +34,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from instanas_gym.agents.config import PolicyGradientConfig as PolicyGradientConfig  # its settings, re-exported
 from instanas_gym.agents.controller import bounded_probs, greedy_masks
-from instanas_gym.utils.checks import check_int, check_number
+from instanas_gym.utils.checks import check_int
 
 Rewarded = Callable[[np.ndarray], dict[str, Any]]
 """Actions (B, ...) -> the env's reward terms for the batch's images (``reward`` and every info)."""
-
-
-@dataclass(frozen=True)
-class PolicyGradientConfig:
-    """Settings of the REINFORCE update, every action view (the paper's defaults for masks)."""
-
-    lr: float = 1e-3
-    """Adam learning rate."""
-    alpha: float = 0.8
-    """Masks: encouragement bound, every keep probability stays in [1 - alpha, alpha]."""
-    mix: float = 0.1
-    """Arms: share of the uniform policy in the behaviour policy (every arm keeps >= mix / K)."""
-    samples: int = 4
-    """Arms: actions drawn per image; >= 2 uses the leave-one-out baseline, 1 the greedy one's reward."""
-    entropy_coef: float | None = None
-    """Weight of the entropy bonus (nats; rewards are +-10); None: the view's default, 0.8 for masks
-    (the paper's) and 2.0 for arms (below it the policy settles on one arm, see benchmarks/README.md)."""
-    max_grad_norm: float = 5.0
-    """Gradient clipping (L2 norm)."""
-    logit_penalty: float = 0.0
-    """Masks: L2 on the controller's logits (0: the paper's loss); it pulls a saturated sigmoid back,
-    where the entropy bonus's gradient vanishes."""
-
-    def __post_init__(self) -> None:
-        check_number("pg.alpha", self.alpha, low=0.5, high=1, low_open=True)
-        check_number("pg.mix", self.mix, low=0, high=1)
-        check_int("pg.samples", self.samples)
-        for name in ("lr", "max_grad_norm"):
-            check_number(f"pg.{name}", getattr(self, name), low=0, low_open=True)
-        check_number("pg.entropy_coef", self.entropy_coef, low=0, optional=True)
-        check_number("pg.logit_penalty", self.logit_penalty, low=0)
-
-    def entropy_weight(self, view_default: float) -> float:
-        return view_default if self.entropy_coef is None else self.entropy_coef
 
 
 class _Learner:

@@ -31,84 +31,22 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
-import tyro
 from rich.console import Console
 
 from instanas_gym.agents.cascade import CascadePolicy
-from instanas_gym.agents.controller import ControllerConfig
+from instanas_gym.agents.config import ReinforceConfig
 from instanas_gym.agents.policy import save_policy
-from instanas_gym.agents.policy_gradient import ArmLearner, CascadeLearner, MaskLearner, PolicyGradientConfig
+from instanas_gym.agents.policy_gradient import ArmLearner, CascadeLearner, MaskLearner
 from instanas_gym.agents.router import Router, train_router
 from instanas_gym.agents.router_file import resolve_family
-from instanas_gym.envs.config import EnvConfig
-from instanas_gym.envs.reward import RewardConfig
 from instanas_gym.space.family import ArchitectureFamily
-from instanas_gym.utils.checks import check_int
-from instanas_gym.utils.run import RunConfig
 from instanas_gym.utils.runlog import RunLogger, progress_bar
-
-View = Literal["masks", "family", "cascade"]
-VIEWS = ("masks", "family", "cascade")
-
-
-@dataclass(frozen=True)
-class ReinforceConfig:
-    """Arguments of :func:`train_reinforce` (``instanas-gym train-reinforce VIEW`` takes each as a flag)."""
-
-    view: Annotated[View, tyro.conf.Suppress] = "family"
-    """What the policy chooses per image: "masks" (85 bits), "family" (one of K architectures) or
-    "cascade" (architectures one after another, until it stops); on the command line, the subcommand
-    of ``train-reinforce``."""
-    env: EnvConfig = field(default_factory=EnvConfig)
-    """The environment it learns on (its training split) and is judged on (its test split)."""
-    run: RunConfig = field(default_factory=lambda: RunConfig(out="runs/reinforce"))
-    """Seed, threads, device and the output folder (log.csv, policy.pt, the judgement)."""
-    pg: PolicyGradientConfig = field(default_factory=PolicyGradientConfig)
-    """The REINFORCE update."""
-    controller: ControllerConfig = field(default_factory=lambda: ControllerConfig(widths=(8, 16, 32), input_size=14))
-    """The policy network's body (0.65 MMACs on 28 x 28 images by default)."""
-    cascade_image: bool = False
-    """Cascade view: the policy also looks at the image (through ``controller``), not only at the
-    answers of the architectures run (which cost it next to nothing)."""
-    total_steps: int = 48_000
-    """Training images seen."""
-    batch_size: int = 32
-    """Images per update (= sub-environments)."""
-    warm_start_images: int = 0
-    """Family view: training images of a supervised warm start (each arm's correctness; 0: none)."""
-    warm_start_epochs: int = 4
-    """Family view: epochs of the warm start."""
-    log_every: int = 10
-    """Updates between log rows."""
-    judge_limit: int | None = None
-    """Judge on the first N test images only (None: all)."""
-
-    def __post_init__(self) -> None:
-        if self.view not in VIEWS:
-            raise ValueError(f"view must be one of {VIEWS}, got {self.view!r}")
-        for name in ("total_steps", "batch_size", "log_every", "warm_start_epochs"):
-            check_int(name, getattr(self, name))
-        check_int("warm_start_images", self.warm_start_images, minimum=0)
-        check_int("judge_limit", self.judge_limit, optional=True)
-
-
-def preset(view: View) -> ReinforceConfig:
-    """The measured defaults of ``view`` (see the module docstring)."""
-    if view == "masks":
-        return ReinforceConfig(view="masks", env=EnvConfig(reward=RewardConfig(upper_end_frac=1.0)),
-                               pg=PolicyGradientConfig(alpha=0.95), total_steps=96_000,
-                               run=RunConfig(out="runs/reinforce_masks"))
-    if view == "cascade":
-        return ReinforceConfig(view="cascade", env=EnvConfig(reward=RewardConfig(shape="monotone", upper_end_frac=3.0,
-                                                                                 anneal=False)),
-                               run=RunConfig(out="runs/reinforce_cascade"))
-    return ReinforceConfig(view="family", env=EnvConfig(reward=RewardConfig(upper_end_frac=1.5, anneal=False)))
 
 
 def _describe(row: dict[str, Any]) -> str:

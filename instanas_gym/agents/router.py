@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from instanas_gym.agents.controller import ControllerConfig
+from instanas_gym.agents.config import ControllerConfig
 from instanas_gym.latency.onnx import module_latency_ms
 from instanas_gym.space.data import DatasetSpec
 from instanas_gym.space.data import augment as augment_batch

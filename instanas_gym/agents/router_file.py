@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 import torch
 
-from instanas_gym.agents.controller import ControllerConfig
+from instanas_gym.agents.config import ControllerConfig
 from instanas_gym.agents.router import ROUTER_FORMAT, RoutedController, Router, router_policy
 from instanas_gym.space.family import ArchitectureFamily, as_family, check_family_dataset
 from instanas_gym.utils.files import FileFormatError, atomic_save, build_module, check_weights, load_torch

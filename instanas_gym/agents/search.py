@@ -33,98 +33,32 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from rich.console import Console
 
-from instanas_gym.agents.controller import ControllerConfig
+from instanas_gym.agents.config import SearchConfig
 from instanas_gym.agents.policy import load_policy
-from instanas_gym.agents.policy_gradient import PolicyGradientConfig
 from instanas_gym.agents.router_file import resolve_family
 from instanas_gym.agents.search_controllers import BitsController, ControllerKind, FamilyController
 from instanas_gym.envs.bandit import InstaNASBandit
-from instanas_gym.envs.config import EnvConfig
 from instanas_gym.model.batchnorm import freeze_bn
 from instanas_gym.model.checkpoint import load_supernet, supernet_state
 from instanas_gym.space.data import augment
-from instanas_gym.utils.checks import check_int, check_number
 from instanas_gym.utils.devices import autocast, resolve_device, to_device
 from instanas_gym.utils.files import FileFormatError, atomic_save, load_torch
 from instanas_gym.utils.paths import default_supernet
-from instanas_gym.utils.run import RunConfig, flat_settings
+from instanas_gym.utils.run import flat_settings
 from instanas_gym.utils.runlog import progress_bar, window_means, write_csv
 
 SEARCH_FORMAT = "instanas-search-v1"
-
-
-@dataclass(frozen=True)
-class SearchConfig:
-    """Arguments of :func:`search` (``instanas-gym search`` takes each as a flag)."""
-
-    view: Literal["masks", "family"] = "masks"
-    """What the controller chooses per image: "masks" (the paper's 85 bits) or "family" (one of the K
-    architectures of env.family, categorical)."""
-    env: EnvConfig = field(default_factory=EnvConfig)
-    """Images searched on (env.split), the phase-1 supernet (env.supernet), latency table, reward
-    (UB anneals from upper_start_frac x all ops to upper_end_frac x MobileNetV2 over phase 2) and,
-    for the family view, the family."""
-    run: RunConfig = field(default_factory=lambda: RunConfig(out="runs/search"))
-    """Seed, threads, device (supernet and controller), precision and the output folder."""
-    pg: PolicyGradientConfig = field(default_factory=PolicyGradientConfig)
-    """The controller's REINFORCE update."""
-    controller: ControllerConfig = field(default_factory=ControllerConfig)
-    """The controller network (family view: its body, K outputs)."""
-    epochs: int = 4
-    """Phase 2: alternating controller / supernet epochs."""
-    controller_images: int = 8_000
-    """Controller training images per epoch."""
-    supernet_images: int = 8_000
-    """Supernet training images per epoch."""
-    batch_size: int = 32
-    """Controller batch (images per REINFORCE update)."""
-    supernet_batch_size: int = 128
-    """Supernet batch (images per SGD step)."""
-    supernet_lr: float = 0.01
-    """SGD (Nesterov momentum), constant in phase 2."""
-    bn_stats: Literal["frozen", "batch"] = "frozen"
-    """How the supernet's BatchNorm trains in phases 2 and 3: "frozen" normalises with its running
-    statistics and leaves them unchanged (as the bundled supernet was trained last, so the per-image
-    masks at inference see what they trained with); "batch" uses batch statistics, as the paper's code."""
-    momentum: float = 0.9
-    """SGD momentum of the supernet."""
-    weight_decay: float = 4e-5
-    """SGD weight decay of the supernet."""
-    finetune_images: int = 16_000
-    """Phase 3: fine-tuning images under the fixed controller's greedy masks (0: no phase 3)."""
-    finetune_lr: float = 0.01
-    """Phase 3's peak learning rate (cosine to 0)."""
-    channels_last: bool = False
-    """channels_last memory format for the supernet's training steps."""
-    checkpoint_every: int = 100
-    """Steps between checkpoints (also at every stage end)."""
-    log_every: int = 10
-    """Steps between log rows."""
-    resume: bool = False
-    """Continue from run.out/search.pt if it exists (same settings required)."""
-
-    def __post_init__(self) -> None:
-        for name in ("epochs", "controller_images", "supernet_images", "batch_size", "supernet_batch_size",
-                     "checkpoint_every", "log_every"):
-            check_int(name, getattr(self, name))
-        check_int("finetune_images", self.finetune_images, minimum=0)
-        if self.view not in ("masks", "family"):
-            raise ValueError(f"view must be 'masks' or 'family', got {self.view!r}")
-        if self.bn_stats not in ("frozen", "batch"):
-            raise ValueError(f"bn_stats must be 'frozen' or 'batch', got {self.bn_stats!r}")
-        for name in ("supernet_lr", "finetune_lr"):
-            check_number(name, getattr(self, name), low=0, low_open=True)
-        for name in ("momentum", "weight_decay"):
-            check_number(name, getattr(self, name), low=0, high=1, high_open=True)
+#: Settings a resumed search may change (the folder may have moved): every other one must match.
+RESUMABLE_CHANGES = ("resume", "run.out", "run.device", "run.threads")
 
 
 def stages(cfg: SearchConfig) -> list[tuple[str, int]]:
@@ -199,24 +133,12 @@ class _Search:
         for kind, rows in self.history.items():
             write_csv(rows, self.out / f"{kind}_log.csv")
 
-    def load(self) -> None:
-        hint = "resume needs the search.pt a search wrote; start a new search in another --run.out"
-        keys = ("config", "supernet", "controller", "controller_opt", "supernet_opt", "stage", "step", "window",
-                "bounds", "rng", "history", "wall_s")
-        state = load_torch(self.path, "instanas-gym search checkpoint", SEARCH_FORMAT, keys, hint)
-        if not isinstance(state["config"], dict):
-            raise FileFormatError(f"{self.path} is a damaged search checkpoint (config is not a dict); {hint}")
-        defaults = flat_settings(asdict(SearchConfig()))  # settings older files lack
-        saved = flat_settings(state["config"])
-        changed = {k for k, v in flat_settings(asdict(self.cfg)).items()
-                   if k not in ("resume", "run.device", "run.threads") and saved.get(k, defaults.get(k)) != v}
-        if changed:
-            raise ValueError(f"{self.path} was written with other settings ({sorted(changed)}); "
-                             f"resume with the same ones or use another --run.out")
+    def load(self, state: dict[str, Any]) -> None:
+        """Continue from ``state``, a checkpoint :func:`resume_state` read and checked."""
         saved_family = state.get("family")  # the same file name may hold another family now
         if saved_family is not None and not np.array_equal(saved_family.numpy(), self.family.masks):
             raise ValueError(f"{self.path} was written with another family than {self.cfg.env.family} holds now; "
-                             f"resume with the same family or use another --out")
+                             f"resume with the same family or use another --run.out")
         self.model.load_state_dict(state["supernet"]["model"])
         self.controller.load_state_dict(state["controller"]["state_dict"])
         self.kind.optimizer.load_state_dict(state["controller_opt"])
@@ -274,6 +196,25 @@ class _Search:
         return self.supernet_step(0.5 * cfg.finetune_lr * (1 + math.cos(math.pi * self.step / steps)), greedy=True)
 
 
+def resume_state(cfg: SearchConfig, path: Path) -> dict[str, Any]:
+    """The search checkpoint at ``path``, refused (a ValueError naming the settings) when it was written
+    with settings that change the search."""
+    hint = "resume needs the search.pt a search wrote; start a new search in another --run.out"
+    keys = ("config", "supernet", "controller", "controller_opt", "supernet_opt", "stage", "step", "window",
+            "bounds", "rng", "history", "wall_s")
+    state = load_torch(path, "instanas-gym search checkpoint", SEARCH_FORMAT, keys, hint)
+    if not isinstance(state["config"], dict):
+        raise FileFormatError(f"{path} is a damaged search checkpoint (config is not a dict); {hint}")
+    defaults = flat_settings(asdict(SearchConfig()))  # settings older files lack
+    saved = flat_settings(state["config"])
+    changed = {k for k, v in flat_settings(asdict(cfg)).items()
+               if k not in RESUMABLE_CHANGES and saved.get(k, defaults.get(k)) != v}
+    if changed:
+        raise ValueError(f"{path} was written with other settings ({sorted(changed)}); "
+                         f"resume with the same ones or use another --run.out")
+    return state
+
+
 def search(
     cfg: SearchConfig, console: Console | None = None, on_step: Callable[[int], None] | None = None
 ) -> Path:
@@ -282,10 +223,12 @@ def search(
     ``on_step(global_step)`` is called after every step (tests use it to interrupt a search).
     """
     console = console or Console()
+    path = Path(cfg.run.out or "runs/search") / "search.pt"
+    state = resume_state(cfg, path) if cfg.resume and path.is_file() else None  # before any data loads
     s = _Search(cfg)
     plan = stages(cfg)
-    if cfg.resume and s.path.is_file():
-        s.load()
+    if state is not None:
+        s.load(state)
         console.print(f"resumed {s.path} at stage {s.stage + 1}/{len(plan)}, step {s.step}")
     sizes = [stage_steps(cfg, kind) for kind, _ in plan]
     progress = progress_bar(console)
@@ -347,6 +290,11 @@ def load_search(folder: str | Path) -> tuple[Any, torch.nn.Module, dict[str, Any
     :class:`~instanas_gym.agents.controller.Controller`, or for a search over a family its network
     with the greedy arm as a :class:`~instanas_gym.agents.router.RoutedController` (eval mode)."""
     folder = Path(folder)
+    for name in ("supernet.pt", "policy.pt"):
+        if not (folder / name).is_file():
+            where = "the folder itself is missing" if not folder.is_dir() else f"{name} is missing"
+            raise FileNotFoundError(f"{folder} is not a finished search ({where}): `instanas-gym search --run.out "
+                                    f"{folder}` writes supernet.pt and policy.pt there")
     model, ckpt = load_supernet(folder / "supernet.pt")
     policy = load_policy(folder / "policy.pt")
     return model, policy.controller(), ckpt.get("search_config") or policy.meta.get("search_config", {})

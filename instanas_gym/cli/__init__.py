@@ -11,6 +11,7 @@ saved its checkpoint first).
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from typing import NamedTuple
 
@@ -19,34 +20,44 @@ class Command(NamedTuple):
     """A subcommand: where its settings and runner live (imported on use) and one line of help."""
 
     module: str
-    """Module under ``instanas_gym.cli`` holding the runner."""
+    """Module under ``instanas_gym.cli`` holding the runner and the settings."""
     runner: str
-    """``run_<name>(argv, prog)`` in that module."""
+    """``run_<name>(argv, prog, description)`` in that module."""
+    settings: str
+    """The settings (a dataclass, or a Union of them for subcommands) in that module: one flag per field."""
     help: str
     """One plain sentence."""
 
 
 COMMANDS: dict[str, Command] = {
-    "train-supernet": Command("train", "run_train_supernet", "Pre-train a one-shot supernet (resumable)."),
-    "build-latency-table": Command("train", "run_build_latency_table",
-                                   "Measure a latency table in place and check it against the clock."),
-    "prepare": Command("train", "run_prepare", "Data, supernet and latency table for a data set (resumable)."),
-    "export-supernet": Command("train", "run_export_supernet", "Strip a training checkpoint of its resume state."),
-    "train-reinforce": Command("agents", "run_train_reinforce", "Train a REINFORCE policy and judge it on the test split."),
-    "fit-cascade": Command("agents", "run_fit_cascade", "Fit a threshold cascade to a latency budget and judge it."),
-    "search": Command("agents", "run_search", "Run the paper's search, phases 2 and 3 (resumable)."),
-    "compare": Command("agents", "run_compare", "Compare every agent over seeds on the same budget."),
-    "evaluate": Command("judge", "run_evaluate", "Judge searches on the test split: tables, plots, a report."),
-    "compute-outcomes": Command("judge", "run_compute_outcomes",
-                                "Store single architectures' answers on a split, for lookup and judging."),
-    "demo": Command("demo", "run_demo", "Serve a local web page: the architecture each image gets."),
+    "train-supernet": Command("train", "run_train_supernet", "TrainConfig",
+                              "Pre-train a one-shot supernet (resumable)."),
+    "build-latency-table": Command("train", "run_build_latency_table", "LatencyTableConfig",
+                                   "Measure this machine's latency table and check it."),
+    "prepare": Command("train", "run_prepare", "PrepareConfig", "Data, supernet and latency table for a data set."),
+    "export-supernet": Command("train", "run_export_supernet", "ExportConfig",
+                               "Strip a training checkpoint of its resume state."),
+    "train-reinforce": Command("agents", "run_train_reinforce", "ReinforceCommand",
+                               "Train a REINFORCE policy and judge it on the test split."),
+    "fit-cascade": Command("agents", "run_fit_cascade", "CascadeFitConfig",
+                           "Fit a threshold cascade to a latency budget and judge it."),
+    "search": Command("agents", "run_search", "SearchConfig", "Run the paper's search, phases 2 and 3 (resumable)."),
+    "compare": Command("agents", "run_compare", "CompareConfig", "Compare every agent over seeds on the same budget."),
+    "evaluate": Command("judge", "run_evaluate", "EvaluateConfig",
+                        "Judge the bundled router, or searches, on the test split."),
+    "compute-outcomes": Command("judge", "run_compute_outcomes", "OutcomesConfig",
+                                "Store single architectures' answers on a split."),
+    "demo": Command("demo", "run_demo", "DemoConfig", "Serve a local web page: the architecture each image gets."),
 }
 
 
 def usage() -> str:
+    """The main help: every command and its sentence, at most 80 columns wide."""
     width = max(map(len, COMMANDS))
     lines = [f"  {name:<{width}}  {cmd.help}" for name, cmd in COMMANDS.items()]
-    return "usage: instanas-gym COMMAND [--help | ARGS]\n\ncommands:\n" + "\n".join(lines)
+    return ("usage: instanas-gym COMMAND [--help | ARGS]\n\nInstance-aware neural architecture search as a "
+            "Gymnasium environment.\n\ncommands:\n" + "\n".join(lines)
+            + "\n\n`instanas-gym COMMAND --help` lists a command's flags.")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -61,7 +72,11 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2)
     cmd = COMMANDS[name]
     runner = getattr(importlib.import_module(f"instanas_gym.cli.{cmd.module}"), cmd.runner)
-    runner(rest, f"instanas-gym {name}", cmd.help)
+    try:
+        runner(rest, f"instanas-gym {name}", cmd.help)
+    except BrokenPipeError:  # the reader of the output left (`instanas-gym CMD --help | head`)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

@@ -9,22 +9,21 @@ from typing import Annotated, Any, Union
 import tyro
 from rich.console import Console
 
-from instanas_gym.agents.reinforce import ReinforceConfig, preset
-from instanas_gym.agents.search import SearchConfig
+from instanas_gym.agents.config import ReinforceConfig, SearchConfig, preset
 from instanas_gym.cli.parse import parse, reported
 from instanas_gym.envs.config import EnvConfig
-from instanas_gym.judge.compare import CompareConfig
+from instanas_gym.judge.config import CompareConfig
 from instanas_gym.utils.checks import check_int, check_number
 from instanas_gym.utils.run import RunConfig
 
-#: ``train-reinforce masks|family``: the view's measured defaults (:func:`~instanas_gym.agents.reinforce.preset`).
+#: ``train-reinforce masks|family``: the view's measured defaults (:func:`~instanas_gym.agents.config.preset`).
 ReinforceCommand = Union[  # noqa: UP007 (tyro reads the Union's members as subcommands)
     Annotated[ReinforceConfig, tyro.conf.subcommand("masks", default=preset("masks"),
-                                                    description="the paper's controller: 85 bits per image")],
+                                                    description="The paper's controller: 85 bits per image.")],
     Annotated[ReinforceConfig, tyro.conf.subcommand("family", default=preset("family"),
-                                                    description="one of a family's architectures per image")],
+                                                    description="One of a family's architectures per image.")],
     Annotated[ReinforceConfig, tyro.conf.subcommand("cascade", default=preset("cascade"),
-                                                    description="architectures one after another until it stops")],
+                                                    description="Architectures one after another until it stops.")],
 ]
 
 
@@ -35,7 +34,7 @@ def run_train_reinforce(argv: list[str], prog: str, description: str) -> None:
 
     console = Console()
     out = Path(cfg.run.out or "runs/reinforce")
-    with reported(prog):
+    with reported(prog, ReinforceCommand, argv):
         train_reinforce(cfg, console)
         judge_saved(load_policy(out / "policy.pt"), cfg, out, console)
     console.print(f"wrote {out / 'policy.pt'} (instanas-gym demo --controller {out / 'policy.pt'})")
@@ -68,13 +67,13 @@ class CascadeFitConfig:
     architectures that is most accurate within a latency budget on the search split, then judged."""
 
     env: EnvConfig = field(default_factory=EnvConfig)
-    """The environment: its training split chooses, its test split judges; env.family, env.stages."""
+    """The environment: its training split chooses the rule, its test split judges it."""
     run: RunConfig = field(default_factory=lambda: RunConfig(out="runs/threshold_cascade"))
-    """Threads, device and the output folder (policy.pt, cascade.json)."""
+    """Threads, device and the output folder (policy.pt and cascade.json)."""
     budget_ms: float = 0.4
-    """Mean latency of the networks run per image on the search split (ms, the latency table's)."""
+    """Mean milliseconds of the networks run per image on the training split, by the latency table."""
     judge_limit: int | None = None
-    """Judge on the first N test images only (None: all)."""
+    """Judge on the first N test images only; unset, on all of them."""
 
     def __post_init__(self) -> None:
         check_number("budget_ms", self.budget_ms, low=0, low_open=True)
@@ -89,7 +88,7 @@ def run_fit_cascade(argv: list[str], prog: str, description: str) -> None:
 
     console = Console()
     out = Path(cfg.run.out or "runs/threshold_cascade")
-    with reported(prog):
+    with reported(prog, CascadeFitConfig, argv):
         family = None if cfg.env.family is None else resolve_family(cfg.env.family, cfg.env.dataset)[0]
         cascade = cfg.env.make_cascade_vec(1, family, cfg.run).cascade
         policy, frontier = fit_threshold_policy(cascade.outcomes, cascade.network_ms, cascade.stages, cfg.budget_ms)
@@ -105,7 +104,7 @@ def run_search(argv: list[str], prog: str, description: str) -> None:
     cfg = parse(SearchConfig, argv, prog, description)
     from instanas_gym.agents.search import search
 
-    with reported(prog):
+    with reported(prog, SearchConfig, argv):
         out = search(cfg, Console())
     Console().print(f"search done: {out}/supernet.pt, {out}/policy.pt; "
                     f"judge it with `instanas-gym evaluate --folders {out}`")
@@ -117,9 +116,9 @@ def run_compare(argv: list[str], prog: str, description: str) -> None:
     from instanas_gym.utils.display import results_table
 
     console = Console()
-    with reported(prog):
+    with reported(prog, CompareConfig, argv):
         summary = compare_agents(cfg)
-    out = cfg.run.out or "runs/compare"
+    out = cfg.run.out
     console.print(results_table(summary, f"{cfg.env.env_id}: test split, mean over {len(cfg.seeds)} seeds"))
     console.print(NOTE, style="dim")
     console.print(f"wrote {out}/curves.csv, summary.csv, curves.png, summary.md")

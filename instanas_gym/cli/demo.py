@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from rich.console import Console
 
 from instanas_gym.cli.parse import fail, parse, reported
 from instanas_gym.envs.config import EnvConfig
-from instanas_gym.utils.run import check_threads
+from instanas_gym.utils.checks import check_threads
 
 
 @dataclass(frozen=True)
@@ -17,19 +19,17 @@ class DemoConfig:
     picks for each test or uploaded image, served by the exported model in ONNX Runtime."""
 
     controller: str | None = None
-    """Policy file (``train-reinforce``, ``search``) or router file; default the bundled router
-    (bundled data set only). Exported once into $INSTANAS_CACHE/demo."""
+    """Policy or router file to serve (exported once into $INSTANAS_CACHE/demo); unset, the bundled router."""
     export_folder: str | None = None
-    """Serve this export folder (manifest.json, ONNX graphs) instead of exporting a controller."""
+    """Serve this export folder (manifest.json and ONNX graphs) instead of exporting a controller."""
     env: EnvConfig = field(default_factory=EnvConfig)
-    """The data set whose test split the gallery shows, where its images are, the supernet the
-    architectures come from and the latency table of the page's "by the table" figures."""
+    """The data set whose test split the gallery shows, its supernet and the page's latency table."""
     host: str = "127.0.0.1"
-    """Address to listen on (0.0.0.0: every interface)."""
+    """Address to listen on (0.0.0.0: every network interface)."""
     port: int = 8000
-    """Port to listen on, 1-65535."""
+    """Port to listen on, from 1 to 65535."""
     threads: int = 1
-    """ONNX Runtime threads per session (per request)."""
+    """ONNX Runtime threads per request, at most the CPU cores this process may use."""
 
     def __post_init__(self) -> None:
         check_threads("threads", self.threads)
@@ -37,24 +37,45 @@ class DemoConfig:
             raise ValueError(f"port must be an integer in [1, 65535], got {self.port!r}")
 
 
-def run_demo(argv: list[str], prog: str, description: str) -> None:
-    cfg = parse(DemoConfig, argv, prog, description)
-    from instanas_gym.demo.model import served_folder
-    from instanas_gym.demo.server import port_free, serve
-    from instanas_gym.demo.state import DemoState
+@contextmanager
+def export_progress(console: Console) -> Iterator[Callable[[int, int], None]]:
+    """A progress callback that shows a bar only once there is something to export."""
     from instanas_gym.utils.runlog import progress_bar
 
-    console = Console()
+    bar = progress_bar(console)
+    task = None
+
+    def update(done: int, total: int) -> None:
+        nonlocal task
+        if task is None:
+            bar.start()
+            task = bar.add_task("exporting the architectures", total=total, stats="")
+        bar.update(task, completed=done, total=total)
+
+    try:
+        yield update
+    finally:
+        if task is not None:
+            bar.stop()
+
+
+def run_demo(argv: list[str], prog: str, description: str) -> None:
+    cfg = parse(DemoConfig, argv, prog, description)
+    from instanas_gym.demo.server import port_free
+
     if not port_free(cfg.host, cfg.port):
-        fail(prog, f"port {cfg.port} on {cfg.host} is in use; choose another with --port", 2)
-    env = cfg.env
-    with reported(prog):
-        with progress_bar(console) as progress:
-            task = progress.add_task("exporting the architectures", total=None, stats="")
+        fail(prog, f"port {cfg.port} on {cfg.host} is in use (or not allowed); choose another with --port", 2)
+    from instanas_gym.demo.model import served_folder
+    from instanas_gym.demo.server import serve
+    from instanas_gym.demo.state import DemoState
+
+    console, env = Console(), cfg.env
+    with reported(prog, DemoConfig, argv):
+        with export_progress(console) as progress:
             folder = served_folder(cfg.controller, cfg.export_folder, env.dataset, env.supernet, env.data.root,
-                                   progress=lambda done, total: progress.update(task, completed=done, total=total))
-        console.print(f"serving {folder}; judging the test split once...")
-        state = DemoState(folder, env.dataset, env.data.root, env.latency_table, cfg.threads)
+                                   progress=progress)
+        with console.status(f"serving {folder}: judging the test split once, building every session"):
+            state = DemoState(folder, env.dataset, env.data.root, env.latency_table, cfg.threads)
     console.print(f"{len(state.architectures)} architectures, {100 * state.accuracy:.2f}% of the test split right; "
                   f"open http://{cfg.host}:{cfg.port}/ (Ctrl-C stops)")
     serve(state, cfg.host, cfg.port)

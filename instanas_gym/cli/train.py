@@ -13,9 +13,8 @@ from rich.console import Console
 
 from instanas_gym.cli.parse import parse, reported
 from instanas_gym.envs.config import EnvConfig
-from instanas_gym.latency.validation import TableConfig
-from instanas_gym.training.config import TrainConfig
-from instanas_gym.training.prepare import PrepareConfig
+from instanas_gym.latency.config import TableConfig
+from instanas_gym.training.config import PrepareConfig, TrainConfig
 from instanas_gym.utils.run import RunConfig
 
 
@@ -25,15 +24,19 @@ class LatencyTableConfig:
     measurement of this machine."""
 
     env: EnvConfig = field(default_factory=EnvConfig)
-    """The supernet measured (env.supernet; default the bundled one)."""
+    """The supernet measured (env.supernet; unset, the data set's own)."""
     run: RunConfig = field(default_factory=lambda: RunConfig(device="cpu", out="runs/latency"))
-    """Seed of the timed masks, the device the table describes (torch backend: "cuda" times a GPU with
-    CUDA events; ONNX Runtime tables describe the CPU) and the output folder."""
+    """Seed of the timed masks, the device timed (ONNX Runtime tables time the CPU) and the output folder."""
     backend: Literal["onnxruntime", "torch"] = "onnxruntime"
-    """The runtime the table describes: ONNX Runtime (the deployed model, the environment's default
-    table) or eager PyTorch (dynamic execution)."""
+    """The runtime the table describes: ONNX Runtime (deployment, the environment's default) or eager torch."""
     table: TableConfig = field(default_factory=TableConfig)
     """How the table is measured."""
+
+    def __post_init__(self) -> None:
+        self.table.check_backend(self.backend)
+        if self.backend == "onnxruntime" and self.run.device not in ("cpu", "auto"):
+            raise ValueError(f"run.device is {self.run.device!r}, but ONNX Runtime tables describe the CPU; "
+                             "use --backend torch to time a GPU")
 
     @property
     def out_file(self) -> Path:
@@ -48,7 +51,7 @@ class ExportConfig:
     """Settings of ``instanas-gym export-supernet``."""
 
     src: str
-    """Training checkpoint (``last.pt``)."""
+    """Training checkpoint to strip (last.pt of train-supernet)."""
     dest: str
     """File to write: the supernet without the optimizer and resume state."""
 
@@ -57,7 +60,7 @@ def run_train_supernet(argv: list[str], prog: str, description: str) -> None:
     cfg = parse(TrainConfig, argv, prog, description)
     from instanas_gym.training.trainer import train_supernet
 
-    with reported(prog):
+    with reported(prog, TrainConfig, argv):
         train_supernet(cfg, console=Console())
     out = Path(cfg.run.out or "runs/supernet") / "last.pt"
     Console().print(f"wrote {out}; use it with gymnasium.make(ID, supernet='{out}')")
@@ -66,7 +69,7 @@ def run_train_supernet(argv: list[str], prog: str, description: str) -> None:
 def run_build_latency_table(argv: list[str], prog: str, description: str) -> None:
     cfg = parse(LatencyTableConfig, argv, prog, description)
     console = Console()
-    with reported(prog):
+    with reported(prog, LatencyTableConfig, argv):
         from instanas_gym.model.checkpoint import load_supernet
         from instanas_gym.utils.devices import resolve_device
         from instanas_gym.utils.paths import default_supernet
@@ -75,8 +78,6 @@ def run_build_latency_table(argv: list[str], prog: str, description: str) -> Non
         device = resolve_device(cfg.run.device, "run.device")
         cfg.out_file.parent.mkdir(parents=True, exist_ok=True)
         if cfg.backend == "onnxruntime":
-            if device.type != "cpu":
-                raise ValueError(f"run.device={cfg.run.device!r}: ONNX Runtime tables describe the CPU; use --backend torch")
             _onnx_table(model, cfg, console)
         else:
             _torch_table(model.to(device), cfg, device.type == "cuda", console)
@@ -141,7 +142,7 @@ def run_prepare(argv: list[str], prog: str, description: str) -> None:
     cfg = parse(PrepareConfig, argv, prog, description)
     from instanas_gym.training.prepare import prepare
 
-    with reported(prog):
+    with reported(prog, PrepareConfig, argv):
         prepare(cfg, Console())
 
 
@@ -149,6 +150,6 @@ def run_export_supernet(argv: list[str], prog: str, description: str) -> None:
     cfg = parse(ExportConfig, argv, prog, description)
     from instanas_gym.model.checkpoint import export_supernet
 
-    with reported(prog):
+    with reported(prog, ExportConfig, argv):
         export_supernet(cfg.src, cfg.dest)
     Console().print(f"wrote {cfg.dest}")

@@ -1,9 +1,11 @@
 """The model the demo serves: an export folder of :func:`~instanas_gym.deploy.export.export_model`,
 written once per controller into the cache and reused on later starts.
 
-A controller file is either a REINFORCE controller (``instanas-gym train-reinforce``, ``search``)
-or a router with its family of architectures (:mod:`instanas_gym.agents.router`); the bundled
-default's is the bundled router (:data:`~instanas_gym.utils.paths.BUNDLED_ROUTER`).
+A controller file is a policy file (``instanas-gym train-reinforce``, ``search``), a router with its
+family of architectures (:mod:`instanas_gym.agents.router`) or a bare controller; the bundled
+default is the bundled router (:data:`~instanas_gym.utils.paths.BUNDLED_ROUTER`). The manifest
+records the size of the family the controller chooses among (``family_size``; None for 85-bit masks):
+only the architectures it picks on the test split are exported, and the page says so.
 """
 
 from __future__ import annotations
@@ -12,10 +14,12 @@ import hashlib
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 from torch import nn
 
 from instanas_gym.agents.controller import CONTROLLER_FORMAT, load_controller
+from instanas_gym.agents.policy import POLICY_FORMAT, load_policy
 from instanas_gym.agents.router import ROUTER_FORMAT
 from instanas_gym.agents.router_file import load_router
 from instanas_gym.deploy.export import export_model
@@ -25,16 +29,31 @@ from instanas_gym.utils.files import FileFormatError
 from instanas_gym.utils.paths import BUNDLED_DATASET, BUNDLED_ROUTER, cache_dir, default_supernet
 
 
-def load_any_controller(path: str | os.PathLike) -> nn.Module:
-    """The controller stored at ``path``: a REINFORCE controller, or a router as a
-    :class:`~instanas_gym.agents.router.RoutedController`; errors name the file and both formats."""
+class ServedController(NamedTuple):
+    """A controller file as the demo serves it."""
+
+    module: nn.Module
+    """uint8 images -> mask logits (B, 17, 5), what :func:`~instanas_gym.deploy.export.export_model` takes."""
+    family_size: int | None
+    """Architectures it chooses among (a router's or a family-view policy's family); None for masks."""
+
+
+def load_any_controller(path: str | os.PathLike) -> ServedController:
+    """The controller stored at ``path``: a policy file (``train-reinforce``, ``search``), a router
+    (as a :class:`~instanas_gym.agents.router.RoutedController`) or a bare controller; errors name the
+    file and the formats served."""
     try:
-        return load_controller(path)[0]
+        saved = load_policy(path)
+        return ServedController(saved.controller(), None if saved.family is None else saved.family.k)
     except FileFormatError as err:
-        if err.found_format != ROUTER_FORMAT:
-            raise FileFormatError(f"{str(err).split(';')[0]} (nor {ROUTER_FORMAT!r}, a router); the demo serves "
-                                  f"a {CONTROLLER_FORMAT!r} or {ROUTER_FORMAT!r} file") from None
-    return load_router(path).controller()
+        found = err.found_format
+        if found not in (ROUTER_FORMAT, CONTROLLER_FORMAT):
+            formats = f"{POLICY_FORMAT!r}, {ROUTER_FORMAT!r} or {CONTROLLER_FORMAT!r}"
+            raise FileFormatError(f"{str(err).split(';')[0]}; the demo serves a {formats} file") from None
+    if found == ROUTER_FORMAT:
+        router = load_router(path)
+        return ServedController(router.controller(), len(router.family_masks))
+    return ServedController(load_controller(path)[0], None)
 
 
 def default_controller(dataset: str) -> Path:
@@ -45,8 +64,12 @@ def default_controller(dataset: str) -> Path:
     return BUNDLED_ROUTER
 
 
+#: Bumped when what an export folder holds changes, so older exports in the cache are not reused.
+EXPORT_LAYOUT = "2"
+
+
 def _digest(*paths: Path) -> str:
-    h = hashlib.sha256()
+    h = hashlib.sha256(EXPORT_LAYOUT.encode())
     for p in paths:
         h.update(p.read_bytes())
     return h.hexdigest()[:12]
@@ -75,17 +98,18 @@ def served_folder(
         return folder
     ctrl = Path(controller) if controller is not None else default_controller(dataset)
     net = Path(supernet) if supernet is not None else default_supernet(dataset)
-    for what, p in (("controller", ctrl), ("supernet", net)):
+    for what, p in (("controller", ctrl), ("env.supernet", net)):
         if not p.is_file():
             raise FileNotFoundError(f"--{what} {p}: no such file")
     folder = cache_dir() / "demo" / f"{ctrl.stem}-{_digest(ctrl, net)}"
     if (folder / "manifest.json").is_file():  # written last: its presence means the export finished
         return folder
-    module = load_any_controller(ctrl)
+    served = load_any_controller(ctrl)
     model, ckpt = load_supernet(net)
     if ckpt["dataset"] != dataset:
-        raise ValueError(f"--supernet {net} was trained on {ckpt['dataset']!r}, not on {dataset!r}")
+        raise ValueError(f"--env.supernet {net} was trained on {ckpt['dataset']!r}, not on {dataset!r}")
     test = load_split(dataset, "test", data_root)
-    export_model(folder, model, module, test.images, progress=progress,
-                 extra={"dataset": dataset, "controller_file": str(ctrl), "supernet_file": str(net)})
+    export_model(folder, model, served.module, test.images, progress=progress,
+                 extra={"dataset": dataset, "controller_file": str(ctrl), "supernet_file": str(net),
+                        "family_size": served.family_size})
     return folder

@@ -10,7 +10,8 @@ Routes (JSON unless said otherwise; every error is ``{"error": message}`` with a
 
 * ``GET /``: the page.
 * ``GET /api/summary``: what the page draws at load (:meth:`.state.DemoState.summary`).
-* ``GET /api/images/<index>.png``: a test image (404 outside the test split).
+* ``GET /api/images/<index>.png``: a test image (400 for an index that is not a plain decimal
+  number, 404 outside the test split).
 * ``POST /api/predict``: multipart form with a file ``image`` (and optionally ``invert``: auto, yes,
   no) or a form field ``index`` (a test image); answers :meth:`.state.DemoState.classify`, plus the
   image classified (``image_png``, base64) and, for a test image, its label.
@@ -22,20 +23,39 @@ users never see each other's.
 from __future__ import annotations
 
 import base64
+import logging
+import re
 import socket
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask, Response, jsonify, request, send_from_directory
 from werkzeug.exceptions import HTTPException
 
-from instanas_gym.demo.state import DemoState, png_bytes
-from instanas_gym.demo.upload import UploadError, decode_upload
+from instanas_gym.demo.upload import UploadError, decode_upload, png_bytes
+
+if TYPE_CHECKING:  # the state loads ONNX Runtime and the data: ``instanas-gym demo`` checks its port first
+    from instanas_gym.demo.state import DemoState
 
 #: Largest request accepted (bytes); a larger upload gets 413.
 MAX_UPLOAD_BYTES = 8 * 1024 * 1024
 #: Requests waitress serves at once.
 SERVER_THREADS = 4
 FORMS = ("multipart/form-data", "application/x-www-form-urlencoded")
+#: A test image's index as a request gives it: ASCII digits only, no sign, at most 9 of them.
+_INDEX = re.compile(r"[0-9]{1,9}")
+
+
+def parse_index(text: str, count: int) -> int:
+    """``text`` as the index of one of ``count`` test images; an UploadError (400, or 404 out of range)
+    otherwise. Only ASCII digits: ``int`` would also take "²"'s relatives and thousands of digits."""
+    text = text.strip()
+    if not _INDEX.fullmatch(text):
+        shown = text if len(text) <= 20 else text[:20] + "..."
+        raise UploadError(f"index must be an integer from 0 to {count - 1}, got {shown!r}", 400)
+    index = int(text)
+    if index >= count:
+        raise UploadError(f"index {index} is not a test image (0 to {count - 1})", 404)
+    return index
 
 
 def _error(message: str, status: int) -> tuple[Response, int]:
@@ -66,12 +86,9 @@ def create_app(state: DemoState, max_upload_bytes: int = MAX_UPLOAD_BYTES) -> Fl
     def get_summary() -> Response:
         return jsonify(summary)
 
-    @app.get("/api/images/<int:index>.png")
-    def test_image(index: int) -> Response | tuple[Response, int]:
-        try:
-            image = state.test_image(index)
-        except IndexError as err:
-            return _error(str(err), 404)
+    @app.get("/api/images/<index>.png")
+    def test_image(index: str) -> Response:
+        image = state.test_image(parse_index(index, len(state.test)))
         return Response(png_bytes(image), mimetype="image/png", headers={"Cache-Control": "max-age=3600"})
 
     @app.post("/api/predict")
@@ -86,15 +103,10 @@ def create_app(state: DemoState, max_upload_bytes: int = MAX_UPLOAD_BYTES) -> Fl
                                             request.form.get("invert", "auto"))  # type: ignore[arg-type]
             extra = {"source": upload.filename or "upload", "inverted": inverted}
         elif "index" in request.form:
-            text = request.form["index"]
-            if not text.strip().lstrip("-").isdigit():
-                return _error(f"index must be an integer, got {text!r}", 400)
-            try:
-                image = state.test_image(int(text))
-            except IndexError as err:
-                return _error(str(err), 404)
-            label = state.spec.class_names[int(state.test.labels[int(text)])]
-            extra = {"source": f"test image {int(text)}", "index": int(text), "label": label}
+            index = parse_index(request.form["index"], len(state.test))
+            image = state.test_image(index)
+            label = state.spec.class_names[int(state.test.labels[index])]
+            extra = {"source": f"test image {index}", "index": index, "label": label}
         else:
             return _error("no image: send a file field 'image' or a form field 'index'", 400)
         result = state.classify(image)
@@ -115,7 +127,10 @@ def port_free(host: str, port: int) -> bool:
 
 
 def serve(state: DemoState, host: str = "127.0.0.1", port: int = 8000, threads: int = SERVER_THREADS) -> None:
-    """Serve the demo until interrupted (waitress, ``threads`` requests at once)."""
+    """Serve the demo until interrupted (waitress, ``threads`` requests at once). Requests beyond
+    ``threads`` wait in waitress's queue, as they should: its warning about the queue's depth is
+    not shown."""
     from waitress import serve as waitress_serve
 
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     waitress_serve(create_app(state), host=host, port=port, threads=threads)

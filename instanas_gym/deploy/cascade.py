@@ -30,8 +30,8 @@ from instanas_gym.model.outcomes import softmax_summary
 from instanas_gym.model.subnetwork import OPSET, SubNetwork
 from instanas_gym.model.supernet import Supernet
 from instanas_gym.space.family import ArchitectureFamily
+from instanas_gym.utils.checks import check_threads
 from instanas_gym.utils.files import FileFormatError, atomic_write, atomic_write_text, load_json
-from instanas_gym.utils.run import check_threads
 
 CASCADE_FORMAT = "instanas-cascade-v1"
 POLICY_INPUTS = ("image", "stage", "arms", "summary", "latency_ms")

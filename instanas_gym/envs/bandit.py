@@ -16,9 +16,9 @@ import numpy as np
 import torch
 
 from instanas_gym.envs.reward import LatencyReward, RewardConfig
-from instanas_gym.latency import LatencyTable
 from instanas_gym.latency.calibration import calibrate
 from instanas_gym.latency.measure import measure_masks
+from instanas_gym.latency.table import LatencyTable
 from instanas_gym.model.checkpoint import load_supernet, train_hint
 from instanas_gym.model.outcomes import STATISTICS, OutcomeStore, Statistics
 from instanas_gym.model.own_statistics import OwnStatistics
@@ -26,8 +26,9 @@ from instanas_gym.model.supernet import EXECUTION_MODES, ExecutionMode, Supernet
 from instanas_gym.space.data import ImageSet, check_data_root, get_spec, load_split, statistics_split
 from instanas_gym.space.masks import spread_masks
 from instanas_gym.utils.checks import check_int, check_threads
-from instanas_gym.utils.devices import autocast, check_precision, cpu_copy, resolve_device
+from instanas_gym.utils.devices import autocast, cpu_copy, resolve_device
 from instanas_gym.utils.paths import DEFAULT_LATENCY_BACKEND, default_latency_table, default_supernet
+from instanas_gym.utils.run import check_precision
 from instanas_gym.utils.runtime import tune_allocator
 
 ImageOrder = Literal["random", "sequential"]

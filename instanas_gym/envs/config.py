@@ -1,24 +1,32 @@
 """Which environment, and how it is set up: one dataclass that agents, the search and the command
-line pass whole to ``gymnasium.make`` / ``make_vec``."""
+line pass whole to ``gymnasium.make`` / ``make_vec``.
+
+Light on purpose: the command line imports it to parse its flags, so the environments themselves
+(and torch) are imported by the methods that make them."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import gymnasium as gym
-from gymnasium.vector import VectorEnv
 
 import instanas_gym
-from instanas_gym.envs.bandit import InstaNASBandit
-from instanas_gym.envs.cascade_vector import CascadeVectorEnv
-from instanas_gym.envs.family import FamilyVectorAction
-from instanas_gym.envs.lookup import FamilyLookupVectorEnv
 from instanas_gym.envs.reward import RewardConfig
-from instanas_gym.space.data import DataConfig
-from instanas_gym.space.family import ArchitectureFamily
+from instanas_gym.space.data import DataConfig, get_spec
 from instanas_gym.utils.checks import check_int
 from instanas_gym.utils.run import RunConfig
+
+if TYPE_CHECKING:
+    from gymnasium.vector import VectorEnv
+
+    from instanas_gym.envs.bandit import InstaNASBandit
+    from instanas_gym.envs.cascade_vector import CascadeVectorEnv
+    from instanas_gym.space.family import ArchitectureFamily
+
+
+#: The registered environment ids (``instanas_gym.ENV_IDS``) as a type: the command line offers them.
+EnvId = Literal[tuple(instanas_gym.ENV_IDS)]  # type: ignore[valid-type]
 
 
 @dataclass(frozen=True)
@@ -27,23 +35,23 @@ class EnvConfig:
     where the supernet runs (device, precision, threads) comes from the run's settings
     (:class:`~instanas_gym.utils.run.RunConfig`)."""
 
-    env_id: str = "InstaNAS-FashionMNIST-v0"
-    """A registered id (instanas_gym.ENV_IDS)."""
+    env_id: EnvId = "InstaNAS-FashionMNIST-v0"
+    """The environment, one per data set."""
     split: str | None = None
-    """The split to learn on; None: the id's ("search" for Fashion-MNIST, "train" for CIFAR)."""
+    """The split to learn on; unset, the environment's own ("search" for Fashion-MNIST, "train" for CIFAR)."""
     data: DataConfig = field(default_factory=DataConfig)
-    """Where the images are (CIFAR; Fashion-MNIST's ship in the package)."""
+    """Where the images are (Fashion-MNIST's test and search splits ship in the package)."""
     supernet: str | None = None
-    """Supernet checkpoint; default: bundled (Fashion-MNIST) or $INSTANAS_CACHE/<dataset>/last.pt."""
+    """Supernet checkpoint; unset, the bundled one (Fashion-MNIST) or $INSTANAS_CACHE/<dataset>/last.pt."""
     latency_table: str | None = None
-    """Latency table JSON; default: bundled, or the backend's table in $INSTANAS_CACHE/<dataset>/."""
+    """Latency table file; unset, the bundled one, or latency_onnxruntime.json (latency.json for torch) in
+    $INSTANAS_CACHE/<dataset>/."""
     latency_backend: Literal["onnxruntime", "torch"] = "onnxruntime"
-    """The runtime whose default latency table the reward uses (when latency_table is None)."""
+    """The runtime whose latency table the reward uses when no table is given."""
     reward: RewardConfig = field(default_factory=RewardConfig)
-    """The reward's settings."""
+    """The reward: what a right answer earns, and the latency band it aims at."""
     family: str | None = None
-    """Family file, or router file whose family, the family and cascade views choose among; None: the
-    bundled family (bundled data set only)."""
+    """Family or router file whose architectures the family view chooses among; unset, the bundled family."""
     lookup: bool = True
     """The family and cascade views answer from stored outcomes (computed once; the live rewards at
     table speed); else the supernet runs at every step."""
@@ -61,6 +69,9 @@ class EnvConfig:
         for name in ("split", "supernet", "latency_table", "family"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
                 raise TypeError(f"env.{name} must be a string or None, got {getattr(self, name)!r}")
+        splits = get_spec(self.dataset).splits
+        if self.split is not None and self.split not in splits:
+            raise ValueError(f"env.split must be one of {splits} for {self.env_id}, got {self.split!r}")
         if not isinstance(self.lookup, bool):
             raise TypeError(f"env.lookup must be True or False, got {self.lookup!r}")
         check_int("env.stages", self.stages)
@@ -99,6 +110,9 @@ class EnvConfig:
         (:class:`~instanas_gym.envs.family.FamilyVectorAction`) or, with ``lookup``, from the stored
         outcomes (:class:`~instanas_gym.envs.lookup.FamilyLookupVectorEnv`; ``extra``: its
         ``rebuild``, ``progress``...). Both offer ``evaluate_current_arms``."""
+        from instanas_gym.envs.family import FamilyVectorAction
+        from instanas_gym.envs.lookup import FamilyLookupVectorEnv
+
         if not self.lookup:
             return FamilyVectorAction(self.make_vec(num_envs, run), family)
         kwargs = {**instanas_gym.ENV_IDS[self.env_id], **self.kwargs(run)}
@@ -108,9 +122,13 @@ class EnvConfig:
                          **extra: Any) -> CascadeVectorEnv:
         """The cascade view (:class:`~instanas_gym.envs.cascade_vector.CascadeVectorEnv`) of ``family``
         (None: the default cascade family), ``stages`` per image; ``extra``: its other arguments."""
+        from instanas_gym.envs.cascade_vector import CascadeVectorEnv
+
         kwargs = {**instanas_gym.ENV_IDS[self.env_id], **self.kwargs(run)}
         return CascadeVectorEnv(num_envs, family=family, stages=self.stages, lookup=self.lookup, **kwargs, **extra)
 
     def bandit(self, split: str, run: RunConfig | None = None) -> InstaNASBandit:
         """The environment's bandit on another split (``"test"`` to judge a policy)."""
+        from instanas_gym.envs.bandit import InstaNASBandit
+
         return InstaNASBandit(**{**instanas_gym.ENV_IDS[self.env_id], **self.kwargs(run), "split": split})

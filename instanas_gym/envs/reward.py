@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from instanas_gym.latency import LatencyTable
+from instanas_gym.latency.table import LatencyTable
 from instanas_gym.space.masks import all_ops_mask, mobilenetv2_mask
 from instanas_gym.utils.checks import check_number
 
@@ -34,29 +34,31 @@ class RewardConfig:
     :class:`LatencyReward`. Latencies are the 17 cells' LUT latency in ms."""
 
     correct_reward: float = 10.0
-    """c, the magnitude of R_T (> 0)."""
+    """The reward c of a right answer (a wrong one gets -c)."""
     shape: RewardShape = "parabola"
-    """R_A's shape: "parabola" (the paper's) or "monotone"."""
+    """How the latency reward R_A falls off: "parabola" (the paper's, a band) or "monotone" (faster is better)."""
     lower_ms: float | None = None
-    """LB in ms; None: the fastest mask's latency."""
+    """Lower latency bound LB in ms; unset, the fastest mask's latency."""
     upper_ms: float | None = None
-    """UB in ms at the start; None: ``upper_start_frac`` x the all-ops latency."""
+    """Upper latency bound UB in ms at the start; unset, upper_start_frac times the all-ops latency."""
     upper_start_frac: float = 0.7
-    """Where the annealed UB starts: this x the all-ops latency (the paper's 0.7)."""
+    """Where the annealed UB starts, as a fraction of the all-ops latency (the paper's 0.7)."""
     upper_end_frac: float = 0.5
-    """Where the annealed UB ends: this x the MobileNetV2-path latency (the paper's 0.5)."""
+    """Where the annealed UB ends, as a fraction of the MobileNetV2 path's latency (the paper's 0.5)."""
     anneal: bool = True
-    """Whether UB moves from its start to its end over a search (the paper's schedule); False: UB is
-    its end value throughout (from the first step unless ``upper_ms`` is set, and after every
-    :meth:`LatencyReward.anneal`), so a policy learns under the bounds it is judged by."""
+    """Move UB from its start to its end over a search (the paper's schedule); with --no-anneal, UB
+    stays at its end value, the bound a policy is judged by."""
 
     def __post_init__(self) -> None:
         if self.shape not in REWARD_SHAPES:
-            raise ValueError(f"reward shape must be one of {REWARD_SHAPES}, got {self.shape!r}")
+            raise ValueError(f"reward.shape must be one of {REWARD_SHAPES}, got {self.shape!r}")
         for name in ("correct_reward", "upper_start_frac", "upper_end_frac"):
             check_number(name, getattr(self, name), low=0, low_open=True)
         for name in ("lower_ms", "upper_ms"):
             check_number(name, getattr(self, name), low=0, optional=True)
+        if self.lower_ms is not None and self.upper_ms is not None and self.lower_ms >= self.upper_ms:
+            raise ValueError(f"lower_ms and upper_ms need lower < upper, got lower_ms={self.lower_ms} and "
+                             f"upper_ms={self.upper_ms} (ms)")
         if not isinstance(self.anneal, (bool, np.bool_)):
             raise TypeError(f"reward anneal must be True or False, got {self.anneal!r}")
 

@@ -25,6 +25,7 @@ from rich.console import Console
 
 from instanas_gym.agents.policy import Policy, SavedPolicy
 from instanas_gym.agents.router import router_latency_ms
+from instanas_gym.agents.router_file import SavedRouter
 from instanas_gym.envs.bandit import InstaNASBandit
 from instanas_gym.envs.config import EnvConfig
 from instanas_gym.judge.frontier import frontier_accuracy, gain_over_frontier, oracle, static_frontier
@@ -281,19 +282,25 @@ def frontier_results(r: dict[str, Any]) -> dict[str, dict[str, float]]:
     return rows
 
 
-def judge_policy(saved: SavedPolicy, env: EnvConfig, out: str | Path, run: RunConfig | None = None,
+def judge_policy(saved: SavedPolicy | SavedRouter, env: EnvConfig, out: str | Path, run: RunConfig | None = None,
                  limit: int | None = None, own_limit: int | None = None) -> dict[str, Any]:
-    """A REINFORCE policy's greedy choices judged on ``env``'s test split against the static frontier
-    (:func:`judge_instance_awareness`, written to ``out``); its network timed in the latency table's
-    runtime and counted in the end-to-end latency."""
+    """A policy file's greedy choices (a REINFORCE policy, or a router's routed ones) judged on ``env``'s
+    test split against the static frontier (:func:`judge_instance_awareness`, written to ``out``); its
+    network timed in the latency table's runtime and counted in the end-to-end latency."""
     bandit = env.bandit("test", run)
     meta = bandit.table.meta
     runtime, threads, shape = meta.get("runtime", "torch"), bandit.table.threads, bandit.data.spec.image_shape
-    if saved.view == "masks":
+    if isinstance(saved, SavedRouter):
+        ms = router_latency_ms(saved.router, shape, runtime, threads, latency_ms=saved.latency_ms,
+                               price_per_ms=saved.price_per_ms)
+        what = "router"
+    elif saved.view == "masks":
         ms = controller_latency_ms(saved.network, shape, runtime, threads)
+        what = "REINFORCE (masks)"
     else:
         ms = router_latency_ms(saved.network, shape, runtime, threads, latency_ms=saved.family.network_ms(bandit.table))
-    return judge_instance_awareness(saved.policy(), bandit, ms, out, f"REINFORCE ({saved.view})", limit, own_limit)
+        what = "REINFORCE (family)"
+    return judge_instance_awareness(saved.policy(), bandit, ms, out, what, limit, own_limit)
 
 
 def print_judgement(report: dict[str, Any], title: str, out: str | Path, console: Console) -> None:

@@ -22,8 +22,8 @@ import torch
 from torch import nn
 
 from instanas_gym.agents.cascade import CascadeActor, decision_ms, fit_threshold_policy, greedy_actor
-from instanas_gym.agents.controller import ControllerConfig
-from instanas_gym.agents.reinforce import ReinforceConfig, train_reinforce
+from instanas_gym.agents.config import ControllerConfig, ReinforceConfig
+from instanas_gym.agents.reinforce import train_reinforce
 from instanas_gym.agents.router import Router, predict_correct, train_router
 from instanas_gym.agents.router_file import resolve_family
 from instanas_gym.agents.sb3 import CascadeExtractor, sb3_cascade_actor, train_sb3

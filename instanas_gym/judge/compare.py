@@ -30,101 +30,44 @@ controller. Everything is seeded.
 
 from __future__ import annotations
 
-import importlib.util
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any
 
 import numpy as np
 import torch
 from gymnasium.vector import VectorEnv
 
-from instanas_gym.agents.controller import ControllerConfig
+from instanas_gym.agents.config import ReinforceConfig
 from instanas_gym.agents.policy import Policy, arm_policy, controller_policy, fixed_policy, random_policy
-from instanas_gym.agents.policy_gradient import PolicyGradientConfig
-from instanas_gym.agents.reinforce import ReinforceConfig, train_reinforce
+from instanas_gym.agents.reinforce import train_reinforce
 from instanas_gym.agents.router import Router, expected_reward_policy, router_latency_ms, train_router
 from instanas_gym.agents.router_file import resolve_family
 from instanas_gym.agents.sb3 import sb3_latency_ms, sb3_policy, train_sb3
 from instanas_gym.agents.vw import train_vw, vw_latency_ms, vw_policy
 from instanas_gym.envs.bandit import InstaNASBandit
-from instanas_gym.envs.config import EnvConfig
 from instanas_gym.envs.reward import LatencyReward
 from instanas_gym.judge.awareness import instance_awareness
 from instanas_gym.judge.cascade import judge_cascade
 from instanas_gym.judge.cascade_agents import CASCADE_AGENTS, run_cascade_agent
+from instanas_gym.judge.config import AGENTS, FAMILY_AGENTS, CompareConfig
 from instanas_gym.judge.evaluation import evaluate_policy
 from instanas_gym.judge.plots import curves_with_bands
 from instanas_gym.judge.stored_results import comparison_settings, finished_result
 from instanas_gym.latency.onnx import controller_latency_ms
 from instanas_gym.space.family import probe_masks
 from instanas_gym.space.masks import mobilenetv2_mask
-from instanas_gym.utils.checks import check_int
 from instanas_gym.utils.display import markdown_table
 from instanas_gym.utils.files import atomic_write_json, atomic_write_text
-from instanas_gym.utils.run import RunConfig, check_seed
 from instanas_gym.utils.runlog import RunLogger, write_csv
 
-Agent = Literal["REINFORCE", "REINFORCE-family", "PPO", "A2C", "PPO-family", "A2C-family", "VW-family", "router",
-                "random", "MobileNetV2", "best-single", "threshold-cascade", "REINFORCE-cascade", "PPO-cascade",
-                "A2C-cascade", "router-cascade"]
-AGENTS: tuple[Agent, ...] = get_args(Agent)
-#: The agents that act over the family's arms.
-FAMILY_AGENTS = ("REINFORCE-family", "PPO-family", "A2C-family", "VW-family", "router", "best-single")
 #: What :func:`instance_awareness` adds to each agent's row.
 AWARE_KEYS = ("gain_points", "gain_latency_pct", "distinct_archs", "archs_2pct", "top_share", "mi_class_bits",
               "mi_difficulty_bits", "cmi_difficulty_class_bits")
 SUMMARY_KEYS = ("accuracy", "latency_ms", "network_latency_ms", "measured_ms", "controller_ms", "e2e_ms",
                 "e2e_measured_ms", "reward", "ops_per_cell", "distinct_masks", *AWARE_KEYS, "gain_low", "gain_high",
                 "saved_vs_single_pct", "stages", "stop_1_share", "wall_s")
-
-
-@dataclass(frozen=True)
-class CompareConfig:
-    """Arguments of :func:`compare_agents` (``instanas-gym compare`` takes each as a flag)."""
-
-    env: EnvConfig = field(default_factory=EnvConfig)
-    """The environment every agent learns on (training split) and is judged on (test split), and the
-    family of the family-view agents (env.family; env.lookup: answered from stored outcomes)."""
-    run: RunConfig = field(default_factory=lambda: RunConfig(out="runs/compare"))
-    """Threads, device and the output folder (run.seed is not used: every agent runs with each of ``seeds``)."""
-    agents: tuple[Agent, ...] = AGENTS
-    """The agents compared."""
-    seeds: tuple[int, ...] = (0, 1, 2)
-    """Seeds each agent runs with."""
-    total_steps: int = 16_000
-    """Env steps (training images) per agent and seed."""
-    num_envs: int = 32
-    """Sub-environments (images per step)."""
-    pg: PolicyGradientConfig = field(default_factory=PolicyGradientConfig)
-    """REINFORCE's update (its lr and alpha among them)."""
-    controller: ControllerConfig = field(default_factory=ControllerConfig)
-    """REINFORCE's controller."""
-    router_epochs: int = 4
-    """Passes of the router over its training images."""
-    measure: int = 100
-    """Test images whose masks are timed on the clock."""
-    eval_limit: int | None = None
-    """Test images evaluated (None: all)."""
-    own_archs: int = 16
-    """A policy's most used architectures scored beside the 18 probes when judging instance-awareness."""
-    cascade_budget_ms: float = 0.4
-    """The threshold and router cascades' budget: mean latency of the networks they run per image (ms)."""
-
-    def __post_init__(self) -> None:
-        unknown = [a for a in self.agents if a not in AGENTS]
-        if unknown:
-            raise ValueError(f"agents: unknown {unknown}; expected some of {AGENTS}")
-        if not self.agents or not self.seeds:
-            raise ValueError("agents and seeds need at least one value each")
-        for seed in self.seeds:
-            check_seed("seeds", seed)
-        for name in ("total_steps", "num_envs", "router_epochs"):
-            check_int(name, getattr(self, name))
-        check_int("measure", self.measure, minimum=0)
-        check_int("eval_limit", self.eval_limit, optional=True)
-        check_int("own_archs", self.own_archs, minimum=0)
 
 
 def judge_bandit(cfg: CompareConfig) -> InstaNASBandit:
@@ -311,9 +254,6 @@ def compare_agents(cfg: CompareConfig) -> dict[str, dict[str, float]]:
     running the same comparison again (after a kill, or with more agents or seeds) reuses those and
     trains only the rest. Returns per agent the mean over seeds of the test metrics (and ``*_std``).
     """
-    if "VW-family" in cfg.agents and importlib.util.find_spec("vowpalwabbit") is None:
-        raise ImportError("agent VW-family needs vowpalwabbit (pip install 'instanas-gym[baselines]'); "
-                          "or leave it out of agents (--agents)")
     torch.set_num_threads(cfg.run.threads)
     out = Path(cfg.run.out or "runs/compare")
     out.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from instanas_gym.agents.controller import ControllerConfig
+from instanas_gym.agents.config import ControllerConfig
 from instanas_gym.agents.router import Router, predict_correct, price_for_budget, route, routed_latency_ms, train_router
 from instanas_gym.envs.bandit import InstaNASBandit
 from instanas_gym.judge.frontier import gain_over_frontier, oracle, static_frontier

@@ -19,13 +19,13 @@ from typing import TYPE_CHECKING, Any
 
 from instanas_gym.agents.router_file import resolve_family
 from instanas_gym.envs.bandit import cached_split
-from instanas_gym.model.outcomes import data_sha256, file_sha256
-from instanas_gym.utils.files import FileFormatError, load_json
+from instanas_gym.space.data import data_sha256
+from instanas_gym.utils.files import FileFormatError, file_sha256, load_json
 from instanas_gym.utils.paths import BUNDLED_DATASET, default_latency_table, default_supernet
 from instanas_gym.utils.run import flat_settings
 
 if TYPE_CHECKING:
-    from instanas_gym.judge.compare import CompareConfig
+    from instanas_gym.judge.config import CompareConfig
 
 
 def content_hashes(cfg: CompareConfig) -> dict[str, str | None]:

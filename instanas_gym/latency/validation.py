@@ -4,18 +4,16 @@ error and the share of masks predicted within +-10%, on fresh masks the table wa
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from instanas_gym.latency.config import TableConfig as TableConfig  # its settings, re-exported
 from instanas_gym.latency.measure import Progress, build_isolated_table, build_table, measure_masks
 from instanas_gym.latency.table import LatencyTable
 from instanas_gym.model.supernet import Supernet
 from instanas_gym.space.masks import spread_masks
 from instanas_gym.space.search_space import SearchSpace
-from instanas_gym.utils.checks import check_int
-from instanas_gym.utils.run import check_threads
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -95,30 +93,3 @@ def build_validated_table(
         "repeats": repeats,
     }
     return table, measured, predicted
-
-
-@dataclass(frozen=True)
-class TableConfig:
-    """How a latency table is measured (``build-latency-table``, ``prepare``)."""
-
-    passes: int | None = None
-    """Masks timed for the fit: exported static graphs (ONNX Runtime; default 300, at least 86) or
-    whole-network passes (torch; default 2000)."""
-    repeats: int | None = None
-    """Timed runs per mask, their median kept: default 30 (ONNX Runtime) or 15 (torch)."""
-    timed_threads: int = 1
-    """Threads the table is timed with: the environment's latency is that of this many."""
-    validate_masks: int = 200
-    """Fresh masks timed to check the table against the clock."""
-
-    def __post_init__(self) -> None:
-        check_int("table.passes", self.passes, optional=True)
-        check_int("table.repeats", self.repeats, optional=True)
-        check_threads("table.timed_threads", self.timed_threads)
-        check_int("table.validate_masks", self.validate_masks)
-
-    def n_passes(self, backend: str) -> int:
-        return self.passes if self.passes is not None else (300 if backend == "onnxruntime" else 2000)
-
-    def n_repeats(self, backend: str) -> int:
-        return self.repeats if self.repeats is not None else (30 if backend == "onnxruntime" else 15)

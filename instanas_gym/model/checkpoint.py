@@ -39,10 +39,16 @@ def supernet_state(model: Supernet, dataset: str, **extra: Any) -> dict[str, Any
     }
 
 
+#: What ``instanas-gym prepare`` costs at its defaults (benchmarks/README.md, "prepare at the paper's scale"),
+#: and a first run about 30 times cheaper (a tenth of the epochs, about a third of the multiply-adds).
+PREPARE_COST = ("at its defaults an estimated 2-12 GPU-hours, or about 530 hours on one CPU core; try "
+                "`--epochs 10 --width-mult 0.5` first, about 30 times cheaper")
+
+
 def train_hint(path: Path, dataset: str | None = None) -> str:
-    """What to do about a missing or broken supernet checkpoint at ``path``: the command that trains one."""
+    """What to do about a missing or broken supernet checkpoint at ``path``: the commands that write one."""
     data = f" --dataset {dataset}" if dataset else ""
-    prepare = f"`instanas-gym prepare {dataset}` trains and installs one, or " if dataset else ""
+    prepare = f"`instanas-gym prepare {dataset}` trains and installs one ({PREPARE_COST}), or " if dataset else ""
     if in_package(path):  # the package's own file: restore it, never write there
         return (f"reinstall instanas-gym to restore the bundled supernet, or {prepare}train one with "
                 f"`instanas-gym train-supernet{data} --run.out FOLDER` and pass FOLDER/last.pt as supernet")

@@ -239,6 +239,7 @@ class OutcomeStore:
             effective = np.concatenate([np.stack([np.frombuffer(k, np.uint8).reshape(MASK_SHAPE) for k in self._rows]),
                                         effective]) if self._rows else effective
             self._rows, self._loss, self._n = {}, None, n
+        n = self._n  # every kept row covers the same images, a new one too (get slices to what it asks)
         todo = list(dict.fromkeys(m.tobytes() for m in effective if m.tobytes() not in self._rows))
         if not todo and self._loss is not None:
             return

@@ -22,12 +22,15 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.error import URLError
 
 import numpy as np
-import torch
 
 from instanas_gym.utils.paths import BUNDLED_FASHION_MNIST, DEBIAN_FASHION_MNIST, data_root
+
+if TYPE_CHECKING:  # torch is imported where tensors are made: the command line parses DataConfig without it
+    import torch
 
 
 @dataclass(frozen=True)
@@ -53,12 +56,19 @@ class DatasetSpec:
         """Human-readable class names (class indices as text where none are listed)."""
         return CLASS_NAMES.get(self.name, tuple(str(i) for i in range(self.num_classes)))
 
+    @property
+    def title(self) -> str:
+        """The data set's name as people write it ("Fashion-MNIST")."""
+        return TITLES.get(self.name, self.name)
+
 
 CLASS_NAMES: dict[str, tuple[str, ...]] = {
     "cifar10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
     "fashion_mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                       "Ankle boot"),
 }
+
+TITLES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "fashion_mnist": "Fashion-MNIST"}
 
 DATASETS: dict[str, DatasetSpec] = {
     "cifar10": DatasetSpec(
@@ -78,7 +88,7 @@ class DataConfig:
     """Where a data set's images are (:func:`load_split`'s ``root`` and ``download``)."""
 
     root: str | None = None
-    """Data folder; None: $INSTANAS_DATA, else the one ``prepare`` recorded, else $INSTANAS_CACHE/data."""
+    """Data folder; unset, $INSTANAS_DATA, else the folder prepare recorded, else $INSTANAS_CACHE/data."""
     download: bool = False
     """Let torchvision download the data set where it is missing (needs internet)."""
 
@@ -103,6 +113,8 @@ class ImageSet:
 
     def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Images as uint8 NCHW tensor and labels as int64 tensor (shared memory, no copy of labels)."""
+        import torch
+
         return torch.from_numpy(self.images).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(self.labels)
 
 
@@ -118,6 +130,8 @@ def statistics_split(dataset: str) -> str:
     "search" where the data set has one (Fashion-MNIST: training images that ship in the package),
     else "train"."""
     return "search" if "search" in get_spec(dataset).splits else "train"
+#: What a download without a connection raises (urllib's errors, as torchvision downloads with it).
+NO_CONNECTION = (URLError, ConnectionError, TimeoutError)
 
 
 class DataNotFoundError(FileNotFoundError):
@@ -158,6 +172,8 @@ def _load_cifar(dataset: str, split: str, root: Path, download: bool) -> tuple[n
     cls = datasets.CIFAR10 if dataset == "cifar10" else datasets.CIFAR100
     try:
         ds = cls(str(root), train=split == "train", download=download)
+    except NO_CONNECTION as err:
+        raise DataNotFoundError(offline_message(dataset, root, cls.__name__, err)) from None
     except RuntimeError as err:  # torchvision: "Dataset not found or corrupted."
         folder = cls.base_folder
         raise DataNotFoundError(
@@ -167,6 +183,14 @@ def _load_cifar(dataset: str, split: str, root: Path, download: bool) -> tuple[n
     return ds.data, np.asarray(ds.targets), f"torchvision:{root}"
 
 
+def offline_message(dataset: str, root: Path, torchvision_class: str, err: Exception) -> str:
+    """What to do when downloading ``dataset`` into ``root`` failed for want of a connection."""
+    reason = getattr(err, "reason", None) or err
+    return (f"could not download {get_spec(dataset).title} into {root}: this machine looks offline ({reason}). "
+            f"Download it where there is internet (torchvision.datasets.{torchvision_class}(ROOT, download=True)), "
+            f"copy ROOT here and pass it as the data root (--data.root or $INSTANAS_DATA).")
+
+
 def _load_fashion_mnist(split: str, root: Path, download: bool) -> tuple[np.ndarray, np.ndarray, str]:
     if split == "search":
         return (*read_idx_pair(BUNDLED_FASHION_MNIST, "search"), f"bundled:{BUNDLED_FASHION_MNIST}")
@@ -174,7 +198,10 @@ def _load_fashion_mnist(split: str, root: Path, download: bool) -> tuple[np.ndar
     if download or (root / "FashionMNIST" / "raw").is_dir():
         from torchvision import datasets
 
-        ds = datasets.FashionMNIST(str(root), train=split == "train", download=download)
+        try:
+            ds = datasets.FashionMNIST(str(root), train=split == "train", download=download)
+        except NO_CONNECTION as err:
+            raise DataNotFoundError(offline_message("fashion_mnist", root, "FashionMNIST", err)) from None
         return ds.data.numpy()[..., None], ds.targets.numpy(), f"torchvision:{root}"
     for folder, source in ((DEBIAN_FASHION_MNIST, "debian"), (BUNDLED_FASHION_MNIST, "bundled")):
         if (folder / f"{prefix}-images-idx3-ubyte.gz").is_file():
@@ -216,6 +243,8 @@ def read_idx_pair(folder: Path, prefix: str) -> tuple[np.ndarray, np.ndarray]:
 # ---- augmentation ------------------------------------------------------------------------------
 def augment(images: torch.Tensor, spec: DatasetSpec, generator: torch.Generator | None = None) -> torch.Tensor:
     """Random crop with zero padding, horizontal flip and cutout, per image, on a uint8 NCHW batch."""
+    import torch
+
     n, _, h, w = images.shape
     out = images
     if spec.crop_padding:

@@ -37,7 +37,7 @@ from instanas_gym.utils.files import FileFormatError, atomic_write_text, load_js
 from instanas_gym.utils.paths import BUNDLED_CASCADE_FAMILY, BUNDLED_DATASET
 
 if TYPE_CHECKING:
-    from instanas_gym.latency import LatencyTable
+    from instanas_gym.latency.table import LatencyTable
 
 FAMILY_FORMAT = "instanas-family-v1"
 HINT = "write one with instanas_gym.space.family.save_family"

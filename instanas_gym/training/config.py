@@ -1,16 +1,23 @@
-"""The settings of a supernet training run (:class:`TrainConfig`, ``instanas-gym train-supernet``)
-and which of them a resumed run may change."""
+"""The settings of a supernet training run (:class:`TrainConfig`, ``instanas-gym train-supernet``),
+which of them a resumed run may change, and those of ``instanas-gym prepare`` (:class:`PrepareConfig`).
+
+Light on purpose: the command line imports this module to parse its flags (each field's docstring is
+its flag's help, one plain sentence), so it imports no torch.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from instanas_gym.model.checkpoint import load_checkpoint
+import tyro
+
+from instanas_gym.latency.config import TableConfig
 from instanas_gym.space.data import DataConfig, get_spec
 from instanas_gym.utils.checks import check_int, check_number
 from instanas_gym.utils.files import FileFormatError
+from instanas_gym.utils.paths import cache_dir, data_root
 from instanas_gym.utils.run import RunConfig, flat_settings
 
 MaskSampling = Literal["paper", "mixed", "mobilenetv2", "fixed", "sandwich"]
@@ -28,30 +35,35 @@ MOVED = {"seed": "run.seed", "threads": "run.threads", "device": "run.device", "
 class TrainConfig:
     """Arguments of :func:`train_supernet` (``instanas-gym train-supernet`` exposes each as a flag)."""
 
-    dataset: str = "fashion_mnist"
-    """"fashion_mnist", "cifar10" or "cifar100"."""
+    dataset: Literal["fashion_mnist", "cifar10", "cifar100"] = "fashion_mnist"
+    """The data set the supernet learns."""
     data: DataConfig = field(default_factory=DataConfig)
     """Where the images are."""
     run: RunConfig = field(default_factory=lambda: RunConfig(out="runs/supernet"))
     """Seed, threads, device, precision and the output folder (last.pt, the checkpoint)."""
     width_mult: float = 0.25
-    """Width multiplier of every channel count."""
+    """Width multiplier of every channel count (1.0: MobileNetV2's)."""
     cell_merge: Literal["mean", "sum"] = "mean"
-    """How a cell merges its ops' outputs."""
+    """How a cell merges the outputs of its ops."""
     epochs: int = 10
+    """Passes over the training images."""
     batch_size: int = 128
     """Images per step and process."""
     lr: float = 0.1
-    """Peak SGD learning rate (cosine to 0 per step)."""
+    """Peak SGD learning rate, cosine to 0 per step."""
     momentum: float = 0.9
+    """SGD momentum (Nesterov)."""
     weight_decay: float = 4e-5
+    """SGD weight decay."""
     label_smoothing: float = 0.0
+    """Label smoothing of the cross-entropy loss (0: none)."""
     min_keep_prob: float = 0.5
-    """Per-op keep probability at the end of the "paper" schedule."""
+    """The "paper" schedule: the keep probability of each op at its end."""
     mask_sampling: MaskSampling = "paper"
-    """Which masks the batches run under (see the module docstring)."""
+    """Which architectures the batches train: the paper's schedule, mixed masks, one path, a fixed mask or
+    the sandwich rule."""
     sandwich_random: int = 2
-    """Random networks per sandwich step (mask_sampling="sandwich")."""
+    """Sandwich rule: random networks per step besides the largest and the smallest."""
     distill: bool = True
     """Sandwich: every network but the largest learns the largest's soft predictions (or, with a
     teacher, every network the teacher's), not the labels."""
@@ -68,23 +80,21 @@ class TrainConfig:
     label_weight: float = 0.5
     """With a teacher, the largest network's loss: label_weight x CE(labels) + (1 - label_weight) x KL(teacher)."""
     bn_stats: Literal["batch", "frozen"] = "batch"
-    """"batch": BatchNorm normalises with batch statistics while training (its running statistics
-    average whatever masks ran); "frozen": the shared running statistics are re-estimated once at
-    the start over ``bn_batches`` batches of sandwich members and then held fixed, and the weights
-    learn to work with them, as every per-image mask is run at inference (fine-tuning, with init_from)."""
+    """BatchNorm while training: "batch" statistics, or "frozen" shared statistics estimated once at the start."""
     bn_batches: int = 200
-    """Batches (of batch_size) of the statistics estimate of bn_stats="frozen"."""
+    """Batches the frozen BatchNorm statistics are estimated on."""
     grad_clip: float = 0.0
-    """Clip the global gradient norm to this before each step (0: no clipping)."""
+    """Clip the gradients' global norm to this before each step (0: no clipping)."""
     fixed_mask: str | None = None
-    """Mask file (instanas_gym.space.masks.load_mask) for mask_sampling="fixed"."""
+    """Mask file for --mask-sampling fixed (a JSON mask, see instanas_gym.space.masks.save_mask)."""
     init_from: str | None = None
-    """Start from this checkpoint's weights (fine-tuning)."""
+    """Start from this checkpoint's weights (fine-tuning); unset, from random weights."""
     train_subset: int | None = None
-    """First N training images only (tests, quick runs)."""
+    """Train on the first N training images only; unset, on all of them."""
     eval_subset: int | None = None
-    """First N test images only in the final evaluation."""
+    """Evaluate on the first N test images only; unset, on all of them."""
     eval_batch_size: int = 256
+    """Images per batch of the final evaluation."""
     probe_images: int = 0
     """After every epoch, score the probe architectures (instanas_gym.space.family.probe_masks) and
     per-image Bernoulli(0.5) masks on the first N test images, shared statistics: logged, kept in the
@@ -92,11 +102,11 @@ class TrainConfig:
     probe_table: str | None = None
     """Latency table whose fastest mask joins the probes; None: the dataset's default eager-PyTorch table."""
     channels_last: bool = True
-    """channels_last memory format (~1.7x faster training on CPU)."""
+    """Train in the channels_last memory format (about 1.7 times faster on CPUs)."""
     checkpoint_every: int = 200
-    """Steps between checkpoints (also at every epoch end)."""
+    """Steps between checkpoints (one is also written at every epoch's end)."""
     resume: bool = False
-    """Continue from out/last.pt if it exists (same settings required)."""
+    """Continue from last.pt in the output folder if it is there (the same settings are required)."""
 
     def __post_init__(self) -> None:
         get_spec(self.dataset)
@@ -129,6 +139,8 @@ class TrainConfig:
 
 def check_resume(cfg: TrainConfig, path: Path) -> None:
     """Refuse to resume the checkpoint at ``path`` with settings that change the run."""
+    from instanas_gym.model.checkpoint import load_checkpoint  # torch: only when there is a run to resume
+
     saved, now = load_checkpoint(path).get("config"), flat_settings(asdict(cfg))
     if not isinstance(saved, dict):
         raise FileFormatError(f"{path} holds no training settings to resume from; start a new run in another --run.out")
@@ -141,3 +153,85 @@ def check_resume(cfg: TrainConfig, path: Path) -> None:
         raise ValueError(f"{path} was written with other settings ({detail}); resume with the same ones, or "
                          f"start a new run in another --run.out")
 
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    """Arguments of ``instanas-gym prepare DATASET`` (:mod:`instanas_gym.training.prepare`): data,
+    supernet (sandwich rule with distillation, then frozen BatchNorm statistics), latency table, all
+    installed in $INSTANAS_CACHE/<dataset>/. Resumable: rerun the same command after a kill."""
+
+    dataset: Annotated[Literal["cifar10", "cifar100", "fashion-mnist"], tyro.conf.Positional]
+    """The data set to prepare."""
+    data: DataConfig = field(default_factory=lambda: DataConfig(download=True))
+    """Where the images are (downloaded when missing); the folder is recorded in prepared.json."""
+    run: RunConfig = field(default_factory=RunConfig)
+    """Seed, threads and device of training, and the work folder; unset, $INSTANAS_CACHE/<dataset>/prepare."""
+    width_mult: float = 1.0
+    """Width multiplier of the supernet's channels (1.0: MobileNetV2's)."""
+    epochs: int = 200
+    """Epochs of the sandwich stage (the defaults cost an estimated 2-12 GPU-hours; try --epochs 10
+    --width-mult 0.5 first)."""
+    frozen_epochs: int = 10
+    """Epochs of fine-tuning with the BatchNorm statistics frozen."""
+    batch_size: int = 128
+    """Images per training step."""
+    lr: float = 0.1
+    """Peak learning rate of the sandwich stage, cosine to 0."""
+    frozen_lr: float = 0.005
+    """Peak learning rate of the frozen stage."""
+    sandwich_random: int = 2
+    """Random networks per sandwich step."""
+    bn_batches: int = 200
+    """Batches the frozen stage estimates its BatchNorm statistics on."""
+    grad_clip: float = 2.0
+    """Gradient-norm clip of the frozen stage."""
+    train_subset: int | None = None
+    """Train on the first N training images only; unset, on all of them."""
+    eval_subset: int | None = None
+    """Evaluate each stage on the first N test images only; unset, on all of them."""
+    channels_last: bool = True
+    """Train in the channels_last memory format (faster on CPUs)."""
+    table: TableConfig = field(default_factory=lambda: TableConfig(repeats=30))
+    """How the ONNX Runtime latency table is measured."""
+    torch_table: bool = False
+    """Also build the eager PyTorch table (latency.json) on run.device."""
+
+    def __post_init__(self) -> None:
+        get_spec(self.name)
+        for name in ("epochs", "frozen_epochs", "batch_size", "bn_batches"):
+            check_int(name, getattr(self, name))
+        check_int("sandwich_random", self.sandwich_random, minimum=0)
+        for name in ("train_subset", "eval_subset"):
+            check_int(name, getattr(self, name), optional=True)
+        for name in ("lr", "frozen_lr", "width_mult"):
+            check_number(name, getattr(self, name), low=0, low_open=True)
+        check_number("grad_clip", self.grad_clip, low=0)
+        self.table.check_backend("onnxruntime")
+
+    @property
+    def name(self) -> str:
+        """The data set's name in the package ("fashion_mnist" for "fashion-mnist")."""
+        return self.dataset.replace("-", "_")
+
+    @property
+    def work_dir(self) -> Path:
+        return Path(self.run.out) if self.run.out else cache_dir() / self.name / "prepare"
+
+    @property
+    def root(self) -> Path:
+        return data_root(self.data.root)
+
+    def train_config(self, stage: str) -> TrainConfig:
+        """The trainer's settings of the ``supernet`` or ``frozen`` stage (resumable)."""
+        out = self.work_dir / ("sandwich" if stage == "supernet" else "frozen")
+        common: dict[str, Any] = {
+            "dataset": self.name, "data": DataConfig(str(self.root)), "run": replace(self.run, out=str(out)),
+            "width_mult": self.width_mult, "batch_size": self.batch_size, "mask_sampling": "sandwich",
+            "sandwich_random": self.sandwich_random, "distill": True, "train_subset": self.train_subset,
+            "eval_subset": self.eval_subset, "channels_last": self.channels_last, "resume": True}
+        if stage == "supernet":
+            return TrainConfig(**common, epochs=self.epochs, lr=self.lr)
+        return TrainConfig(**common, epochs=self.frozen_epochs, lr=self.frozen_lr, bn_stats="frozen",
+                           bn_batches=self.bn_batches, grad_clip=self.grad_clip,
+                           init_from=str(self.work_dir / "sandwich" / "last.pt"))

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from instanas_gym.latency import LatencyTable
+from instanas_gym.latency.table import LatencyTable
 from instanas_gym.model.outcomes import correct_per_image
 from instanas_gym.model.supernet import Supernet
 from instanas_gym.space.data import ImageSet

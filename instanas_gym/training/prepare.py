@@ -23,111 +23,27 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
-from typing import Annotated, Any, Literal
+from dataclasses import asdict
+from typing import Any
 
-import tyro
 from rich.console import Console
 
 from instanas_gym.latency.onnx import build_onnx_table, validate_onnx
-from instanas_gym.latency.validation import TableConfig, build_validated_table
+from instanas_gym.latency.validation import build_validated_table
 from instanas_gym.model.checkpoint import export_supernet, load_supernet
-from instanas_gym.space.data import DataConfig, DataNotFoundError, get_spec, load_split
-from instanas_gym.training import TrainConfig, train_supernet
-from instanas_gym.utils.checks import check_int, check_number
+from instanas_gym.space.data import DataNotFoundError, load_split
+from instanas_gym.training.config import PrepareConfig as PrepareConfig  # its settings, re-exported
+from instanas_gym.training.trainer import train_supernet
 from instanas_gym.utils.devices import resolve_device
 from instanas_gym.utils.files import FileFormatError, atomic_write_json, load_json
-from instanas_gym.utils.paths import PREPARED_FILE, cache_dir, data_root
-from instanas_gym.utils.run import RunConfig, flat_settings
+from instanas_gym.utils.paths import PREPARED_FILE, cache_dir
+from instanas_gym.utils.run import flat_settings
 from instanas_gym.utils.runlog import progress_bar
 
 STAGES = ("data", "supernet", "frozen", "table", "install")
 #: Settings a rerun may change: they do not change what the stages produce.
 RESUMABLE_CHANGES = ("run.device", "run.threads", "run.out", "data.download")
 STATE_FILE = "prepare.json"
-
-
-@dataclass(frozen=True)
-class PrepareConfig:
-    """Arguments of ``instanas-gym prepare DATASET``: data, supernet (sandwich rule with distillation,
-    then frozen BatchNorm statistics), latency table, all installed in $INSTANAS_CACHE/<dataset>/.
-    Resumable: rerun the same command after a kill."""
-
-    dataset: Annotated[Literal["cifar10", "cifar100", "fashion-mnist", "fashion_mnist"], tyro.conf.Positional]
-    """The data set."""
-    data: DataConfig = field(default_factory=lambda: DataConfig(download=True))
-    """Where the images are (the data root is recorded in prepared.json); downloaded when missing."""
-    run: RunConfig = field(default_factory=RunConfig)
-    """Seed, threads and device of training (tables are timed with table.timed_threads); run.out: the
-    folder of the stages' outputs and state (None: $INSTANAS_CACHE/<dataset>/prepare)."""
-    width_mult: float = 1.0
-    """Width multiplier of the supernet (1.0: MobileNetV2's channels)."""
-    epochs: int = 200
-    """Epochs of the sandwich stage (a CIFAR-scale budget; about 40 GPU-hours, see benchmarks/README.md;
-    try --epochs 10 --width-mult 0.5 first)."""
-    frozen_epochs: int = 10
-    """Epochs of fine-tuning with the BatchNorm statistics frozen."""
-    batch_size: int = 128
-    """Images per training step."""
-    lr: float = 0.1
-    """Peak learning rate of the sandwich stage (cosine to 0)."""
-    frozen_lr: float = 0.005
-    """Peak learning rate of the frozen stage."""
-    sandwich_random: int = 2
-    """Random networks per sandwich step."""
-    bn_batches: int = 200
-    """Batches of the frozen stage's BatchNorm statistics."""
-    grad_clip: float = 2.0
-    """Gradient-norm clip of the frozen stage."""
-    train_subset: int | None = None
-    """First N training images only (tests, quick runs)."""
-    eval_subset: int | None = None
-    """First N test images only in each stage's evaluation."""
-    channels_last: bool = True
-    """channels_last memory format for training (faster on CPUs)."""
-    table: TableConfig = field(default_factory=lambda: TableConfig(repeats=30))
-    """How the latency table is measured."""
-    torch_table: bool = False
-    """Also build the eager PyTorch table on run.device (latency.json; CUDA events on a GPU)."""
-
-    def __post_init__(self) -> None:
-        get_spec(self.name)
-        for name in ("epochs", "frozen_epochs", "batch_size", "bn_batches"):
-            check_int(name, getattr(self, name))
-        check_int("sandwich_random", self.sandwich_random, minimum=0)
-        for name in ("train_subset", "eval_subset"):
-            check_int(name, getattr(self, name), optional=True)
-        for name in ("lr", "frozen_lr", "width_mult"):
-            check_number(name, getattr(self, name), low=0, low_open=True)
-        check_number("grad_clip", self.grad_clip, low=0)
-
-    @property
-    def name(self) -> str:
-        """The data set's name in the package ("fashion_mnist" for "fashion-mnist")."""
-        return self.dataset.replace("-", "_")
-
-    @property
-    def work_dir(self) -> Path:
-        return Path(self.run.out) if self.run.out else cache_dir() / self.name / "prepare"
-
-    @property
-    def root(self) -> Path:
-        return data_root(self.data.root)
-
-    def train_config(self, stage: str) -> TrainConfig:
-        """The trainer's settings of the ``supernet`` or ``frozen`` stage (resumable)."""
-        out = self.work_dir / ("sandwich" if stage == "supernet" else "frozen")
-        common: dict[str, Any] = {
-            "dataset": self.name, "data": DataConfig(str(self.root)), "run": replace(self.run, out=str(out)),
-            "width_mult": self.width_mult, "batch_size": self.batch_size, "mask_sampling": "sandwich",
-            "sandwich_random": self.sandwich_random, "distill": True, "train_subset": self.train_subset,
-            "eval_subset": self.eval_subset, "channels_last": self.channels_last, "resume": True}
-        if stage == "supernet":
-            return TrainConfig(**common, epochs=self.epochs, lr=self.lr)
-        return TrainConfig(**common, epochs=self.frozen_epochs, lr=self.frozen_lr, bn_stats="frozen",
-                           bn_batches=self.bn_batches, grad_clip=self.grad_clip,
-                           init_from=str(self.work_dir / "sandwich" / "last.pt"))
 
 
 class Preparation:

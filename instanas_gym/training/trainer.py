@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from rich.console import Console
 from torch.utils.data import DistributedSampler
 
-from instanas_gym.latency import LatencyTable
+from instanas_gym.latency.table import LatencyTable
 from instanas_gym.model.batchnorm import estimate_bn, freeze_bn, shared_bn_masks
 from instanas_gym.model.checkpoint import load_checkpoint, supernet_state
 from instanas_gym.model.supernet import Supernet

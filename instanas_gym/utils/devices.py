@@ -11,12 +11,11 @@ from __future__ import annotations
 import copy
 import os
 from contextlib import AbstractContextManager, nullcontext
-from typing import Literal
 
 import torch
 
-Precision = Literal["fp32", "bf16"]
-PRECISIONS = ("fp32", "bf16")
+from instanas_gym.utils.run import DEVICE_NAMES, Precision, check_precision
+
 CPU = torch.device("cpu")
 
 
@@ -26,13 +25,13 @@ def resolve_device(device: str | torch.device = "auto", name: str = "device") ->
     if isinstance(device, torch.device):
         device = str(device)
     if not isinstance(device, str):
-        raise TypeError(f"{name} must be a string such as 'auto', 'cpu' or 'cuda', got {device!r}")
+        raise TypeError(f"{name} must be a string such as {DEVICE_NAMES}, got {device!r}")
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as err:
-        raise ValueError(f"{name} must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r} ({err})") from None
+        raise ValueError(f"{name} must be {DEVICE_NAMES}, got {device!r} ({err})") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(f"{name}={device!r} but torch sees no CUDA GPU on this machine; use {name}='cpu' or 'auto'")
@@ -41,15 +40,8 @@ def resolve_device(device: str | torch.device = "auto", name: str = "device") ->
         if dev.index >= torch.cuda.device_count():
             raise ValueError(f"{name}={device!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
     elif dev.type != "cpu":
-        raise ValueError(f"{name} must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+        raise ValueError(f"{name} must be {DEVICE_NAMES}, got {device!r}")
     return dev
-
-
-def check_precision(precision: str, name: str = "precision") -> Precision:
-    """``precision`` if it is one of :data:`PRECISIONS`, else a ValueError naming ``name``."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"{name} must be one of {PRECISIONS}, got {precision!r}")
-    return precision  # type: ignore[return-value]
 
 
 def autocast(device: torch.device, precision: Precision) -> AbstractContextManager:

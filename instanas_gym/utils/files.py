@@ -83,7 +83,7 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save(obj)`` atomically (see :func:`atomic_write`)."""
-    import torch
+    import torch  # here, not at the top: the command line imports this module to parse its settings
 
     atomic_write(path, lambda f: torch.save(obj, f))
 

@@ -1,25 +1,53 @@
 """How and where a job runs: one settings object, :class:`RunConfig`, that every command nests as
-``--run.*`` (seed, threads, device, precision, output folder), and the checks of those settings."""
+``--run.*`` (seed, threads, device, precision, output folder), and the checks of those settings.
+
+Light on purpose: the command line imports it to parse its flags, so it imports no torch; only a
+device that names a GPU is checked against the machine (with torch) when the settings are made.
+"""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
-from instanas_gym.utils.checks import available_cores, check_int, check_threads
-from instanas_gym.utils.devices import Precision, check_precision, resolve_device
+from instanas_gym.utils.checks import check_int, check_threads
 
 #: Largest seed accepted (numpy, torch and Python's generators all take it).
 MAX_SEED = 2**32 - 1
+Precision = Literal["fp32", "bf16"]
+PRECISIONS = ("fp32", "bf16")
+#: The devices a job can run on, as the errors list them.
+DEVICE_NAMES = "'auto', 'cpu', 'cuda' or 'cuda:N'"
+_DEVICE = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
 
-__all__ = ["MAX_SEED", "RunConfig", "available_cores", "check_seed", "check_threads", "flat_settings"]
+
+def check_precision(precision: str, name: str = "precision") -> Precision:
+    """``precision`` if it is one of :data:`PRECISIONS`, else a ValueError naming ``name``."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"{name} must be one of {PRECISIONS}, got {precision!r}")
+    return precision  # type: ignore[return-value]
+
+
+def check_device(name: str, device: Any) -> str:
+    """``device`` if it is one of :data:`DEVICE_NAMES`; one naming a GPU must exist on this machine
+    (:func:`~instanas_gym.utils.devices.resolve_device`, which imports torch)."""
+    if not isinstance(device, str):
+        raise TypeError(f"{name} must be a string, one of {DEVICE_NAMES}, got {device!r}")
+    if not _DEVICE.fullmatch(device):
+        raise ValueError(f"{name} must be {DEVICE_NAMES}, got {device!r}")
+    if device.startswith("cuda"):
+        from instanas_gym.utils.devices import resolve_device
+
+        resolve_device(device, name)
+    return device
 
 
 def check_seed(name: str, value: Any) -> int:
     """``value`` as a seed in [0, 2**32 - 1]."""
-    seed = check_int(name, value, minimum=0)
-    if seed > MAX_SEED:
-        raise ValueError(f"{name} must be in [0, {MAX_SEED}], got {seed}")
+    seed = check_int(name, value, minimum=-(2**63))
+    if not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"{name} must be an integer in [0, {MAX_SEED}], got {seed}")
     return seed
 
 
@@ -28,20 +56,20 @@ class RunConfig:
     """How and where a job runs."""
 
     seed: int = 0
-    """Seed of every random draw, in [0, 2**32 - 1]."""
+    """Seed of every random draw, from 0 to 2**32 - 1."""
     threads: int = 2
-    """Torch intra-op threads (at most the machine's cores)."""
+    """Torch threads, at most the CPU cores this process may use."""
     device: str = "auto"
-    """"auto" (CUDA when present, else the CPU), "cpu", "cuda" or "cuda:N"."""
+    """Where the networks run: "auto" (a CUDA GPU if there is one), "cpu", "cuda" or "cuda:N"."""
     precision: Precision = "fp32"
-    """"fp32", or "bf16": bfloat16 autocast of the supernet's forward passes."""
+    """Arithmetic of the supernet's forward passes: "fp32", or "bf16" (bfloat16 autocast)."""
     out: str | None = None
-    """Output folder (None: the command's own, said in its help)."""
+    """Output folder of the command."""
 
     def __post_init__(self) -> None:
         check_seed("run.seed", self.seed)
         check_threads("run.threads", self.threads)
-        resolve_device(self.device, "run.device")
+        check_device("run.device", self.device)
         check_precision(self.precision, "run.precision")
         if self.out is not None and not isinstance(self.out, str):
             raise TypeError(f"run.out must be a folder path or None, got {self.out!r}")

@@ -15,6 +15,9 @@ batch-64 forward pass ran 2.2x faster (``benchmarks/bench_supernet.py``). Preloa
 (``LD_PRELOAD=libtcmalloc_minimal.so.4``) does the same and a little more.
 
 Set ``INSTANAS_TUNE_MALLOC=0`` to leave the allocator alone.
+
+A server that decodes a large image now and then wants the opposite: :func:`release_memory` hands
+the memory freed since back to the operating system (glibc's ``malloc_trim``).
 """
 
 from __future__ import annotations
@@ -53,16 +56,27 @@ def tune_allocator() -> bool:
     _tuned = False
     if os.environ.get("INSTANAS_TUNE_MALLOC", "1") == "0" or "tcmalloc" in os.environ.get("LD_PRELOAD", ""):
         return _tuned
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError, TypeError):
+    mallopt = getattr(_libc(), "mallopt", None)
+    if mallopt is None:
         return _tuned
     _tuned = bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)) and bool(
         mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES)
     )
     return _tuned
+
+
+def _libc() -> ctypes.CDLL | None:
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c"))
+    except (OSError, TypeError):
+        return None
+
+
+def release_memory() -> bool:
+    """Return the heap's free memory to the operating system; True if glibc did (a no-op elsewhere)."""
+    libc = _libc()
+    trim = getattr(libc, "malloc_trim", None) if libc is not None else None
+    return bool(trim(0)) if trim is not None else False
 
 
 def allocator() -> str:

@@ -189,7 +189,7 @@ def test_the_environment_calibrates_its_table_on_request(tiny_assets):
 
 
 def test_exported_architectures_can_carry_batchnorm_statistics_of_their_own(tmp_path, fmnist_root):
-    from instanas_gym.model.batchnorm import recalibrate_bn
+    from instanas_gym.model.own_statistics import OwnStatistics
     from instanas_gym.space.data import load_split
 
     torch.manual_seed(0)
@@ -197,12 +197,13 @@ def test_exported_architectures_can_carry_batchnorm_statistics_of_their_own(tmp_
     before = {k: v.clone() for k, v in model.state_dict().items()}
     controller = Controller(1, (8,), (1,), input_size=14).eval()  # all-zero head: every op, one architecture
     data = load_split("fashion_mnist", "train", str(fmnist_root))
-    manifest = export_model(tmp_path, model, controller, _images(8), bn_data=data, bn_batches=2)
-    assert manifest["batchnorm"] == "per architecture, 2 batches" and len(manifest["architectures"]) == 1
+    statistics = OwnStatistics(model, None, data, batches=2, progress=False)
+    manifest = export_model(tmp_path, model, controller, _images(8), own=statistics)
+    assert manifest["batchnorm"]["statistics"] == "own" and len(manifest["architectures"]) == 1
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]), k  # the supernet keeps its shared statistics
     (out,) = ort.InferenceSession(str(tmp_path / manifest["architectures"][0]["file"])).run(None, {"images": _images(8)})
-    own = SubNetwork(recalibrate_bn(model, data, all_ops_mask(), 2), all_ops_mask())
+    own = SubNetwork(statistics.network(all_ops_mask()), all_ops_mask())
     with torch.no_grad():
         np.testing.assert_allclose(out, own(torch.from_numpy(_images(8))).numpy(), rtol=1e-4, atol=1e-4)
     assert np.abs(out - _reference(model, _images(8), all_ops_mask())).max() > 1e-3  # not the shared statistics

@@ -12,14 +12,17 @@ from tests.fixtures import skip_cifar_checksums, write_cifar
 from rich.console import Console
 
 import instanas_gym  # noqa: F401 (registers the ids)
+from instanas_gym.latency.validation import TableConfig
+from instanas_gym.space.data import DataConfig
 from instanas_gym.training import prepare as prep
 from instanas_gym.utils.paths import cache_dir, data_root, default_latency_table, default_supernet
+from instanas_gym.utils.run import RunConfig
 
 
 def tiny(root, work, **over) -> prep.PrepareConfig:
-    settings = {"data_root": str(root), "download": False, "work": str(work), "width_mult": 0.1, "epochs": 1,
-                "frozen_epochs": 1, "batch_size": 16, "train_subset": 32, "eval_subset": 16, "bn_batches": 2,
-                "threads": 1, "device": "auto", "table_passes": 86, "table_repeats": 1, "validate_masks": 3}
+    settings = {"data": DataConfig(str(root), download=False), "run": RunConfig(threads=1, device="auto", out=str(work)),
+                "width_mult": 0.1, "epochs": 1, "frozen_epochs": 1, "batch_size": 16, "train_subset": 32,
+                "eval_subset": 16, "bn_batches": 2, "table": TableConfig(passes=86, repeats=1, validate_masks=3)}
     return prep.PrepareConfig("cifar10", **(settings | over))
 
 

@@ -235,13 +235,10 @@ class OutcomeStore:
         return min(n, len(self.data))
 
     def _ensure(self, effective: np.ndarray, n: int) -> None:
-        """Compute the rows of ``effective`` not kept yet, on as many images as every kept row covers
-        (at least ``n``: when more, every kept row is recomputed with them), and store them."""
         if n > self._n:  # more images than kept: every kept row is recomputed with them
             effective = np.concatenate([np.stack([np.frombuffer(k, np.uint8).reshape(MASK_SHAPE) for k in self._rows]),
                                         effective]) if self._rows else effective
             self._rows, self._loss, self._n = {}, None, n
-        n = self._n  # the rows of one file cover the same images
         todo = list(dict.fromkeys(m.tobytes() for m in effective if m.tobytes() not in self._rows))
         if not todo and self._loss is not None:
             return

@@ -20,6 +20,7 @@ import torch
 from instanas_gym.model.checkpoint import load_checkpoint
 from instanas_gym.utils.files import load_torch
 
+REPO = Path(__file__).resolve().parents[1]
 KILL_SEED = int(os.environ.get("INSTANAS_KILL_SEED", random.SystemRandom().randrange(10**6)))
 
 
@@ -45,7 +46,9 @@ def _kill_midway(args: list[str], watch: Path, env: dict[str, str], rng: random.
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "INSTANAS_CACHE": str(tmp_path / "cache"), "COLUMNS": "100"}
+    """The jobs' environment: this checkout's package, one thread, a cache of their own."""
+    return {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "INSTANAS_CACHE": str(tmp_path / "cache"),
+            "COLUMNS": "100"}
 
 
 def _same_tensors(a: dict, b: dict) -> None:

@@ -71,7 +71,7 @@ def test_ddp_two_processes(fmnist_root, tmp_path):
         "--epochs", "1", "--batch-size", "16", "--train-subset", "64", "--eval-subset", "32", "--run.threads", "1",
         "--run.out", str(tmp_path / "ddp"),
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}  # this checkout's package
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ckpt = load_checkpoint(tmp_path / "ddp" / "last.pt")

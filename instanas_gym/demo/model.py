@@ -1,9 +1,9 @@
 """The model the demo serves: an export folder of :func:`~instanas_gym.deploy.export.export_model`,
 written once per controller into the cache and reused on later starts.
 
-A controller file is either a REINFORCE controller (``instanas-gym train-reinforce``, ``search``)
-or a router with its family of architectures (:mod:`instanas_gym.agents.router`); the bundled
-default's is the bundled router (:data:`~instanas_gym.utils.paths.BUNDLED_ROUTER`).
+A controller file is a policy file (``instanas-gym train-reinforce``, ``search``), a REINFORCE
+controller, or a router with its family of architectures (:mod:`instanas_gym.agents.router`); the
+bundled default's is the bundled router (:data:`~instanas_gym.utils.paths.BUNDLED_ROUTER`).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 from torch import nn
 
 from instanas_gym.agents.controller import CONTROLLER_FORMAT, load_controller
+from instanas_gym.agents.policy import POLICY_FORMAT, load_policy
 from instanas_gym.agents.router import ROUTER_FORMAT, load_router
 from instanas_gym.deploy.export import export_model
 from instanas_gym.model.checkpoint import load_supernet
@@ -25,14 +26,21 @@ from instanas_gym.utils.paths import BUNDLED_DATASET, BUNDLED_ROUTER, cache_dir,
 
 
 def load_any_controller(path: str | os.PathLike) -> nn.Module:
-    """The controller stored at ``path``: a REINFORCE controller, or a router as a
-    :class:`~instanas_gym.agents.router.RoutedController`; errors name the file and both formats."""
+    """The controller stored at ``path``: a policy file (``train-reinforce``, ``search``; masks or
+    family view), a REINFORCE controller, or a router as a
+    :class:`~instanas_gym.agents.router.RoutedController`; errors name the file and the formats."""
     try:
         return load_controller(path)[0]
     except FileFormatError as err:
+        if err.found_format == POLICY_FORMAT:
+            saved = load_policy(path)
+            if saved.view not in ("masks", "family"):
+                raise FileFormatError(f"{path} holds a {saved.view}-view policy; the demo serves one mask per image "
+                                      "(a masks- or family-view policy)") from None
+            return saved.controller()
         if err.found_format != ROUTER_FORMAT:
-            raise FileFormatError(f"{str(err).split(';')[0]} (nor {ROUTER_FORMAT!r}, a router); the demo serves "
-                                  f"a {CONTROLLER_FORMAT!r} or {ROUTER_FORMAT!r} file") from None
+            raise FileFormatError(f"{str(err).split(';')[0]} (nor {POLICY_FORMAT!r} nor {ROUTER_FORMAT!r}); the demo "
+                                  f"serves a {POLICY_FORMAT!r}, {CONTROLLER_FORMAT!r} or {ROUTER_FORMAT!r} file") from None
     return load_router(path).controller()
 
 

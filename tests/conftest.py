@@ -97,7 +97,7 @@ def tiny_assets(tmp_path_factory, fmnist_root) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="session")
-def trained_assets(tmp_path_factory, fmnist_root) -> dict[str, Any]:
+def trained_checkpoint(tmp_path_factory, fmnist_root) -> dict[str, Any]:
     """A width-0.1 supernet trained on the synthetic Fashion-MNIST (stored: ``tests/make_assets.py``
     says how it was trained; all ops clearly beat the fastest mask) and its MACs latency table."""
     folder = tmp_path_factory.mktemp("trained")
@@ -109,7 +109,14 @@ def trained_assets(tmp_path_factory, fmnist_root) -> dict[str, Any]:
     return assets(folder, fmnist_root)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
+def trained_assets(trained_checkpoint, tmp_path) -> dict[str, Any]:
+    """:func:`trained_checkpoint` copied into the test's own folder: the outcomes stored beside it
+    (lookup mode, judging) are the test's own, so no test's cost or result depends on another's."""
+    return own_copy(trained_checkpoint, tmp_path / "trained")
+
+
+@pytest.fixture
 def trained_env(trained_assets) -> EnvConfig:
     """The environment settings of :func:`trained_assets` (training split)."""
     return env_config(trained_assets)

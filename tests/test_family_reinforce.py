@@ -206,8 +206,8 @@ def test_on_a_tiny_env_it_learns_which_arm_is_right_for_which_class(trained_asse
     lat = max(probe.table.cells_ms(m) for m in family.masks)
     env = env_config(kwargs, family=str(tmp_path / "family.json"),
                      reward=RewardConfig(lower_ms=0.0, upper_ms=2.0 * lat, anneal=False))
-    cfg = ReinforceConfig(view="family", env=env, pg=PolicyGradientConfig(lr=1e-2), controller=TINY,
-                          total_steps=6400, log_every=50, run=RunConfig(threads=1, out=str(tmp_path / "run")))
+    cfg = ReinforceConfig(view="family", env=env, pg=PolicyGradientConfig(lr=1e-2), total_steps=6400, log_every=50,
+                          run=RunConfig(threads=1, out=str(tmp_path / "run")))
     network, history = train_reinforce(cfg)
     assert history[-1]["upper_ms"] == pytest.approx(2.0 * lat)  # the bound set by hand held throughout
     assert history[-1]["accuracy"] > history[0]["accuracy"]

@@ -112,5 +112,5 @@ def macs_runtime_ms(model: Supernet, masks: np.ndarray, *args: object, **kwargs:
     """A stand-in for timing each mask's exported sub-network in ONNX Runtime
     (:func:`instanas_gym.latency.onnx.measure_onnx_masks`): the ms of :func:`macs_table`, at once and
     the same under any load. Tests that run a command building an ONNX Runtime table patch it in;
-    exporting the 86 graphs a fit needs takes minutes of CPU."""
+    exporting the 120 graphs a fit needs takes minutes of CPU."""
     return np.asarray(macs_table(model.space).network_ms(masks), dtype=np.float64).reshape(len(masks))

@@ -14,12 +14,12 @@ from instanas_gym.agents.policy_gradient import MaskLearner, entropy, log_prob
 from instanas_gym.agents.reinforce import train_reinforce
 from instanas_gym.agents.sb3 import SB3Actor, sb3_latency_ms, sb3_policy, train_sb3
 from instanas_gym.envs.reward import LatencyReward, RewardConfig
+from instanas_gym.judge import compare as compare_module
 from instanas_gym.judge.cascade_agents import CASCADE_AGENTS
 from instanas_gym.judge.compare import AWARE_KEYS, best_single_arm, compare_agents
 from instanas_gym.judge.config import AGENTS, FAMILY_AGENTS, CompareConfig
 from instanas_gym.judge.evaluation import evaluate_policy
 from instanas_gym.latency.table import LatencyTable
-from instanas_gym.judge import compare as compare_module
 from instanas_gym.model.subnetwork import onnx_bytes
 from instanas_gym.space.family import ArchitectureFamily, save_family
 from instanas_gym.space.masks import all_ops_mask, mobilenetv2_mask, single_op_mask
@@ -137,7 +137,7 @@ def test_compare_writes_everything_and_reproduces(trained_env, tmp_path, monkeyp
     monkeypatch.setattr(compare_module, "run_agent", lambda *a, **k: pytest.fail("a finished agent trained again"))
     assert compare_agents(cfg) == summary
     assert (tmp_path / "cmp" / "PPO_seed1" / "result.json").is_file()
-    with pytest.raises(ValueError, match=r"PPO_seed0/result.json: written by a comparison with other settings \(total_steps\)"):
+    with pytest.raises(ValueError, match=r"PPO_seed0/result.json: written by a comparison with other settings or files \(total_steps\)"):
         compare_agents(dataclasses.replace(cfg, agents=("PPO",), total_steps=96))
 
 

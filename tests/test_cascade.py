@@ -50,7 +50,7 @@ def cascade_env(tiny_assets):
 
 
 def test_rewards_and_stopping_by_hand(cascade_env):
-    venv = cascade_env(2, reward={"shape": "monotone", "lower_ms": 0.0, "upper_ms": 10.0})
+    venv = cascade_env(2, reward={"shape": "monotone", "lower_ms": 0.0, "upper_ms": 40.0})  # both paths under UB
     c, table = venv.cascade, venv.bandit.table
     ms = c.network_ms
     obs, _ = venv.reset(options={"index": [0, 1]})  # image 0 easy, image 1 hard
@@ -60,16 +60,16 @@ def test_rewards_and_stopping_by_hand(cascade_env):
     obs, r, done, _, info = venv.step(np.array([c.k, 1]))  # the easy one stops, the hard one runs the big one
     assert done[0] and not done[1]
     l_easy = ms[0] - table.fixed_ms
-    assert r[0] == pytest.approx(10 * ((10 - l_easy) / 10) ** 2) and info["final_info"]["correct"][0]
+    assert r[0] == pytest.approx(10 * ((40 - l_easy) / 40) ** 2) and info["final_info"]["correct"][0]
     assert info["final_info"]["stages"][0] == 1 and list(info["final_info"]["arms"][0]) == [0]
     obs, r, done, _, info = venv.step(np.array([0, c.k]))  # sub-env 0 started a new image; 1 stops now
     l_hard = ms[0] + ms[1] - table.fixed_ms
-    assert done[1] and r[1] == pytest.approx(10 * ((10 - l_hard) / 10) ** 2)
+    assert done[1] and r[1] == pytest.approx(10 * ((40 - l_hard) / 40) ** 2)
     assert info["final_info"]["network_latency_ms"][1] == pytest.approx(ms[0] + ms[1])
 
 
 def test_the_last_stage_ends_the_episode_and_stop_first_is_refused(cascade_env):
-    venv = cascade_env(1, stages=2)
+    venv = cascade_env(1, stages=2, reward={"shape": "monotone", "lower_ms": 0.0, "upper_ms": 40.0})
     venv.reset(options={"index": 1})
     with pytest.raises(ValueError, match="STOP before any architecture ran"):
         venv.step(np.array([venv.cascade.k]))

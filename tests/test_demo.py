@@ -525,7 +525,7 @@ def test_a_policy_file_is_served(demo_files, tmp_path, view):
     x = load_split("fashion_mnist", "test", demo_files["data_root"]).images[:32]
     expected = load_policy(tmp_path / "policy.pt").policy()(x)
     with torch.no_grad():
-        served = (load_any_controller(tmp_path / "policy.pt")(torch.from_numpy(x)) >= 0).numpy().astype(np.uint8)
+        served = (load_any_controller(tmp_path / "policy.pt").module(torch.from_numpy(x)) >= 0).numpy().astype(np.uint8)
     assert np.array_equal(served, expected)
     folder = served_folder(tmp_path / "policy.pt", supernet=demo_files["supernet"], data_root=demo_files["data_root"])
     assert json.loads((folder / "manifest.json").read_text())["controller_file"] == str(tmp_path / "policy.pt")

@@ -157,13 +157,13 @@ def test_a_tiny_onnx_table_builds_and_predicts_its_own_runtime(monkeypatch):
     measured = measure_onnx_masks(model, np.stack([mobilenetv2_mask(), all_ops_mask()]), repeats=1)
     assert measured.shape == (2,) and (measured > 0).all()
     monkeypatch.setattr(onnx_latency, "measure_onnx_masks", macs_runtime_ms)
-    table = build_onnx_table(model, passes=86, repeats=1)
+    table = build_onnx_table(model, passes=120, repeats=1)
     assert (table.ops_ms >= 0).all() and table.fixed_ms >= 0
-    assert table.meta["runtime"] == "onnxruntime" and table.meta["threads"] == 1 and table.meta["passes"] == 86
+    assert table.meta["runtime"] == "onnxruntime" and table.meta["threads"] == 1 and table.meta["passes"] == 120
     assert table.validation["fit"]["spearman"] == pytest.approx(1.0) and table.validation["fit"]["mape_pct"] < 1e-6
     table.check(model.space)
-    with pytest.raises(ValueError, match="passes must be >= 86"):
-        build_onnx_table(model, passes=85)
+    with pytest.raises(ValueError, match="passes must be >= 120"):
+        build_onnx_table(model, passes=119)
 
 
 def test_the_latency_backend_picks_the_default_table():

@@ -52,7 +52,7 @@ def test_train_supernet(fmnist_root, tmp_path, monkeypatch):
 def test_build_latency_table(tiny_assets, tmp_path, monkeypatch, backend):
     monkeypatch.setattr(onnx_latency, "measure_onnx_masks", macs_runtime_ms)  # ONNX Runtime's clock, at once
     run_example("build_latency_table.py", "--env.supernet", tiny_assets["supernet"], "--backend", backend,
-                "--table.passes", "86" if backend == "onnxruntime" else "20", "--table.repeats", "1",
+                "--table.passes", "120" if backend == "onnxruntime" else "20", "--table.repeats", "1",
                 "--table.validate-masks", "3", "--run.out", str(tmp_path), monkeypatch=monkeypatch)
     name = "latency.json" if backend == "torch" else "latency_onnxruntime.json"
     assert LatencyTable.load(tmp_path / name).meta.get("runtime", "torch") == backend
@@ -63,7 +63,7 @@ def test_prepare(fmnist_root, tmp_path, monkeypatch):
     monkeypatch.setattr(onnx_latency, "measure_onnx_masks", macs_runtime_ms)  # ONNX Runtime's clock, at once
     run_example("prepare.py", "fashion-mnist", "--data.root", str(fmnist_root), "--width-mult", "0.1", "--epochs", "1",
                 "--frozen-epochs", "1", "--batch-size", "16", "--train-subset", "32", "--eval-subset", "16",
-                "--bn-batches", "2", "--table.passes", "86", "--table.repeats", "1", "--table.validate-masks", "3",
+                "--bn-batches", "2", "--table.passes", "120", "--table.repeats", "1", "--table.validate-masks", "3",
                 "--run.threads", "1", "--run.out", str(tmp_path / "work"), monkeypatch=monkeypatch)
     installed = cache_dir() / "fashion_mnist"
     assert (installed / "last.pt").is_file() and (installed / "latency_onnxruntime.json").is_file()

@@ -241,7 +241,7 @@ def test_lookup_outcomes_are_recomputed_for_another_supernet_and_refused_when_da
     rebuilt = FamilyLookup(tmp_path / "f.json", rebuild=True, progress=False, **kwargs)
     np.testing.assert_array_equal(rebuilt.outcomes.prediction, other.outcomes.prediction)
     first.outcomes_path.write_bytes(b"junk")
-    with pytest.raises(FileFormatError, match=r"last_outcomes_train\.npz is not a readable outcomes file"):
+    with pytest.raises(FileFormatError, match=r"last_outcomes_train\.npz is not an outcomes file"):
         FamilyLookup(tmp_path / "f.json", progress=False, **kwargs)
     with pytest.raises(ValueError, match="supernet=PATH"):
         FamilyLookup(small_family(2), progress=False, **(kwargs | {"supernet": tiny_supernet()}))

@@ -154,14 +154,14 @@ def _arrays(path: Path) -> tuple[dict, dict]:
 
 
 @pytest.mark.parametrize("damage, message", [
-    ("junk bytes", "not a readable outcomes file"),
+    ("junk bytes", "is not an outcomes file"),
     ("no key", "not a readable outcomes file"),
     ("other format", "not an outcomes file of format"),
     ("prediction out of range", r"a prediction is outside \[0, 10\)"),
     ("nan confidence", "not finite"),
     ("negative loss", "loss is negative"),
     ("short prediction", r"prediction, confidence \(2, 24\)"),
-    ("mask of 2s", "masks are not 0/1"),
+    ("mask of 2s", "masks hold values other than 0 and 1"),
     ("scored beyond the split", "scored_images"),
 ])
 def test_a_damaged_file_raises_naming_it(store_of, tmp_path, damage, message):

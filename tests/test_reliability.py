@@ -36,7 +36,7 @@ from instanas_gym.training.trainer import train_supernet
 from instanas_gym.utils.files import FileFormatError, atomic_save
 from instanas_gym.utils.run import RunConfig
 
-from .conftest import env_config
+from .conftest import env_config, tiny_supernet
 
 
 def _train(root, out, **kw) -> TrainConfig:
@@ -115,7 +115,7 @@ def test_a_broken_checkpoint_gets_one_clear_error(tiny_assets, tmp_path, damage)
     elif damage == "truncated":
         path.write_bytes(good[: len(good) // 2])
     elif damage == "missing key":
-        state = supernet_state(tiny_model(), "fashion_mnist")
+        state = supernet_state(tiny_supernet().eval(), "fashion_mnist")
         del state["space"]
         torch.save(state, path)
     elif damage == "not a dict":
@@ -310,11 +310,12 @@ def test_controller_and_policy_files_round_trip(tmp_path):
 def test_a_thread_count_above_the_cores_is_refused_before_any_thread_starts(tiny_assets, tmp_path):
     import gymnasium as gym
 
-    from instanas_gym.deploy.engine import InstaNASModel, session_options
+    from instanas_gym.deploy.engine import InstaNASModel
     from instanas_gym.latency.config import TableConfig
     from instanas_gym.latency.measure import torch_threads
     from instanas_gym.model.parallel import ProcessPool
     from instanas_gym.utils.checks import available_cores
+    from instanas_gym.utils.runtime import session_options
 
     before, too_many = torch.get_num_threads(), available_cores() + 1
     for threads in (10**6, too_many):
@@ -333,7 +334,7 @@ def test_a_thread_count_above_the_cores_is_refused_before_any_thread_starts(tiny
         with pytest.raises(ValueError, match="threads must be at most"):
             InstaNASModel.load(tmp_path, threads=threads)  # refused before the folder is read
         with pytest.raises(ValueError, match="workers must be at most"):
-            ProcessPool(tiny_model(), workers=threads)
+            ProcessPool(tiny_supernet().eval(), workers=threads)
     assert torch.get_num_threads() == before
 
 

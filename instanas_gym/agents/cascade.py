@@ -146,7 +146,7 @@ class CascadePolicy(nn.Module):
 
     Args:
         k, stages, classes: the family's size, T and the classes (the observation's shapes).
-        config: the image body's shape (:class:`~instanas_gym.agents.controller.ControllerConfig`);
+        config: the image body's shape (:class:`~instanas_gym.agents.config.ControllerConfig`);
             None: the policy does not look at the image, only at the answers (it then costs next to nothing).
         in_channels: image channels.
         hidden: width of the hidden layer.

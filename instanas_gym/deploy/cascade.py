@@ -25,7 +25,6 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from instanas_gym.deploy.engine import session_options
 from instanas_gym.model.outcomes import softmax_summary
 from instanas_gym.model.own_statistics import OwnStatistics
 from instanas_gym.model.subnetwork import OPSET, SubNetwork
@@ -33,6 +32,7 @@ from instanas_gym.model.supernet import Supernet
 from instanas_gym.space.family import ArchitectureFamily
 from instanas_gym.utils.checks import check_threads
 from instanas_gym.utils.files import FileFormatError, atomic_write, atomic_write_text, load_json
+from instanas_gym.utils.runtime import session_options
 
 CASCADE_FORMAT = "instanas-cascade-v1"
 POLICY_INPUTS = ("image", "stage", "arms", "summary", "latency_ms")

@@ -203,12 +203,7 @@ def fit_router(
     check_number("budget_ms", budget_ms, 0.0, low_open=True)
     n = bandit.num_images if limit is None else min(check_int("limit", limit), bandit.num_images)
     hold_idx, train_idx = _holdout(n, holdout, seed)
-    cands = validate_mask(candidates, batched=True, name="candidates").astype(np.uint8)
-    eff = bandit.model.space.effective_mask(cands).astype(np.uint8)
-    distinct = np.sort(np.unique(eff.reshape(len(eff), -1), axis=0, return_index=True)[1])
-    say(f"scoring {len(distinct)} distinct candidates on the first {n} {bandit.split} images")
-    correct = bandit.outcome_store(batch_size=eval_batch_size, progress=False).get(cands[distinct], n).correct
-    cand_lat = np.asarray(bandit.table.network_ms(cands[distinct]), dtype=np.float64).reshape(len(distinct))
+    cands, distinct, correct, cand_lat = _score_candidates(bandit, candidates, n, eval_batch_size, say)
     picked = select_family(correct[:, hold_idx], cand_lat, k, margin, anchors=anchors)
     picked = picked[np.argsort(cand_lat[picked], kind="stable")]  # fastest first: ties in route() go to the faster
     say(f"family of {len(picked)}: " + ", ".join(f"{ms:.3f} ms {100 * a:.1f}%"
@@ -229,6 +224,19 @@ def fit_router(
                                                      cand_lat[picked], price)}
     figures |= _family_figures(hold_probs, correct[picked], hold_idx, train_idx, cand_lat[picked], price)
     return router, cands[distinct[picked]], cand_lat[picked], price, figures
+
+
+def _score_candidates(bandit: InstaNASBandit, candidates: np.ndarray, n: int, batch_size: int,
+                      say: Callable[[str], None]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The candidates (uint8), the indices of the distinct ones (by effective mask), which of the first
+    ``n`` images each distinct one gets right (bool (D, n)) and their latency (ms, (D,))."""
+    cands = validate_mask(candidates, batched=True, name="candidates").astype(np.uint8)
+    eff = bandit.model.space.effective_mask(cands).astype(np.uint8)
+    distinct = np.sort(np.unique(eff.reshape(len(eff), -1), axis=0, return_index=True)[1])
+    say(f"scoring {len(distinct)} distinct candidates on the first {n} {bandit.split} images")
+    correct = bandit.outcome_store(batch_size=batch_size, progress=False).get(cands[distinct], n).correct
+    cand_lat = np.asarray(bandit.table.network_ms(cands[distinct]), dtype=np.float64).reshape(len(distinct))
+    return cands, distinct, correct, cand_lat
 
 
 def _family_figures(hold_probs: np.ndarray, correct: np.ndarray, hold_idx: np.ndarray, train_idx: np.ndarray,

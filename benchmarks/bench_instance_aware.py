@@ -61,7 +61,7 @@ def build_policy(a: argparse.Namespace, bandit: InstaNASBandit, masks: np.ndarra
     if a.random_mixture:
         i, j = mixture_pair(bandit, masks, a.limit)
         return random_mixture_policy(masks[i], masks[j], seed=a.seed), 0.0, f"random 50/50 mixture of probes {i}, {j}"
-    controller = load_any_controller(a.controller)
+    controller = load_any_controller(a.controller).module
     meta = bandit.table.meta
     ms = controller_latency_ms(controller, bandit.data.spec.image_shape, runtime=meta.get("runtime", "torch"),
                                threads=int(meta.get("threads", 1)))

@@ -19,17 +19,14 @@ from rich.console import Console
 from instanas_gym.agents.config import ReinforceConfig, preset
 from instanas_gym.agents.policy import load_policy
 from instanas_gym.agents.reinforce import train_reinforce
-from instanas_gym.judge.awareness import judge_policy, print_judgement
+from instanas_gym.judge.saved import judge_saved
 
 
 def main(cfg: ReinforceConfig) -> None:
     console = Console()
     train_reinforce(cfg, console)  # writes run.out/log.csv and run.out/policy.pt
     out = Path(cfg.run.out)
-    policy = load_policy(out / "policy.pt")
-    with console.status("judging the greedy policy on the test split"):
-        report = judge_policy(policy, cfg.env, out, cfg.run, cfg.judge_limit)
-    print_judgement(report, f"{cfg.env.env_id}: test split ({report['images']} images)", out, console)
+    judge_saved(load_policy(out / "policy.pt"), cfg.env, out, cfg.run, cfg.judge_limit, console)
 
 
 if __name__ == "__main__":

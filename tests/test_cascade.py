@@ -16,6 +16,7 @@ from instanas_gym.agents.cascade import (
     threshold_frontier,
 )
 from instanas_gym.agents.config import PolicyGradientConfig
+from instanas_gym.agents.policy import load_policy, save_policy
 from instanas_gym.agents.policy_gradient import CascadeLearner
 from instanas_gym.envs.cascade import CascadeEnv
 from instanas_gym.envs.cascade_vector import CascadeVectorEnv
@@ -141,9 +142,13 @@ def test_threshold_frontier_is_a_pareto_set():
     assert lat == sorted(lat) and acc == sorted(acc) and len(set(acc)) == len(acc)
 
 
-def test_threshold_policy_acts_as_its_rule():
+def test_threshold_policy_acts_as_its_rule_and_survives_its_file(tmp_path):
     rule = ThresholdPolicy(3, 3, (2, 0), (0.7,))
+    family = ArchitectureFamily(np.stack([single_op_mask(0), single_op_mask(1), all_ops_mask()]), ("a", "b", "c"))
+    save_policy(tmp_path / "policy.pt", "cascade", rule, family)
+    loaded = load_policy(tmp_path / "policy.pt").network  # its stored weights are all finite
     obs = {"stage": torch.tensor([0, 1, 1, 2]), "summary": torch.tensor([[[0, 0, 0]] * 3, [[0.8, 0, 0]] * 3,
                                                                          [[0.5, 0, 0]] * 3, [[0.5, 0, 0]] * 3]).float(),
            "arms": torch.full((4, 3), 3), "latency_ms": torch.zeros(4, 1), "image": torch.zeros(4, 28, 28, 1)}
     assert rule(obs).argmax(1).tolist() == [2, 3, 0, 3]
+    assert loaded(obs).argmax(1).tolist() == [2, 3, 0, 3]

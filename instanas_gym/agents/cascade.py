@@ -123,7 +123,8 @@ class ThresholdPolicy(nn.Module):
         if len(order) > stages:
             raise ValueError(f"order: at most {stages} stages, got {len(order)}")
         self.register_buffer("order", torch.tensor([*order, k], dtype=torch.long))
-        self.register_buffer("limits", torch.tensor([*thresholds, float("-inf")], dtype=torch.float32))
+        # the last stage always stops: a bound no top-1 probability is under, finite as stored weights must be
+        self.register_buffer("limits", torch.tensor([*thresholds, -1.0], dtype=torch.float32))
 
     @property
     def config(self) -> dict[str, Any]:

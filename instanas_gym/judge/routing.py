@@ -261,12 +261,16 @@ def _holdout(n: int, holdout: float, seed: int) -> tuple[np.ndarray, np.ndarray]
 
 
 def choose_cascade_family(prediction: np.ndarray, confidence: np.ndarray, network_ms: np.ndarray, labels: np.ndarray,
-                          k: int = 4, stages: int = 3, budgets: int = 8, grid: int = 8) -> np.ndarray:
+                          k: int = 4, stages: int = 3, budgets: int = 8, grid: int = 8,
+                          useful_points: float = 5.0) -> np.ndarray:
     """Choose at most ``k`` of C candidate architectures for a cascade, greedily: start from the most
     accurate, then add the candidate that most raises the mean, over ``budgets`` latency budgets
-    evenly spread from the fastest candidate's latency to the most accurate's, of the accuracy of the
-    best threshold cascade within each budget (:func:`~instanas_gym.agents.cascade.threshold_frontier`,
-    ``grid`` thresholds per stage) on the given images. Returns candidate indices, fastest first.
+    evenly spread from the latency of the fastest candidate within ``useful_points`` of the most
+    accurate one to the most accurate one's, of the accuracy of the best threshold cascade within each
+    budget (:func:`~instanas_gym.agents.cascade.threshold_frontier`, ``grid`` thresholds per stage) on
+    the given images. Budgets start there because below it no cascade competes with a useful single
+    architecture: a near-empty network (10% right) would otherwise be chosen for the budgets only it
+    fits. Returns candidate indices, fastest first.
 
     Args: the candidates' stored answers (C, N) ``prediction`` and ``confidence`` (rounded as the
     cascade's observations show it), their whole-network ``network_ms`` (C,), the images' ``labels`` (N,).
@@ -276,7 +280,8 @@ def choose_cascade_family(prediction: np.ndarray, confidence: np.ndarray, networ
     k = check_int("k", k)
     accuracy = (prediction == labels[None]).mean(1)
     best = int(np.argmax(accuracy))
-    span = np.linspace(float(network_ms.min()), float(network_ms[best]), budgets)
+    useful = accuracy >= accuracy[best] - useful_points / 100
+    span = np.linspace(float(network_ms[useful].min()), float(network_ms[best]), budgets)
 
     def score(chosen: list[int]) -> float:
         idx = np.asarray(chosen)

@@ -3,6 +3,8 @@ lookup against live, learning to stop early on easy images, and the deployed cas
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -23,6 +25,8 @@ from instanas_gym.envs.cascade_vector import CascadeVectorEnv
 from instanas_gym.model.outcomes import Outcomes
 from instanas_gym.space.family import ArchitectureFamily
 from instanas_gym.space.masks import all_ops_mask, single_op_mask
+
+from .conftest import env_config, own_copy
 
 FAMILY = ArchitectureFamily(np.stack([single_op_mask(1), all_ops_mask()]), ("cheap", "big"), dataset="fashion_mnist")
 
@@ -152,3 +156,23 @@ def test_threshold_policy_acts_as_its_rule_and_survives_its_file(tmp_path):
            "arms": torch.full((4, 3), 3), "latency_ms": torch.zeros(4, 1), "image": torch.zeros(4, 28, 28, 1)}
     assert rule(obs).argmax(1).tolist() == [2, 3, 0, 3]
     assert loaded(obs).argmax(1).tolist() == [2, 3, 0, 3]
+
+
+def test_the_pool_frontier_is_kept_in_a_small_file_keyed_by_content(tiny_assets, tmp_path, monkeypatch):
+    from instanas_gym.judge import pool as pool_module
+    from instanas_gym.utils.files import FileFormatError
+
+    kw = own_copy(tiny_assets, tmp_path / "net")
+    search = env_config(kw).bandit("train")
+    names, masks = pool_module.pool_frontier(search, size=30, images=16)
+    path = tmp_path / "net" / "last_pool_frontier_train.json"
+    assert path.is_file() and len(names) == len(masks) >= 1
+    monkeypatch.setattr(pool_module.OutcomeStore, "get", lambda *a, **k: pytest.fail("the pool was scored again"))
+    again = pool_module.pool_frontier(search, size=30, images=16)
+    assert again[0] == names and np.array_equal(again[1], masks)
+    monkeypatch.undo()
+    other = pool_module.pool_frontier(search, size=31, images=16)  # another key: scored again, replaced
+    assert json.loads(path.read_text())["key"]["pool"] == 31 and len(other[0]) >= 1
+    path.write_text("{not json")
+    with pytest.raises(FileFormatError, match="last_pool_frontier_train.json is not a readable pool frontier file"):
+        pool_module.pool_frontier(search, size=31, images=16)

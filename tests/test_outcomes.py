@@ -24,10 +24,10 @@ from instanas_gym.model.outcomes import (
     write_outcomes,
 )
 from instanas_gym.space.data import load_split
-from instanas_gym.space.family import probe_masks
+from instanas_gym.space.family import load_family, probe_masks
 from instanas_gym.space.masks import all_ops_mask, mobilenetv2_mask, random_masks
 from instanas_gym.utils.files import FileFormatError, atomic_save
-from instanas_gym.utils.paths import ASSETS, BUNDLED_SUPERNET
+from instanas_gym.utils.paths import ASSETS, BUNDLED_CASCADE_FAMILY, BUNDLED_SUPERNET
 from tests.fixtures import write_fashion_mnist
 
 from .conftest import env_config, own_copy, tiny_supernet
@@ -251,14 +251,31 @@ def test_the_bundled_supernet_ships_its_probes_and_familys_answers_on_the_test_s
     assert not runs and not store.path.exists()  # all read from the shipped file; nothing written
 
 
-def test_the_bundled_family_ships_its_answers_on_the_search_split(runs):
-    """Lookup mode over the bundled family (``train-reinforce family``) starts without running the supernet."""
+def test_the_bundled_families_ship_their_answers_on_the_search_split(runs):
+    """Lookup mode over the bundled family (``train-reinforce family``) and the bundled cascade family
+    (``train-reinforce cascade``, the first command) starts without running the supernet."""
     _shipped("search")
     bandit = EnvConfig().bandit("search")
     family, _ = resolve_family(None, "fashion_mnist")
+    cascade = load_family(BUNDLED_CASCADE_FAMILY)
     store = bandit.outcome_store(progress=False)
-    store.get(family.masks)
+    store.get(np.concatenate([family.masks, cascade.masks]))
     assert not runs and not store.path.exists()
+
+
+def test_the_bundled_supernet_ships_its_pool_frontier_and_the_cascade_references(runs, monkeypatch):
+    """Judging a cascade on the bundled default (the first command) scores no pool and no reference
+    architecture again: the pool's frontier and every reference's test answers ship."""
+    from instanas_gym.judge import pool as pool_module
+    from instanas_gym.judge.cascade import references
+
+    _shipped("test")
+    monkeypatch.setattr(pool_module.OutcomeStore, "get", lambda *a, **k: pytest.fail("the pool was scored again"))
+    names, masks = pool_module.pool_frontier(EnvConfig().bandit("search"))
+    test = EnvConfig().bandit("test")
+    monkeypatch.undo()
+    refs = references(test, load_family(BUNDLED_CASCADE_FAMILY), (names, masks))
+    assert refs["correct"].shape[1] == 10_000 and not runs
 
 
 def test_the_obsolete_score_files_are_gone():

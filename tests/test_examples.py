@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from instanas_gym.agents.policy import load_policy
+from instanas_gym.judge import cascade as judge_cascade
 from instanas_gym.latency import onnx as onnx_latency
 from instanas_gym.latency.table import LatencyTable
 from instanas_gym.model.checkpoint import load_checkpoint
@@ -80,16 +81,18 @@ def test_search_then_evaluate_search(tiny_assets, tmp_path, monkeypatch):
     assert "| InstaNAS (searched) |" in (out / "report.md").read_text()
 
 
-@pytest.mark.parametrize("script, view", [("train_reinforce.py", "family"), ("train_reinforce_masks.py", "masks")])
+@pytest.mark.parametrize("script, view", [("train_reinforce.py", "cascade"), ("train_reinforce_masks.py", "masks")])
 def test_train_reinforce(trained_assets, tmp_path, monkeypatch, capsys, script, view):
+    monkeypatch.setattr(judge_cascade, "POOL_SIZE", 24)  # the judged frontier's pool, small
     family = ArchitectureFamily(np.stack([mobilenetv2_mask(), all_ops_mask(), single_op_mask(4)]), dataset="fashion_mnist")
     save_family(tmp_path / "family.json", family)
     run_example(script, *env_flags(trained_assets), "--env.family", str(tmp_path / "family.json"), *TINY_CONTROLLER,
                 "--total-steps", "64", "--batch-size", "16", "--judge-limit", "200", "--run.threads", "1", "--run.out",
                 str(tmp_path / "run"), monkeypatch=monkeypatch)
     assert load_policy(tmp_path / "run" / "policy.pt").view == view
-    assert (tmp_path / "run" / "instance_aware.json").is_file()
-    assert "static frontier at" in capsys.readouterr().out
+    report = "cascade.json" if view == "cascade" else "instance_aware.json"
+    assert (tmp_path / "run" / report).is_file()
+    assert ("gain over the static frontier" if view == "cascade" else "static frontier at") in capsys.readouterr().out
 
 
 def test_compare_agents(trained_assets, tmp_path, monkeypatch):

@@ -67,7 +67,7 @@ def judge_cascade(actor: CascadeActor, env: EnvConfig, family: ArchitectureFamil
     venv = test_env.make_cascade_vec(n, family, run, controller_ms=controller_ms, progress=False)
     test = venv.bandit
     res = run_policy(actor, venv, np.arange(n))
-    pool = pool_frontier(env.bandit(env.train_split, run))
+    pool = pool_frontier(env.bandit(env.train_split, run), POOL_SIZE, POOL_IMAGES)
     refs = references(test, venv.cascade.family, pool)
     report = _figures(res, refs, test.outcome_store().loss(n), env.stages, n)
     report |= {"policy": what, "controller_ms": controller_ms, "family": list(venv.cascade.family.names),

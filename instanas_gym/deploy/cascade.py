@@ -168,6 +168,8 @@ class CascadeModel:
         last = np.zeros((b, self.manifest["num_classes"]), np.float32)  # the last softmax run, unrounded
         latency, going, walls = np.zeros(b), np.arange(b), np.zeros(t)
         for s in range(t):
+            if not len(going):  # every image has stopped: no more decisions to run
+                break
             start = time.perf_counter()
             action = self._decide(images[going], stage[going], arms[going], softmax_summary(probs[going]), latency[going])
             going = going[action < self.k]

@@ -243,7 +243,8 @@ def aware_figures(report: dict[str, Any]) -> dict[str, float]:
 NOTE = ("gain: above the static frontier of the 18 probes and the policy's own architectures, at the e2e latency "
         "where a controller is counted (REINFORCE, REINFORCE-family, router, PPO/A2C and their -family: timed at "
         "batch 1 in the table's runtime) and VW-family (its decision on the clock, batch 1); "
-        "random, MobileNetV2 and best-single have no controller.")
+        "random, MobileNetV2 and best-single have no controller; the cascade agents: also above the frontier of "
+        "a searched pool of 300 static masks, their decisions counted (instanas_gym.judge.cascade).")
 
 
 #: Each finished agent x seed's judgement, in its folder under ``out``: a rerun of the same comparison

@@ -123,7 +123,8 @@ class ThresholdPolicy(nn.Module):
         if len(order) > stages:
             raise ValueError(f"order: at most {stages} stages, got {len(order)}")
         self.register_buffer("order", torch.tensor([*order, k], dtype=torch.long))
-        self.register_buffer("limits", torch.tensor([*thresholds, float("-inf")], dtype=torch.float32))
+        # after the last stage every confidence (>= 0) reaches -1: STOP. Finite, as a policy file's weights must be.
+        self.register_buffer("limits", torch.tensor([*thresholds, -1.0], dtype=torch.float32))
 
     @property
     def config(self) -> dict[str, Any]:

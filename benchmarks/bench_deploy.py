@@ -36,9 +36,10 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from instanas_gym.agents.config import preset
 from instanas_gym.agents.controller import load_controller
-from instanas_gym.agents.reinforce import DEMO, train_reinforce
-from instanas_gym.deploy.engine import InstaNASModel, session_options
+from instanas_gym.agents.reinforce import train_reinforce
+from instanas_gym.deploy.engine import InstaNASModel
 from instanas_gym.deploy.export import export_model
 from instanas_gym.latency.calibration import calibrate
 from instanas_gym.latency.onnx import controller_latency_ms, measure_onnx_masks, time_onnx_ms
@@ -49,6 +50,8 @@ from instanas_gym.model.subnetwork import SubNetwork, onnx_bytes
 from instanas_gym.space.data import load_split
 from instanas_gym.space.masks import mask_counts, mobilenetv2_mask, spread_masks
 from instanas_gym.utils.paths import BUNDLED_ONNX_LATENCY_TABLE, BUNDLED_SUPERNET
+from instanas_gym.utils.run import RunConfig
+from instanas_gym.utils.runtime import session_options
 
 
 def eager_ms(model, controller, images: np.ndarray) -> float:
@@ -111,7 +114,8 @@ def main() -> None:
         controller, _ = load_controller(a.controller)
     else:
         out = tempfile.mkdtemp()
-        controller, _ = train_reinforce(replace(DEMO, total_steps=a.train_steps, threads=1, out=out), console)
+        controller, _ = train_reinforce(replace(preset("masks"), total_steps=a.train_steps, run=RunConfig(threads=1, out=out)),
+                                        console)
     controller.eval()
     test = load_split("fashion_mnist", "test")
     images = test.images[: max(a.images, a.batch_images)]

@@ -34,7 +34,7 @@ from instanas_gym.envs.bandit import InstaNASBandit
 from instanas_gym.judge.awareness import judge_instance_awareness, random_mixture_policy, summary_lines
 from instanas_gym.judge.frontier import static_frontier
 from instanas_gym.latency.onnx import controller_latency_ms
-from instanas_gym.model.outcomes import score_architectures
+from instanas_gym.model.outcomes import OutcomeStore
 from instanas_gym.space.data import ImageSet
 from instanas_gym.space.family import probe_masks
 
@@ -45,7 +45,8 @@ def mixture_pair(bandit: InstaNASBandit, masks: np.ndarray, limit: int | None) -
     n = bandit.num_images if limit is None else min(limit, bandit.num_images)
     data = ImageSet(bandit.data.images[:n], bandit.data.labels[:n], bandit.data.spec, bandit.data.split,
                     bandit.data.source)
-    correct, latency = score_architectures(bandit.model, data, bandit.table, masks)
+    correct = OutcomeStore(bandit.model, bandit.supernet_path, data, tag=f"first{n}").get(masks).correct
+    latency = np.asarray(bandit.table.network_ms(masks), dtype=np.float64)
     accuracy = correct.mean(1)
     front_ms, front_acc = static_frontier(latency, accuracy)
     if len(front_ms) < 2:
@@ -60,7 +61,7 @@ def build_policy(a: argparse.Namespace, bandit: InstaNASBandit, masks: np.ndarra
     if a.random_mixture:
         i, j = mixture_pair(bandit, masks, a.limit)
         return random_mixture_policy(masks[i], masks[j], seed=a.seed), 0.0, f"random 50/50 mixture of probes {i}, {j}"
-    controller = load_any_controller(a.controller)
+    controller = load_any_controller(a.controller).module
     meta = bandit.table.meta
     ms = controller_latency_ms(controller, bandit.data.spec.image_shape, runtime=meta.get("runtime", "torch"),
                                threads=int(meta.get("threads", 1)))

@@ -2,7 +2,7 @@
 search split, written as a family file (the bundled default's is instanas_gym/assets/cascade_family_fashion_mnist.json).
 
 Candidates: the vertices of the static frontier of a pool of 300 static masks (the 18 probes, the
-five same-op paths, sampled single-op and Bernoulli masks; :func:`instanas_gym.judge.cascade.pool_frontier`,
+five same-op paths, sampled single-op and Bernoulli masks; :func:`instanas_gym.judge.pool.pool_frontier`,
 scored on 2,000 search images) -- the best single architectures near each latency. Each is then
 scored on the whole search split, and :func:`instanas_gym.judge.routing.choose_cascade_family`
 keeps the ``--k`` that most raise the accuracy of the best threshold cascade over a range of budgets.
@@ -17,7 +17,7 @@ import argparse
 import numpy as np
 
 from instanas_gym.envs.config import EnvConfig
-from instanas_gym.judge.cascade import pool_frontier
+from instanas_gym.judge.pool import pool_frontier
 from instanas_gym.judge.routing import choose_cascade_family
 from instanas_gym.space.family import ArchitectureFamily, save_family
 from instanas_gym.utils.run import RunConfig

@@ -1,9 +1,10 @@
 """Build a latency lookup table in place and check it against the clock (the same as
 ``instanas-gym build-latency-table``).
 
-    python examples/build_latency_table.py --supernet runs/fmnist/last.pt --out runs/fmnist/latency.json
+    python examples/build_latency_table.py --env.supernet runs/fmnist/last.pt --run.out runs/fmnist
 
-Writes the JSON table (with its validation figures) and a PNG scatter plot beside it.
+Writes the JSON table (``latency_onnxruntime.json``; ``latency.json`` with ``--backend torch``), with
+its validation figures, and a PNG scatter plot beside it.
 """
 
 import sys

@@ -1,8 +1,9 @@
 """Judge InstaNAS searches on the test split: table, Pareto plot, mask embedding, latency histogram
-and report.md in each folder (the same as ``instanas-gym evaluate``).
+and report.md in each folder; without ``--folders``, the bundled router (the same as
+``instanas-gym evaluate``).
 
     python examples/evaluate_search.py --folders runs/search
-    python examples/evaluate_search.py --folders runs/search_A runs/search_B --out runs/family
+    python examples/evaluate_search.py --folders runs/search_A runs/search_B --run.out runs/family
     python examples/evaluate_search.py --folders runs/search --reference "alone=runs/mbv2/last.pt"
 """
 

@@ -2,7 +2,7 @@
 same as ``instanas-gym prepare``); rerun the same command to continue after a kill.
 
     python examples/prepare.py cifar10                       # paper-scale budget, on the GPU when present
-    python examples/prepare.py cifar100 --data-root ~/data --epochs 50 --precision bf16
+    python examples/prepare.py cifar100 --data.root ~/data --epochs 50 --run.precision bf16
     python examples/prepare.py fashion-mnist --width-mult 0.25 --torch-table
 
 Afterwards ``gymnasium.make("InstaNAS-CIFAR10-v0")`` needs no argument.

@@ -1,7 +1,7 @@
 """Train the paper's controller with REINFORCE: a mask of 85 bits (17 cells x 5 ops) per image, on
 the bundled Fashion-MNIST environment, then judge it on the test split against the static frontier
 of single architectures. Its defaults depart from the paper's where a budget of minutes on the
-bundled supernet needs it (``instanas_gym.agents.reinforce.preset``).
+bundled supernet needs it (``instanas_gym.agents.config.preset``, reasons in ``instanas_gym.agents.reinforce``).
 
     python examples/train_reinforce_masks.py
     python examples/train_reinforce_masks.py --pg.alpha 0.8 --total-steps 32000    # the paper's alpha

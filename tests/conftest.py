@@ -1,23 +1,24 @@
-"""Shared fixtures: synthetic data in the real layouts, a tiny supernet and its latency table."""
+"""Shared fixtures: synthetic data in the real layouts, tiny supernets (untrained, and trained once per
+session) and their latency tables, computed from MACs so that nothing depends on the clock."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
-from instanas_gym.latency.measure import build_table
-from instanas_gym.model.checkpoint import load_supernet, supernet_state
+from instanas_gym.envs.config import EnvConfig
+from instanas_gym.model.checkpoint import load_checkpoint, load_supernet, supernet_state
 from instanas_gym.model.supernet import Supernet
 from instanas_gym.space.data import DataConfig, get_spec
 from instanas_gym.space.search_space import SearchSpace
-from instanas_gym.training.config import TrainConfig
-from instanas_gym.training.trainer import train_supernet
 from instanas_gym.utils.files import atomic_save
-from instanas_gym.utils.run import RunConfig
-from tests.fixtures import write_fashion_mnist
+from tests.fixtures import macs_table, write_fashion_mnist
+from tests.make_assets import TRAINED
 
 TINY_WIDTH = 0.1
 #: Cases tried per generated-input test (tests/test_fuzz.py), printed at the end of the run.
@@ -65,34 +66,60 @@ def trained_like(model: Supernet) -> Supernet:
     return model.eval()
 
 
-def train_tiny_assets(
-    out: Path, fmnist_root: Path, epochs: int, train_subset: int, eval_subset: int, passes: int, warmup: int
-) -> tuple[str, str]:
-    """A width-0.1 supernet trained briefly on the synthetic Fashion-MNIST (batch 32, lr 0.05) and a
-    latency table built for it, in ``out``; returns (checkpoint path, table path)."""
-    train_supernet(TrainConfig(data=DataConfig(str(fmnist_root)), run=RunConfig(threads=1, out=str(out)), width_mult=0.1,
-                               epochs=epochs, batch_size=32, train_subset=train_subset, eval_subset=eval_subset,
-                               lr=0.05))
-    model, _ = load_supernet(out / "last.pt")
-    build_table(model, passes=passes, warmup=warmup).save(out / "latency.json")
-    return str(out / "last.pt"), str(out / "latency.json")
+def assets(folder: Path, fmnist_root: Path) -> dict[str, Any]:
+    """The environment keyword arguments of the supernet ``folder/last.pt`` and its table ``folder/latency.json``
+    on the synthetic Fashion-MNIST's training split."""
+    return {"supernet": str(folder / "last.pt"), "latency_table": str(folder / "latency.json"),
+            "data_root": str(fmnist_root), "dataset": "fashion_mnist", "split": "train"}
+
+
+def env_config(kwargs: dict[str, Any], **extra: Any) -> EnvConfig:
+    """The :class:`EnvConfig` of environment keyword arguments such as :func:`tiny_assets`'s."""
+    return EnvConfig(data=DataConfig(kwargs["data_root"]), supernet=kwargs["supernet"],
+                     latency_table=kwargs["latency_table"], split=kwargs.get("split", "train"), **extra)
+
+
+def own_copy(kwargs: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """``kwargs`` with its supernet copied into ``folder``: the outcomes stored beside it are this test's own."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(kwargs["supernet"], folder / "last.pt")
+    return kwargs | {"supernet": str(folder / "last.pt")}
 
 
 @pytest.fixture(scope="session")
-def tiny_assets(tmp_path_factory, fmnist_root) -> dict:
-    """A tiny (width 0.1) untrained Fashion-MNIST supernet checkpoint and a quickly built latency table."""
+def tiny_assets(tmp_path_factory, fmnist_root) -> dict[str, Any]:
+    """A tiny (width 0.1) untrained Fashion-MNIST supernet checkpoint and its MACs latency table."""
     folder = tmp_path_factory.mktemp("tiny")
     model = tiny_supernet()
     atomic_save(supernet_state(model, "fashion_mnist"), folder / "last.pt")
-    table = build_table(model, passes=120, warmup=10)
-    table.save(folder / "latency.json")
-    return {
-        "supernet": str(folder / "last.pt"),
-        "latency_table": str(folder / "latency.json"),
-        "data_root": str(fmnist_root),
-        "dataset": "fashion_mnist",
-        "split": "train",
-    }
+    macs_table(model.space).save(folder / "latency.json")
+    return assets(folder, fmnist_root)
+
+
+@pytest.fixture(scope="session")
+def trained_checkpoint(tmp_path_factory, fmnist_root) -> dict[str, Any]:
+    """A width-0.1 supernet trained on the synthetic Fashion-MNIST (stored: ``tests/make_assets.py``
+    says how it was trained; all ops clearly beat the fastest mask) and its MACs latency table."""
+    folder = tmp_path_factory.mktemp("trained")
+    ckpt = load_checkpoint(TRAINED)
+    ckpt["model"] = {k: v.float() if v.is_floating_point() else v for k, v in ckpt["model"].items()}
+    atomic_save(ckpt, folder / "last.pt")
+    model, _ = load_supernet(folder / "last.pt")
+    macs_table(model.space).save(folder / "latency.json")
+    return assets(folder, fmnist_root)
+
+
+@pytest.fixture
+def trained_assets(trained_checkpoint, tmp_path) -> dict[str, Any]:
+    """:func:`trained_checkpoint` copied into the test's own folder: the outcomes stored beside it
+    (lookup mode, judging) are the test's own, so no test's cost or result depends on another's."""
+    return own_copy(trained_checkpoint, tmp_path / "trained")
+
+
+@pytest.fixture
+def trained_env(trained_assets) -> EnvConfig:
+    """The environment settings of :func:`trained_assets` (training split)."""
+    return env_config(trained_assets)
 
 
 @pytest.fixture

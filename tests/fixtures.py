@@ -9,6 +9,9 @@ so a model can learn them in a few steps, augmented or not.
   bypass for tests only.
 * ``write_fashion_mnist(root)``: ``FashionMNIST/raw/*-ubyte`` as torchvision reads them, plus the
   gzip'd files of Debian's package layout in ``root/debian``.
+
+And latency that does not depend on the clock: ``macs_table(space)``, a table from each op's MACs, and
+``macs_runtime_ms``, the same figures standing in for ONNX Runtime's clock.
 """
 
 from __future__ import annotations
@@ -22,7 +25,11 @@ from unittest import mock
 
 import numpy as np
 
+from instanas_gym.latency.machine import device_meta
+from instanas_gym.latency.table import LatencyTable
+from instanas_gym.model.supernet import Supernet
 from instanas_gym.space.data import write_idx
+from instanas_gym.space.search_space import SearchSpace
 
 
 def synthetic_images(rng: np.random.Generator, n: int, size: int, channels: int, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -89,3 +96,21 @@ def write_fashion_mnist(root: str | os.PathLike, n_train: int = 500, n_test: int
             write_idx(folder / f"{prefix}-images-idx3-ubyte{suffix}", images[..., 0])
             write_idx(folder / f"{prefix}-labels-idx1-ubyte{suffix}", labels.astype(np.uint8))
     return root
+
+
+def macs_table(space: SearchSpace) -> LatencyTable:
+    """A latency table computed from each op's MACs, without a clock: 1 ms per million MACs plus
+    0.01 ms per op, and for the fixed cost the stem's, head's and classifier's MACs plus 0.05 ms. The
+    same on every machine and under any load, so rewards (and whatever learns from them) are too."""
+    ops_ms = 0.01 + space.op_macs / 1e6
+    fixed_ms = 0.05 + space.fixed_macs / 1e6
+    meta = device_meta(space, threads=1) | {"method": "macs", "date": "2026-01-01T00:00:00+00:00"}
+    return LatencyTable(ops_ms, float(fixed_ms), space.opens_stage.copy(), meta)
+
+
+def macs_runtime_ms(model: Supernet, masks: np.ndarray, *args: object, **kwargs: object) -> np.ndarray:
+    """A stand-in for timing each mask's exported sub-network in ONNX Runtime
+    (:func:`instanas_gym.latency.onnx.measure_onnx_masks`): the ms of :func:`macs_table`, at once and
+    the same under any load. Tests that run a command building an ONNX Runtime table patch it in;
+    exporting the 120 graphs a fit needs takes minutes of CPU."""
+    return np.asarray(macs_table(model.space).network_ms(masks), dtype=np.float64).reshape(len(masks))

@@ -8,14 +8,14 @@ import pytest
 import torch
 
 from instanas_gym.agents.config import ControllerConfig, PolicyGradientConfig, ReinforceConfig
-from instanas_gym.agents.controller import Controller, bounded_probs, greedy_masks, load_controller
-from instanas_gym.agents.policy import controller_policy, fixed_policy, random_policy
-from instanas_gym.agents.policy_gradient import Reinforce, entropy, log_prob, reinforce_loss
+from instanas_gym.agents.controller import Controller, bounded_probs, greedy_masks
+from instanas_gym.agents.policy import fixed_policy, load_policy, random_policy
+from instanas_gym.agents.policy_gradient import MaskLearner, entropy, log_prob
 from instanas_gym.agents.reinforce import train_reinforce
 from instanas_gym.agents.sb3 import SB3Actor, sb3_latency_ms, sb3_policy, train_sb3
-from instanas_gym.envs.config import EnvConfig
 from instanas_gym.envs.reward import LatencyReward, RewardConfig
 from instanas_gym.judge import compare as compare_module
+from instanas_gym.judge.cascade_agents import CASCADE_AGENTS
 from instanas_gym.judge.compare import AWARE_KEYS, best_single_arm, compare_agents
 from instanas_gym.judge.config import AGENTS, FAMILY_AGENTS, CompareConfig
 from instanas_gym.judge.evaluation import evaluate_policy
@@ -23,16 +23,13 @@ from instanas_gym.latency.table import LatencyTable
 from instanas_gym.model.subnetwork import onnx_bytes
 from instanas_gym.space.family import ArchitectureFamily, save_family
 from instanas_gym.space.masks import all_ops_mask, mobilenetv2_mask, single_op_mask
+from instanas_gym.utils.run import RunConfig
 
-from .conftest import train_tiny_assets
+from .conftest import env_config, own_copy
 
-
-@pytest.fixture(scope="module")
-def trained_assets(tmp_path_factory, fmnist_root):
-    """A tiny supernet briefly trained on the synthetic Fashion-MNIST, with its latency table."""
-    out = tmp_path_factory.mktemp("trained")
-    supernet, table = train_tiny_assets(out, fmnist_root, epochs=8, train_subset=512, eval_subset=64, passes=120, warmup=10)
-    return EnvConfig(data_root=str(fmnist_root), supernet=supernet, latency_table=table, split="train")
+#: Every agent over the 85 bits and over a family's arms: the cascade agents are left out (judging one
+#: scores a pool of 300 static architectures, minutes on the tiny supernet).
+MASK_AND_FAMILY_AGENTS = tuple(a for a in AGENTS if a not in CASCADE_AGENTS)
 
 
 def test_controller_shape_and_macs():
@@ -73,14 +70,16 @@ def test_log_prob_and_gradient_by_hand():
 @pytest.mark.parametrize("sign", [1.0, -1.0])
 def test_self_critical_advantage_sign(sign):
     """A positive advantage (sample beat the greedy mask) makes the sampled mask more likely; negative, less."""
-    logits = torch.zeros(1, 17, 5, requires_grad=True)
-    actions = (torch.arange(85).view(1, 17, 5) % 2).float()
-    loss, _ = reinforce_loss(bounded_probs(logits, 0.8), actions, torch.tensor([sign]), entropy_coef=0.0)
-    loss.backward()
+    torch.manual_seed(0)
+    controller = Controller(in_channels=1, widths=(4, 8), strides=(1, 2))
+    learner = MaskLearner(controller, PolicyGradientConfig(lr=1e-2, entropy_coef=0.0), torch.Generator().manual_seed(0))
+    images = torch.randint(0, 256, (1, 28, 28, 1), dtype=torch.uint8)
+    s = learner.sample(images)
+    before = log_prob(s.probs, s.actions).item()
+    learner.update(s, np.array([sign]), np.zeros(1))
     with torch.no_grad():
-        after = log_prob(bounded_probs(logits - 0.1 * logits.grad, 0.8), actions)
-        before = log_prob(bounded_probs(torch.zeros(1, 17, 5), 0.8), actions)
-    assert (after - before).item() * sign > 0
+        after = log_prob(bounded_probs(controller(images), 0.8), s.actions).item()
+    assert (after - before) * sign > 0
 
 
 def test_greedy_masks_threshold():
@@ -88,32 +87,34 @@ def test_greedy_masks_threshold():
     assert m.dtype == np.uint8 and m[0, 0].tolist() == [0, 1, 1, 0, 1]
 
 
-def test_reinforce_beats_random(trained_assets, tmp_path):
-    cfg = ReinforceConfig(env=trained_assets, pg=PolicyGradientConfig(lr=1e-2), total_steps=3200, batch_size=32,
-                          anneal_upper=False, threads=1, seed=0, out=str(tmp_path / "rl"), log_every=5)
+def test_reinforce_beats_random(trained_env, tmp_path):
+    env = dataclasses.replace(trained_env, reward=RewardConfig(upper_end_frac=1.5, anneal=False))
+    cfg = ReinforceConfig(view="masks", env=env, pg=PolicyGradientConfig(lr=1e-2), total_steps=1280, batch_size=32,
+                          run=RunConfig(threads=1, seed=0, out=str(tmp_path / "rl")), log_every=5)
     controller, history = train_reinforce(cfg)
     assert {"reward", "accuracy", "latency_ms", "reward_arch", "entropy", "ops_per_cell", "empty_cell_share"} <= set(history[0])
     with open(tmp_path / "rl" / "log.csv") as f:
         assert len(list(csv.DictReader(f))) == len(history)
-    loaded, ckpt = load_controller(tmp_path / "rl" / "controller.pt")
-    assert ckpt["reinforce_config"]["pg"]["lr"] == 1e-2
-    bandit = trained_assets.bandit("test")
-    learned = evaluate_policy(controller_policy(loaded), bandit)
+    saved = load_policy(tmp_path / "rl" / "policy.pt")
+    assert saved.view == "masks" and saved.family is None and saved.meta["reinforce_config"]["pg"]["lr"] == 1e-2
+    bandit = env.bandit("test")
+    learned = evaluate_policy(saved.policy(), bandit)
     rand = evaluate_policy(random_policy(0), bandit)
     assert learned["reward"] > rand["reward"] + 1.0, (learned, rand)
 
 
 @pytest.mark.parametrize("algo", ["ppo", "a2c"])
-def test_sb3_end_to_end(trained_assets, algo):
-    model, history = train_sb3(algo, trained_assets, total_steps=256, num_envs=16, seed=0)
+def test_sb3_end_to_end(trained_env, algo):
+    model, history = train_sb3(algo, trained_env, total_steps=256, num_envs=16, seed=0)
     assert history and {"reward", "accuracy", "latency_ms", "ops_per_cell"} <= set(history[-1])
     masks = sb3_policy(model)(np.zeros((3, 28, 28, 1), np.uint8))
     assert masks.shape == (3, 17, 5) and set(np.unique(masks)) <= {0, 1}
 
 
-def test_compare_writes_everything_and_reproduces(trained_assets, tmp_path, monkeypatch):
-    cfg = CompareConfig(env=trained_assets, agents=("REINFORCE", "PPO", "A2C", "random", "MobileNetV2"), seeds=(0, 1),
-                        total_steps=192, num_envs=16, measure=4, eval_limit=64, threads=1, out=str(tmp_path / "cmp"))
+def test_compare_writes_everything_and_reproduces(trained_env, tmp_path, monkeypatch):
+    cfg = CompareConfig(env=trained_env, agents=("REINFORCE", "PPO", "A2C", "random", "MobileNetV2"), seeds=(0, 1),
+                        total_steps=64, num_envs=16, measure=2, eval_limit=32, controller=ControllerConfig(widths=(4, 8)),
+                        run=RunConfig(threads=1, out=str(tmp_path / "cmp")))
     summary = compare_agents(cfg)
     assert set(summary) == {"REINFORCE", "PPO", "A2C", "random", "MobileNetV2"}
     for name in ("curves.csv", "summary.csv", "curves.png", "summary.md"):
@@ -125,9 +126,10 @@ def test_compare_writes_everything_and_reproduces(trained_assets, tmp_path, monk
     assert summary["PPO"]["controller_ms"] > 0  # its actor, timed like REINFORCE's controller
     assert "e2e_ms" not in summary["random"] and "e2e_ms" not in summary["MobileNetV2"]
     assert "e2e_ms" in (tmp_path / "cmp" / "summary.csv").read_text().splitlines()[0]
-    again = compare_agents(CompareConfig(env=trained_assets, agents=("REINFORCE", "random"), seeds=(0, 1),
-                                         total_steps=192, num_envs=16, measure=0, eval_limit=64, threads=1,
-                                         out=str(tmp_path / "cmp2")))
+    again = compare_agents(CompareConfig(env=trained_env, agents=("REINFORCE", "random"), seeds=(0, 1),
+                                         total_steps=64, num_envs=16, measure=0, eval_limit=32,
+                                         controller=ControllerConfig(widths=(4, 8)),
+                                         run=RunConfig(threads=1, out=str(tmp_path / "cmp2"))))
     for agent in ("REINFORCE", "random"):
         for key in ("accuracy", "reward", "latency_ms"):
             assert again[agent][key] == pytest.approx(summary[agent][key]), (agent, key)
@@ -135,13 +137,13 @@ def test_compare_writes_everything_and_reproduces(trained_assets, tmp_path, monk
     monkeypatch.setattr(compare_module, "run_agent", lambda *a, **k: pytest.fail("a finished agent trained again"))
     assert compare_agents(cfg) == summary
     assert (tmp_path / "cmp" / "PPO_seed1" / "result.json").is_file()
-    with pytest.raises(ValueError, match=r"PPO_seed0/result.json: written by a comparison with other settings \(total_steps\)"):
-        compare_agents(dataclasses.replace(cfg, agents=("PPO",), total_steps=256))
+    with pytest.raises(ValueError, match=r"PPO_seed0/result.json: written by a comparison with other settings or files \(total_steps\)"):
+        compare_agents(dataclasses.replace(cfg, agents=("PPO",), total_steps=96))
 
 
-def test_evaluation_counts_distinct_masks(trained_assets):
+def test_evaluation_counts_distinct_masks(trained_env):
     """One fixed mask is one architecture; per-image random masks are (almost surely) all different."""
-    bandit = trained_assets.bandit("test")
+    bandit = trained_env.bandit("test")
     fixed = evaluate_policy(fixed_policy(mobilenetv2_mask()), bandit, limit=40)
     rand = evaluate_policy(random_policy(0), bandit, batch_size=16, limit=40)
     assert fixed["distinct_masks"] == 1 and rand["distinct_masks"] == 40
@@ -157,7 +159,7 @@ def test_logit_penalty_pulls_saturated_sigmoids_back(penalty):
         controller.head.weight.mul_(0.0)
         controller.head.bias.copy_(torch.where(torch.arange(85) % 2 == 0, 30.0, -30.0))
     images = torch.randint(0, 256, (8, 28, 28, 1), dtype=torch.uint8)
-    pg = Reinforce(controller, PolicyGradientConfig(lr=1e-2, logit_penalty=penalty), torch.Generator().manual_seed(0))
+    pg = MaskLearner(controller, PolicyGradientConfig(lr=1e-2, logit_penalty=penalty), torch.Generator().manual_seed(0))
     before = controller(images).detach()
     for _ in range(5):
         s = pg.sample(images)
@@ -185,17 +187,19 @@ def test_compare_every_agent_writes_every_column(trained_assets, tmp_path):
     instance-awareness; every file and every column written."""
     family = ArchitectureFamily(np.stack([mobilenetv2_mask(), all_ops_mask(), single_op_mask(4)]), ("mbv2", "all", "op4"))
     save_family(tmp_path / "family.json", family)
-    cfg = CompareConfig(env=trained_assets, seeds=(0,), total_steps=64, num_envs=16, measure=0, eval_limit=48,
-                        threads=1, family=str(tmp_path / "family.json"), router_epochs=1, own_archs=4,
-                        out=str(tmp_path / "cmp"))
+    env = env_config(own_copy(trained_assets, tmp_path / "net"), family=str(tmp_path / "family.json"))
+    cfg = CompareConfig(env=env, agents=MASK_AND_FAMILY_AGENTS, seeds=(0,), total_steps=64, num_envs=16, measure=0,
+                        eval_limit=48, router_epochs=1, own_archs=4, controller=ControllerConfig(widths=(4, 8)),
+                        run=RunConfig(threads=1, out=str(tmp_path / "cmp")))
     summary = compare_agents(cfg)
-    assert tuple(summary) == AGENTS
-    assert (tmp_path / "family_outcomes_train.npz").is_file()  # the family agents stepped the lookup env
+    assert tuple(summary) == MASK_AND_FAMILY_AGENTS
+    # the family agents stepped the lookup env; the judge stored the test split's answers
+    assert {p.name for p in (tmp_path / "net").glob("*.npz")} == {"last_outcomes_train.npz", "last_outcomes_test.npz"}
     for name in ("curves.csv", "summary.csv", "curves.png", "summary.md"):
         assert (tmp_path / "cmp" / name).stat().st_size > 0
     with open(tmp_path / "cmp" / "summary.csv") as f:
         rows = {r["agent"]: r for r in csv.DictReader(f)}
-    assert set(rows) == set(AGENTS) and set(AWARE_KEYS) <= set(next(iter(rows.values())))
+    assert set(rows) == set(MASK_AND_FAMILY_AGENTS) and set(AWARE_KEYS) <= set(next(iter(rows.values())))
     md = (tmp_path / "cmp" / "summary.md").read_text()
     assert "family of 3 arms" in md and "mutual information of the architecture and the class" in md
     for agent in ("REINFORCE", "REINFORCE-family", "router", "PPO", "A2C-family", "VW-family"):
@@ -231,13 +235,13 @@ def test_best_single_arm_has_the_highest_mean_reward():
 
 
 @pytest.mark.parametrize("lookup", [False, True])
-def test_sb3_on_the_family_view_and_its_actor_timed(trained_assets, tmp_path, lookup):
+def test_sb3_on_the_family_view_and_its_actor_timed(trained_env, tmp_path, lookup):
     """PPO over a family's arms (live or lookup): its policy returns the family's masks, and its actor
     as one exported graph (what is timed) chooses what ``predict`` chooses."""
     family = ArchitectureFamily(np.stack([mobilenetv2_mask(), all_ops_mask(), single_op_mask(4)]))
     save_family(tmp_path / "family.json", family)
-    model, history = train_sb3("ppo", trained_assets, total_steps=64, num_envs=16, seed=0,
-                               family=str(tmp_path / "family.json"), lookup=lookup)
+    model, history = train_sb3("ppo", dataclasses.replace(trained_env, lookup=lookup), total_steps=64, num_envs=16,
+                               seed=0, family=str(tmp_path / "family.json"))
     assert history and 1 <= history[-1]["ops_per_cell"] <= 5
     images = np.random.default_rng(0).integers(0, 256, (5, 28, 28, 1)).astype(np.uint8)
     masks = sb3_policy(model, family)(images)
@@ -246,4 +250,4 @@ def test_sb3_on_the_family_view_and_its_actor_timed(trained_assets, tmp_path, lo
     session = ort.InferenceSession(onnx_bytes(SB3Actor(model.policy), (28, 28, 1), "action"), providers=["CPUExecutionProvider"])
     assert np.array_equal(session.run(None, {"images": images})[0], arms)
     for runtime in ("torch", "onnxruntime"):
-        assert 0 < sb3_latency_ms(model, (28, 28, 1), runtime, repeats=3) < 1000
+        assert 0 < sb3_latency_ms(model, (28, 28, 1), runtime, repeats=3) < np.inf  # on the clock: any positive ms

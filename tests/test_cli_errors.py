@@ -38,7 +38,7 @@ CASES = [
     (["search", "--run.device", "cuda:99"], 2, "--run.device='cuda:99'"),
     (["search", "--run.device", "tpu"], 2, "--run.device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got 'tpu'"),
     (["search", "--bogus", "1"], 2, "Unrecognized options: --bogus"),
-    (["train-reinforce"], 2, "missing subcommand: expected one of {masks, family}"),
+    (["train-reinforce"], 2, "missing subcommand: expected one of {masks, family, cascade}"),
     (["train-supernet", "--epochs", "1.5"], 2, "--epochs takes an integer, got '1.5'"),
     (["train-supernet", "--lr", "fast"], 2, "--lr takes a number, got 'fast'"),
     (["compare", "--seeds"], 2, "--seeds needs at least one seed"),
@@ -52,7 +52,7 @@ CASES = [
     (["evaluate", "--folders", "x", "--reference", "garbage"], 2, "--reference takes NAME=CHECKPOINT[,TABLE]"),
     (["evaluate", "--folders", "{tmp}/none"], 1, "`instanas-gym search --run.out"),
     (["build-latency-table", "--table.passes", "0"], 2, "--table.passes must be >= 1, got 0"),
-    (["build-latency-table", "--table.passes", "50"], 2, "--table.passes must be >= 86"),
+    (["build-latency-table", "--table.passes", "50"], 2, "--table.passes must be >= 120"),
     (["build-latency-table", "--table.timed-threads", "0"], 2, "--table.timed-threads must be >= 1, got 0"),
     (["build-latency-table", "--table.validate-masks", "-1"], 2, "--table.validate-masks must be >= 1, got -1"),
     (["build-latency-table", "--table.repeats", "0"], 2, "--table.repeats must be >= 1, got 0"),
@@ -96,7 +96,8 @@ print(json.dumps(results))
 
 def _saved_checkpoints(tmp: Path) -> None:
     """A supernet checkpoint and a search checkpoint written with the default settings (epochs 10, 4)."""
-    atomic_save({"format": FORMAT, **dict.fromkeys(KEYS), "config": asdict(TrainConfig())},
+    atomic_save({"format": FORMAT, **dict.fromkeys(KEYS), "dataset": "fashion_mnist", "mean": [0.5], "std": [0.5],
+                 "model": {}, "config": asdict(TrainConfig())},
                 tmp / "supernet" / "last.pt")
     keys = ("supernet", "controller", "controller_opt", "supernet_opt", "stage", "step", "window", "bounds", "rng",
             "history", "wall_s")

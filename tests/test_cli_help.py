@@ -22,7 +22,7 @@ from instanas_gym.utils.paths import default_latency_table
 #: Documentation markup that has no place in a terminal.
 MARKUP = ("``", ":func:", ":class:", ":meth:", ":mod:", ":data:", "{None}")
 #: Commands with subcommands: each is checked too.
-SUBCOMMANDS = {"train-reinforce": ("masks", "family")}
+SUBCOMMANDS = {"train-reinforce": ("masks", "family", "cascade")}
 #: Settings that are not flags: a positional argument, a subcommand.
 NOT_FLAGS = {"prepare": {"--dataset"}, "train-reinforce": {"--view"}}
 HEAVY = ("torch", "torchvision", "onnxruntime", "matplotlib", "stable_baselines3", "PIL", "flask")

@@ -25,6 +25,7 @@ from PIL import Image
 from torch import nn
 
 from instanas_gym.agents.config import ControllerConfig
+from instanas_gym.agents.policy import load_policy, save_policy
 from instanas_gym.agents.router import Router
 from instanas_gym.agents.router_file import load_router, save_router
 from instanas_gym.demo import server as demo_server
@@ -38,6 +39,7 @@ from instanas_gym.deploy.export import export_model
 from instanas_gym.latency.table import LatencyTable
 from instanas_gym.model.checkpoint import supernet_state
 from instanas_gym.space.data import load_split
+from instanas_gym.space.family import ArchitectureFamily
 from instanas_gym.space.masks import all_ops_mask, mobilenetv2_mask
 from instanas_gym.utils.files import FileFormatError, atomic_save
 
@@ -507,18 +509,26 @@ def test_served_folder_exports_a_router_once_and_reuses_it(demo_files, tmp_path)
     assert (folder / "manifest.json").stat().st_mtime_ns == before
 
 
-def test_a_policy_file_of_train_reinforce_or_search_is_served(demo_files, tmp_path):
-    from instanas_gym.agents.policy import save_policy
-    from instanas_gym.space.family import ArchitectureFamily
-
+@pytest.mark.parametrize("view", ["masks", "family"])
+def test_a_policy_file_is_served(demo_files, tmp_path, view):
+    """``instanas-gym demo --controller run/policy.pt`` (what ``train-reinforce`` and ``search`` write):
+    the served controller chooses the policy's greedy masks."""
     torch.manual_seed(0)
-    family = ArchitectureFamily(np.stack([mobilenetv2_mask(), all_ops_mask()]))
-    save_policy(tmp_path / "policy.pt", "family", Router(ControllerConfig((4, 8, 8), 14), in_channels=1, k=2), family)
-    served = load_any_controller(tmp_path / "policy.pt")
-    assert served.family_size == 2
-    x = torch.from_numpy(load_split("fashion_mnist", "test", demo_files["data_root"]).images[:16])
-    chosen = (served.module(x) >= 0).numpy().astype(np.uint8)
-    assert all(any(np.array_equal(m, f) for f in family.masks) for m in chosen)
+    family = ArchitectureFamily(np.stack([mobilenetv2_mask(), all_ops_mask()]), ("mbv2", "all"))
+    if view == "masks":
+        network = ControllerConfig((4, 8), 14).build(1)
+        with torch.no_grad():
+            network.head.bias.normal_()
+        save_policy(tmp_path / "policy.pt", "masks", network)
+    else:
+        save_policy(tmp_path / "policy.pt", "family", Router(ControllerConfig((4, 8), 14), 1, 2), family)
+    x = load_split("fashion_mnist", "test", demo_files["data_root"]).images[:32]
+    expected = load_policy(tmp_path / "policy.pt").policy()(x)
+    with torch.no_grad():
+        served = (load_any_controller(tmp_path / "policy.pt").module(torch.from_numpy(x)) >= 0).numpy().astype(np.uint8)
+    assert np.array_equal(served, expected)
+    folder = served_folder(tmp_path / "policy.pt", supernet=demo_files["supernet"], data_root=demo_files["data_root"])
+    assert json.loads((folder / "manifest.json").read_text())["controller_file"] == str(tmp_path / "policy.pt")
 
 
 def test_served_folder_errors_name_the_argument(demo_files, tmp_path):

@@ -7,18 +7,19 @@ import pytest
 import torch
 from rich.console import Console
 
-from instanas_gym.agents.config import SearchConfig
+from instanas_gym.agents.config import ControllerConfig, SearchConfig
 from instanas_gym.agents.search import search
 from instanas_gym.envs.bandit import InstaNASBandit
-from instanas_gym.envs.config import EnvConfig
 from instanas_gym.latency.machine import cpu_model
 from instanas_gym.latency.measure import build_table
+from instanas_gym.space.data import DataConfig
 from instanas_gym.training import distributed
 from instanas_gym.training.config import TrainConfig
 from instanas_gym.training.trainer import SupernetTrainer
 from instanas_gym.utils.devices import autocast, cpu_copy, resolve_device
+from instanas_gym.utils.run import RunConfig
 
-from .conftest import tiny_supernet
+from .conftest import env_config, tiny_supernet
 
 no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the errors of a machine without a GPU")
 
@@ -32,8 +33,8 @@ def test_auto_is_cpu_without_a_gpu():
 @no_gpu
 @pytest.mark.parametrize("make", [
     lambda: resolve_device("cuda"),
-    lambda: TrainConfig(device="cuda"),
-    lambda: EnvConfig(device="cuda:0"),
+    lambda: TrainConfig(run=RunConfig(device="cuda")),
+    lambda: RunConfig(device="cuda:0"),
 ])
 def test_cuda_without_a_gpu_is_a_clear_error(make):
     with pytest.raises(ValueError, match=r"device='cuda(:0)?' but torch sees no CUDA GPU"):
@@ -48,7 +49,7 @@ def test_unknown_devices_are_refused(bad):
 
 def test_precision_is_checked():
     with pytest.raises(ValueError, match="precision must be one of"):
-        TrainConfig(precision="fp16")
+        TrainConfig(run=RunConfig(precision="fp16"))
 
 
 def test_process_group_backend_follows_the_device():
@@ -59,9 +60,9 @@ def test_process_group_backend_follows_the_device():
 def test_bf16_training_step_on_cpu(fmnist_root, tmp_path):
     """One sandwich step and one plain step under bfloat16 autocast: finite losses, fp32 weights that moved."""
     for sampling in ("sandwich", "paper"):
-        cfg = TrainConfig(data_root=str(fmnist_root), width_mult=0.1, epochs=1, batch_size=16, train_subset=32,
-                          eval_subset=16, threads=1, out=str(tmp_path / sampling), device="auto",
-                          precision="bf16", mask_sampling=sampling)
+        run = RunConfig(threads=1, out=str(tmp_path / sampling), device="auto", precision="bf16")
+        cfg = TrainConfig(data=DataConfig(str(fmnist_root)), run=run, width_mult=0.1, epochs=1, batch_size=16,
+                          train_subset=32, eval_subset=16, mask_sampling=sampling)
         t = SupernetTrainer(cfg, Console(quiet=True))
         assert t.device.type == ("cuda" if torch.cuda.is_available() else "cpu")
         before = t.model.classifier.weight.detach().clone()
@@ -98,11 +99,10 @@ def tiny_supernet_model():
 
 def test_search_runs_in_bf16_with_channels_last(tiny_assets, tmp_path):
     """The search's supernet steps under bfloat16 autocast and channels_last, on the device "auto" picks."""
-    cfg = SearchConfig(dataset="fashion_mnist", split="train", data_root=tiny_assets["data_root"],
-                       supernet=tiny_assets["supernet"], latency_table=tiny_assets["latency_table"], epochs=1,
-                       controller_images=32, batch_size=16, supernet_images=32, supernet_batch_size=16,
-                       finetune_images=16, threads=1, log_every=1, device="auto", precision="bf16",
-                       channels_last=True, out=str(tmp_path / "search"))
+    cfg = SearchConfig(env=env_config(tiny_assets), controller=ControllerConfig(widths=(4, 8), input_size=14),
+                       epochs=1, controller_images=32, batch_size=16, supernet_images=32, supernet_batch_size=16,
+                       finetune_images=16, log_every=1, channels_last=True,
+                       run=RunConfig(threads=1, device="auto", precision="bf16", out=str(tmp_path / "search")))
     out = search(cfg, Console(quiet=True))
     rows = (out / "supernet_log.csv").read_text().splitlines()
     assert len(rows) > 1 and "nan" not in rows[-1]

@@ -8,7 +8,6 @@ from gymnasium.vector import AutoresetMode
 import instanas_gym
 from instanas_gym.envs.instanas_env import InstaNASEnv
 from instanas_gym.envs.vector import InstaNASVectorEnv
-from instanas_gym.latency.measure import build_table
 from instanas_gym.model.checkpoint import supernet_state
 from instanas_gym.model.supernet import Supernet
 from instanas_gym.space.data import get_spec
@@ -16,7 +15,7 @@ from instanas_gym.space.masks import mobilenetv2_mask
 from instanas_gym.space.search_space import MASK_SHAPE, SearchSpace
 from instanas_gym.utils.files import atomic_save
 from instanas_gym.utils.paths import BUNDLED_LATENCY_TABLE, BUNDLED_SUPERNET
-from tests.fixtures import skip_cifar_checksums, write_cifar
+from tests.fixtures import macs_table, skip_cifar_checksums, write_cifar
 
 ENV_KEYS = {
     "correct", "label", "prediction", "confidence", "latency_ms", "network_latency_ms", "reward_task",
@@ -35,7 +34,7 @@ def cifar_assets(tmp_path_factory):
         torch.manual_seed(0)
         model = Supernet(SearchSpace(0.1, 32, 3, spec.num_classes), spec.mean, spec.std).eval()
         atomic_save(supernet_state(model, dataset), root / f"{dataset}.pt")
-        build_table(model, passes=100, warmup=5).save(root / f"{dataset}.json")
+        macs_table(model.space).save(root / f"{dataset}.json")
         out[dataset] = {"data_root": str(root), "supernet": str(root / f"{dataset}.pt"), "latency_table": str(root / f"{dataset}.json")}
     return out
 

@@ -13,7 +13,7 @@ from instanas_gym.space.family import FAMILY_FORMAT, ArchitectureFamily, load_fa
 from instanas_gym.space.masks import all_ops_mask, mobilenetv2_mask, random_masks
 from instanas_gym.utils.files import FileFormatError
 
-from .conftest import FUZZ_COUNTS
+from .conftest import FUZZ_COUNTS, own_copy
 
 
 def small_family(k: int = 4, seed: int = 0, **kwargs) -> ArchitectureFamily:
@@ -172,8 +172,10 @@ def test_lookup_env_steps_as_the_live_family_view(tiny_assets, tmp_path):
 
     fam = small_family(4, dataset="fashion_mnist")
     save_family(tmp_path / "f.json", fam)
+    tiny_assets = own_copy(tiny_assets, tmp_path / "net")
     lookup = FamilyLookupVectorEnv(5, family=tmp_path / "f.json", progress=False, **tiny_assets)
-    assert lookup.bandit.outcomes_path == tmp_path / "f_outcomes_train.npz" and lookup.bandit.outcomes_path.is_file()
+    assert lookup.bandit.outcomes_path == tmp_path / "net" / "last_outcomes_train.npz"
+    assert lookup.bandit.outcomes_path.is_file()
     live = FamilyVectorAction(InstaNASVectorEnv(5, **tiny_assets), tmp_path / "f.json")
     assert lookup.action_space == live.action_space
     a, b = live.reset(seed=3), lookup.reset(seed=3)
@@ -218,7 +220,7 @@ def test_lookup_env_steps_as_the_live_family_view(tiny_assets, tmp_path):
     assert dones.all() and [i["arm"] for i in infos] == [0, 1, 2, 3, 0]
 
 
-def test_lookup_outcomes_refuse_a_stale_file(tiny_assets, tmp_path):
+def test_lookup_outcomes_are_recomputed_for_another_supernet_and_refused_when_damaged(tiny_assets, tmp_path):
     from instanas_gym.envs.lookup import FamilyLookup
     from instanas_gym.model.checkpoint import supernet_state
     from instanas_gym.utils.files import atomic_save
@@ -226,21 +228,23 @@ def test_lookup_outcomes_refuse_a_stale_file(tiny_assets, tmp_path):
     from .conftest import tiny_supernet
 
     save_family(tmp_path / "f.json", small_family(2))
-    first = FamilyLookup(tmp_path / "f.json", progress=False, **tiny_assets)
-    other = tmp_path / "other.pt"
-    atomic_save(supernet_state(tiny_supernet(seed=1), "fashion_mnist"), other)
-    with pytest.raises(FileFormatError, match=r"f_outcomes_train\.npz is stale: .*supernet_sha256.*rebuild=True"):
-        FamilyLookup(tmp_path / "f.json", progress=False, **(tiny_assets | {"supernet": str(other)}))
-    rebuilt = FamilyLookup(tmp_path / "f.json", rebuild=True, progress=False, **(tiny_assets | {"supernet": str(other)}))
-    assert rebuilt.outcomes["prediction"].shape == first.outcomes["prediction"].shape == (2, 512)
-    save_family(tmp_path / "f.json", small_family(2, seed=5))  # another family under the same name
-    with pytest.raises(FileFormatError, match="masks_sha256"):
-        FamilyLookup(tmp_path / "f.json", progress=False, **(tiny_assets | {"supernet": str(other)}))
-    (tmp_path / "f_outcomes_train.npz").write_bytes(b"junk")
-    with pytest.raises(FileFormatError, match="not a readable outcomes file"):
-        FamilyLookup(tmp_path / "f.json", progress=False, **tiny_assets)
-    with pytest.raises(ValueError, match="outcomes=PATH"):
-        FamilyLookup(small_family(2), **tiny_assets)
+    kwargs = own_copy(tiny_assets, tmp_path / "net")
+    first = FamilyLookup(tmp_path / "f.json", progress=False, **kwargs)
+    assert first.outcomes.prediction.shape == (2, 512) and first.outcomes_path.is_file()
+    # another supernet at the same path: its answers, computed again, replace the file
+    atomic_save(supernet_state(tiny_supernet(seed=1), "fashion_mnist"), kwargs["supernet"])
+    other = FamilyLookup(tmp_path / "f.json", progress=False, **kwargs)
+    live = other.evaluate(np.arange(256), np.broadcast_to(other.family.masks[1], (256, 17, 5)))
+    np.testing.assert_array_equal(other.outcomes.prediction[1, :256], live["prediction"])
+    again = FamilyLookup(small_family(2, seed=5), progress=False, **kwargs)  # another family: rows added
+    assert again.outcomes.prediction.shape == (2, 512)
+    rebuilt = FamilyLookup(tmp_path / "f.json", rebuild=True, progress=False, **kwargs)
+    np.testing.assert_array_equal(rebuilt.outcomes.prediction, other.outcomes.prediction)
+    first.outcomes_path.write_bytes(b"junk")
+    with pytest.raises(FileFormatError, match=r"last_outcomes_train\.npz is not an outcomes file"):
+        FamilyLookup(tmp_path / "f.json", progress=False, **kwargs)
+    with pytest.raises(ValueError, match="supernet=PATH"):
+        FamilyLookup(small_family(2), progress=False, **(kwargs | {"supernet": tiny_supernet()}))
 
 
 # ---- generated bad input -------------------------------------------------------------------------

@@ -1,31 +1,33 @@
 """REINFORCE over a family of architectures: the categorical update learns the right arm per image
-class, its baselines, its checks, and a whole run on a tiny supernet saved as a router file."""
+class, its baselines, its checks, and whole runs of the one REINFORCE loop on a tiny supernet, saved
+as a policy file and judged; and that a run is a function of its settings alone."""
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 
 import numpy as np
 import pytest
 import torch
-from instanas_gym.agents.family_reinforce import (
-    FamilyPGConfig,
-    FamilyReinforce,
-    FamilyReinforceConfig,
-    train_family_reinforce,
-)
 
-from instanas_gym.agents.config import ControllerConfig
+from instanas_gym.agents.config import ControllerConfig, PolicyGradientConfig, ReinforceConfig
+from instanas_gym.agents.policy import load_policy
+from instanas_gym.agents.policy_gradient import ArmLearner
+from instanas_gym.agents.reinforce import train_reinforce
 from instanas_gym.agents.router import Router
 from instanas_gym.agents.router_file import load_router, resolve_family, save_router
-from instanas_gym.envs.bandit import InstaNASBandit
-from instanas_gym.envs.config import EnvConfig
-from instanas_gym.judge.awareness import frontier_results, judge_family_policy
+from instanas_gym.envs.reward import RewardConfig
+from instanas_gym.judge.awareness import frontier_results, judge_policy
+from instanas_gym.model.outcomes import outcomes_key, outcomes_path, write_outcomes
 from instanas_gym.space.family import ArchitectureFamily, save_family
 from instanas_gym.space.masks import all_ops_mask, mobilenetv2_mask, single_op_mask
 from instanas_gym.utils.paths import BUNDLED_ROUTER
+from instanas_gym.utils.run import RunConfig
 
-from .conftest import train_tiny_assets
+from .conftest import env_config, own_copy
+
+TINY = ControllerConfig(widths=(4, 8), input_size=14)
 
 
 def class_images(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -43,12 +45,16 @@ def rewards_for(arms: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return np.where(arms == (labels[:, None] >= 2), 10.0, -10.0)
 
 
+def learner(k: int, cfg: PolicyGradientConfig, seed: int = 0) -> ArmLearner:
+    policy = Router(ControllerConfig(widths=(4, 8), input_size=None), 1, k)
+    return ArmLearner(policy, k, cfg, torch.Generator().manual_seed(seed), np.zeros((k, 17, 5), np.uint8))
+
+
 @pytest.mark.parametrize("samples", [1, 4])
 def test_family_reinforce_learns_the_right_arm_per_class(samples):
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
-    policy = Router(ControllerConfig(widths=(4, 8), input_size=None), 1, 2)
-    pg = FamilyReinforce(policy, 2, FamilyPGConfig(lr=1e-2, samples=samples), torch.Generator().manual_seed(0))
+    pg = learner(2, PolicyGradientConfig(lr=1e-2, samples=samples))
     for _ in range(120):
         images, labels = class_images(rng, 32)
         s = pg.sample(torch.from_numpy(images))
@@ -58,32 +64,31 @@ def test_family_reinforce_learns_the_right_arm_per_class(samples):
         baseline = rewards_for(s.greedy[:, None], labels)[:, 0] if samples == 1 else None
         stats = pg.update(s, rewards, baseline)
     assert {"entropy", "loss", "grad_norm", "greedy_prob"} <= set(stats)
+    assert pg.entropy_coef == 2.0  # the arms' default entropy bonus
     images, labels = class_images(rng, 400)  # images it never saw
     with torch.no_grad():
-        greedy = policy(torch.from_numpy(images)).argmax(1).numpy()
+        greedy = pg.network(torch.from_numpy(images)).argmax(1).numpy()
     for c in range(4):
         assert (greedy[labels == c] == int(c >= 2)).mean() > 0.9, c
 
 
 def test_leave_one_out_baseline_and_checks():
-    policy = Router(ControllerConfig(widths=(4, 8), input_size=None), 1, 3)
+    pg = learner(3, PolicyGradientConfig(lr=1e-2, samples=2, entropy_coef=0.0, mix=0.0))
     with torch.no_grad():
-        policy.head.weight.zero_()
-        policy.head.bias.zero_()
-    pg = FamilyReinforce(policy, 3, FamilyPGConfig(lr=1e-2, samples=2, entropy_coef=0.0, mix=0.0),
-                         torch.Generator().manual_seed(0))
+        pg.network.head.weight.zero_()
+        pg.network.head.bias.zero_()
     images = np.zeros((4, 16, 16, 1), np.uint8)
     s = pg.sample(torch.from_numpy(images))
     same = pg.update(s, np.full((4, 2), 5.0))  # equal rewards: every advantage is 0, so no gradient
     assert same["grad_norm"] == pytest.approx(0.0, abs=1e-7)
     with pytest.raises(ValueError, match="shape"):
         pg.update(pg.sample(torch.from_numpy(images)), np.zeros((4, 3)))
-    one = FamilyReinforce(policy, 3, FamilyPGConfig(samples=1), torch.Generator())
+    one = learner(3, PolicyGradientConfig(samples=1))
     with pytest.raises(ValueError, match="baseline"):
         one.update(one.sample(torch.from_numpy(images)), np.zeros((4, 1)))
-    for bad in ({"mix": 1.5}, {"samples": 0}, {"lr": 0.0}):
-        with pytest.raises(ValueError):
-            FamilyPGConfig(**bad)
+    for bad in ({"mix": 1.5}, {"samples": 0}, {"lr": 0.0}, {"entropy_coef": -1.0}):
+        with pytest.raises(ValueError, match=f"pg.{next(iter(bad))}"):
+            PolicyGradientConfig(**bad)
 
 
 def test_resolve_family_from_a_family_file_a_router_file_or_the_bundled_family(tmp_path):
@@ -101,34 +106,34 @@ def test_resolve_family_from_a_family_file_a_router_file_or_the_bundled_family(t
         resolve_family(None, "cifar10")
 
 
-@pytest.fixture(scope="module")
-def tiny_env(tmp_path_factory, fmnist_root) -> EnvConfig:
-    out = tmp_path_factory.mktemp("trained_family")
-    supernet, table = train_tiny_assets(out, fmnist_root, epochs=2, train_subset=256, eval_subset=64, passes=60, warmup=5)
-    return EnvConfig(data_root=str(fmnist_root), supernet=supernet, latency_table=table, split="train")
+FAMILY3 = ArchitectureFamily(np.stack([mobilenetv2_mask(), all_ops_mask(), single_op_mask(4)]),
+                             ("mbv2", "all ops", "basic"), dataset="fashion_mnist")
 
 
-def test_a_whole_run_saves_a_router_file_and_is_judged(tiny_env, tmp_path):
-    family = ArchitectureFamily(np.stack([mobilenetv2_mask(), all_ops_mask(), single_op_mask(4)]),
-                                ("mbv2", "all ops", "basic"), dataset="fashion_mnist")
-    save_family(tmp_path / "family.json", family)
-    cfg = FamilyReinforceConfig(env=tiny_env, family=str(tmp_path / "family.json"), total_steps=320,
-                                batch_size=32, warm_start_images=128, warm_start_epochs=1, threads=1, judge_limit=64,
-                                out=str(tmp_path / "run"), log_every=5)
-    router, fam, history = train_family_reinforce(cfg)
-    assert fam.names == family.names and len(history) == 2
-    assert (tmp_path / "family_outcomes_train.npz").is_file()  # lookup mode, the default
+def test_a_whole_run_saves_a_policy_file_and_is_judged(trained_assets, tmp_path):
+    save_family(tmp_path / "family.json", FAMILY3)
+    env = env_config(own_copy(trained_assets, tmp_path / "net"), family=str(tmp_path / "family.json"))
+    run = RunConfig(threads=1, out=str(tmp_path / "run"))
+    cfg = ReinforceConfig(view="family", env=env, run=run, controller=TINY, total_steps=320, batch_size=32,
+                          warm_start_images=128, warm_start_epochs=1, judge_limit=64, log_every=5)
+    network, history = train_reinforce(cfg)
+    assert len(history) == 2
+    assert (tmp_path / "net" / "last_outcomes_train.npz").is_file()  # lookup mode, the default
     with open(tmp_path / "run" / "log.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 2 and {"reward", "accuracy", "entropy", "distinct_arms", "upper_ms"} <= set(rows[0])
-    saved = load_router(tmp_path / "run" / "controller.pt")
-    assert saved.price_per_ms == 0.0 and np.array_equal(saved.family_masks, family.masks)
-    assert saved.meta["family_names"] == list(family.names)
-    images = tiny_env.bandit("test").data.images[:16]
+    saved = load_policy(tmp_path / "run" / "policy.pt")
+    assert saved.view == "family" and saved.family.names == FAMILY3.names
+    assert np.array_equal(saved.family.masks, FAMILY3.masks)
+    assert saved.meta["reinforce_config"]["total_steps"] == 320 and saved.meta["bounds"]["upper_ms"] > 0
+    images = env.bandit("test").data.images[:16]
     with torch.no_grad():
-        greedy = router(torch.from_numpy(images)).argmax(1).numpy()
-    assert np.array_equal(saved.policy()(images), family.masks[greedy])
-    report = judge_family_policy(router, fam, cfg)
+        greedy = network(torch.from_numpy(images)).argmax(1).numpy()
+    assert np.array_equal(saved.policy()(images), FAMILY3.masks[greedy])
+    controller = saved.controller()  # the greedy arm as mask logits (>= 0 where the arm's mask has the op)
+    with torch.no_grad():
+        assert np.array_equal((controller(torch.from_numpy(images)) >= 0).numpy(), FAMILY3.masks[greedy].astype(bool))
+    report = judge_policy(saved, env, tmp_path / "run", run, limit=64)
     assert report["images"] == 64 and 1 <= report["distinct_archs"] <= 3
     assert (tmp_path / "run" / "instance_aware.json").is_file()
     rows = frontier_results(report)
@@ -136,61 +141,77 @@ def test_a_whole_run_saves_a_router_file_and_is_judged(tiny_env, tmp_path):
     assert rows["REINFORCE (family)"]["e2e_ms"] == pytest.approx(report["network_ms"] + report["controller_ms"])
 
 
-def test_the_command_ends_with_the_frontier_table(tiny_env, tmp_path):
-    from rich.console import Console
-
-    from instanas_gym.cli import run_train_family
+def test_the_command_ends_with_the_frontier_table(trained_assets, tmp_path, capsys, monkeypatch):
+    from instanas_gym.cli import main
 
     family = ArchitectureFamily(np.stack([mobilenetv2_mask(), single_op_mask(4)]), ("mbv2", "basic"),
                                 dataset="fashion_mnist")
     save_family(tmp_path / "family.json", family)
-    cfg = FamilyReinforceConfig(env=tiny_env, family=str(tmp_path / "family.json"), total_steps=64, batch_size=16,
-                                threads=1, judge_limit=32, out=str(tmp_path / "run"))
-    console = Console(record=True, width=80)
-    run_train_family(cfg, console)
-    text = console.export_text()
+    monkeypatch.setenv("COLUMNS", "160")
+    main(["train-reinforce", "family", "--env.data.root", trained_assets["data_root"], "--env.supernet",
+          trained_assets["supernet"], "--env.latency-table", trained_assets["latency_table"], "--env.split", "train",
+          "--env.family", str(tmp_path / "family.json"), "--run.threads", "1", "--run.out", str(tmp_path / "run"),
+          "--controller.widths", "4", "8", "--total-steps", "64", "--batch-size", "16", "--judge-limit", "32"])
+    text = capsys.readouterr().out
     for line in ("static frontier at", "best single within", "MobileNetV2 path", "oracle (reads the", "architectures used:"):
         assert line in text, line
-    assert (tmp_path / "run" / "controller.pt").is_file()
+    assert load_policy(tmp_path / "run" / "policy.pt").view == "family"
 
 
-def test_lookup_and_live_runs_learn_the_same_policy(tiny_env, tmp_path):
+def test_lookup_and_live_runs_learn_the_same_policy(trained_env, tmp_path):
     family = ArchitectureFamily(np.stack([mobilenetv2_mask(), all_ops_mask()]), dataset="fashion_mnist")
     save_family(tmp_path / "family.json", family)
-    routers = []
+    networks = []
     for lookup in (True, False):
-        cfg = FamilyReinforceConfig(env=tiny_env, family=str(tmp_path / "family.json"), lookup=lookup, total_steps=128,
-                                    batch_size=16, threads=1, out=str(tmp_path / f"run_{lookup}"))
-        routers.append(train_family_reinforce(cfg)[0])
-    for (name, a), b in zip(routers[0].state_dict().items(), routers[1].state_dict().values()):
+        env = dataclasses.replace(trained_env, family=str(tmp_path / "family.json"), lookup=lookup)
+        cfg = ReinforceConfig(view="family", env=env, controller=TINY, total_steps=128, batch_size=16,
+                              run=RunConfig(threads=1, out=str(tmp_path / f"run_{lookup}")))
+        networks.append(train_reinforce(cfg)[0])
+    for (name, a), b in zip(networks[0].state_dict().items(), networks[1].state_dict().values()):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
 
 
-def test_on_a_tiny_env_it_learns_which_arm_is_right_for_which_class(tiny_env, tmp_path):
-    """A lookup env whose outcomes are made by hand: arm 0 is right on classes 0-4, arm 1 on 5-9."""
-    from instanas_gym.envs.reward import RewardConfig
-    from instanas_gym.model.outcomes import outcomes_key, save_outcomes
+@pytest.mark.parametrize("view", ["masks", "family"])
+def test_two_runs_with_the_same_seed_give_identical_weights(trained_env, tmp_path, view):
+    """Nothing but the settings decides a run: no clock, no machine load (the latency table is a
+    file), the same seed. A third run with another seed differs."""
+    save_family(tmp_path / "family.json", FAMILY3)
+    env = dataclasses.replace(trained_env, family=str(tmp_path / "family.json"))
+    weights = []
+    for i, seed in enumerate((0, 0, 1)):
+        cfg = ReinforceConfig(view=view, env=env, controller=TINY, total_steps=64, batch_size=16,
+                              run=RunConfig(threads=1, seed=seed, out=str(tmp_path / f"run{i}")))
+        weights.append(train_reinforce(cfg)[0].state_dict())
+    assert weights[0].keys() == weights[1].keys()
+    for name in weights[0]:
+        assert torch.equal(weights[0][name], weights[1][name]), name
+    assert any(not torch.equal(weights[0][k], weights[2][k]) for k in weights[0])
 
+
+def test_on_a_tiny_env_it_learns_which_arm_is_right_for_which_class(trained_assets, tmp_path):
+    """A lookup env whose outcomes are made by hand: arm 0 is right on classes 0-4, arm 1 on 5-9;
+    both arms pay when right (UB fixed above both), so only the class decides the reward."""
     family = ArchitectureFamily(np.stack([single_op_mask(0), single_op_mask(2)]), ("a", "b"), dataset="fashion_mnist")
     save_family(tmp_path / "family.json", family)
-    kwargs = {"dataset": "fashion_mnist", "split": "train", "data_root": tiny_env.data_root,
-              "supernet": tiny_env.supernet, "latency_table": tiny_env.latency_table}
-    for split in ("train", "test"):
-        probe = InstaNASBandit(**{**kwargs, "split": split})  # the live bandit, for the outcomes' key
-        labels = probe.data.labels
-        right = np.stack([labels < 5, labels >= 5])
-        prediction = np.where(right, labels[None], (labels[None] + 1) % 10)
-        save_outcomes(tmp_path / f"family_outcomes_{split}.npz",
-                      {"prediction": prediction, "confidence": np.full(right.shape, 0.9), "correct": right},
-                      outcomes_key(probe, family))
+    kwargs = own_copy(trained_assets, tmp_path / "net")
+    probe = env_config(kwargs).bandit("train")  # the live bandit, for the outcomes' key
+    labels = probe.data.labels
+    right = np.stack([labels < 5, labels >= 5])
+    prediction = np.where(right, labels[None], (labels[None] + 1) % 10)
+    probs = np.eye(10, dtype=np.float16)[prediction]
+    key = outcomes_key(kwargs["supernet"], probe.data) | {"scored_images": len(labels)}
+    masks = probe.model.space.effective_mask(family.masks).astype(np.uint8)
+    write_outcomes(outcomes_path(kwargs["supernet"], "train"), key, masks, prediction, np.full(right.shape, 0.9),
+                   probs, np.zeros(len(labels)))
     lat = max(probe.table.cells_ms(m) for m in family.masks)
-    env = EnvConfig(data_root=tiny_env.data_root, supernet=tiny_env.supernet, latency_table=tiny_env.latency_table,
-                    split="train", reward=RewardConfig(lower_ms=0.0, upper_ms=2.0 * lat))  # both arms pay when right
-    cfg = FamilyReinforceConfig(env=env, family=str(tmp_path / "family.json"), pg=FamilyPGConfig(lr=1e-2),
-                                total_steps=6400, anneal_upper=False, threads=1, out=str(tmp_path / "run"), log_every=50)
-    router, _, history = train_family_reinforce(cfg)
+    env = env_config(kwargs, family=str(tmp_path / "family.json"),
+                     reward=RewardConfig(lower_ms=0.0, upper_ms=2.0 * lat, anneal=False))
+    cfg = ReinforceConfig(view="family", env=env, pg=PolicyGradientConfig(lr=1e-2), total_steps=6400, log_every=50,
+                          run=RunConfig(threads=1, out=str(tmp_path / "run")))
+    network, history = train_reinforce(cfg)
+    assert history[-1]["upper_ms"] == pytest.approx(2.0 * lat)  # the bound set by hand held throughout
     assert history[-1]["accuracy"] > history[0]["accuracy"]
     test = env.bandit("test").data
     with torch.no_grad():
-        greedy = router(torch.from_numpy(test.images)).argmax(1).numpy()
+        greedy = network(torch.from_numpy(test.images)).argmax(1).numpy()
     assert (greedy == (test.labels >= 5)).mean() > 0.9

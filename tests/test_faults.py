@@ -20,6 +20,7 @@ import torch
 from instanas_gym.model.checkpoint import load_checkpoint
 from instanas_gym.utils.files import load_torch
 
+REPO = Path(__file__).resolve().parents[1]
 KILL_SEED = int(os.environ.get("INSTANAS_KILL_SEED", random.SystemRandom().randrange(10**6)))
 
 
@@ -45,7 +46,9 @@ def _kill_midway(args: list[str], watch: Path, env: dict[str, str], rng: random.
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "INSTANAS_CACHE": str(tmp_path / "cache"), "COLUMNS": "100"}
+    """The jobs' environment: this checkout's package, one thread, a cache of their own."""
+    return {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "INSTANAS_CACHE": str(tmp_path / "cache"),
+            "COLUMNS": "100"}
 
 
 def _same_tensors(a: dict, b: dict) -> None:
@@ -58,18 +61,18 @@ def _full_and_killed(command: list[str], checkpoint: str, tmp_path: Path, rng: r
     """Run ``command`` into tmp_path/full uninterrupted, and into tmp_path/cut killed once and resumed;
     returns what to say when they differ (the kill seed and delay)."""
     env = _env(tmp_path)
-    full = _run([*command, "--out", str(tmp_path / "full")], env)
+    full = _run([*command, "--run.out", str(tmp_path / "full")], env)
     assert full.returncode == 0, full.stderr[-2000:]
-    delay = _kill_midway([*command, "--out", str(tmp_path / "cut")], tmp_path / "cut" / checkpoint, env, rng)
-    resumed = _run([*command, "--out", str(tmp_path / "cut"), "--resume"], env)
+    delay = _kill_midway([*command, "--run.out", str(tmp_path / "cut")], tmp_path / "cut" / checkpoint, env, rng)
+    resumed = _run([*command, "--run.out", str(tmp_path / "cut"), "--resume"], env)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert not list((tmp_path / "cut").glob("*.tmp"))
     return f"kill seed {KILL_SEED}, killed {delay:.2f} s after the first checkpoint"
 
 
 def test_supernet_training_survives_sigkill(fmnist_root, tmp_path):
-    command = ["train-supernet", "--data-root", str(fmnist_root), "--width-mult", "0.1", "--epochs", "3",
-               "--batch-size", "16", "--train-subset", "128", "--eval-subset", "32", "--threads", "1",
+    command = ["train-supernet", "--data.root", str(fmnist_root), "--width-mult", "0.1", "--epochs", "3",
+               "--batch-size", "16", "--train-subset", "128", "--eval-subset", "32", "--run.threads", "1",
                "--checkpoint-every", "3"]
     why = _full_and_killed(command, "last.pt", tmp_path, random.Random(KILL_SEED))
     a, b = load_checkpoint(tmp_path / "full" / "last.pt"), load_checkpoint(tmp_path / "cut" / "last.pt")
@@ -78,11 +81,11 @@ def test_supernet_training_survives_sigkill(fmnist_root, tmp_path):
 
 
 def test_search_survives_sigkill(tiny_assets, tmp_path):
-    command = ["search", "--split", "train", "--data-root", tiny_assets["data_root"], "--supernet",
-               tiny_assets["supernet"], "--latency-table", tiny_assets["latency_table"], "--epochs", "2",
-               "--controller-images", "96", "--batch-size", "16", "--supernet-images", "96",
-               "--supernet-batch-size", "32", "--finetune-images", "96", "--threads", "1", "--checkpoint-every", "2",
-               "--log-every", "1"]
+    command = ["search", "--env.split", "train", "--env.data.root", tiny_assets["data_root"], "--env.supernet",
+               tiny_assets["supernet"], "--env.latency-table", tiny_assets["latency_table"], "--epochs", "2",
+               "--controller.widths", "4", "8", "--controller-images", "96", "--batch-size", "16",
+               "--supernet-images", "96", "--supernet-batch-size", "32", "--finetune-images", "96", "--run.threads", "1",
+               "--checkpoint-every", "2", "--log-every", "1"]
     why = _full_and_killed(command, "search.pt", tmp_path, random.Random(KILL_SEED + 1))
     a = load_torch(tmp_path / "full" / "search.pt", "search", "instanas-search-v1")
     b = load_torch(tmp_path / "cut" / "search.pt", "search", "instanas-search-v1")
@@ -93,11 +96,11 @@ def test_search_survives_sigkill(tiny_assets, tmp_path):
 
 
 def test_a_killed_latency_table_build_leaves_the_old_table(tiny_assets, tmp_path):
-    out = tmp_path / "table.json"
+    out = tmp_path / "latency_onnxruntime.json"
     out.write_text("previous table")
     env = _env(tmp_path)
-    proc = subprocess.Popen([sys.executable, "-m", "instanas_gym.cli", "build-latency-table", "--supernet",
-                             tiny_assets["supernet"], "--out", str(out), "--passes", "100000"],
+    proc = subprocess.Popen([sys.executable, "-m", "instanas_gym.cli", "build-latency-table", "--env.supernet",
+                             tiny_assets["supernet"], "--run.out", str(tmp_path), "--table.passes", "100000"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     time.sleep(random.Random(KILL_SEED + 2).uniform(3, 6))
     proc.send_signal(signal.SIGKILL)

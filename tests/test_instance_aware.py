@@ -12,20 +12,10 @@ import torch
 
 from instanas_gym.agents.config import ControllerConfig
 from instanas_gym.agents.controller import Controller, save_controller
-from instanas_gym.agents.policy import random_policy
+from instanas_gym.agents.policy import random_policy, save_policy
 from instanas_gym.agents.router import Router
-from instanas_gym.agents.router_file import resolve_family, save_router
-from instanas_gym.envs.config import EnvConfig
-from instanas_gym.judge import awareness as instance_aware
-from instanas_gym.judge.awareness import (
-    frontier_results,
-    instance_awareness,
-    judge_instance_awareness,
-    random_mixture_policy,
-    score_and_store,
-    store_scores,
-    stored_scores,
-)
+from instanas_gym.agents.router_file import save_router
+from instanas_gym.judge.awareness import frontier_results, instance_awareness, random_mixture_policy
 from instanas_gym.judge.frontier import frontier_accuracy, frontier_latency, gain_over_frontier, oracle, static_frontier
 from instanas_gym.judge.information import (
     conditional_mutual_information_bits,
@@ -34,12 +24,12 @@ from instanas_gym.judge.information import (
     permutation_cmi_bits,
     permutation_mi_bits,
 )
-from instanas_gym.model.outcomes import SCORES_FORMAT, correct_per_image, load_scores, per_image_loss, split_key
+from instanas_gym.model import outcomes as outcomes_module
+from instanas_gym.model.outcomes import OutcomeStore, correct_per_image, per_image_loss
 from instanas_gym.space.family import probe_masks
 from instanas_gym.space.masks import all_ops_mask, fastest_mask, mobilenetv2_mask
-from instanas_gym.utils.files import FileFormatError
 
-from .conftest import train_tiny_assets
+from .conftest import env_config, own_copy
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_instance_aware.py"
 
@@ -47,15 +37,6 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_instance_awa
 # (1, 0.5)-(2, 0.75) (0.625 there); (3, 0.78125) is below the chord (2, 0.75)-(4, 0.875) (0.8125
 # there); (5, 0.8) is dominated by (4, 0.875); (2, 0.7) is as slow as (2, 0.75) and less accurate.
 POINTS = [(4.0, 0.875), (1.5, 0.59375), (2.0, 0.7), (1.0, 0.5), (3.0, 0.78125), (5.0, 0.8), (2.0, 0.75)]
-
-
-@pytest.fixture(scope="module")
-def trained_assets(tmp_path_factory, fmnist_root):
-    """A tiny supernet briefly trained on the synthetic Fashion-MNIST (all ops clearly beat the fastest
-    mask), with a quickly built latency table."""
-    out = tmp_path_factory.mktemp("trained")
-    supernet, table = train_tiny_assets(out, fmnist_root, epochs=3, train_subset=512, eval_subset=64, passes=30, warmup=3)
-    return EnvConfig(data_root=str(fmnist_root), supernet=supernet, latency_table=table, split="train")
 
 
 def frontier_of_points():
@@ -181,8 +162,8 @@ def test_oracle_on_a_hand_made_matrix():
     assert out["latency_ms"] == pytest.approx((1 + 1 + 5 + 1 + 2) / 5)
 
 
-def test_per_image_loss_restores_mode(trained_assets):
-    bandit = trained_assets.bandit("test")
+def test_per_image_loss_restores_mode(trained_env):
+    bandit = trained_env.bandit("test")
     model = bandit.model.train()
     loss = per_image_loss(model, bandit.data, all_ops_mask(), batch_size=100)
     assert model.training
@@ -192,14 +173,14 @@ def test_per_image_loss_restores_mode(trained_assets):
     assert loss[right].mean() < loss[~right].mean()  # misclassified images cost more
 
 
-def test_random_two_mask_mixture_lands_on_the_frontier(trained_assets):
+def test_random_two_mask_mixture_lands_on_the_frontier(trained_env):
     """The null: a 50/50 random per-image mixture of two architectures is on the chord between them.
 
     With z_i ~ Bernoulli(1/2) choosing A and d_i = right_A(i) - right_B(i), the gain at the realised
     latency is (1/N) sum_i (z_i - mean z) d_i: mean 0, standard deviation about sqrt(var(d) / (4 N)).
     The tolerance is 4 of those; the Pareto staircase (or any frontier without the chord) would put
     the mixture half the accuracy gap above it, which the test checks is far outside the tolerance."""
-    bandit = trained_assets.bandit("test")
+    bandit = trained_env.bandit("test")
     slow, fast = all_ops_mask(), fastest_mask(bandit.table.ops_ms, bandit.table.empty_ms)
     n = bandit.num_images  # 256 synthetic test images
     report = instance_awareness(random_mixture_policy(slow, fast, seed=0), bandit, np.stack([slow, fast]),
@@ -224,15 +205,15 @@ def test_random_two_mask_mixture_lands_on_the_frontier(trained_assets):
 
 def test_benchmark_end_to_end(trained_assets, tmp_path):
     """An untrained controller keeps every op (p = 0.5 everywhere): a single architecture, which can
-    never beat the frontier of a family that holds it."""
+    never beat the frontier of a family that holds it. Controller, policy and router files alike."""
     torch.manual_seed(0)
     save_controller(Controller(in_channels=1, widths=(4, 8), strides=(1, 2)), tmp_path / "controller.pt")
     spec = importlib.util.spec_from_file_location("bench_instance_aware", BENCH)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     out = tmp_path / "ia"
-    report = bench.main(["--controller", str(tmp_path / "controller.pt"), "--supernet", trained_assets.supernet,
-                         "--latency-table", trained_assets.latency_table, "--data-root", trained_assets.data_root,
+    report = bench.main(["--controller", str(tmp_path / "controller.pt"), "--supernet", trained_assets["supernet"],
+                         "--latency-table", trained_assets["latency_table"], "--data-root", trained_assets["data_root"],
                          "--limit", "96", "--out", str(out)])
     for name in ("instance_aware.json", "instance_aware.png", "hardest_easiest.png"):
         assert (out / name).stat().st_size > 0
@@ -243,93 +224,47 @@ def test_benchmark_end_to_end(trained_assets, tmp_path):
     assert saved["controller_ms"] > 0
     assert saved["e2e_ms"] == pytest.approx(saved["network_ms"] + saved["controller_ms"])
     assert report["gain"]["points"] <= 1e-9
-    # a router file (train-family's, the bundled router's format) is judged the same way
+    # a policy file (train-reinforce's, search's) holding that controller: the same judgement
+    save_policy(tmp_path / "policy.pt", "masks", Controller(in_channels=1, widths=(4, 8), strides=(1, 2)))
+    again = bench.main(["--controller", str(tmp_path / "policy.pt"), "--supernet", trained_assets["supernet"],
+                        "--latency-table", trained_assets["latency_table"], "--data-root", trained_assets["data_root"],
+                        "--limit", "96", "--out", str(tmp_path / "ia_policy")])
+    assert again["distinct_archs"] == 1 and again["accuracy"] == report["accuracy"]
+    # a router file (the bundled router's format) is judged the same way
     family = np.stack([all_ops_mask(), mobilenetv2_mask()])
     save_router(Router(ControllerConfig(widths=(4, 8)), 1, 2), tmp_path / "router.pt", family, np.array([2.0, 1.0]), 0.0)
-    routed = bench.main(["--controller", str(tmp_path / "router.pt"), "--supernet", trained_assets.supernet,
-                         "--latency-table", trained_assets.latency_table, "--data-root", trained_assets.data_root,
+    routed = bench.main(["--controller", str(tmp_path / "router.pt"), "--supernet", trained_assets["supernet"],
+                         "--latency-table", trained_assets["latency_table"], "--data-root", trained_assets["data_root"],
                          "--limit", "96", "--own-limit", "1", "--out", str(tmp_path / "ia_router")])
     assert 1 <= routed["distinct_archs"] <= 2 and routed["archs_2pct"] <= routed["distinct_archs"]
     assert routed["controller_ms"] > 0 and routed["cmi_difficulty_class_bits"] >= 0
 
 
-def test_cache_gives_the_same_report_and_spares_the_runs(trained_assets, monkeypatch):
-    """The correctness cache (shared by every policy a comparison judges) changes no figure; a second
-    policy judged with it runs only the architectures not seen yet. ``own_limit`` scores the
-    references and the most used own architectures only, leaving the rest out of the frontier."""
-    bandit = trained_assets.bandit("test")
+def test_a_shared_store_gives_the_same_report_and_spares_the_runs(trained_assets, tmp_path, monkeypatch):
+    """Single architectures' answers (shared by every policy a comparison judges) change no figure; a
+    second policy judged with the same store runs only the architectures it does not hold yet.
+    ``own_limit`` scores the references and the most used own architectures only, leaving the rest
+    out of the frontier."""
+    bandit = env_config(own_copy(trained_assets, tmp_path)).bandit("test")
     probes = np.stack([m for _, m in probe_masks(bandit.table, seed=0)])
-    plain = instance_awareness(random_policy(0), bandit, probes, limit=24)
-    cache: dict[bytes, np.ndarray] = {}
-    cached = instance_awareness(random_policy(0), bandit, probes, limit=24, cache=cache)
-    assert plain.keys() == cached.keys()
-    for key in plain:
-        np.testing.assert_equal(cached[key], plain[key], err_msg=key)
-    assert len(cache) == len(plain["family_masks"]) == 18 + 24  # every image its own random architecture
-    assert plain["distinct_archs"] == plain["archs_2pct"] == 24  # each serves 1/24 of the images
     runs = []
-    monkeypatch.setattr(instance_aware, "correct_per_image", lambda *a, **k: runs.append(1) or correct_per_image(*a, **k))
-    again = instance_awareness(random_policy(0), bandit, probes, limit=24, cache=cache, loss=plain["loss"])
-    assert not runs and again["gain"] == plain["gain"]
-    assert again["mi_difficulty_bits"] == plain["mi_difficulty_bits"] and np.array_equal(again["loss"], plain["loss"])
-    with pytest.raises(ValueError, match="loss"):
-        instance_awareness(random_policy(0), bandit, probes, limit=24, cache=cache, loss=plain["loss"][:3])
-    limited = instance_awareness(random_policy(1), bandit, probes, limit=24, cache=cache, own_limit=3)
+    answers = outcomes_module.answers
+    monkeypatch.setattr(outcomes_module, "answers", lambda *a, **k: runs.append(1) or answers(*a, **k))
+    memory = OutcomeStore(bandit.model, None, bandit.data, progress=False)  # kept in memory only
+    plain = instance_awareness(random_policy(0), bandit, probes, limit=24, store=memory)
+    assert len(runs) == 18 + 24 + 1  # every image its own random architecture, and the all-ops loss
+    assert plain["distinct_archs"] == plain["archs_2pct"] == 24  # each serves 1/24 of the images
+    again = instance_awareness(random_policy(0), bandit, probes, limit=24, store=memory)
+    assert len(runs) == 18 + 24 + 1 and again.keys() == plain.keys()  # nothing ran again
+    for key in plain:
+        np.testing.assert_equal(again[key], plain[key], err_msg=key)
+    fresh = instance_awareness(random_policy(0), bandit, probes, limit=24)  # the bandit's own store (a file)
+    for key in plain:
+        np.testing.assert_equal(fresh[key], plain[key], err_msg=key)
+    del runs[:]
+    limited = instance_awareness(random_policy(1), bandit, probes, limit=24, store=memory, own_limit=3)
     assert len(runs) == 3 and limited["distinct_archs"] == 24 and len(limited["family_masks"]) == 18 + 24
     assert np.isnan(limited["family_accuracy"]).sum() == 21 and np.isfinite(limited["family_accuracy"][:21]).all()
-    full = instance_awareness(random_policy(1), bandit, probes, limit=24, cache=cache)
+    full = instance_awareness(random_policy(1), bandit, probes, limit=24, store=memory)
+    assert len(runs) == 3 + 21
     assert limited["mi_class_bits"] == full["mi_class_bits"] and limited["accuracy"] == full["accuracy"]
-
-
-def test_scores_stored_beside_the_supernet_spare_the_runs(trained_assets, tmp_path, monkeypatch):
-    """``score-architectures`` stores the probes' correctness and the all-ops loss beside the supernet;
-    judging reads them (running no stored architecture again, figures unchanged) and stores what it
-    scored anew; a stale or damaged file is refused by name and ignored by the judge."""
-    supernet = tmp_path / "net.pt"
-    supernet.write_bytes(Path(trained_assets.supernet).read_bytes())
-    env = EnvConfig(data_root=trained_assets.data_root, supernet=str(supernet), latency_table=trained_assets.latency_table)
-    bandit = env.bandit("test")
-    probes = np.stack([m for _, m in probe_masks(bandit.table, seed=0)])
-    def policy():  # the same mixture each time
-        return random_mixture_policy(probes[0], probes[-1], seed=3)
-
-    plain = instance_awareness(policy(), bandit, probes, limit=24)
-    runs = []
-    monkeypatch.setattr(instance_aware, "correct_per_image", lambda *a, **k: runs.append(1) or correct_per_image(*a, **k))
-
-    path = score_and_store(bandit, np.concatenate([probes, probes[:2]]), progress=False)
-    assert path == tmp_path / "net_scores_test.npz" and len(runs) == 18
-    cache, loss = stored_scores(bandit, 24)
-    assert len(cache) == 18 and np.allclose(loss, plain["loss"], atol=1e-5)
-    report = judge_instance_awareness(policy(), bandit, 0.0, tmp_path / "judged", limit=24)
-    assert len(runs) == 18  # every architecture of the family was stored
-    assert report["gain"] == pytest.approx(plain["gain"]) and report["accuracy"] == plain["accuracy"]
-    np.testing.assert_array_equal(report["family_accuracy"], plain["family_accuracy"])
-
-    path.unlink()  # judged with no stored scores: what it scored (24 images) is stored, then read
-    judge_instance_awareness(policy(), bandit, 0.0, tmp_path / "judged", limit=24)
-    assert len(runs) == 36 and len(stored_scores(bandit, 24)[0]) == 18 and stored_scores(bandit, 25) == ({}, None)
-    judge_instance_awareness(policy(), bandit, 0.0, tmp_path / "judged", limit=24)
-    assert len(runs) == 36
-
-    key = split_key(bandit, SCORES_FORMAT)
-    with pytest.raises(FileFormatError, match="net_scores_test.npz is stale: .*data_sha256"):
-        load_scores(path, key | {"data_sha256": "0" * 64})
-    path.write_bytes(b"not a scores file")
-    with pytest.raises(FileFormatError, match="net_scores_test.npz is not a readable scores file"):
-        load_scores(path, key)
-    assert stored_scores(bandit, 24) == ({}, None)
-
-
-def test_the_bundled_supernet_ships_its_probes_and_familys_scores_on_the_test_split():
-    """What the README's first command judges against is stored for all 10,000 test images and matches
-    the bundled supernet and data (a stale file would make judging run every architecture again);
-    judging never writes into the package."""
-    bandit = EnvConfig().bandit("test")
-    cache, loss = stored_scores(bandit, bandit.num_images)
-    probes = np.stack([m for _, m in probe_masks(bandit.table, seed=0)])
-    family, _ = resolve_family(None, "fashion_mnist")
-    wanted = bandit.model.space.effective_mask(np.concatenate([probes, family.masks])).astype(np.uint8)
-    assert loss is not None and len(loss) == bandit.num_images == 10_000
-    assert {m.tobytes() for m in wanted} <= set(cache)
-    assert store_scores(bandit, cache, loss) is None

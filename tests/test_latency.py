@@ -3,11 +3,13 @@ import json
 import numpy as np
 import pytest
 
+from instanas_gym.latency import validation
 from instanas_gym.latency.measure import build_isolated_table, build_table, fit_overheads
 from instanas_gym.latency.table import LatencyTable
 from instanas_gym.latency.validation import compare, spearman, validate
 from instanas_gym.space.masks import all_ops_mask, mobilenetv2_mask, random_masks
 from instanas_gym.space.search_space import MASK_SHAPE, SearchSpace
+from tests.fixtures import macs_table
 
 from .conftest import tiny_supernet
 
@@ -19,13 +21,15 @@ def net():
 
 @pytest.fixture(scope="module")
 def table(net):
-    return build_table(net, passes=150, warmup=10)
+    """The tiny supernet's table computed from MACs: the table's own behaviour, no clock involved."""
+    return macs_table(net.space)
 
 
 def test_tiny_table_builds(net):
-    """A small build fills every entry and its metadata (its speed is a benchmark's business)."""
-    table = build_table(net, passes=100, warmup=5)
-    assert table.ops_ms.shape == MASK_SHAPE and (table.ops_ms > 0).all()
+    """A small build fills every entry and its metadata (how well it predicts the clock is a benchmark's
+    business: nothing here depends on the machine's speed or load)."""
+    table = build_table(net, passes=40, warmup=2)
+    assert table.ops_ms.shape == MASK_SHAPE and np.isfinite(table.ops_ms).all() and (table.ops_ms >= 0).all()
     # the fixed cost holds at least the stem and head the hooks timed, whatever noise does to the fit
     assert table.fixed_ms >= table.meta["fixed_modules_ms"] > 0
     assert table.meta["width_mult"] == 0.1 and table.meta["threads"] == 1 and table.meta["batch_size"] == 1
@@ -85,12 +89,17 @@ def test_vectorized_predict_equals_scalar(table, rng):
     np.testing.assert_allclose(table.network_ms(masks), batch + table.fixed_ms)
 
 
-def test_validate_and_isolated_table_report_the_three_figures(net, table):
-    report = validate(table, net, n_masks=20, repeats=3)
+def test_validate_and_isolated_table_report_the_three_figures(net, table, monkeypatch):
+    report = validate(table, net, n_masks=5, repeats=1)  # on the clock: its figures are whatever the machine gives
     assert {"spearman", "mape_pct", "within_10pct"} <= set(report)
-    assert len(report["measured_ms"]) == 20
-    assert report["spearman"] > 0.5  # bigger masks are measurably slower even on a tiny net
-    iso = build_isolated_table(net, repeats=5)
+    assert len(report["measured_ms"]) == 5 and all(ms > 0 for ms in report["measured_ms"])
+    # the figures themselves, on a clock that runs 10% slower than the table says
+    monkeypatch.setattr(validation, "measure_masks", lambda model, masks, *a, **k: 1.1 * table.network_ms(masks))
+    report = validate(table, net, n_masks=20, repeats=3)
+    assert report["spearman"] == pytest.approx(1.0) and report["mape_pct"] == pytest.approx(100 / 11)
+    assert report["within_10pct"] == 100.0
+    np.testing.assert_allclose(report["measured_ms"], 1.1 * np.asarray(report["predicted_ms"]))
+    iso = build_isolated_table(net, repeats=2)
     assert iso.meta["method"] == "isolated" and (iso.ops_ms > 0).all()
 
 

@@ -1,21 +1,34 @@
-"""The package's shape: one installed import name, a core that never imports the layers above it,
-no import cycles, and a README layout that matches the tree."""
+"""The package's shape: one installed import name, layers that never import upwards, no import
+cycles, modules and functions of a readable size, and a README layout that matches the tree."""
 
 from __future__ import annotations
 
 import ast
+import os
 import re
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 import instanas_gym
+from instanas_gym.model.checkpoint import supernet_state
+from instanas_gym.model.supernet import Supernet
+from instanas_gym.space.data import get_spec
+from instanas_gym.space.search_space import SearchSpace
+from instanas_gym.utils.files import atomic_save
+from tests.fixtures import macs_table, write_cifar
 
 PACKAGE = Path(instanas_gym.__file__).parent
 REPO = PACKAGE.parent
-#: The layers above the core: the core (everything else in the package) imports none of them.
-UPPER = ("instanas_gym.envs", "instanas_gym.agents", "instanas_gym.demo", "instanas_gym.cli")
+#: The layers, low to high: a module imports only from its own layer or lower. The package's own
+#: ``__init__`` (which registers the environments) sits with the utilities.
+LAYERS = ("utils", "space", "model", "latency", "deploy", "envs", "training", "agents", "judge", "demo", "cli")
+#: Limits on the package's shape: lines of a module; lines of a function, its docstring (the spec) not counted.
+MAX_MODULE_LINES = 400
+MAX_FUNCTION_LINES = 50
 
 
 def _module_name(path: Path) -> str:
@@ -23,12 +36,26 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+def _type_checking_only(tree: ast.AST) -> set[ast.AST]:
+    """The import statements under ``if TYPE_CHECKING:`` (for type hints only: never run)."""
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            out |= {n for child in node.body for n in ast.walk(child)}
+    return out
+
+
 def _imports(path: Path) -> set[str]:
-    """Modules ``path`` imports (relative imports resolved), at any depth of the file."""
+    """Modules ``path`` imports (relative imports resolved), at any depth of the file (in functions too),
+    except those for type checking only."""
     name = _module_name(path)
     package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    tree = ast.parse(path.read_text())
+    skip = _type_checking_only(tree)
     out = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(tree):
+        if node in skip:
+            continue
         if isinstance(node, ast.Import):
             out |= {a.name for a in node.names}
         elif isinstance(node, ast.ImportFrom):
@@ -41,17 +68,48 @@ def _imports(path: Path) -> set[str]:
     return out
 
 
+def _modules() -> dict[str, Path]:
+    return {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+
+
 def _graph() -> dict[str, set[str]]:
-    modules = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+    modules = _modules()
     return {m: {i for i in _imports(p) if i in modules} for m, p in modules.items()}
 
 
-def test_core_never_imports_envs_agents_or_the_cli():
-    for module, deps in _graph().items():
-        if module.startswith(UPPER):
-            continue
-        bad = sorted(d for d in deps if d.startswith(UPPER))
-        assert not bad, f"{module} (core) imports {bad}"
+def _layer(module: str) -> int:
+    parts = module.split(".")
+    return 0 if len(parts) == 1 else LAYERS.index(parts[1])
+
+
+def test_every_folder_of_the_package_is_a_layer():
+    folders = {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").is_file()}
+    assert folders == set(LAYERS), f"not a layer: {sorted(folders - set(LAYERS))}; no folder: {sorted(set(LAYERS) - folders)}"
+    assert not [p.name for p in PACKAGE.glob("*.py") if p.name != "__init__.py"], "modules beside the folders"
+
+
+def test_a_module_imports_only_its_own_layer_or_lower():
+    upward = sorted(f"{m} ({LAYERS[_layer(m)] if '.' in m else 'package'}) imports {d} ({LAYERS[_layer(d)]})"
+                    for m, deps in _graph().items() for d in deps if _layer(d) > _layer(m))
+    assert not upward, "imports from a higher layer:\n" + "\n".join(upward)
+
+
+def test_the_layer_check_catches_an_upward_import(tmp_path, monkeypatch):
+    """The check above can fail: a utility importing the agents is reported."""
+    import tests.test_layout as layout
+
+    fake = tmp_path / "instanas_gym"
+    for folder in ("utils", "agents"):
+        (fake / folder).mkdir(parents=True)
+        (fake / folder / "__init__.py").write_text("")
+    (fake / "__init__.py").write_text("")
+    (fake / "agents" / "reinforce.py").write_text("X = 1\n")
+    (fake / "utils" / "files.py").write_text("def f():\n    from instanas_gym.agents.reinforce import X\n    return X\n")
+    monkeypatch.setattr(layout, "PACKAGE", fake)
+    graph = layout._graph()
+    assert graph["instanas_gym.utils.files"] == {"instanas_gym.agents.reinforce"}
+    with pytest.raises(AssertionError, match=r"instanas_gym.utils.files \(utils\) imports instanas_gym.agents"):
+        layout.test_a_module_imports_only_its_own_layer_or_lower()
 
 
 def test_no_import_cycles():
@@ -60,7 +118,7 @@ def test_no_import_cycles():
 
     def visit(m: str, path: list[str]) -> None:
         state[m] = 1
-        for d in graph[m]:
+        for d in sorted(graph[m]):
             if d == m or m.startswith(d + "."):
                 continue  # importing a submodule loads its packages first: not an edge of the graph
             assert state.get(d) != 1, "import cycle: " + " -> ".join(path + [d])
@@ -68,9 +126,33 @@ def test_no_import_cycles():
                 visit(d, path + [d])
         state[m] = 2
 
-    for m in graph:
+    for m in sorted(graph):
         if m not in state:
             visit(m, [m])
+
+
+def _function_lines(node: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
+    """Lines of a function's definition (decorators aside), its docstring not counted."""
+    lines = node.end_lineno - node.lineno + 1
+    first = node.body[0]
+    if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
+        lines -= first.end_lineno - first.lineno + 1
+    return lines
+
+
+def test_no_module_over_400_lines_and_no_function_over_50():
+    long_modules, long_functions = [], []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        text = path.read_text()
+        where = path.relative_to(REPO)
+        if len(text.splitlines()) > MAX_MODULE_LINES:
+            long_modules.append(f"{where}: {len(text.splitlines())} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and _function_lines(node) > MAX_FUNCTION_LINES:
+                long_functions.append(f"{where}:{node.lineno} {node.name}: {_function_lines(node)} lines")
+    assert not long_modules and not long_functions, (
+        f"modules over {MAX_MODULE_LINES} lines: {long_modules}; functions over {MAX_FUNCTION_LINES} lines "
+        f"(docstrings not counted): {long_functions}")
 
 
 def test_readme_layout_lists_every_module():
@@ -83,40 +165,34 @@ def test_readme_layout_lists_every_module():
 
 def test_a_user_project_with_its_own_envs_and_agents_still_makes_every_id(tmp_path):
     """A user's RL project with ``envs/`` and ``agents/`` folders first on sys.path: every id still
-    makes and steps, and only ``instanas_gym`` is importable from the installed project."""
+    makes and steps (this checkout's package), and their ``envs`` and ``agents`` are the user's."""
     for folder in ("envs", "agents"):
         (tmp_path / folder).mkdir()
         (tmp_path / folder / "__init__.py").write_text("raise ImportError('the user project, not instanas-gym')\n")
-    script = textwrap.dedent("""
-        import sys
-        from pathlib import Path
+    extra = {}
+    for id_, kwargs in instanas_gym.ENV_IDS.items():
+        dataset = kwargs["dataset"]
+        if dataset != "fashion_mnist":
+            spec = get_spec(dataset)
+            write_cifar(tmp_path / "data", dataset, n_train=20, n_test=10)
+            model = Supernet(SearchSpace(0.1, 32, 3, spec.num_classes), spec.mean, spec.std).eval()
+            atomic_save(supernet_state(model, dataset), tmp_path / f"{dataset}.pt")
+            macs_table(model.space).save(tmp_path / f"{dataset}.json")
+            extra[id_] = {"data_root": "data", "supernet": f"{dataset}.pt", "latency_table": f"{dataset}.json"}
+    script = textwrap.dedent(f"""
         import gymnasium as gym
-        import numpy as np
         import instanas_gym
-        from instanas_gym.model.checkpoint import supernet_state
-        from instanas_gym.space.data import get_spec
-        from instanas_gym.utils.files import atomic_save
-        from instanas_gym.latency.measure import build_table
-        from instanas_gym.space.search_space import SearchSpace
-        from instanas_gym.model.supernet import Supernet
-        from tests.fixtures import skip_cifar_checksums, write_cifar
+        from unittest import mock
 
-        root = Path("data")
-        for id_, kwargs in instanas_gym.ENV_IDS.items():
-            extra = {}
-            if kwargs["dataset"] != "fashion_mnist":
-                spec = get_spec(kwargs["dataset"])
-                write_cifar(root, kwargs["dataset"], n_train=20, n_test=10)
-                model = Supernet(SearchSpace(0.1, 32, 3, spec.num_classes), spec.mean, spec.std).eval()
-                atomic_save(supernet_state(model, kwargs["dataset"]), f"{kwargs['dataset']}.pt")
-                build_table(model, passes=20, warmup=2).save(f"{kwargs['dataset']}.json")
-                extra = dict(data_root=str(root), supernet=f"{kwargs['dataset']}.pt",
-                             latency_table=f"{kwargs['dataset']}.json")
-            with skip_cifar_checksums():
-                env = gym.make(id_, **extra)
+        extra = {extra!r}
+        for id_ in instanas_gym.ENV_IDS:
+            # synthetic CIFAR files cannot pass torchvision's MD5 checks (tests.fixtures.skip_cifar_checksums)
+            with mock.patch("torchvision.datasets.cifar.check_integrity", lambda fpath, md5=None: True):
+                env = gym.make(id_, **extra.get(id_, {{}}))
             env.reset(seed=0)
             env.step(env.action_space.sample())
             print("stepped", id_)
+        assert instanas_gym.__file__.startswith({str(PACKAGE)!r}), instanas_gym.__file__
         for name in ("envs", "agents"):
             try:
                 __import__(name)
@@ -125,8 +201,8 @@ def test_a_user_project_with_its_own_envs_and_agents_still_makes_every_id(tmp_pa
         print("ok")
     """)
     out = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300,
-                         env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
-                              "INSTANAS_CACHE": str(tmp_path / "cache")})
+                         env={"PYTHONPATH": f"{tmp_path}{os.pathsep}{REPO}", "PATH": "/usr/bin:/bin",
+                              "HOME": str(tmp_path), "INSTANAS_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"})
     assert out.returncode == 0, out.stderr
     assert out.stdout.count("stepped") == len(instanas_gym.ENV_IDS) and "ok" in out.stdout
 
@@ -141,15 +217,13 @@ def test_only_instanas_gym_is_installed(tmp_path):
 
 
 def test_the_command_line_lists_its_commands_and_reports_file_errors_in_one_line(tmp_path, capsys):
-    import pytest
-
     from instanas_gym.cli import COMMANDS, main
 
     main(["--help"])
     usage = capsys.readouterr().out
     assert all(name in usage for name in COMMANDS)
     with pytest.raises(SystemExit) as exit_:
-        main(["build-latency-table", "--supernet", str(tmp_path / "none.pt"), "--out", str(tmp_path / "t.json")])
+        main(["build-latency-table", "--env.supernet", str(tmp_path / "none.pt"), "--run.out", str(tmp_path / "t")])
     err = capsys.readouterr().err
     assert exit_.value.code == 1 and "none.pt" in err and "instanas-gym train-supernet" in err
     assert "Traceback" not in err

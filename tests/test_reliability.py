@@ -18,10 +18,10 @@ import torch
 from stable_baselines3 import A2C, PPO
 from stable_baselines3.common.env_util import make_vec_env
 
-from instanas_gym.agents.config import SearchConfig
+from instanas_gym.agents.config import ControllerConfig, SearchConfig
 from instanas_gym.agents.controller import Controller, load_controller, save_controller
+from instanas_gym.agents.policy import load_policy, save_policy
 from instanas_gym.agents.search import search
-from instanas_gym.envs.config import EnvConfig
 from instanas_gym.envs.instanas_env import InstaNASEnv
 from instanas_gym.envs.reward import RewardConfig
 from instanas_gym.envs.vector import InstaNASVectorEnv
@@ -36,14 +36,13 @@ from instanas_gym.training.trainer import train_supernet
 from instanas_gym.utils.files import FileFormatError, atomic_save
 from instanas_gym.utils.run import RunConfig
 
-from .reliability_assets import tiny_model, write_assets
+from .conftest import env_config, tiny_supernet
 
 
-@pytest.fixture(scope="module")
-def tiny_assets(tmp_path_factory, fmnist_root) -> dict:
-    """A tiny supernet, a table computed from MACs (no clock) and the synthetic Fashion-MNIST's train split."""
-    assets = write_assets(tmp_path_factory.mktemp("tiny"))
-    return assets | {"split": "train", "data_root": str(fmnist_root), "dataset": "fashion_mnist"}
+def _train(root, out, **kw) -> TrainConfig:
+    """A one-epoch run of the tiny supernet on 32 images."""
+    return TrainConfig(data=DataConfig(str(root)), run=RunConfig(threads=1, out=str(out)), width_mult=0.1, epochs=1,
+                       batch_size=16, train_subset=32, eval_subset=16, **kw)
 
 
 class Payload:
@@ -73,32 +72,29 @@ def _loaders(tiny_assets, tmp_path):
         out = tmp_path / "train"
         out.mkdir(exist_ok=True)
         (out / "last.pt").write_bytes(path.read_bytes())
-        train_supernet(TrainConfig(data=DataConfig(tiny_assets["data_root"]), run=RunConfig(threads=1, out=str(out)),
-                                   width_mult=0.1, epochs=1, batch_size=16, train_subset=32, eval_subset=16,
-                                   resume=True))
+        train_supernet(_train(tiny_assets["data_root"], out, resume=True))
 
     def resume_search(path: Path) -> None:
         out = tmp_path / "search"
         out.mkdir(exist_ok=True)
         (out / "search.pt").write_bytes(path.read_bytes())
-        env = EnvConfig(split="train", data=DataConfig(tiny_assets["data_root"]), supernet=tiny_assets["supernet"],
-                        latency_table=tiny_assets["latency_table"])
-        search(SearchConfig(env=env, run=RunConfig(threads=1, out=str(out)), epochs=1, controller_images=16,
-                            supernet_images=16, finetune_images=0, resume=True))
+        search(SearchConfig(env=env_config(tiny_assets), run=RunConfig(threads=1, out=str(out)), epochs=1,
+                            controller=ControllerConfig(widths=(4, 8)), controller_images=16, supernet_images=16,
+                            finetune_images=0, resume=True))
 
     return [
         ("checkpoint", (load_checkpoint, None)),
         ("env", (lambda p: gym.make("InstaNAS-FashionMNIST-v0", **{**tiny_assets, "supernet": str(p)}), None)),
         ("controller", (load_controller, None)),
-        ("init_from", (lambda p: train_supernet(TrainConfig(data=DataConfig(tiny_assets["data_root"]), width_mult=0.1,
-                                                            epochs=1, init_from=str(p),
-                                                            run=RunConfig(out=str(tmp_path / "i")))), None)),
+        ("policy", (load_policy, None)),
+        ("init_from", (lambda p: train_supernet(_train(tiny_assets["data_root"], tmp_path / "i", init_from=str(p))), None)),
         ("resume training", (resume_training, "last.pt")),
         ("resume search", (resume_search, "search.pt")),
     ]
 
 
-@pytest.mark.parametrize("which", ["checkpoint", "env", "controller", "init_from", "resume training", "resume search"])
+@pytest.mark.parametrize("which", ["checkpoint", "env", "controller", "policy", "init_from", "resume training",
+                                   "resume search"])
 def test_a_malicious_file_runs_nothing_and_the_error_names_it(tiny_assets, tmp_path, which):
     loader, reads = dict(_loaders(tiny_assets, tmp_path))[which]
     for evil in _evil_files(tmp_path):
@@ -119,7 +115,7 @@ def test_a_broken_checkpoint_gets_one_clear_error(tiny_assets, tmp_path, damage)
     elif damage == "truncated":
         path.write_bytes(good[: len(good) // 2])
     elif damage == "missing key":
-        state = supernet_state(tiny_model(), "fashion_mnist")
+        state = supernet_state(tiny_supernet().eval(), "fashion_mnist")
         del state["space"]
         torch.save(state, path)
     elif damage == "not a dict":
@@ -127,7 +123,7 @@ def test_a_broken_checkpoint_gets_one_clear_error(tiny_assets, tmp_path, damage)
     else:
         path.mkdir()
     kind = FileNotFoundError if damage == "a folder" else FileFormatError
-    for load in (load_checkpoint, load_controller):
+    for load in (load_checkpoint, load_controller, load_policy):
         with pytest.raises(kind, match="bad.pt"):
             load(path)
     with pytest.raises(kind, match="bad.pt"):
@@ -267,20 +263,21 @@ def test_the_flat_action_wrapper_refuses_floats_other_than_0_and_1(tiny_assets):
 @pytest.mark.parametrize("change", [{"width_mult": 0.2}, {"epochs": 3}, {"lr": 0.5}, {"dataset": "cifar10"},
                                     {"mask_sampling": "mixed"}])
 def test_resume_with_other_settings_is_refused(fmnist_root, tmp_path, change):
-    cfg = TrainConfig(data=DataConfig(str(fmnist_root)), run=RunConfig(threads=1, out=str(tmp_path)), width_mult=0.1,
-                      epochs=1, batch_size=16, train_subset=32, eval_subset=16)
+    cfg = _train(fmnist_root, tmp_path)
     train_supernet(cfg)
     with pytest.raises(ValueError, match=f"other settings.*{next(iter(change))}"):
         train_supernet(replace(cfg, resume=True, **change))
 
 
 @pytest.mark.parametrize("field, value", [("epochs", 0), ("batch_size", 0), ("train_subset", -5), ("lr", float("nan")),
-                                          ("momentum", 1.5), ("checkpoint_every", 0)])
+                                          ("run.threads", 0), ("momentum", 1.5), ("checkpoint_every", 0),
+                                          ("run.seed", -1), ("run.threads", 10**6)])
 def test_training_settings_are_checked_before_anything_runs(field, value):
-    with pytest.raises(ValueError, match=field):
-        TrainConfig(**{field: value})
-    with pytest.raises(ValueError, match="run.threads"):
-        TrainConfig(run=RunConfig(threads=0))
+    with pytest.raises(ValueError, match=field.replace(".", r"\.")):
+        if field.startswith("run."):
+            TrainConfig(run=RunConfig(**{field[4:]: value}))
+        else:
+            TrainConfig(**{field: value})
 
 
 def test_stray_temporary_files_are_removed_at_the_next_save(tmp_path):
@@ -290,13 +287,22 @@ def test_stray_temporary_files_are_removed_at_the_next_save(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
 
 
-def test_controller_files_round_trip(tmp_path):
+def test_controller_and_policy_files_round_trip(tmp_path):
     c = Controller(1, (8, 16), (1, 2), input_size=14)
     save_controller(c, tmp_path / "c.pt", note="x")
     loaded, ckpt = load_controller(tmp_path / "c.pt")
     assert ckpt["note"] == "x" and loaded.config == c.config
     for a, b in zip(c.state_dict().values(), loaded.state_dict().values()):
         assert torch.equal(a, b)
+    save_policy(tmp_path / "p.pt", "masks", c, note="y")
+    saved = load_policy(tmp_path / "p.pt")
+    assert saved.view == "masks" and saved.meta == {"note": "y"} and saved.network.config == c.config
+    for a, b in zip(c.state_dict().values(), saved.network.state_dict().values()):
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="family"):
+        save_policy(tmp_path / "q.pt", "family", c)
+    with pytest.raises(FileFormatError, match="c.pt"):
+        load_policy(tmp_path / "c.pt")  # a controller file is not a policy file
     assert RewardConfig.coerce({"upper_end_frac": 1.0}).upper_end_frac == 1.0
 
 
@@ -304,11 +310,12 @@ def test_controller_files_round_trip(tmp_path):
 def test_a_thread_count_above_the_cores_is_refused_before_any_thread_starts(tiny_assets, tmp_path):
     import gymnasium as gym
 
-    from instanas_gym.deploy.engine import InstaNASModel, session_options
+    from instanas_gym.deploy.engine import InstaNASModel
     from instanas_gym.latency.config import TableConfig
     from instanas_gym.latency.measure import torch_threads
     from instanas_gym.model.parallel import ProcessPool
     from instanas_gym.utils.checks import available_cores
+    from instanas_gym.utils.runtime import session_options
 
     before, too_many = torch.get_num_threads(), available_cores() + 1
     for threads in (10**6, too_many):
@@ -327,7 +334,7 @@ def test_a_thread_count_above_the_cores_is_refused_before_any_thread_starts(tiny
         with pytest.raises(ValueError, match="threads must be at most"):
             InstaNASModel.load(tmp_path, threads=threads)  # refused before the folder is read
         with pytest.raises(ValueError, match="workers must be at most"):
-            ProcessPool(tiny_model(), workers=threads)
+            ProcessPool(tiny_supernet().eval(), workers=threads)
     assert torch.get_num_threads() == before
 
 

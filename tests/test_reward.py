@@ -33,7 +33,16 @@ def test_without_annealing_the_bound_sits_at_its_end(table):
         assert fixed.anneal(progress) == pytest.approx(annealed.upper_end_ms)
     assert fixed.lower_ms == annealed.lower_ms
     explicit = LatencyReward(table, RewardConfig(upper_ms=5.0, anneal=False))
+    assert [explicit.anneal_step(step, 10) for step in range(10)] == [5.0] * 10  # the schedule leaves it alone
     assert explicit.upper_ms == 5.0 and explicit.anneal(0.0) == pytest.approx(explicit.upper_end_ms)
+
+
+def test_the_schedule_runs_from_the_start_at_the_first_step_to_the_end_at_the_last(table):
+    r = LatencyReward(table)
+    ub = [r.anneal_step(step, 5) for step in range(5)]
+    assert ub[0] == pytest.approx(r.upper_start_ms) and ub[-1] == pytest.approx(r.upper_end_ms)
+    np.testing.assert_allclose(np.diff(ub), (r.upper_end_ms - r.upper_start_ms) / 4)
+    assert r.anneal_step(0, 1) == pytest.approx(r.upper_start_ms)  # a run of one step stays at the start
 
 
 def test_parabola(table):

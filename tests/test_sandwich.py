@@ -170,7 +170,7 @@ def test_sandwich_training_resumes_exactly(fmnist_root, tmp_path):
     full = replace(_cfg(fmnist_root, tmp_path / "full"), mask_sampling="sandwich", sandwich_random=1)
     metrics = train_supernet(full)
     assert 0 <= metrics["test_acc_all_ops"] <= 1
-    cut = replace(full, out=str(tmp_path / "cut"))
+    cut = replace(full, run=replace(full.run, out=str(tmp_path / "cut")))
     with pytest.raises(Crash):
         train_supernet(cut, on_step=raise_at(3, Crash))
     train_supernet(replace(cut, resume=True))
@@ -223,7 +223,7 @@ def test_frozen_bn_training_keeps_the_shared_statistics_and_learns_the_weights(f
     assert state["stem.1.num_batches_tracked"].item() == 3  # the estimate's batches only, not the 4 steps
     start = trained_like(tiny_supernet())  # never equal to the trained weights
     assert not torch.equal(state["cells.0.ops.0.0.1.weight"], start.state_dict()["cells.0.ops.0.0.1.weight"])
-    cut = replace(cfg, out=str(tmp_path / "cut"))
+    cut = replace(cfg, run=replace(cfg.run, out=str(tmp_path / "cut")))
     with pytest.raises(Crash):
         train_supernet(cut, on_step=raise_at(2, Crash))
     train_supernet(replace(cut, resume=True))

@@ -6,11 +6,10 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from instanas_gym.agents.family_reinforce import FamilyPGConfig
 
-from instanas_gym.agents.config import ControllerConfig, SearchConfig
+from instanas_gym.agents.config import ControllerConfig, PolicyGradientConfig, SearchConfig
+from instanas_gym.agents.policy import load_policy
 from instanas_gym.agents.router import RoutedController
-from instanas_gym.agents.router_file import load_router
 from instanas_gym.agents.search import _Search, load_search, search, stage_steps, stages
 from instanas_gym.judge.search_report import evaluate_search, family_report, write_report
 from instanas_gym.latency.table import LatencyTable
@@ -19,16 +18,19 @@ from instanas_gym.model.supernet import Supernet
 from instanas_gym.space.family import ArchitectureFamily, save_family
 from instanas_gym.space.masks import all_ops_mask, load_mask, mobilenetv2_mask, one_op_masks, single_op_mask
 from instanas_gym.utils.files import atomic_save
+from instanas_gym.utils.run import RunConfig
 
+from .conftest import env_config
 from .helpers import Crash, raise_at
 
+TINY = ControllerConfig(widths=(4, 8), input_size=14)
 
-def _cfg(tiny_assets, out, **kw) -> SearchConfig:
+
+def _cfg(tiny_assets, out, env: dict | None = None, **kw) -> SearchConfig:
     return SearchConfig(
-        dataset="fashion_mnist", split="train", data_root=tiny_assets["data_root"],
-        supernet=tiny_assets["supernet"], latency_table=tiny_assets["latency_table"],
+        env=env_config(tiny_assets, **(env or {})), run=RunConfig(threads=1, out=str(out)), controller=TINY,
         epochs=2, controller_images=64, batch_size=16, supernet_images=64, supernet_batch_size=32,
-        finetune_images=64, threads=1, checkpoint_every=2, log_every=1, out=str(out), **kw,
+        finetune_images=64, checkpoint_every=2, log_every=1, **kw,
     )
 
 
@@ -55,7 +57,7 @@ def test_search_runs_all_phases_and_anneals(full_search, tiny_assets):
     ub = [r["upper_ms"] for r in history["controller"]]
     assert ub == sorted(ub, reverse=True) and ub[0] > ub[-1]  # the bound anneals down over phase 2
     cfg = _cfg(tiny_assets, full_search)
-    table = LatencyTable.load(cfg.latency_table)
+    table = LatencyTable.load(cfg.env.latency_table)
     assert ub[0] == pytest.approx(0.7 * float(table.cells_ms(all_ops_mask())))
     assert ub[-1] == pytest.approx(0.5 * float(table.cells_ms(mobilenetv2_mask())))
     # phase 3 trained with a decaying learning rate, phase 2 with a constant one
@@ -67,8 +69,10 @@ def test_search_runs_all_phases_and_anneals(full_search, tiny_assets):
     assert any(not torch.equal(a, b) for a, b in zip(before.state_dict().values(), after.state_dict().values()))
     stats = [k for k in before.state_dict() if "running_" in k]  # bn_stats="frozen": normalised, never updated
     assert stats and all(torch.equal(before.state_dict()[k], after.state_dict()[k]) for k in stats)
-    for name in ("controller.pt", "controller_log.csv", "supernet_log.csv"):
+    for name in ("policy.pt", "controller_log.csv", "supernet_log.csv"):
         assert (full_search / name).is_file()
+    saved = load_policy(full_search / "policy.pt")
+    assert saved.view == "masks" and saved.meta["search_config"]["epochs"] == 2
 
 
 @pytest.mark.parametrize("interrupt", [KeyboardInterrupt, Crash])
@@ -81,9 +85,9 @@ def test_resume_mid_phase_loses_nothing(full_search, tiny_assets, tmp_path, inte
     ckpt = torch.load(tmp_path / "search.pt", weights_only=True)
     assert (ckpt["stage"], ckpt["step"]) == ((2, 3) if interrupt is KeyboardInterrupt else (2, 2))
     search(replace(cut, resume=True))
-    for name in ("supernet.pt", "controller.pt"):
-        a = torch.load(full_search / name, weights_only=True)["state_dict" if name == "controller.pt" else "model"]
-        b = torch.load(tmp_path / name, weights_only=True)["state_dict" if name == "controller.pt" else "model"]
+    for name in ("supernet.pt", "policy.pt"):
+        a = torch.load(full_search / name, weights_only=True)["state_dict" if name == "policy.pt" else "model"]
+        b = torch.load(tmp_path / name, weights_only=True)["state_dict" if name == "policy.pt" else "model"]
         for key in a:
             assert torch.equal(a[key], b[key]), f"{name}: {key} differs after resume"
     strip = lambda rows: [{k: v for k, v in r.items() if k != "wall_s"} for r in rows]  # noqa: E731
@@ -151,7 +155,7 @@ def test_evaluate_judges_instance_awareness(full_search, tiny_assets, capsys):
     from instanas_gym.cli import main
 
     main(["evaluate", "--folders", str(full_search), "--instance-aware", "--limit", "48", "--measure", "0",
-          "--data-root", tiny_assets["data_root"], "--threads", "1"])
+          "--data.root", tiny_assets["data_root"], "--run.threads", "1"])
     for name in ("instance_aware.json", "instance_aware.png", "hardest_easiest.png"):
         assert (full_search / name).stat().st_size > 0
     saved = json.loads((full_search / "instance_aware.json").read_text())
@@ -164,9 +168,8 @@ FAMILY = ArchitectureFamily(np.stack([mobilenetv2_mask(), all_ops_mask(), single
 
 
 def _family_cfg(tiny_assets, out, family_file, **kw) -> SearchConfig:
-    kw = {"family_pg": FamilyPGConfig(samples=2)} | kw
-    return _cfg(tiny_assets, out, family=str(family_file), controller=ControllerConfig(widths=(8, 16), input_size=14),
-                **kw)
+    kw = {"pg": PolicyGradientConfig(samples=2)} | kw
+    return _cfg(tiny_assets, out, env={"family": str(family_file)}, view="family", **kw)
 
 
 def _members(masks: torch.Tensor) -> np.ndarray:
@@ -193,14 +196,13 @@ def family_search(tiny_assets, tmp_path_factory):
     return out, calls
 
 
-def test_family_search_writes_a_router(family_search, tiny_assets):
+def test_family_search_writes_a_family_policy(family_search, tiny_assets):
     out, _ = family_search
-    saved = load_router(out / "controller.pt")
-    assert saved.router.k == 3 and saved.price_per_ms == 0.0 and saved.meta["family_names"] == ["mbv2", "all", "one"]
-    assert np.array_equal(saved.family_masks, FAMILY.masks)
-    table = LatencyTable.load(tiny_assets["latency_table"])
-    assert np.allclose(saved.latency_ms, table.network_ms(FAMILY.masks))
-    assert saved.meta["search_config"]["family"] == str(out / "family.json")
+    saved = load_policy(out / "policy.pt")
+    assert saved.view == "family" and saved.network.k == 3 and saved.family.names == ("mbv2", "all", "one")
+    assert np.array_equal(saved.family.masks, FAMILY.masks)
+    assert saved.meta["search_config"]["env"]["family"] == str(out / "family.json")
+    assert saved.meta["search_config"]["view"] == "family"
     assert saved.meta["bounds"]["upper_ms"] > saved.meta["bounds"]["lower_ms"]
     history = torch.load(out / "search.pt", weights_only=True)["history"]
     assert [r["stage"] for r in history["controller"]] == ["controller"] * 8
@@ -211,7 +213,7 @@ def test_family_search_writes_a_router(family_search, tiny_assets):
     before, _ = load_supernet(tiny_assets["supernet"])
     after, controller, cfg = load_search(out)
     assert any(not torch.equal(a, b) for a, b in zip(before.state_dict().values(), after.state_dict().values()))
-    assert isinstance(controller, RoutedController) and cfg["family"] == str(out / "family.json")
+    assert isinstance(controller, RoutedController) and cfg["env"]["family"] == str(out / "family.json")
 
 
 def test_family_search_trains_the_supernet_on_family_members(family_search):
@@ -220,7 +222,7 @@ def test_family_search_trains_the_supernet_on_family_members(family_search):
     assert all((_members(m) >= 0).all() for _, _, m in calls)
     training = [(x, m) for train, x, m in calls if train]
     assert len(training) == 4 + 2  # phase 2's supernet steps, then phase 3's
-    router = load_router(out / "controller.pt").router
+    router = load_policy(out / "policy.pt").network
     for x, m in training[-2:]:
         with torch.no_grad():
             assert np.array_equal(_members(m), router(x).argmax(1).numpy())
@@ -238,7 +240,7 @@ def test_family_search_resumes_losing_nothing(family_search, tiny_assets, tmp_pa
     search(replace(cut, resume=True))
     a, b = torch.load(full / "supernet.pt", weights_only=True), torch.load(tmp_path / "supernet.pt", weights_only=True)
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
-    a, b = (load_router(folder / "controller.pt").router.state_dict() for folder in (full, tmp_path))
+    a, b = (load_policy(folder / "policy.pt").network.state_dict() for folder in (full, tmp_path))
     assert all(torch.equal(a[k], b[k]) for k in a)
     strip = lambda rows: [{k: v for k, v in r.items() if k != "wall_s"} for r in rows]  # noqa: E731
     full_h = torch.load(full / "search.pt", weights_only=True)["history"]
@@ -271,10 +273,10 @@ def test_evaluate_judges_a_family_search(family_search, tiny_assets):
 
 def test_family_controller_step_with_one_sample_uses_the_greedy_baseline(family_search, tiny_assets, tmp_path):
     out, _ = family_search
-    s = _Search(_family_cfg(tiny_assets, tmp_path, out / "family.json", family_pg=FamilyPGConfig(samples=1)))
+    s = _Search(_family_cfg(tiny_assets, tmp_path, out / "family.json", pg=PolicyGradientConfig(samples=1)))
     seen = []
     evaluate = s.bandit.evaluate
     s.bandit.evaluate = lambda idx, masks: seen.append(masks) or evaluate(idx, masks)
-    row = s.controller_step(0.0)
+    row = s.controller_step(0, 8)
     assert len(seen) == 2 and all((_members(torch.from_numpy(m)) >= 0).all() for m in seen)  # sampled, greedy arms
     assert np.isfinite(row["baseline_reward"]) and np.isfinite(row["entropy"])

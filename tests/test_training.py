@@ -9,10 +9,12 @@ import pytest
 import torch
 
 from instanas_gym.model.checkpoint import export_supernet, load_checkpoint, load_supernet
+from instanas_gym.space.data import DataConfig
 from instanas_gym.space.masks import mobilenetv2_mask, one_op_masks, save_mask
 from instanas_gym.space.search_space import SearchSpace
 from instanas_gym.training.config import TrainConfig
 from instanas_gym.training.trainer import keep_prob, train_supernet
+from instanas_gym.utils.run import RunConfig
 
 from .helpers import Crash, raise_at
 
@@ -21,8 +23,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 def _cfg(root, out, **kw) -> TrainConfig:
     return TrainConfig(
-        dataset="fashion_mnist", data_root=str(root), width_mult=0.1, epochs=2, batch_size=16, train_subset=64,
-        eval_subset=64, threads=1, checkpoint_every=2, out=str(out), **kw,
+        dataset="fashion_mnist", data=DataConfig(str(root)), run=RunConfig(threads=1, out=str(out)), width_mult=0.1,
+        epochs=2, batch_size=16, train_subset=64, eval_subset=64, checkpoint_every=2, **kw,
     )
 
 
@@ -56,7 +58,8 @@ def test_resume_after_interruption_loses_nothing(fmnist_root, tmp_path, interrup
     assert ckpt["epoch"] == 2
     assert ckpt["metrics"] == full_ckpt["metrics"]
     assert ckpt["optimizer"]["state"].keys() == full_ckpt["optimizer"]["state"].keys()
-    assert ckpt["config"]["width_mult"] == 0.1 and ckpt["space"]["num_classes"] == 10
+    assert ckpt["config"]["width_mult"] == 0.1 and ckpt["config"]["run"]["threads"] == 1
+    assert ckpt["space"]["num_classes"] == 10
     assert {"optimizer", "scheduler", "rng"} <= set(ckpt)
 
 
@@ -64,11 +67,11 @@ def test_ddp_two_processes(fmnist_root, tmp_path):
     """torchrun with 2 gloo processes trains and rank 0 writes one checkpoint."""
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-        str(REPO / "examples" / "train_supernet.py"), "--data-root", str(fmnist_root), "--width-mult", "0.1",
-        "--epochs", "1", "--batch-size", "16", "--train-subset", "64", "--eval-subset", "32", "--threads", "1",
-        "--out", str(tmp_path / "ddp"),
+        str(REPO / "examples" / "train_supernet.py"), "--data.root", str(fmnist_root), "--width-mult", "0.1",
+        "--epochs", "1", "--batch-size", "16", "--train-subset", "64", "--eval-subset", "32", "--run.threads", "1",
+        "--run.out", str(tmp_path / "ddp"),
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}  # this checkout's package
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ckpt = load_checkpoint(tmp_path / "ddp" / "last.pt")

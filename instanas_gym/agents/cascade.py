@@ -123,7 +123,7 @@ class ThresholdPolicy(nn.Module):
         if len(order) > stages:
             raise ValueError(f"order: at most {stages} stages, got {len(order)}")
         self.register_buffer("order", torch.tensor([*order, k], dtype=torch.long))
-        # after the last stage every confidence (>= 0) reaches -1: STOP. Finite, as a policy file's weights must be.
+        # the last stage always stops: a bound no top-1 probability is under, finite as stored weights must be
         self.register_buffer("limits", torch.tensor([*thresholds, -1.0], dtype=torch.float32))
 
     @property
@@ -147,7 +147,7 @@ class CascadePolicy(nn.Module):
 
     Args:
         k, stages, classes: the family's size, T and the classes (the observation's shapes).
-        config: the image body's shape (:class:`~instanas_gym.agents.controller.ControllerConfig`);
+        config: the image body's shape (:class:`~instanas_gym.agents.config.ControllerConfig`);
             None: the policy does not look at the image, only at the answers (it then costs next to nothing).
         in_channels: image channels.
         hidden: width of the hidden layer.

@@ -16,7 +16,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from instanas_gym.agents.config import ControllerConfig as ControllerConfig  # its shape, re-exported
 from instanas_gym.model.supernet import conv_bn
 from instanas_gym.space.search_space import MASK_SHAPE, NUM_CELLS, NUM_OPS
 from instanas_gym.utils.files import FileFormatError, atomic_save, build_module, check_weights, load_torch

@@ -58,7 +58,9 @@ def _describe(row: dict[str, Any]) -> str:
 
 def _networks(cfg: ReinforceConfig, in_channels: int, device: torch.device, family: ArchitectureFamily | None,
               venv: Any) -> MaskLearner | ArmLearner | CascadeLearner:
-    """The view's network (built from the global generator, seeded) and update."""
+    """The view's network (built from the global generator, seeded here: whatever the env's set-up drew,
+    a cached or a fresh outcomes file, the weights start the same) and update."""
+    torch.manual_seed(cfg.run.seed)
     generator = torch.Generator().manual_seed(cfg.run.seed)
     if cfg.view == "masks":
         return MaskLearner(cfg.controller.build(in_channels).to(device), cfg.pg, generator)

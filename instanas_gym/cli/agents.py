@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Union
+from typing import Annotated, Union
 
 import tyro
 from rich.console import Console
@@ -31,34 +31,14 @@ def run_train_reinforce(argv: list[str], prog: str, description: str) -> None:
     cfg: ReinforceConfig = parse(ReinforceCommand, argv, prog, description)  # type: ignore[arg-type]
     from instanas_gym.agents.policy import load_policy
     from instanas_gym.agents.reinforce import train_reinforce
+    from instanas_gym.judge.saved import judge_saved
 
     console = Console()
     out = Path(cfg.run.out or "runs/reinforce")
     with reported(prog, ReinforceCommand, argv):
         train_reinforce(cfg, console)
-        judge_saved(load_policy(out / "policy.pt"), cfg, out, console)
+        judge_saved(load_policy(out / "policy.pt"), cfg.env, out, cfg.run, cfg.judge_limit, console)
     console.print(f"wrote {out / 'policy.pt'} (instanas-gym demo --controller {out / 'policy.pt'})")
-
-
-def judge_saved(saved: Any, cfg: ReinforceConfig | CascadeFitConfig, out: Path, console: Console) -> None:
-    """Judge a saved policy on the test split (the frontier table, or the cascade report) and print it."""
-    title = f"{cfg.env.env_id}: test split"
-    with console.status("judging the greedy policy on the test split against the static frontier"):
-        if saved.view == "cascade":
-            from instanas_gym.agents.cascade import decision_ms
-            from instanas_gym.judge.cascade import judge_cascade, print_cascade
-
-            bandit = cfg.env.bandit("test", cfg.run)
-            meta, shape = bandit.table.meta, bandit.data.spec.image_shape
-            ms = decision_ms(saved.network, shape, meta.get("runtime", "torch"), int(meta.get("threads", 1)))
-            report = judge_cascade(saved.actor(), cfg.env, saved.family, ms, out, f"cascade ({out.name})", cfg.run,
-                                   cfg.judge_limit)
-            print_cascade(report, f"{title} ({report['images']} images)", console)
-            return
-        from instanas_gym.judge.awareness import judge_policy, print_judgement
-
-        report = judge_policy(saved, cfg.env, out, cfg.run, cfg.judge_limit, own_limit=16)
-    print_judgement(report, f"{title} ({report['images']} images)", out, console)
 
 
 @dataclass(frozen=True)
@@ -85,6 +65,7 @@ def run_fit_cascade(argv: list[str], prog: str, description: str) -> None:
     from instanas_gym.agents.cascade import fit_threshold_policy
     from instanas_gym.agents.policy import load_policy, save_policy
     from instanas_gym.agents.router_file import resolve_family
+    from instanas_gym.judge.saved import judge_saved
 
     console = Console()
     out = Path(cfg.run.out or "runs/threshold_cascade")
@@ -96,7 +77,7 @@ def run_fit_cascade(argv: list[str], prog: str, description: str) -> None:
                       f"{cfg.budget_ms} ms: order {policy.rule.order}, thresholds "
                       f"{[round(t, 3) for t in policy.rule.thresholds]}")
         save_policy(out / "policy.pt", "cascade", policy, cascade.family, budget_ms=cfg.budget_ms)
-        judge_saved(load_policy(out / "policy.pt"), cfg, out, console)
+        judge_saved(load_policy(out / "policy.pt"), cfg.env, out, cfg.run, cfg.judge_limit, console)
     console.print(f"wrote {out / 'policy.pt'}")
 
 

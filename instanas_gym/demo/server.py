@@ -34,6 +34,8 @@ from werkzeug.exceptions import HTTPException
 from instanas_gym.demo.upload import UploadError, decode_upload, png_bytes
 
 if TYPE_CHECKING:  # the state loads ONNX Runtime and the data: ``instanas-gym demo`` checks its port first
+    import numpy as np
+
     from instanas_gym.demo.state import DemoState
 
 #: Largest request accepted (bytes); a larger upload gets 413.
@@ -60,6 +62,24 @@ def parse_index(text: str, count: int) -> int:
 
 def _error(message: str, status: int) -> tuple[Response, int]:
     return jsonify(error=message), status
+
+
+def _requested_image(state: DemoState) -> tuple[np.ndarray, dict[str, Any]]:
+    """The image a predict request sends (an upload or a test image's index) and what to say of it;
+    an :class:`UploadError` (415 or 400) for a request that sends neither."""
+    if request.mimetype not in FORMS:
+        raise UploadError(f"send a form (multipart/form-data with a file 'image', or a field 'index'), "
+                          f"not {request.mimetype or 'no content type'}", 415)
+    if "image" in request.files:
+        upload = request.files["image"]
+        image, inverted = decode_upload(upload.read(), state.spec.image_shape,
+                                        request.form.get("invert", "auto"))  # type: ignore[arg-type]
+        return image, {"source": upload.filename or "upload", "inverted": inverted}
+    if "index" in request.form:
+        index = parse_index(request.form["index"], len(state.test))
+        label = state.spec.class_names[int(state.test.labels[index])]
+        return state.test_image(index), {"source": f"test image {index}", "index": index, "label": label}
+    raise UploadError("no image: send a file field 'image' or a form field 'index'", 400)
 
 
 def create_app(state: DemoState, max_upload_bytes: int = MAX_UPLOAD_BYTES) -> Flask:
@@ -93,22 +113,7 @@ def create_app(state: DemoState, max_upload_bytes: int = MAX_UPLOAD_BYTES) -> Fl
 
     @app.post("/api/predict")
     def predict() -> Response | tuple[Response, int]:
-        if request.mimetype not in FORMS:
-            return _error(f"send a form (multipart/form-data with a file 'image', or a field 'index'), "
-                          f"not {request.mimetype or 'no content type'}", 415)
-        extra: dict[str, Any] = {}
-        if "image" in request.files:
-            upload = request.files["image"]
-            image, inverted = decode_upload(upload.read(), state.spec.image_shape,
-                                            request.form.get("invert", "auto"))  # type: ignore[arg-type]
-            extra = {"source": upload.filename or "upload", "inverted": inverted}
-        elif "index" in request.form:
-            index = parse_index(request.form["index"], len(state.test))
-            image = state.test_image(index)
-            label = state.spec.class_names[int(state.test.labels[index])]
-            extra = {"source": f"test image {index}", "index": index, "label": label}
-        else:
-            return _error("no image: send a file field 'image' or a form field 'index'", 400)
+        image, extra = _requested_image(state)
         result = state.classify(image)
         result["image_png"] = base64.b64encode(png_bytes(image)).decode("ascii")
         return jsonify(result | extra)

@@ -25,14 +25,15 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from instanas_gym.deploy.engine import session_options
 from instanas_gym.latency.measure import median_ms
 from instanas_gym.model.outcomes import softmax_summary
+from instanas_gym.model.own_statistics import OwnStatistics
 from instanas_gym.model.subnetwork import OPSET, SubNetwork
 from instanas_gym.model.supernet import Supernet
 from instanas_gym.space.family import ArchitectureFamily
 from instanas_gym.utils.checks import check_threads
 from instanas_gym.utils.files import FileFormatError, atomic_write, atomic_write_text, load_json
+from instanas_gym.utils.runtime import session_options
 
 CASCADE_FORMAT = "instanas-cascade-v1"
 POLICY_INPUTS = ("image", "stage", "arms", "summary", "latency_ms")
@@ -75,19 +76,23 @@ def _write_onnx(module: nn.Module, example: tuple[torch.Tensor, ...], inputs: tu
 
 
 def export_cascade(folder: str | os.PathLike, supernet: Supernet, family: ArchitectureFamily, network_ms: np.ndarray,
-                   policy: nn.Module, stages: int) -> dict[str, Any]:
+                   policy: nn.Module, stages: int, own: OwnStatistics | None = None) -> dict[str, Any]:
     """Write a cascade for :class:`CascadeModel` (see the module docstring); ``policy``: a
     :class:`~instanas_gym.agents.cascade.ThresholdPolicy` or :class:`~instanas_gym.agents.cascade.CascadePolicy`;
-    ``network_ms`` (K,): the architectures' table latency. Returns the manifest."""
+    ``network_ms`` (K,): the architectures' table latency; ``own``: each architecture's own BatchNorm
+    statistics (as the cascade ran with ``bn_statistics="own"``), else the supernet's shared ones.
+    Returns the manifest."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     s = supernet.space
     shape = (s.input_size, s.input_size, s.in_channels)
     image = torch.zeros(1, *shape, dtype=torch.uint8)
     arms = []
+    if own is not None:
+        own.ensure(family.masks)
     for k, (name, mask) in enumerate(zip(family.names, family.masks)):
-        _write_onnx(_WithSoftmax(SubNetwork(supernet, mask)), (image,), ("images",), ("logits", "probs"),
-                    folder / f"arm_{k}.onnx")
+        network = SubNetwork(supernet if own is None else own.network(mask), mask)
+        _write_onnx(_WithSoftmax(network), (image,), ("images",), ("logits", "probs"), folder / f"arm_{k}.onnx")
         arms.append({"name": name, "mask": mask.tolist(), "file": f"arm_{k}.onnx", "latency_ms": float(network_ms[k])})
     config = dict(policy.config)
     if config.get("kind") == "thresholds":
@@ -99,7 +104,8 @@ def export_cascade(folder: str | os.PathLike, supernet: Supernet, family: Archit
         _write_onnx(_PolicyGraph(policy), example, POLICY_INPUTS, ("logits",), folder / "policy.onnx")
         rule = {"kind": "network", "file": "policy.onnx"}
     manifest = {"format": CASCADE_FORMAT, "image_shape": list(shape), "num_classes": s.num_classes, "stages": stages,
-                "architectures": arms, "policy": rule, "opset": OPSET}
+                "architectures": arms, "policy": rule, "opset": OPSET,
+                "batchnorm": "shared" if own is None else {"statistics": "own", **own.settings}}
     atomic_write_text(folder / "manifest.json", json.dumps(manifest, indent=1))
     return manifest
 
@@ -177,7 +183,7 @@ class CascadeModel:
         last = np.zeros((b, self.manifest["num_classes"]), np.float32)  # the last softmax run, unrounded
         latency, going, walls = np.zeros(b), np.arange(b), np.zeros(t)
         for s in range(t):
-            if not len(going):  # every image has stopped: no decision is left to take
+            if not len(going):  # every image has stopped: no more decisions to run
                 break
             start = time.perf_counter()
             action = self._decide(images[going], stage[going], arms[going], softmax_summary(probs[going]), latency[going])

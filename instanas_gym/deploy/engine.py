@@ -35,18 +35,7 @@ from instanas_gym.deploy.manifest import read_manifest
 from instanas_gym.space.search_space import MASK_SHAPE
 from instanas_gym.utils.checks import check_int, check_threads
 from instanas_gym.utils.files import FileFormatError
-
-
-def session_options(threads: int) -> ort.SessionOptions:
-    """ONNX Runtime settings of every session: ``threads`` intra-op threads (at most the cores this
-    process may use), one inter-op, sequential."""
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = check_threads("threads", threads)
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.log_severity_level = 3
-    return opts
+from instanas_gym.utils.runtime import session_options
 
 
 def mask_bits(mask: np.ndarray) -> str:

@@ -24,10 +24,9 @@ from torch import nn
 
 from instanas_gym.deploy.engine import mask_bits
 from instanas_gym.deploy.manifest import MANIFEST_FILE, MANIFEST_FORMAT
-from instanas_gym.model.batchnorm import recalibrate_bn
+from instanas_gym.model.own_statistics import OwnStatistics
 from instanas_gym.model.subnetwork import OPSET, SubNetwork, onnx_bytes
 from instanas_gym.model.supernet import Supernet
-from instanas_gym.space.data import ImageSet
 from instanas_gym.space.masks import mask_counts
 from instanas_gym.utils.files import atomic_write, atomic_write_text
 
@@ -46,8 +45,7 @@ def export_model(
     images: np.ndarray,
     extra: dict[str, Any] | None = None,
     progress: Callable[[int, int], None] | None = None,
-    bn_data: ImageSet | None = None,
-    bn_batches: int = 20,
+    own: OwnStatistics | None = None,
 ) -> dict[str, Any]:
     """Write an instance-aware model for :class:`~instanas_gym.deploy.engine.InstaNASModel`:
     ``controller.onnx`` (uint8 images -> mask logits (B, 17, 5), greedy mask: logit >= 0), one
@@ -55,10 +53,11 @@ def export_model(
     e.g. a data set's test split), and ``manifest.json`` (each architecture's mask and share of
     ``images``, the image shape, classes, ``extra``). Returns the manifest.
 
-    With ``bn_data`` (training images), every architecture gets BatchNorm statistics of its own,
-    re-estimated on ``bn_batches`` batches of them (:func:`~instanas_gym.model.batchnorm.recalibrate_bn`),
-    instead of the supernet's shared ones: a network that runs alone needs no statistics shared with
-    every other mask (benchmarks/README.md, the probe set).
+    With ``own`` (:class:`~instanas_gym.model.own_statistics.OwnStatistics` of ``supernet``), every
+    architecture runs with BatchNorm statistics of its own instead of the supernet's shared ones: a
+    network that runs alone needs no statistics shared with every other mask (benchmarks/README.md,
+    "own statistics"); they are the ones the environments' lookup and judging use with
+    ``bn_statistics="own"``, so the deployed graphs answer as those figures say.
     """
     folder = Path(folder)
     shape = tuple(int(v) for v in images.shape[1:])
@@ -67,17 +66,18 @@ def export_model(
         logits = torch.cat([controller(torch.from_numpy(images[i : i + 500])) for i in range(0, len(images), 500)])
     masks = (logits >= 0).to(torch.uint8).numpy()
     distinct, counts = mask_counts(masks)
+    if own is not None:
+        own.ensure(distinct)  # one estimate run, one file write
     export_onnx(controller, shape, folder / "controller.onnx", output="mask_logits")
     archs = []
     for i, (mask, count) in enumerate(zip(distinct, counts)):
         name = f"arch_{mask_bits(mask)}.onnx"
-        source = supernet if bn_data is None else recalibrate_bn(supernet, bn_data, mask, bn_batches)
-        export_onnx(SubNetwork(source, mask), shape, folder / name)
+        export_onnx(SubNetwork(supernet if own is None else own.network(mask), mask), shape, folder / name)
         archs.append({"file": name, "mask": mask.tolist(), "share": float(count / len(masks))})
         if progress is not None:
             progress(i + 1, len(distinct))
     manifest = {"format": MANIFEST_FORMAT, "image_shape": list(shape), "num_classes": supernet.space.num_classes,
                 "controller": "controller.onnx", "opset": OPSET, "architectures": archs,
-                "batchnorm": "shared" if bn_data is None else f"per architecture, {bn_batches} batches", **(extra or {})}
+                "batchnorm": "shared" if own is None else {"statistics": "own", **own.settings}, **(extra or {})}
     atomic_write_text(folder / MANIFEST_FILE, json.dumps(manifest, indent=1))
     return manifest

@@ -99,10 +99,13 @@ def check_manifest(manifest: dict[str, Any], path: Path) -> None:
     classes = manifest.get("num_classes")
     if not _is_int(classes) or not 1 <= classes <= MAX_CLASSES:
         raise _fail(path, "num_classes", f"must be an integer in [1, {MAX_CLASSES}], found {classes!r:.80}")
-    for field, kind in (("opset", int), ("batchnorm", str)):
-        value = manifest.get(field)
-        if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
-            raise _fail(path, field, f"must be {'an integer' if kind is int else 'text'}, found {value!r:.80}")
+    opset, batchnorm = manifest.get("opset"), manifest.get("batchnorm")
+    if opset is not None and not _is_int(opset):
+        raise _fail(path, "opset", f"must be an integer, found {opset!r:.80}")
+    if batchnorm is not None and batchnorm != "shared" and not (
+            isinstance(batchnorm, dict) and batchnorm.get("statistics") == "own"):
+        raise _fail(path, "batchnorm", f"must be \"shared\" or an object with \"statistics\": \"own\", "
+                                       f"found {batchnorm!r:.80}")
     _check_architectures(manifest.get("architectures"), path)
 
 

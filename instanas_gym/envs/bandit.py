@@ -25,10 +25,9 @@ from instanas_gym.model.own_statistics import OwnStatistics
 from instanas_gym.model.supernet import EXECUTION_MODES, ExecutionMode, Supernet
 from instanas_gym.space.data import ImageSet, check_data_root, get_spec, load_split, statistics_split
 from instanas_gym.space.masks import spread_masks
-from instanas_gym.utils.checks import check_int, check_threads
+from instanas_gym.utils.checks import check_int, check_precision, check_threads
 from instanas_gym.utils.devices import autocast, cpu_copy, resolve_device
 from instanas_gym.utils.paths import DEFAULT_LATENCY_BACKEND, default_latency_table, default_supernet
-from instanas_gym.utils.run import check_precision
 from instanas_gym.utils.runtime import tune_allocator
 
 ImageOrder = Literal["random", "sequential"]

@@ -60,8 +60,8 @@ class EnvConfig:
     bn_statistics: Literal["shared", "own"] = "shared"
     """BatchNorm statistics of single architectures run alone (the family view's arms in lookup mode,
     the stored outcomes that judging reads): "shared" (the supernet's) or "own" (each architecture's,
-    estimated once on training images and kept beside the supernet). Per-image masks always run with
-    the shared ones; infos say which in ``bn_statistics``."""
+    estimated once on training images and kept beside the supernet); per-image masks always run with
+    the shared ones, and infos say which in bn_statistics."""
 
     def __post_init__(self) -> None:
         if self.env_id not in instanas_gym.ENV_IDS:

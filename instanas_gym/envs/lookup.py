@@ -116,6 +116,7 @@ class FamilyLookupVectorEnv(InstaNASVectorEnv):
         arms = check_arms(actions, self.family.k, (self.num_envs,), "actions")
         out = self.bandit.evaluate_arms(indices, arms)
         out["arm"] = arms
+        out["bn_statistics"] = out.pop("bn_statistics")  # last, in the live family view's info order
         return self._step_with(out, self.family.masks[arms])
 
     def evaluate_current_arms(self, arms: Any) -> dict[str, Any]:

@@ -129,6 +129,8 @@ class LatencyReward:
         """Set UB for training step ``step`` (0-based) of ``steps``: the one schedule every agent and
         the search use, linear from the start at step 0 to the end at the last step (a no-op when the
         reward does not anneal); returns UB in ms."""
+        if not self.config.anneal:
+            return self.upper_ms
         return self.anneal(step / max(1, steps - 1))
 
     def arch_reward(self, latency_ms: np.ndarray) -> np.ndarray:

@@ -3,7 +3,7 @@
 The frontier it is judged against holds the 18 probe architectures, every architecture of its
 family, and the best single architectures of a search over a pool of static masks
 (:func:`~instanas_gym.space.family.static_pool`, scored on training images of the search split,
-:func:`pool_frontier`): the vertices of that pool's frontier, each then scored on the test images.
+:func:`~instanas_gym.judge.pool.pool_frontier`): the vertices of that pool's frontier, each then scored on the test images.
 A frontier of weak probes would flatter any policy.
 
 Reported: accuracy, mean latency (the networks run plus the policy's own cost, by the latency table),
@@ -34,32 +34,11 @@ from instanas_gym.judge.frontier import (
     static_frontier,
 )
 from instanas_gym.judge.information import difficulty_bins
-from instanas_gym.space.data import ImageSet
-from instanas_gym.space.family import ArchitectureFamily, probe_masks, static_pool
+from instanas_gym.judge.pool import POOL_IMAGES, POOL_SIZE, pool_frontier
+from instanas_gym.space.family import ArchitectureFamily, probe_masks
 from instanas_gym.utils.display import results_table
 from instanas_gym.utils.files import atomic_write_json
 from instanas_gym.utils.run import RunConfig
-
-#: Pool of static masks searched, and the search split's images they are scored on.
-POOL_SIZE, POOL_IMAGES = 300, 2000
-
-
-def pool_frontier(search: InstaNASBandit, size: int = POOL_SIZE, images: int = POOL_IMAGES,
-                  seed: int = 0) -> tuple[list[str], np.ndarray]:
-    """The vertices of the static frontier of ``size`` pool masks scored on the first ``images``
-    images of ``search``'s split (kept in an outcomes file of their own, tag ``pool<images>``):
-    (names, masks (V, 17, 5)), fastest first."""
-    names, masks = zip(*static_pool(search.table, size, seed))
-    data = search.data
-    subset = ImageSet(data.images[:images], data.labels[:images], data.spec, data.split, data.source)
-    from instanas_gym.model.outcomes import OutcomeStore
-
-    store = OutcomeStore(search.model, search.supernet_path, subset, tag=f"pool{len(subset)}")
-    accuracy = store.get(np.stack(masks)).correct.mean(1)
-    latency = np.asarray(search.table.network_ms(np.stack(masks)), dtype=np.float64)
-    vertices = static_frontier(latency, accuracy)[0]
-    keep = [int(np.flatnonzero(latency == ms)[0]) for ms in vertices]
-    return [names[i] for i in keep], np.stack([masks[i] for i in keep])
 
 
 def references(test: InstaNASBandit, family: ArchitectureFamily, pool: tuple[list[str], np.ndarray]) -> dict[str, Any]:
@@ -88,7 +67,7 @@ def judge_cascade(actor: CascadeActor, env: EnvConfig, family: ArchitectureFamil
     venv = test_env.make_cascade_vec(n, family, run, controller_ms=controller_ms, progress=False)
     test = venv.bandit
     res = run_policy(actor, venv, np.arange(n))
-    pool = pool_frontier(env.bandit(env.train_split, run))
+    pool = pool_frontier(env.bandit(env.train_split, run), POOL_SIZE, POOL_IMAGES)
     refs = references(test, venv.cascade.family, pool)
     report = _figures(res, refs, test.outcome_store().loss(n), env.stages, n)
     report |= {"policy": what, "controller_ms": controller_ms, "family": list(venv.cascade.family.names),

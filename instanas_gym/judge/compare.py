@@ -155,7 +155,7 @@ def run_agent(
     runtime, threads, shape = meta.get("runtime", "torch"), int(meta.get("threads", 1)), judge.data.spec.image_shape
     start = time.perf_counter()
     out = Path(cfg.run.out or "runs/compare") / f"{agent}_seed{seed}"
-    controller_ms, rows = None, []
+    rows: list[dict[str, Any]] = []
     run = replace(cfg.run, seed=seed, out=str(out))
     if agent in ("REINFORCE", "REINFORCE-family"):
         view = "masks" if agent == "REINFORCE" else "family"
@@ -187,18 +187,22 @@ def run_agent(
         policy = vw_policy(agent_vw, arms.family)
         wall = time.perf_counter() - start
         return rows, policy, wall, vw_latency_ms(agent_vw, shape, threads)
+    rows, policy = _fixed_agent(agent, seed, cfg, judge, arms)
+    return rows, policy, time.perf_counter() - start, None
+
+
+def _fixed_agent(agent: str, seed: int, cfg: CompareConfig, judge: InstaNASBandit,
+                 arms: FamilyArms | None) -> tuple[list[dict[str, Any]], Policy]:
+    """The agents that do not learn (best-single, random, MobileNetV2): their log rows and policy."""
     if agent == "best-single":
         _, correct = arms.train_correct()
         arm = best_single_arm(correct, arms.cells_ms, judge.reward)
         rows = run_fixed(lambda obs: np.full(len(obs), arm, dtype=np.int64), arms.venv(), cfg, seed)
-        policy = fixed_policy(arms.family.masks[arm])
-    elif agent == "random":
-        rows = run_fixed(random_policy(seed), cfg.env.make_vec(cfg.num_envs, cfg.run), cfg, seed)
-        policy = random_policy(seed + 1000)
-    else:  # MobileNetV2
-        policy = fixed_policy(mobilenetv2_mask())
-        rows = run_fixed(policy, cfg.env.make_vec(cfg.num_envs, cfg.run), cfg, seed)
-    return rows, policy, time.perf_counter() - start, controller_ms
+        return rows, fixed_policy(arms.family.masks[arm])
+    if agent == "random":
+        return run_fixed(random_policy(seed), cfg.env.make_vec(cfg.num_envs, cfg.run), cfg, seed), random_policy(seed + 1000)
+    policy = fixed_policy(mobilenetv2_mask())  # MobileNetV2
+    return run_fixed(policy, cfg.env.make_vec(cfg.num_envs, cfg.run), cfg, seed), policy
 
 
 def judged_agent(agent: str, seed: int, cfg: CompareConfig, judge: InstaNASBandit, arms: FamilyArms | None,
@@ -247,6 +251,17 @@ NOTE = ("gain: above the static frontier of the 18 probes and the policy's own a
 RESULT_FILE = "result.json"
 
 
+def _plot_curves(curves: dict[str, list[list[dict[str, float]]]], cfg: CompareConfig, path: Path) -> None:
+    """Each agent's training reward over env steps, a band over its seeds."""
+    plot = {}
+    for agent, runs in curves.items():
+        n = min(len(r) for r in runs)
+        plot[agent] = (np.array([r["env_steps"] for r in runs[0][:n]]), np.array([[r["reward"] for r in run[:n]] for run in runs]))
+    curves_with_bands(plot, path, "env steps (images)", "mean reward (training split)",
+                      f"{cfg.env.env_id}: reward during training"
+                      + (" (latency bound annealed: later rewards are harder)" if cfg.env.reward.anneal else ""))
+
+
 def compare_agents(cfg: CompareConfig) -> dict[str, dict[str, float]]:
     """Run every agent x seed; write curves.csv, summary.csv, curves.png and summary.md to ``out``.
 
@@ -283,13 +298,7 @@ def compare_agents(cfg: CompareConfig) -> dict[str, dict[str, float]]:
     keys = [k for k in SUMMARY_KEYS if any(k in r for results in finals.values() for r in results)]
     write_csv([{"agent": agent, "seed": seed, **{k: r.get(k, "") for k in keys}}
                for agent, results in finals.items() for seed, r in zip(cfg.seeds, results)], out / "summary.csv")
-    plot = {}
-    for agent, runs in curves.items():
-        n = min(len(r) for r in runs)
-        plot[agent] = (np.array([r["env_steps"] for r in runs[0][:n]]), np.array([[r["reward"] for r in run[:n]] for run in runs]))
-    curves_with_bands(plot, out / "curves.png", "env steps (images)", "mean reward (training split)",
-                      f"{cfg.env.env_id}: reward during training"
-                      + (" (latency bound annealed: later rewards are harder)" if cfg.env.reward.anneal else ""))
+    _plot_curves(curves, cfg, out / "curves.png")
     summary: dict[str, dict[str, float]] = {}
     for agent, results in finals.items():
         # results kept by an earlier version may lack some

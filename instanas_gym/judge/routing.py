@@ -203,12 +203,7 @@ def fit_router(
     check_number("budget_ms", budget_ms, 0.0, low_open=True)
     n = bandit.num_images if limit is None else min(check_int("limit", limit), bandit.num_images)
     hold_idx, train_idx = _holdout(n, holdout, seed)
-    cands = validate_mask(candidates, batched=True, name="candidates").astype(np.uint8)
-    eff = bandit.model.space.effective_mask(cands).astype(np.uint8)
-    distinct = np.sort(np.unique(eff.reshape(len(eff), -1), axis=0, return_index=True)[1])
-    say(f"scoring {len(distinct)} distinct candidates on the first {n} {bandit.split} images")
-    correct = bandit.outcome_store(batch_size=eval_batch_size, progress=False).get(cands[distinct], n).correct
-    cand_lat = np.asarray(bandit.table.network_ms(cands[distinct]), dtype=np.float64).reshape(len(distinct))
+    cands, distinct, correct, cand_lat = _score_candidates(bandit, candidates, n, eval_batch_size, say)
     picked = select_family(correct[:, hold_idx], cand_lat, k, margin, anchors=anchors)
     picked = picked[np.argsort(cand_lat[picked], kind="stable")]  # fastest first: ties in route() go to the faster
     say(f"family of {len(picked)}: " + ", ".join(f"{ms:.3f} ms {100 * a:.1f}%"
@@ -229,6 +224,19 @@ def fit_router(
                                                      cand_lat[picked], price)}
     figures |= _family_figures(hold_probs, correct[picked], hold_idx, train_idx, cand_lat[picked], price)
     return router, cands[distinct[picked]], cand_lat[picked], price, figures
+
+
+def _score_candidates(bandit: InstaNASBandit, candidates: np.ndarray, n: int, batch_size: int,
+                      say: Callable[[str], None]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The candidates (uint8), the indices of the distinct ones (by effective mask), which of the first
+    ``n`` images each distinct one gets right (bool (D, n)) and their latency (ms, (D,))."""
+    cands = validate_mask(candidates, batched=True, name="candidates").astype(np.uint8)
+    eff = bandit.model.space.effective_mask(cands).astype(np.uint8)
+    distinct = np.sort(np.unique(eff.reshape(len(eff), -1), axis=0, return_index=True)[1])
+    say(f"scoring {len(distinct)} distinct candidates on the first {n} {bandit.split} images")
+    correct = bandit.outcome_store(batch_size=batch_size, progress=False).get(cands[distinct], n).correct
+    cand_lat = np.asarray(bandit.table.network_ms(cands[distinct]), dtype=np.float64).reshape(len(distinct))
+    return cands, distinct, correct, cand_lat
 
 
 def _family_figures(hold_probs: np.ndarray, correct: np.ndarray, hold_idx: np.ndarray, train_idx: np.ndarray,
@@ -253,12 +261,16 @@ def _holdout(n: int, holdout: float, seed: int) -> tuple[np.ndarray, np.ndarray]
 
 
 def choose_cascade_family(prediction: np.ndarray, confidence: np.ndarray, network_ms: np.ndarray, labels: np.ndarray,
-                          k: int = 4, stages: int = 3, budgets: int = 8, grid: int = 8) -> np.ndarray:
+                          k: int = 4, stages: int = 3, budgets: int = 8, grid: int = 8,
+                          useful_points: float = 5.0) -> np.ndarray:
     """Choose at most ``k`` of C candidate architectures for a cascade, greedily: start from the most
     accurate, then add the candidate that most raises the mean, over ``budgets`` latency budgets
-    evenly spread from the fastest candidate's latency to the most accurate's, of the accuracy of the
-    best threshold cascade within each budget (:func:`~instanas_gym.agents.cascade.threshold_frontier`,
-    ``grid`` thresholds per stage) on the given images. Returns candidate indices, fastest first.
+    evenly spread from the latency of the fastest candidate within ``useful_points`` of the most
+    accurate one to the most accurate one's, of the accuracy of the best threshold cascade within each
+    budget (:func:`~instanas_gym.agents.cascade.threshold_frontier`, ``grid`` thresholds per stage) on
+    the given images. Budgets start there because below it no cascade competes with a useful single
+    architecture: a near-empty network (10% right) would otherwise be chosen for the budgets only it
+    fits. Returns candidate indices, fastest first.
 
     Args: the candidates' stored answers (C, N) ``prediction`` and ``confidence`` (rounded as the
     cascade's observations show it), their whole-network ``network_ms`` (C,), the images' ``labels`` (N,).
@@ -268,7 +280,8 @@ def choose_cascade_family(prediction: np.ndarray, confidence: np.ndarray, networ
     k = check_int("k", k)
     accuracy = (prediction == labels[None]).mean(1)
     best = int(np.argmax(accuracy))
-    span = np.linspace(float(network_ms.min()), float(network_ms[best]), budgets)
+    useful = accuracy >= accuracy[best] - useful_points / 100
+    span = np.linspace(float(network_ms[useful].min()), float(network_ms[best]), budgets)
 
     def score(chosen: list[int]) -> float:
         idx = np.asarray(chosen)

@@ -19,7 +19,6 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from instanas_gym.deploy.engine import session_options
 from instanas_gym.latency.machine import device_meta
 from instanas_gym.latency.measure import Progress, median_ms, torch_threads
 from instanas_gym.latency.table import LatencyTable
@@ -29,6 +28,7 @@ from instanas_gym.model.supernet import Supernet
 from instanas_gym.space.masks import spread_masks
 from instanas_gym.space.search_space import MASK_SHAPE
 from instanas_gym.utils.devices import cpu_copy
+from instanas_gym.utils.runtime import session_options
 
 RUNTIME = "onnxruntime"
 

@@ -37,7 +37,7 @@ def compare(predicted_ms: np.ndarray, measured_ms: np.ndarray) -> dict[str, floa
         "spearman": spearman(predicted_ms, measured_ms),
         "mape_pct": 100 * float(rel.mean()),
         "within_10pct": 100 * float((rel <= 0.10).mean()),
-        "n_masks": int(len(measured_ms)),
+        "n_masks": len(measured_ms),
     }
 
 

@@ -39,11 +39,17 @@ from instanas_gym.space.masks import validate_mask
 from instanas_gym.space.search_space import MASK_SHAPE
 from instanas_gym.utils.checks import check_int
 from instanas_gym.utils.files import FileFormatError, atomic_save, file_sha256, load_torch
-from instanas_gym.utils.paths import beside_checkpoint
+from instanas_gym.utils.paths import beside_checkpoint, in_package
 from instanas_gym.utils.runlog import progress_bar
 
 BN_FORMAT = "instanas-bn-v1"
-HINT = "delete it to have the statistics estimated again"
+
+
+def _hint(path: Path) -> str:
+    """What to do about a damaged statistics file: never edit the installed package."""
+    if in_package(path):
+        return "reinstall instanas-gym to restore the bundled statistics"
+    return f"move {path.name} aside and the statistics are estimated again"
 
 
 def shipped_statistics_path(checkpoint: str | os.PathLike, split: str) -> Path:
@@ -95,12 +101,12 @@ class OwnStatistics:
     # ---- files -----------------------------------------------------------------------------------
     def _read(self, path: Path) -> bool:
         """Keep the statistics of ``path`` if its key is current; False when stale."""
-        stored = load_torch(path, "own BatchNorm statistics file", BN_FORMAT, ("key", "architectures"), HINT)
+        stored = load_torch(path, "own BatchNorm statistics file", BN_FORMAT, ("key", "architectures"), _hint(path))
         if stored["key"] != self.key:
             return False
         archs = stored["architectures"]
         if not isinstance(archs, dict):
-            raise FileFormatError(f"{path} is damaged: 'architectures' is not a dict; {HINT}")
+            raise FileFormatError(f"{path} is damaged: 'architectures' is not a dict; {_hint(path)}")
         for hex_mask, state in archs.items():
             self._stats[self._check_entry(path, hex_mask, state)] = state
         return True
@@ -113,12 +119,12 @@ class OwnStatistics:
         except (TypeError, ValueError):
             ok = False
         if not ok:
-            raise FileFormatError(f"{path} is damaged: {str(hex_mask)[:20]!r}... is not a mask; {HINT}")
+            raise FileFormatError(f"{path} is damaged: {str(hex_mask)[:20]!r}... is not a mask; {_hint(path)}")
         if not isinstance(state, dict) or not state or any(
             k not in self._names or not isinstance(v, torch.Tensor) or v.shape != self._shared[k].shape
             for k, v in state.items()
         ):
-            raise FileFormatError(f"{path} is damaged: the statistics of a mask do not fit this supernet; {HINT}")
+            raise FileFormatError(f"{path} is damaged: the statistics of a mask do not fit this supernet; {_hint(path)}")
         return mask.tobytes()
 
     def _write(self) -> None:

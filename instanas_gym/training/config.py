@@ -68,10 +68,10 @@ class TrainConfig:
     """Sandwich: every network but the largest learns the largest's soft predictions (or, with a
     teacher, every network the teacher's), not the labels."""
     teacher: str | None = None
-    """Sandwich: a supernet checkpoint whose architecture ``teacher_mask`` (trained alone) is a fixed
-    teacher: every sampled network learns its soft predictions (KL), the largest also the labels
-    (``label_weight``); it runs in eval mode without gradients, and only its path and file SHA-256
-    join the checkpoint (a resume with another teacher file is refused). None: in-place distillation."""
+    """Sandwich: a fixed teacher, a supernet checkpoint whose teacher-mask architecture was trained
+    alone; every sampled network learns its soft predictions (KL), the largest also the labels (by
+    label-weight); it runs in eval mode without gradients, and its path and file SHA-256 join the
+    checkpoint, so a resume with another teacher file is refused; unset, in-place distillation."""
     teacher_mask: str | None = None
     """Mask file of the teacher's architecture; None: the mask the teacher checkpoint was trained on
     alone if it stores one, else its MobileNetV2 path."""
@@ -98,7 +98,7 @@ class TrainConfig:
     probe_images: int = 0
     """After every epoch, score the probe architectures (instanas_gym.space.family.probe_masks) and
     per-image Bernoulli(0.5) masks on the first N test images, shared statistics: logged, kept in the
-    checkpoint's history and in ``out/probes.csv`` (0: no probes)."""
+    checkpoint's history and in probes.csv in the output folder (0: no probes)."""
     probe_table: str | None = None
     """Latency table whose fastest mask joins the probes; None: the dataset's default eager-PyTorch table."""
     channels_last: bool = True

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -62,3 +62,17 @@ def check_threads(name: str, value: Any, optional: bool = False) -> int | None:
     if threads is not None and threads > cores:
         raise ValueError(f"{name} must be at most {cores} (the cores this machine gives the process), got {threads}")
     return threads
+
+
+#: Arithmetic of forward passes: float32, or bfloat16 autocast.
+Precision = Literal["fp32", "bf16"]
+PRECISIONS = ("fp32", "bf16")
+#: The devices a job can run on, as the errors list them.
+DEVICE_NAMES = "'auto', 'cpu', 'cuda' or 'cuda:N'"
+
+
+def check_precision(precision: str, name: str = "precision") -> Precision:
+    """``precision`` if it is one of :data:`PRECISIONS`, else a ValueError naming ``name``."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"{name} must be one of {PRECISIONS}, got {precision!r}")
+    return precision  # type: ignore[return-value]

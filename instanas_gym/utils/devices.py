@@ -14,7 +14,7 @@ from contextlib import AbstractContextManager, nullcontext
 
 import torch
 
-from instanas_gym.utils.run import DEVICE_NAMES, Precision, check_precision
+from instanas_gym.utils.checks import DEVICE_NAMES, Precision, check_precision
 
 CPU = torch.device("cpu")
 

@@ -9,24 +9,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
-from instanas_gym.utils.checks import check_int, check_threads
+from instanas_gym.utils.checks import DEVICE_NAMES, Precision, check_int, check_precision, check_threads
 
 #: Largest seed accepted (numpy, torch and Python's generators all take it).
 MAX_SEED = 2**32 - 1
-Precision = Literal["fp32", "bf16"]
-PRECISIONS = ("fp32", "bf16")
-#: The devices a job can run on, as the errors list them.
-DEVICE_NAMES = "'auto', 'cpu', 'cuda' or 'cuda:N'"
 _DEVICE = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
-
-
-def check_precision(precision: str, name: str = "precision") -> Precision:
-    """``precision`` if it is one of :data:`PRECISIONS`, else a ValueError naming ``name``."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"{name} must be one of {PRECISIONS}, got {precision!r}")
-    return precision  # type: ignore[return-value]
 
 
 def check_device(name: str, device: Any) -> str:

@@ -25,6 +25,10 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import onnxruntime
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
@@ -84,3 +88,19 @@ def allocator() -> str:
     if "tcmalloc" in os.environ.get("LD_PRELOAD", ""):
         return "tcmalloc"
     return "glibc-tuned" if _tuned else "default"
+
+
+def session_options(threads: int) -> onnxruntime.SessionOptions:
+    """ONNX Runtime settings of every session: ``threads`` intra-op threads (at most the cores this
+    process may use), one inter-op, sequential: the deployed engine's, so tables time what it runs."""
+    import onnxruntime as ort
+
+    from instanas_gym.utils.checks import check_threads
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = check_threads("threads", threads)
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    return opts

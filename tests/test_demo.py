@@ -75,7 +75,8 @@ def demo_files(tmp_path_factory, fmnist_root) -> dict:
     test = load_split("fashion_mnist", "test", fmnist_root)
     threshold = float(np.median(test.images.reshape(len(test), -1).mean(1)))
     export_model(folder / "export", model, BrightnessController(threshold), test.images)
-    table = LatencyTable(np.linspace(0.01, 0.1, 85).reshape(17, 5), 0.05, model.space.opens_stage, {"runtime": "onnxruntime"})
+    table = LatencyTable(np.linspace(0.01, 0.1, 85).reshape(17, 5), 0.05, model.space.opens_stage,
+                         {"runtime": "onnxruntime"})
     table.save(folder / "latency.json")
     atomic_save(supernet_state(model, "fashion_mnist"), folder / "supernet.pt")
     return {"export": folder / "export", "table": folder / "latency.json", "supernet": folder / "supernet.pt",
@@ -566,7 +567,8 @@ FAMILY = ArchitectureFamily(np.stack([single_op_mask(1), mobilenetv2_mask(), all
 
 
 def _answers(model, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Each family architecture's prediction and confidence (float16, as the cascade sees it) (K, N) by the supernet."""
+    """Each family architecture's prediction and confidence (K, N) by the supernet (the confidence rounded
+    to float16, as the cascade sees it)."""
     with torch.no_grad():
         probs = torch.stack([SubNetwork(model, m)(torch.from_numpy(images)).softmax(1) for m in FAMILY.masks])
     return probs.argmax(2).numpy(), probs.amax(2).numpy().astype(np.float16).astype(np.float64)
@@ -585,7 +587,8 @@ def cascade_files(tmp_path_factory, fmnist_root) -> dict:
     prediction, confidence = _answers(model, test.images)
     rule = ThresholdPolicy(3, 3, (0, 1, 2), tuple(float(np.median(c)) for c in confidence[:2]))
     save_policy(folder / "policy.pt", "cascade", rule, FAMILY)
-    table = LatencyTable(np.linspace(0.01, 0.1, 85).reshape(17, 5), 0.05, model.space.opens_stage, {"runtime": "onnxruntime"})
+    table = LatencyTable(np.linspace(0.01, 0.1, 85).reshape(17, 5), 0.05, model.space.opens_stage,
+                         {"runtime": "onnxruntime"})
     table.save(folder / "latency.json")
     files = {"policy": folder / "policy.pt", "supernet": folder / "supernet.pt", "table": folder / "latency.json",
              "data_root": fmnist_root, "cache": folder / "cache", "model": model, "rule": rule,
@@ -619,7 +622,8 @@ def test_a_cascade_policy_file_is_exported_once_and_served_as_a_cascade(cascade_
     assert manifest["format"] == CASCADE_FORMAT and manifest["stages"] == 3
     assert [a["name"] for a in manifest["architectures"]] == list(FAMILY.names)
     table = LatencyTable.load(f["table"])
-    assert [a["latency_ms"] for a in manifest["architectures"]] == pytest.approx(table.network_ms(FAMILY.masks).tolist())
+    expected = table.network_ms(FAMILY.masks).tolist()
+    assert [a["latency_ms"] for a in manifest["architectures"]] == pytest.approx(expected)
     assert isinstance(cascade_state, CascadeState) and cascade_state.kind == "cascade"
     monkeypatch.setenv("INSTANAS_CACHE", str(f["cache"]))
     before = (f["export"] / "manifest.json").stat().st_mtime_ns
@@ -757,7 +761,9 @@ def test_the_cascade_page_fits_a_phone_a_laptop_and_a_wide_screen(cascade_server
 def test_the_cascade_page_shows_each_stage_where_it_stopped_and_where_test_images_stop(
         cascade_server, cascade_state, browser, tmp_path):
     wait, By = _open_page(browser, cascade_server, 1400)
-    text = lambda element: browser.find_element(By.ID, element).text  # noqa: E731
+    def text(element: str) -> str:
+        return browser.find_element(By.ID, element).text
+
     assert "cascade" in text("title") and "up to 3 stages" in text("about") and "threshold rule" in text("about")
     assert browser.find_element(By.ID, "stops-box").is_displayed()
     assert len(browser.find_elements(By.CSS_SELECTOR, "#stops .bar")) == 1
@@ -772,7 +778,8 @@ def test_the_cascade_page_shows_each_stage_where_it_stopped_and_where_test_image
     for j, card in enumerate(cards):
         assert FAMILY.names[j] in card.text and "answers" in card.text
         assert "by the table" in card.text and "measured" in card.text
-        assert len(card.find_elements(By.CSS_SELECTOR, ".cell")) == 85 and card.find_elements(By.CSS_SELECTOR, ".cell.on")
+        assert len(card.find_elements(By.CSS_SELECTOR, ".cell")) == 85
+        assert card.find_elements(By.CSS_SELECTOR, ".cell.on")
     assert "below the threshold" in cards[0].text and "Ran all 3 stages" in text("stop")
     assert "true:" in text("prediction") and "3 decision(s)" in text("latency-table")
     assert "stage 3" in text("latency-measured")

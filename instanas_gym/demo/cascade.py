@@ -144,7 +144,8 @@ class CascadeState(DemoState):
             "prediction": self.spec.class_names[int(top[0])], "confidence": float(probs[top[0]]),
             "top": [{"class": self.spec.class_names[int(c)], "probability": float(probs[c])} for c in top],
             "latency_ms": {
-                "table": {"networks": networks, "decisions": decisions * self.controller_ms, "decision_count": decisions,
+                "table": {"networks": networks, "decisions": decisions * self.controller_ms,
+                          "decision_count": decisions,
                           "e2e": networks + decisions * self.controller_ms},
                 "measured": {"e2e": float(walls.sum())},
             },

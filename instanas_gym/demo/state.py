@@ -272,7 +272,8 @@ class DemoState:
         ranked = measured[np.argsort(self.difficulty[measured], kind="stable")]
         t = self.typicality
         return {
-            "kind": self.kind, "dataset": self.spec.name, "dataset_title": self.spec.title, "image_shape": list(self.spec.image_shape),
+            "kind": self.kind, "dataset": self.spec.name, "dataset_title": self.spec.title,
+            "image_shape": list(self.spec.image_shape),
             "classes": list(self.spec.class_names), "ops": [op.name for op in OPS],
             "op_descriptions": [op_description(op.name, op.kernel, op.expand) for op in OPS],
             "opens_stage": self.table.opens_stage.astype(bool).tolist(),

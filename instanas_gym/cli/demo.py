@@ -16,10 +16,12 @@ from instanas_gym.utils.checks import check_threads
 @dataclass(frozen=True)
 class DemoConfig:
     """Settings of ``instanas-gym demo``: a local web page showing the architecture the controller
-    picks for each test or uploaded image, served by the exported model in ONNX Runtime."""
+    picks for each test or uploaded image (for a cascade policy: the architectures run one after
+    another and where it stopped), served by the exported model in ONNX Runtime."""
 
     controller: str | None = None
-    """Policy or router file to serve (exported once into $INSTANAS_CACHE/demo); unset, the bundled router."""
+    """Policy (any view, cascade included) or router file to serve (exported once into $INSTANAS_CACHE/demo);
+    unset, the bundled router."""
     export_folder: str | None = None
     """Serve this export folder (manifest.json and ONNX graphs) instead of exporting a controller."""
     env: EnvConfig = field(default_factory=EnvConfig)
@@ -65,17 +67,17 @@ def run_demo(argv: list[str], prog: str, description: str) -> None:
 
     if not port_free(cfg.host, cfg.port):
         fail(prog, f"port {cfg.port} on {cfg.host} is in use (or not allowed); choose another with --port", 2)
-    from instanas_gym.demo.model import served_folder
+    from instanas_gym.demo.model import served_folder, serving_state
     from instanas_gym.demo.server import serve
-    from instanas_gym.demo.state import DemoState
 
     console, env = Console(), cfg.env
     with reported(prog, DemoConfig, argv):
         with export_progress(console) as progress:
             folder = served_folder(cfg.controller, cfg.export_folder, env.dataset, env.supernet, env.data.root,
-                                   progress=progress)
+                                   progress=progress, latency_table=env.latency_table)
         with console.status(f"serving {folder}: judging the test split once, building every session"):
-            state = DemoState(folder, env.dataset, env.data.root, env.latency_table, cfg.threads)
-    console.print(f"{len(state.architectures)} architectures, {100 * state.accuracy:.2f}% of the test split right; "
-                  f"open http://{cfg.host}:{cfg.port}/ (Ctrl-C stops)")
+            state = serving_state(folder, env.dataset, env.data.root, env.latency_table, cfg.threads)
+    kind = "a cascade of " if state.kind == "cascade" else ""
+    console.print(f"{kind}{len(state.architectures)} architectures, {100 * state.accuracy:.2f}% of the test split "
+                  f"right; open http://{cfg.host}:{cfg.port}/ (Ctrl-C stops)")
     serve(state, cfg.host, cfg.port)

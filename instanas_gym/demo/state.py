@@ -20,6 +20,8 @@ time in ONNX Runtime at batch 1 (timed at start; a latency table holds no contro
 table's latency of the architecture that ran; "measured" is the engine's wall clock for this
 request in the server, controller and network. An upload also gets its distance from the test
 split (:mod:`.typicality`).
+
+A cascade export is served by :class:`~.cascade.CascadeState`, this class with the cascade's engine.
 """
 
 from __future__ import annotations
@@ -67,15 +69,15 @@ class Architecture:
     mask: np.ndarray
     """uint8 (17, 5)."""
     share: float
-    """fraction of the test images it served."""
+    """fraction of the test images it served (a cascade: fraction of the architectures run on them)."""
     accuracy: float
-    """fraction of those it classified right (NaN if it served none)."""
+    """fraction of those it classified right (a cascade: of those it answered; NaN if none)."""
     table_ms: float
     """the latency table's latency of the whole network (ms)."""
     xy: tuple[float, float]
     """its point in the 2-D embedding."""
     name: str
-    """"MobileNetV2 path" or "all ops" where it is one of them, else empty."""
+    """"MobileNetV2 path" or "all ops" where it is one of them, else empty (a cascade: its name in the family)."""
 
 
 def embed_masks(masks: np.ndarray) -> np.ndarray:
@@ -119,6 +121,9 @@ class DemoState:
         seed: which images the gallery and the random sample show.
     """
 
+    kind = "single"
+    """What the page serves: "single" (one architecture per image) or "cascade"."""
+
     def __init__(
         self,
         folder: str | os.PathLike,
@@ -130,18 +135,15 @@ class DemoState:
     ) -> None:
         self.folder = Path(folder)
         self.spec = get_spec(dataset)
-        self.engine = InstaNASModel.load(self.folder, cache_size=SESSIONS, threads=threads)
-        self.manifest = self.engine.manifest
-        self.engine.cache_size = max(SESSIONS, len(self.manifest["architectures"]))
+        self._load_model(threads)
         shape = tuple(self.manifest["image_shape"])
         if shape != self.spec.image_shape:
             raise ValueError(f"{self.folder} serves images of shape {shape}, but {dataset} has {self.spec.image_shape}")
-        default_table = default_latency_table(dataset, DEFAULT_LATENCY_BACKEND)
-        self.table = LatencyTable.load(Path(latency_table) if latency_table is not None else default_table)
+        self.table = LatencyTable.load(page_latency_table(dataset, latency_table))
         self.table_runtime = str(self.table.meta.get("runtime", "torch"))
         self.test: ImageSet = load_split(dataset, "test", data_root)
-        controller_graph = (self.folder / self.manifest["controller"]).read_bytes()
-        self.controller_ms = time_onnx_ms(controller_graph, shape, threads, repeats=200)
+        self.controller_ms = self._controller_ms(threads)
+        """The controller's cost per image (a cascade: per decision), ms by the table (see the module docstring)."""
         self._build_sessions()
         self._judge_test_split()
         rng = np.random.default_rng(seed)
@@ -151,6 +153,32 @@ class DemoState:
         self.sample = np.sort(rng.choice(len(self.test), min(SAMPLE, len(self.test)), replace=False))
 
     # ---- at start ------------------------------------------------------------------------------
+    def _load_model(self, threads: int) -> None:
+        """:attr:`engine` and :attr:`manifest` from :attr:`folder`."""
+        self.engine = InstaNASModel.load(self.folder, cache_size=SESSIONS, threads=threads)
+        self.manifest = self.engine.manifest
+        self.engine.cache_size = max(SESSIONS, len(self.manifest["architectures"]))
+
+    def _controller_ms(self, threads: int) -> float:
+        """The controller graph's median time at batch 1 (ms)."""
+        graph = (self.folder / self.manifest["controller"]).read_bytes()
+        return time_onnx_ms(graph, self.spec.image_shape, threads, repeats=200)
+
+    def _network_logits(self, arch: int, images: np.ndarray) -> np.ndarray:
+        """Architecture ``arch``'s (index in :attr:`architectures`) logits on ``images``."""
+        a = self.architectures[arch]
+        return self.engine.session(a.key, a.mask).run(None, {"images": images})[0]
+
+    def _embed(self, masks: list[np.ndarray]) -> np.ndarray:
+        """The 2-D points (len(masks), 2) of the served architectures' ``masks``; sets :attr:`landmarks`:
+        the named masks (:data:`NAMED_MASKS`) not among them, embedded with them."""
+        keys = {mask_bits(m) for m in masks}
+        named = {name: m for name, m in NAMED_MASKS.items() if mask_bits(m) not in keys}
+        xy = embed_masks(np.stack(list(masks) + list(named.values())))
+        self.landmarks = [{"name": name, "table_ms": float(self.table.network_ms(m)), "x": float(xy[len(masks) + i, 0]),
+                           "y": float(xy[len(masks) + i, 1])} for i, (name, m) in enumerate(named.items())]
+        return xy[: len(masks)]
+
     def _build_sessions(self) -> None:
         """Every architecture's session and the controller's, each run twice at batch 1."""
         one = self.test.images[:1]
@@ -171,9 +199,7 @@ class DemoState:
         masks |= {k: key_mask(k) for k in dict.fromkeys(served) if k not in masks}  # served but not exported
         shares = {k: float((served == k).mean()) for k in masks}
         order = sorted(masks, key=lambda k: -shares[k])  # most used first (stable: manifest order on ties)
-        landmarks = {name: m for name, m in NAMED_MASKS.items()
-                     if mask_bits(m) not in masks}  # a landmark the controller uses is one of its architectures
-        xy = embed_masks(np.stack([masks[k] for k in order] + list(landmarks.values())))
+        xy = self._embed([masks[k] for k in order])  # a landmark the controller uses is one of its architectures
         right = self.prediction == labels
         self.architectures = [
             Architecture(k, masks[k], shares[k], float(right[served == k].mean()) if shares[k] else float("nan"),
@@ -183,20 +209,19 @@ class DemoState:
         ]
         self.arch_index = {a.key: i for i, a in enumerate(self.architectures)}
         """Architecture key -> its index in :attr:`architectures` (most used first)."""
-        self.landmarks = [{"name": name, "table_ms": float(self.table.network_ms(m)), "x": float(xy[len(order) + i, 0]),
-                           "y": float(xy[len(order) + i, 1])} for i, (name, m) in enumerate(landmarks.items())]
         self.served = np.array([self.arch_index[k] for k in served])
-        """Each test image's architecture (index in :attr:`architectures`)."""
+        """Each test image's architecture (index in :attr:`architectures`; a cascade: the one that answered)."""
+        self.image_ms = np.array([a.table_ms for a in self.architectures])[self.served] + self.controller_ms
+        """Each test image's end-to-end latency by the table (ms)."""
         self.accuracy = float(right.mean())
 
     def _difficulty(self, rng: np.random.Generator, batch: int = BATCH) -> tuple[int, np.ndarray]:
         """The reference architecture (the largest by the table) and each test image's loss under it
         (NaN outside the :data:`DIFFICULTY_IMAGES` measured)."""
         reference = max(range(len(self.architectures)), key=lambda i: self.architectures[i].table_ms)
-        session = self.engine.session(self.architectures[reference].key, self.architectures[reference].mask)
         measured = np.sort(rng.choice(len(self.test), min(DIFFICULTY_IMAGES, len(self.test)), replace=False))
         images = self.test.images[measured]
-        logits = np.concatenate([session.run(None, {"images": images[i : i + batch]})[0]
+        logits = np.concatenate([self._network_logits(reference, images[i : i + batch])
                                  for i in range(0, len(images), batch)])
         difficulty = np.full(len(self.test), np.nan)
         difficulty[measured] = cross_entropy(logits, self.test.labels[measured])
@@ -219,23 +244,21 @@ class DemoState:
 
     # ---- what the page asks for ----------------------------------------------------------------
     def by_difficulty(self) -> list[dict[str, Any]]:
-        """Per fifth of the images measured, by difficulty (easiest first): its images, their loss range, each
-        architecture's share of them, their mean latency by the table (ms, end to end) and the
-        served model's accuracy on them."""
+        """Per fifth of the images measured, by difficulty (easiest first): :meth:`_bin_row` of its images."""
         measured = np.flatnonzero(~np.isnan(self.difficulty))
         order = measured[np.argsort(self.difficulty[measured], kind="stable")]
         bins = np.full(len(self.test), -1)
         bins[order] = np.arange(len(order)) * BINS // len(order)
-        e2e = np.array([a.table_ms for a in self.architectures]) + self.controller_ms
-        rows = []
-        for b in range(BINS):
-            members = bins == b
-            arch, loss = self.served[members], self.difficulty[members]
-            counts = np.bincount(arch, minlength=len(self.architectures))
-            rows.append({"images": int(members.sum()), "loss_from": float(loss.min()), "loss_to": float(loss.max()),
-                         "shares": (counts / len(arch)).tolist(), "mean_e2e_ms": float(e2e[arch].mean()),
-                         "accuracy": float((self.prediction[members] == self.test.labels[members]).mean())})
-        return rows
+        return [self._bin_row(bins == b) for b in range(BINS)]
+
+    def _bin_row(self, members: np.ndarray) -> dict[str, Any]:
+        """Of the test images ``members`` (bool (N,)): how many, their loss range, each architecture's share of
+        them, their mean latency by the table (ms, end to end) and the served model's accuracy on them."""
+        arch, loss = self.served[members], self.difficulty[members]
+        counts = np.bincount(arch, minlength=len(self.architectures))
+        return {"images": int(members.sum()), "loss_from": float(loss.min()), "loss_to": float(loss.max()),
+                "shares": (counts / len(arch)).tolist(), "mean_e2e_ms": float(self.image_ms[members].mean()),
+                "accuracy": float((self.prediction[members] == self.test.labels[members]).mean())}
 
     def _image_entry(self, index: int) -> dict[str, Any]:
         return {"index": int(index), "label": self.spec.class_names[int(self.test.labels[index])],
@@ -249,7 +272,8 @@ class DemoState:
         ranked = measured[np.argsort(self.difficulty[measured], kind="stable")]
         t = self.typicality
         return {
-            "dataset": self.spec.name, "dataset_title": self.spec.title, "image_shape": list(self.spec.image_shape),
+            "kind": self.kind, "dataset": self.spec.name, "dataset_title": self.spec.title,
+            "image_shape": list(self.spec.image_shape),
             "classes": list(self.spec.class_names), "ops": [op.name for op in OPS],
             "op_descriptions": [op_description(op.name, op.kernel, op.expand) for op in OPS],
             "opens_stage": self.table.opens_stage.astype(bool).tolist(),
@@ -274,13 +298,18 @@ class DemoState:
             raise IndexError(f"index {index} is not a test image (0 to {len(self.test) - 1})")
         return self.test.images[index]
 
+    def checked_image(self, image: np.ndarray) -> np.ndarray:
+        """``image`` as uint8 (H, W, C); ValueError unless it has the data set's shape."""
+        image = np.asarray(image, np.uint8)
+        if image.shape != self.spec.image_shape:
+            raise ValueError(f"image must have shape {self.spec.image_shape}, got {image.shape}")
+        return image
+
     def classify(self, image: np.ndarray) -> dict[str, Any]:
         """Classify one uint8 image (H, W, C) of the data set's shape with the served model: the mask
         the controller chose, the architecture that ran, the prediction, its latency (ms) and how far
         the image is from the test split."""
-        image = np.asarray(image, np.uint8)
-        if image.shape != self.spec.image_shape:
-            raise ValueError(f"image must have shape {self.spec.image_shape}, got {image.shape}")
+        image = self.checked_image(image)
         out = self.engine.predict(image[None])
         mask = out["mask"][0]
         served = str(out["served"][0])
@@ -302,6 +331,11 @@ class DemoState:
             },
             "typicality": self.typicality.score(image),
         }
+
+
+def page_latency_table(dataset: str, latency_table: str | os.PathLike | None = None) -> Path:
+    """The latency table the page reports: ``latency_table``, else the data set's ONNX Runtime table."""
+    return Path(latency_table) if latency_table is not None else default_latency_table(dataset, DEFAULT_LATENCY_BACKEND)
 
 
 def op_description(name: str, kernel: int, expand: int | None) -> str:

@@ -25,6 +25,7 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
+from instanas_gym.latency.measure import median_ms
 from instanas_gym.model.outcomes import softmax_summary
 from instanas_gym.model.own_statistics import OwnStatistics
 from instanas_gym.model.subnetwork import OPSET, SubNetwork
@@ -156,14 +157,28 @@ class CascadeModel:
         (logits,) = self.policy.run(None, {k: v for k, v in feed.items() if k in self._policy_inputs})
         return logits.argmax(1)
 
+    def decision_ms(self, image_shape: tuple[int, int, int], repeats: int = 200) -> float:
+        """The policy's cost per decision at batch 1 (ms): 0 for a threshold rule (a comparison, as
+        :func:`~instanas_gym.agents.cascade.decision_ms` counts it), else the median wall clock of
+        ``repeats`` runs of the policy graph on a first-stage observation of one image."""
+        if self.policy is None:
+            return 0.0
+        t = self.stages
+        feed = {"image": np.zeros((1, *image_shape), np.uint8), "stage": np.zeros(1, np.int64),
+                "arms": np.full((1, t), self.k, np.int64), "summary": np.zeros((1, t, 3), np.float32),
+                "latency_ms": np.zeros((1, 1), np.float32)}
+        feed = {k: v for k, v in feed.items() if k in self._policy_inputs}
+        return median_ms(lambda: self.policy.run(None, feed), repeats)
+
     def predict(self, images: np.ndarray) -> dict[str, Any]:
         """Classify uint8 images (B, H, W, C) by the cascade. Returns ``prediction``, ``confidence`` (B,),
-        ``probs`` (B, C), ``stages`` (B,), ``arms`` (B, T; K where none ran), ``stage_confidence`` (B, T),
-        ``table_ms`` (B,) the table's latency of each image's path, and ``stage_wall_ms`` (T,) the wall
-        clock of each stage for the batch."""
+        ``probs`` (B, C), ``stages`` (B,), ``arms`` (B, T; K where none ran), ``stage_prediction`` (B, T;
+        -1 where none ran) each stage's answer, ``stage_confidence`` (B, T), ``table_ms`` (B,) the table's
+        latency of each image's path, and ``stage_wall_ms`` (T,) the wall clock of each stage for the
+        batch (the decision, then the networks run; 0 once every image has stopped)."""
         images = np.ascontiguousarray(images, dtype=np.uint8)
         b, t = len(images), self.stages
-        stage, arms = np.zeros(b, np.int64), np.full((b, t), self.k, np.int64)
+        stage, arms, answers = np.zeros(b, np.int64), np.full((b, t), self.k, np.int64), np.full((b, t), -1, np.int64)
         probs = np.zeros((b, t, self.manifest["num_classes"]), np.float32)
         last = np.zeros((b, self.manifest["num_classes"]), np.float32)  # the last softmax run, unrounded
         latency, going, walls = np.zeros(b), np.arange(b), np.zeros(t)
@@ -178,8 +193,10 @@ class CascadeModel:
                 rows = going[action == k]
                 _, p = self.arms[k].run(None, {"images": images[rows]})
                 probs[rows, s], arms[rows, s], last[rows] = p.astype(np.float16).astype(np.float32), k, p
+                answers[rows, s] = p.argmax(1)
                 latency[rows] += self.latency_ms[k]
             stage[going] += 1
             walls[s] = 1e3 * (time.perf_counter() - start)
         return {"prediction": last.argmax(1), "confidence": last.max(1), "probs": last, "stages": stage, "arms": arms,
-                "stage_confidence": probs.max(2), "table_ms": latency, "stage_wall_ms": walls}
+                "stage_prediction": answers, "stage_confidence": probs.max(2), "table_ms": latency,
+                "stage_wall_ms": walls}

@@ -1,5 +1,6 @@
 // The demo page: asks the server for its summary once, then classifies one image per request.
 // The previous architecture is kept here, in the page, so every visitor sees their own.
+// A cascade (S.kind === "cascade") is drawn by cascade.js, loaded before this file.
 "use strict";
 
 const OP_COLOURS = ["#1f77b4", "#9ecae1", "#ff7f0e", "#fdbe85", "#2ca02c"];
@@ -26,6 +27,7 @@ function archColour(i) { return i === null || i === undefined ? "#777" : ARCH_CO
 
 function archLabel(i) {
   const a = S.architectures[i];
+  if (S.kind === "cascade") return `architecture ${i + 1} (${a.name})`;
   return `architecture ${i + 1}` + (a.name ? `, the ${a.name}` : "");
 }
 
@@ -55,10 +57,11 @@ function latencyColour(v) {
 function thumb(entry, title) {
   const b = el("button", { className: "thumb", type: "button" });
   b.dataset.index = entry.index;
+  const path = entry.stages ? `${entry.stages} stage(s), answered by ` : "";
   b.title = `${title}test image ${entry.index}: ${entry.label}, predicted ${entry.prediction} ` +
-    `(${archLabel(entry.architecture)}` + (entry.loss === null ? ")" : `, difficulty ${entry.loss.toFixed(3)})`);
+    `(${path}${archLabel(entry.architecture)}` + (entry.loss === null ? ")" : `, difficulty ${entry.loss.toFixed(3)})`);
   const img = el("img", { src: `/api/images/${entry.index}.png`, alt: entry.label });
-  const chip = el("span", { className: "chip" });
+  const chip = el("span", { className: "chip", textContent: entry.stages || "" });
   chip.style.background = archColour(entry.architecture);
   b.append(img, chip);
   b.addEventListener("click", () => classifyIndex(entry.index));
@@ -122,8 +125,11 @@ function drawEmbedding() {
     const c = circle({ cx: a.x, cy: -a.y, r: 0.04 + 0.22 * Math.sqrt(a.share), fill: latencyColour(a.e2e_ms),
       "fill-opacity": 0.85, stroke: archColour(i), "stroke-width": 0.02, "data-arch": i });
     const title = document.createElementNS(SVG, "title");
-    title.textContent = `${archLabel(i)}: ${pct(a.share)} of the test images, ${pct(a.accuracy)} right, ` +
-      `${ms(a.e2e_ms)} end to end by the table`;
+    title.textContent = S.kind === "cascade"
+      ? `${archLabel(i)}: ${pct(a.share)} of the runs, the answer for ${pct(a.answers)} of the test images ` +
+        `(${pct(a.accuracy)} of those right), ${ms(a.e2e_ms)} a stage by the table`
+      : `${archLabel(i)}: ${pct(a.share)} of the test images, ${pct(a.accuracy)} right, ` +
+        `${ms(a.e2e_ms)} end to end by the table`;
     c.append(title);
     svg.append(c);
   });
@@ -138,7 +144,9 @@ function drawEmbedding() {
     tr.dataset.arch = i;
     const name = el("td");
     name.append(swatch(archColour(i)), `${i + 1}` + (a.name ? ` ${a.name}` : ""));
-    tr.append(name, ...[pct(a.share), pct(a.accuracy), a.e2e_ms.toFixed(3)].map((t) => el("td", { textContent: t })));
+    const cells = S.kind === "cascade" ? [pct(a.share), pct(a.answers), pct(a.accuracy), a.e2e_ms.toFixed(3)]
+      : [pct(a.share), pct(a.accuracy), a.e2e_ms.toFixed(3)];
+    tr.append(name, ...cells.map((t) => el("td", { textContent: t })));
     body.append(tr);
   });
 }
@@ -179,9 +187,12 @@ function drawDifficulty() {
     `the hardest (${ms(easy)} against ${ms(hard)} end to end by the table, on average).`;
 }
 
-function highlight(archIndex) {
+function highlight(archIndex, ran) {
+  // The ring: the architecture that answered; the table's red rows: every one that ran (default: that one).
   const ring = $("current-ring");
-  document.querySelectorAll("#arch-table tr").forEach((tr) => tr.classList.toggle("current", tr.dataset.arch == archIndex));
+  const rows = ran || [archIndex];
+  document.querySelectorAll("#arch-table tr").forEach((tr) =>
+    tr.classList.toggle("current", tr.dataset.arch !== undefined && rows.includes(Number(tr.dataset.arch))));
   if (archIndex === null || archIndex === undefined) { ring.setAttribute("r", 0); return; }
   const a = S.architectures[archIndex];
   ring.setAttribute("cx", a.x);
@@ -215,6 +226,7 @@ function render() {
   $("prediction").textContent = `${a.prediction}, ${pct(a.confidence)}${truth}`;
   renderOod(a.typicality);
   $("top").replaceChildren(...a.top.map((t) => el("li", { textContent: `${t.class}: ${pct(t.probability)}` })));
+  if (a.kind === "cascade") { renderCascade(a); return; }
   const t = a.latency_ms.table, m = a.latency_ms.measured;
   $("latency-table").textContent = `End to end by the table (${S.table_runtime}): ${ms(t.e2e)} ` +
     `= controller ${ms(t.controller)} + network ${ms(t.network)}`;
@@ -250,6 +262,7 @@ async function send(form) {
   previous = current;
   current = answer;
   render();
+  document.body.dataset.answers = Number(document.body.dataset.answers || 0) + 1;
 }
 
 function classifyIndex(index) {
@@ -278,15 +291,17 @@ function describe() {
 async function init() {
   const r = await fetch("/api/summary");
   S = await r.json();
-  describe();
+  const cascade = S.kind === "cascade";
+  if (cascade) setupCascade();
+  (cascade ? describeCascade : describe)();
   $("gallery").replaceChildren(...S.gallery.map((e) => thumb(e, "")));
   $("sample").replaceChildren(...S.sample.map((e) => thumb(e, "random: ")));
   $("easiest").replaceChildren(...S.easiest.map((e) => thumb(e, "easy: ")));
   $("hardest").replaceChildren(...S.hardest.map((e) => thumb(e, "hard: ")));
-  drawShares();
+  (cascade ? drawCascadeShares : drawShares)();
   drawLegend();
   drawEmbedding();
-  drawDifficulty();
+  (cascade ? drawStops : drawDifficulty)();
   drawGrid($("grid-current"), null);
   drawGrid($("grid-previous"), null);
   $("upload-form").addEventListener("submit", (ev) => {

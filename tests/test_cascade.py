@@ -179,3 +179,18 @@ def test_the_pool_frontier_is_kept_in_a_small_file_keyed_by_content(tiny_assets,
     path.write_text("{not json")
     with pytest.raises(FileFormatError, match="last_pool_frontier_train.json is not a readable pool frontier file"):
         pool_module.pool_frontier(search, size=31, images=16)
+
+
+def test_the_sb3_wrapper_passes_sb3s_checker(tiny_assets):
+    """SB3's own checker on ``make_sb3_env`` of a cascade id: a Dict observation with a channel-first
+    image; an action STOP before any architecture ran runs architecture 0 instead, so any sample is valid."""
+    from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+    from instanas_gym.envs.wrappers import make_sb3_env
+
+    env = make_sb3_env("InstaNAS-FashionMNIST-Cascade-v0", family=FAMILY, progress=False, **tiny_assets)
+    sb3_check_env(env, warn=False)
+    obs, _ = env.reset(seed=0)
+    assert obs["image"].shape == (1, 28, 28)
+    obs, _, done, _, _ = env.step(env.action_space.n - 1)  # STOP first: architecture 0 runs
+    assert not done and int(obs["stage"]) == 1 and int(obs["arms"][0]) == 0

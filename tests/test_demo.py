@@ -353,14 +353,19 @@ def test_unknown_routes_and_images_answer_404_as_json(client):
 
 
 # ---- a real server ---------------------------------------------------------------------------------
-@pytest.fixture
-def server(state):
+def _serving(state):
+    """A waitress server of ``state``'s app on a free port, in a thread: yields its URL, then closes it."""
     srv = waitress.create_server(create_app(state), host="127.0.0.1", port=0, threads=4)
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{srv.effective_port}"
     srv.close()
     thread.join(5)
+
+
+@pytest.fixture
+def server(state):
+    yield from _serving(state)
 
 
 def _post_index(url: str, index: int) -> dict:
@@ -721,12 +726,7 @@ def test_a_learned_cascade_policy_is_served_with_its_cost_per_decision(cascade_f
 # ---- the page in a headless browser --------------------------------------------------------------
 @pytest.fixture
 def cascade_server(cascade_state):
-    srv = waitress.create_server(create_app(cascade_state), host="127.0.0.1", port=0, threads=4)
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{srv.effective_port}"
-    srv.close()
-    thread.join(5)
+    yield from _serving(cascade_state)
 
 
 def _click(browser, By, wait, index: int) -> None:

@@ -26,7 +26,7 @@ from instanas_gym.space.data import ImageSet
 from instanas_gym.space.family import static_pool
 from instanas_gym.space.masks import validate_mask
 from instanas_gym.utils.files import FileFormatError, atomic_write_json
-from instanas_gym.utils.paths import beside_checkpoint, in_package
+from instanas_gym.utils.paths import beside_checkpoint, rebuild_hint
 
 #: Pool of static masks searched, and the search split's images they are scored on.
 POOL_SIZE, POOL_IMAGES = 300, 2000
@@ -70,8 +70,7 @@ def _read(path: Path, key: dict[str, Any]) -> tuple[list[str], np.ndarray] | Non
     """The vertices stored at ``path`` if the file exists and its key is ``key``; None otherwise."""
     if not path.is_file():
         return None
-    hint = ("reinstall instanas-gym to restore it" if in_package(path)
-            else f"move {path.name} aside and the pool is scored again")
+    hint = rebuild_hint(path, "the pool is scored again")
     try:
         stored = json.loads(path.read_text())
         if stored["key"] != key:

@@ -21,21 +21,21 @@ def judge_saved(saved: Any, env: EnvConfig, out: str | Path, run: RunConfig, lim
     console = console or Console()
     out = Path(out)
     title = f"{env.env_id}: test split"
-    with console.status("judging the greedy policy on the test split against the static frontier"):
-        if saved.view == "cascade":
-            from instanas_gym.agents.cascade import decision_ms
-            from instanas_gym.judge.cascade import judge_cascade, print_cascade
+    status = console.status("judging the greedy policy on the test split against the static frontier")
+    if saved.view == "cascade":
+        from instanas_gym.agents.cascade import decision_ms
+        from instanas_gym.judge.cascade import judge_cascade, print_cascade
 
+        with status:
             bandit = env.bandit("test", run)
             meta, shape = bandit.table.meta, bandit.data.spec.image_shape
             ms = decision_ms(saved.network, shape, meta.get("runtime", "torch"), int(meta.get("threads", 1)))
             report = judge_cascade(saved.actor(), env, saved.family, ms, out, f"cascade ({out.name})", run, limit)
-        else:
-            from instanas_gym.judge.awareness import judge_policy, print_judgement
-
-            report = judge_policy(saved, env, out, run, limit, own_limit=16)
-    if saved.view == "cascade":
         print_cascade(report, f"{title} ({report['images']} images)", console)
-    else:
-        print_judgement(report, f"{title} ({report['images']} images)", out, console)
+        return report
+    from instanas_gym.judge.awareness import judge_policy, print_judgement
+
+    with status:
+        report = judge_policy(saved, env, out, run, limit, own_limit=16)
+    print_judgement(report, f"{title} ({report['images']} images)", out, console)
     return report

@@ -39,17 +39,15 @@ from instanas_gym.space.masks import validate_mask
 from instanas_gym.space.search_space import MASK_SHAPE
 from instanas_gym.utils.checks import check_int
 from instanas_gym.utils.files import FileFormatError, atomic_save, file_sha256, load_torch
-from instanas_gym.utils.paths import beside_checkpoint, in_package
+from instanas_gym.utils.paths import beside_checkpoint, rebuild_hint
 from instanas_gym.utils.runlog import progress_bar
 
 BN_FORMAT = "instanas-bn-v1"
 
 
 def _hint(path: Path) -> str:
-    """What to do about a damaged statistics file: never edit the installed package."""
-    if in_package(path):
-        return "reinstall instanas-gym to restore the bundled statistics"
-    return f"move {path.name} aside and the statistics are estimated again"
+    """What to do about a damaged statistics file."""
+    return rebuild_hint(path, "the statistics are estimated again")
 
 
 def shipped_statistics_path(checkpoint: str | os.PathLike, split: str) -> Path:

@@ -48,6 +48,15 @@ def in_package(path: str | os.PathLike) -> bool:
     return Path(path).resolve().is_relative_to(ASSETS.resolve())
 
 
+def rebuild_hint(path: str | os.PathLike, rebuilt: str) -> str:
+    """What an error about a damaged derived file tells the user to do: reinstall instanas-gym for a
+    file shipped in the package (never to be edited), else move it aside, after which ``rebuilt``
+    (e.g. "the pool is scored again") happens by itself."""
+    if in_package(path):
+        return "reinstall instanas-gym to restore it"
+    return f"move {Path(path).name} aside and {rebuilt}"
+
+
 def cache_dir() -> Path:
     """``$INSTANAS_CACHE``, else ``~/.cache/instanas_gym``."""
     env = os.environ.get("INSTANAS_CACHE")

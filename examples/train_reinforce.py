@@ -28,7 +28,7 @@ def main(cfg: ReinforceConfig) -> None:
     console = Console()
     train_reinforce(cfg, console)  # writes run.out/log.csv and run.out/policy.pt
     out = Path(cfg.run.out)
-    judge_saved(load_policy(out / "policy.pt"), cfg.env, out, cfg.run, cfg.judge_limit, console)
+    judge_saved(load_policy(out / "policy.pt"), cfg.env, out, cfg.run, cfg.judge, console)
 
 
 if __name__ == "__main__":

@@ -24,8 +24,8 @@ def main(cfg: ReinforceConfig) -> None:
     out = Path(cfg.run.out)
     policy = load_policy(out / "policy.pt")
     with console.status("judging the greedy policy on the test split"):
-        # a mask per image can mean many architectures: the 16 most used are scored beside the probes
-        report = judge_policy(policy, cfg.env, out, cfg.run, cfg.judge_limit, own_limit=16)
+        # a mask per image can mean many architectures: the most used (cfg.judge.own_archs) join the probes
+        report = judge_policy(policy, cfg.env, out, cfg.run, cfg.judge)
     print_judgement(report, f"{cfg.env.env_id}: test split ({report['images']} images)", out, console)
 
 

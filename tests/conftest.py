@@ -21,14 +21,34 @@ from tests.fixtures import macs_table, write_fashion_mnist
 from tests.make_assets import TRAINED
 
 TINY_WIDTH = 0.1
-#: Cases tried per generated-input test (tests/test_fuzz.py), printed at the end of the run.
+#: Cases tried by the generated-input tests (tests/test_fuzz*.py) of this process, by kind.
 FUZZ_COUNTS: dict[str, int] = {}
+#: The same over every process of the run (pytest-xdist's workers report theirs), printed at the end.
+_FUZZ_TOTALS: dict[str, int] = {}
+
+
+@pytest.fixture(autouse=True)
+def _report_fuzz_cases(request):
+    """A test's generated cases, as a property of its report (so they reach the controlling process)."""
+    before = dict(FUZZ_COUNTS)
+    yield
+    new = {k: v - before.get(k, 0) for k, v in FUZZ_COUNTS.items() if v != before.get(k, 0)}
+    if new:
+        request.node.user_properties.append(("fuzz_cases", new))
+
+
+def pytest_runtest_logreport(report) -> None:
+    if report.when == "teardown":
+        for name, cases in report.user_properties:
+            if name == "fuzz_cases":
+                for kind, n in cases.items():
+                    _FUZZ_TOTALS[kind] = _FUZZ_TOTALS.get(kind, 0) + n
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
-    if FUZZ_COUNTS:
-        detail = ", ".join(f"{k} {v}" for k, v in FUZZ_COUNTS.items())
-        terminalreporter.write_line(f"generated bad-input cases tried: {sum(FUZZ_COUNTS.values())} ({detail})")
+    if _FUZZ_TOTALS:
+        detail = ", ".join(f"{k} {v}" for k, v in sorted(_FUZZ_TOTALS.items()))
+        terminalreporter.write_line(f"generated bad-input cases tried: {sum(_FUZZ_TOTALS.values())} ({detail})")
 
 torch.set_num_threads(1)
 

@@ -13,6 +13,7 @@ from instanas_gym.agents.policy import fixed_policy, load_policy, random_policy
 from instanas_gym.agents.policy_gradient import MaskLearner, entropy, log_prob
 from instanas_gym.agents.reinforce import train_reinforce
 from instanas_gym.agents.sb3 import SB3Actor, sb3_latency_ms, sb3_policy, train_sb3
+from instanas_gym.envs.config import JudgeConfig
 from instanas_gym.envs.reward import LatencyReward, RewardConfig
 from instanas_gym.judge import compare as compare_module
 from instanas_gym.judge.cascade_agents import CASCADE_AGENTS
@@ -113,7 +114,8 @@ def test_sb3_end_to_end(trained_env, algo):
 
 def test_compare_writes_everything_and_reproduces(trained_env, tmp_path, monkeypatch):
     cfg = CompareConfig(env=trained_env, agents=("REINFORCE", "PPO", "A2C", "random", "MobileNetV2"), seeds=(0, 1),
-                        total_steps=64, num_envs=16, measure=2, eval_limit=32, controller=ControllerConfig(widths=(4, 8)),
+                        total_steps=64, num_envs=16, judge=JudgeConfig(limit=32, measure=2),
+                        controller=ControllerConfig(widths=(4, 8)),
                         run=RunConfig(threads=1, out=str(tmp_path / "cmp")))
     summary = compare_agents(cfg)
     assert set(summary) == {"REINFORCE", "PPO", "A2C", "random", "MobileNetV2"}
@@ -127,7 +129,7 @@ def test_compare_writes_everything_and_reproduces(trained_env, tmp_path, monkeyp
     assert "e2e_ms" not in summary["random"] and "e2e_ms" not in summary["MobileNetV2"]
     assert "e2e_ms" in (tmp_path / "cmp" / "summary.csv").read_text().splitlines()[0]
     again = compare_agents(CompareConfig(env=trained_env, agents=("REINFORCE", "random"), seeds=(0, 1),
-                                         total_steps=64, num_envs=16, measure=0, eval_limit=32,
+                                         total_steps=64, num_envs=16, judge=JudgeConfig(limit=32),
                                          controller=ControllerConfig(widths=(4, 8)),
                                          run=RunConfig(threads=1, out=str(tmp_path / "cmp2"))))
     for agent in ("REINFORCE", "random"):
@@ -188,8 +190,9 @@ def test_compare_every_agent_writes_every_column(trained_assets, tmp_path):
     family = ArchitectureFamily(np.stack([mobilenetv2_mask(), all_ops_mask(), single_op_mask(4)]), ("mbv2", "all", "op4"))
     save_family(tmp_path / "family.json", family)
     env = env_config(own_copy(trained_assets, tmp_path / "net"), family=str(tmp_path / "family.json"))
-    cfg = CompareConfig(env=env, agents=MASK_AND_FAMILY_AGENTS, seeds=(0,), total_steps=64, num_envs=16, measure=0,
-                        eval_limit=48, router_epochs=1, own_archs=4, controller=ControllerConfig(widths=(4, 8)),
+    cfg = CompareConfig(env=env, agents=MASK_AND_FAMILY_AGENTS, seeds=(0,), total_steps=64, num_envs=16,
+                        judge=JudgeConfig(limit=48, own_archs=4), router_epochs=1,
+                        controller=ControllerConfig(widths=(4, 8)),
                         run=RunConfig(threads=1, out=str(tmp_path / "cmp")))
     summary = compare_agents(cfg)
     assert tuple(summary) == MASK_AND_FAMILY_AGENTS

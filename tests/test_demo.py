@@ -360,7 +360,10 @@ def _serving(state):
     thread.start()
     yield f"http://127.0.0.1:{srv.effective_port}"
     srv.close()
+    srv.task_dispatcher.shutdown()
+    srv._map.clear()  # an empty socket map ends waitress's loop at once (close alone leaves it polling)
     thread.join(5)
+    assert not thread.is_alive()
 
 
 @pytest.fixture
@@ -523,7 +526,7 @@ def test_served_folder_exports_a_router_once_and_reuses_it(demo_files, tmp_path)
 
 @pytest.mark.parametrize("view", ["masks", "family"])
 def test_a_policy_file_is_served(demo_files, tmp_path, view):
-    """``instanas-gym demo --controller run/policy.pt`` (what ``train-reinforce`` and ``search`` write):
+    """``instanas-gym demo --policy run/policy.pt`` (what ``train-reinforce`` and ``search`` write):
     the served controller chooses the policy's greedy masks."""
     torch.manual_seed(0)
     family = ArchitectureFamily(np.stack([mobilenetv2_mask(), all_ops_mask()]), ("mbv2", "all"))
@@ -550,7 +553,7 @@ def test_served_folder_errors_name_the_argument(demo_files, tmp_path):
         served_folder(export_folder=tmp_path)
     with pytest.raises(ValueError, match="no controller ships for dataset 'cifar10'"):
         served_folder(dataset="cifar10")
-    with pytest.raises(FileNotFoundError, match="--controller .*: no such file"):
+    with pytest.raises(FileNotFoundError, match="--policy .*: no such file"):
         served_folder(tmp_path / "missing.pt", supernet=demo_files["supernet"])
     assert served_folder(export_folder=demo_files["export"]) == demo_files["export"]
     (tmp_path / "junk.pt").write_bytes(b"junk")

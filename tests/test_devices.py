@@ -101,7 +101,7 @@ def test_search_runs_in_bf16_with_channels_last(tiny_assets, tmp_path):
     """The search's supernet steps under bfloat16 autocast and channels_last, on the device "auto" picks."""
     cfg = SearchConfig(env=env_config(tiny_assets), controller=ControllerConfig(widths=(4, 8), input_size=14),
                        epochs=1, controller_images=32, batch_size=16, supernet_images=32, supernet_batch_size=16,
-                       finetune_images=16, log_every=1, channels_last=True,
+                       finetune_images=16, log_every=1,  # run.channels_last: True by default
                        run=RunConfig(threads=1, device="auto", precision="bf16", out=str(tmp_path / "search")))
     out = search(cfg, Console(quiet=True))
     rows = (out / "supernet_log.csv").read_text().splitlines()

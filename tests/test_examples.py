@@ -76,18 +76,19 @@ def test_search_then_evaluate_search(tiny_assets, tmp_path, monkeypatch):
                 "--batch-size", "16", "--supernet-images", "16", "--supernet-batch-size", "16", "--finetune-images",
                 "16", "--run.threads", "1", "--run.out", str(out), monkeypatch=monkeypatch)
     assert (out / "supernet.pt").is_file() and load_policy(out / "policy.pt").view == "masks"
-    run_example("evaluate_search.py", "--folders", str(out), "--limit", "32", "--measure", "0", "--data.root",
+    run_example("evaluate_search.py", "--folders", str(out), "--judge.limit", "32", "--judge.measure", "0", "--data.root",
                 tiny_assets["data_root"], "--run.threads", "1", monkeypatch=monkeypatch)
     assert "| InstaNAS (searched) |" in (out / "report.md").read_text()
 
 
 @pytest.mark.parametrize("script, view", [("train_reinforce.py", "cascade"), ("train_reinforce_masks.py", "masks")])
 def test_train_reinforce(trained_assets, tmp_path, monkeypatch, capsys, script, view):
-    monkeypatch.setattr(judge_cascade, "POOL_SIZE", 24)  # the judged frontier's pool, small
+    monkeypatch.setattr(judge_cascade, "POOL_SIZE", 8)  # the judged frontier's pool, small, on few images
+    monkeypatch.setattr(judge_cascade, "POOL_IMAGES", 64)
     family = ArchitectureFamily(np.stack([mobilenetv2_mask(), all_ops_mask(), single_op_mask(4)]), dataset="fashion_mnist")
     save_family(tmp_path / "family.json", family)
     run_example(script, *env_flags(trained_assets), "--env.family", str(tmp_path / "family.json"), *TINY_CONTROLLER,
-                "--total-steps", "64", "--batch-size", "16", "--judge-limit", "200", "--run.threads", "1", "--run.out",
+                "--total-steps", "64", "--batch-size", "16", "--judge.limit", "200", "--run.threads", "1", "--run.out",
                 str(tmp_path / "run"), monkeypatch=monkeypatch)
     assert load_policy(tmp_path / "run" / "policy.pt").view == view
     report = "cascade.json" if view == "cascade" else "instance_aware.json"
@@ -97,7 +98,7 @@ def test_train_reinforce(trained_assets, tmp_path, monkeypatch, capsys, script, 
 
 def test_compare_agents(trained_assets, tmp_path, monkeypatch):
     run_example("compare_agents.py", *env_flags(trained_assets), *TINY_CONTROLLER, "--agents", "REINFORCE", "random",
-                "--seeds", "0", "--total-steps", "64", "--num-envs", "16", "--measure", "0", "--eval-limit", "32",
+                "--seeds", "0", "--total-steps", "64", "--num-envs", "16", "--judge.measure", "0", "--judge.limit", "32",
                 "--run.threads", "1", "--run.out", str(tmp_path), monkeypatch=monkeypatch)
     for name in ("curves.csv", "summary.csv", "curves.png", "summary.md"):
         assert (tmp_path / name).stat().st_size > 0

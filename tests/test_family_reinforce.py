@@ -17,6 +17,7 @@ from instanas_gym.agents.policy_gradient import ArmLearner
 from instanas_gym.agents.reinforce import train_reinforce
 from instanas_gym.agents.router import Router
 from instanas_gym.agents.router_file import load_router, resolve_family, save_router
+from instanas_gym.envs.config import JudgeConfig
 from instanas_gym.envs.reward import RewardConfig
 from instanas_gym.judge.awareness import frontier_results, judge_policy
 from instanas_gym.model.outcomes import outcomes_key, outcomes_path, write_outcomes
@@ -115,7 +116,7 @@ def test_a_whole_run_saves_a_policy_file_and_is_judged(trained_assets, tmp_path)
     env = env_config(own_copy(trained_assets, tmp_path / "net"), family=str(tmp_path / "family.json"))
     run = RunConfig(threads=1, out=str(tmp_path / "run"))
     cfg = ReinforceConfig(view="family", env=env, run=run, controller=TINY, total_steps=320, batch_size=32,
-                          warm_start_images=128, warm_start_epochs=1, judge_limit=64, log_every=5)
+                          warm_start_images=128, warm_start_epochs=1, judge=JudgeConfig(limit=64), log_every=5)
     network, history = train_reinforce(cfg)
     assert len(history) == 2
     assert (tmp_path / "net" / "last_outcomes_train.npz").is_file()  # lookup mode, the default
@@ -133,8 +134,12 @@ def test_a_whole_run_saves_a_policy_file_and_is_judged(trained_assets, tmp_path)
     controller = saved.controller()  # the greedy arm as mask logits (>= 0 where the arm's mask has the op)
     with torch.no_grad():
         assert np.array_equal((controller(torch.from_numpy(images)) >= 0).numpy(), FAMILY3.masks[greedy].astype(bool))
-    report = judge_policy(saved, env, tmp_path / "run", run, limit=64)
+    report = judge_policy(saved, env, tmp_path / "run", run, JudgeConfig(limit=64, measure=8))
     assert report["images"] == 64 and 1 <= report["distinct_archs"] <= 3
+    clock = report["clock"]  # the networks of the first 8 images on the clock, beside the table
+    arch = np.asarray(report["arch"][:8])
+    assert clock["images"] == 8 and clock["clock_ms"] > 0
+    assert clock["table_ms"] == pytest.approx(np.mean(np.asarray(report["family_latency_ms"])[arch]))
     assert (tmp_path / "run" / "instance_aware.json").is_file()
     rows = frontier_results(report)
     assert list(rows)[:2] == ["REINFORCE (family)", "static frontier at that latency"]
@@ -151,7 +156,7 @@ def test_the_command_ends_with_the_frontier_table(trained_assets, tmp_path, caps
     main(["train-reinforce", "family", "--env.data.root", trained_assets["data_root"], "--env.supernet",
           trained_assets["supernet"], "--env.latency-table", trained_assets["latency_table"], "--env.split", "train",
           "--env.family", str(tmp_path / "family.json"), "--run.threads", "1", "--run.out", str(tmp_path / "run"),
-          "--controller.widths", "4", "8", "--total-steps", "64", "--batch-size", "16", "--judge-limit", "32"])
+          "--controller.widths", "4", "8", "--total-steps", "64", "--batch-size", "16", "--judge.limit", "32"])
     text = capsys.readouterr().out
     for line in ("static frontier at", "best single within", "MobileNetV2 path", "oracle (reads the", "architectures used:"):
         assert line in text, line

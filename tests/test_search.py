@@ -154,7 +154,7 @@ def test_evaluate_judges_instance_awareness(full_search, tiny_assets, capsys):
     its files beside the search, its summary printed."""
     from instanas_gym.cli import main
 
-    main(["evaluate", "--folders", str(full_search), "--instance-aware", "--limit", "48", "--measure", "0",
+    main(["evaluate", "--folders", str(full_search), "--instance-aware", "--judge.limit", "48", "--judge.measure", "0",
           "--data.root", tiny_assets["data_root"], "--run.threads", "1"])
     for name in ("instance_aware.json", "instance_aware.png", "hardest_easiest.png"):
         assert (full_search / name).stat().st_size > 0

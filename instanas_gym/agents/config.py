@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 import tyro
 
-from instanas_gym.envs.config import EnvConfig
+from instanas_gym.envs.config import EnvConfig, JudgeConfig
 from instanas_gym.envs.reward import RewardConfig
 from instanas_gym.utils.checks import check_int, check_number
 from instanas_gym.utils.run import RunConfig
@@ -109,8 +109,8 @@ class ReinforceConfig:
     """Family view: passes of the warm start over its images."""
     log_every: int = 10
     """Updates between rows of log.csv."""
-    judge_limit: int | None = None
-    """Judge on the first N test images only; unset, on all of them."""
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
+    """How the trained policy is judged on the test split."""
 
     def __post_init__(self) -> None:
         if self.view not in VIEWS:
@@ -118,7 +118,6 @@ class ReinforceConfig:
         for name in ("total_steps", "batch_size", "log_every", "warm_start_epochs"):
             check_int(name, getattr(self, name))
         check_int("warm_start_images", self.warm_start_images, minimum=0)
-        check_int("judge_limit", self.judge_limit, optional=True)
 
 
 def preset(view: View) -> ReinforceConfig:
@@ -175,8 +174,6 @@ class SearchConfig:
     """Phase 3: images the supernet fine-tunes on under the fixed controller's masks (0: no phase 3)."""
     finetune_lr: float = 0.01
     """Phase 3: peak learning rate, cosine to 0."""
-    channels_last: bool = False
-    """Train the supernet in the channels_last memory format."""
     checkpoint_every: int = 100
     """Steps between checkpoints (one is also written at every stage's end)."""
     log_every: int = 10

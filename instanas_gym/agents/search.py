@@ -85,7 +85,7 @@ class _Search:
         net_path = Path(cfg.env.supernet) if cfg.env.supernet else default_supernet(cfg.env.dataset)
         self.device = resolve_device(cfg.run.device)
         self.model, _ = load_supernet(net_path)
-        self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        self.memory_format = torch.channels_last if cfg.run.channels_last else torch.contiguous_format
         self.model.to(self.device, memory_format=self.memory_format)
         env = cfg.env
         self.bandit = InstaNASBandit(env.dataset, env.train_split, env.data.root, env.data.download,

@@ -11,9 +11,9 @@ from rich.console import Console
 
 from instanas_gym.agents.config import ReinforceConfig, SearchConfig, preset
 from instanas_gym.cli.parse import parse, reported
-from instanas_gym.envs.config import EnvConfig
+from instanas_gym.envs.config import EnvConfig, JudgeConfig
 from instanas_gym.judge.config import CompareConfig
-from instanas_gym.utils.checks import check_int, check_number
+from instanas_gym.utils.checks import check_number
 from instanas_gym.utils.run import RunConfig
 
 #: ``train-reinforce masks|family``: the view's measured defaults (:func:`~instanas_gym.agents.config.preset`).
@@ -37,7 +37,7 @@ def run_train_reinforce(argv: list[str], prog: str, description: str) -> None:
     out = Path(cfg.run.out or "runs/reinforce")
     with reported(prog, ReinforceCommand, argv):
         train_reinforce(cfg, console)
-        judge_saved(load_policy(out / "policy.pt"), cfg.env, out, cfg.run, cfg.judge_limit, console)
+        judge_saved(load_policy(out / "policy.pt"), cfg.env, out, cfg.run, cfg.judge, console)
     console.print(f"wrote {out / 'policy.pt'} (instanas-gym demo --controller {out / 'policy.pt'})")
 
 
@@ -52,12 +52,11 @@ class CascadeFitConfig:
     """Threads, device and the output folder (policy.pt and cascade.json)."""
     budget_ms: float = 0.4
     """Mean milliseconds of the networks run per image on the training split, by the latency table."""
-    judge_limit: int | None = None
-    """Judge on the first N test images only; unset, on all of them."""
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
+    """How the fitted rule is judged on the test split."""
 
     def __post_init__(self) -> None:
         check_number("budget_ms", self.budget_ms, low=0, low_open=True)
-        check_int("judge_limit", self.judge_limit, optional=True)
 
 
 def run_fit_cascade(argv: list[str], prog: str, description: str) -> None:
@@ -77,7 +76,7 @@ def run_fit_cascade(argv: list[str], prog: str, description: str) -> None:
                       f"{cfg.budget_ms} ms: order {policy.rule.order}, thresholds "
                       f"{[round(t, 3) for t in policy.rule.thresholds]}")
         save_policy(out / "policy.pt", "cascade", policy, cascade.family, budget_ms=cfg.budget_ms)
-        judge_saved(load_policy(out / "policy.pt"), cfg.env, out, cfg.run, cfg.judge_limit, console)
+        judge_saved(load_policy(out / "policy.pt"), cfg.env, out, cfg.run, cfg.judge, console)
     console.print(f"wrote {out / 'policy.pt'}")
 
 

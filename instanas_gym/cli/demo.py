@@ -10,7 +10,7 @@ from rich.console import Console
 
 from instanas_gym.cli.parse import fail, parse, reported
 from instanas_gym.envs.config import EnvConfig
-from instanas_gym.utils.checks import check_threads
+from instanas_gym.utils.run import RunConfig
 
 
 @dataclass(frozen=True)
@@ -19,7 +19,7 @@ class DemoConfig:
     picks for each test or uploaded image (for a cascade policy: the architectures run one after
     another and where it stopped), served by the exported model in ONNX Runtime."""
 
-    controller: str | None = None
+    policy: str | None = None
     """Policy (any view, cascade included) or router file to serve (exported once into $INSTANAS_CACHE/demo);
     unset, the bundled router."""
     export_folder: str | None = None
@@ -30,11 +30,11 @@ class DemoConfig:
     """Address to listen on (0.0.0.0: every network interface)."""
     port: int = 8000
     """Port to listen on, from 1 to 65535."""
-    threads: int = 1
-    """ONNX Runtime threads per request, at most the CPU cores this process may use."""
+    run: RunConfig = field(default_factory=lambda: RunConfig(threads=1))
+    """ONNX Runtime threads per request (run.threads); the other run settings are unused, as the page serves
+    ONNX graphs on the CPU without random draws."""
 
     def __post_init__(self) -> None:
-        check_threads("threads", self.threads)
         if isinstance(self.port, bool) or not isinstance(self.port, int) or not 1 <= self.port <= 65535:
             raise ValueError(f"port must be an integer in [1, 65535], got {self.port!r}")
 
@@ -73,10 +73,10 @@ def run_demo(argv: list[str], prog: str, description: str) -> None:
     console, env = Console(), cfg.env
     with reported(prog, DemoConfig, argv):
         with export_progress(console) as progress:
-            folder = served_folder(cfg.controller, cfg.export_folder, env.dataset, env.supernet, env.data.root,
+            folder = served_folder(cfg.policy, cfg.export_folder, env.dataset, env.supernet, env.data.root,
                                    progress=progress, latency_table=env.latency_table)
         with console.status(f"serving {folder}: judging the test split once, building every session"):
-            state = serving_state(folder, env.dataset, env.data.root, env.latency_table, cfg.threads)
+            state = serving_state(folder, env.dataset, env.data.root, env.latency_table, cfg.run.threads)
     kind = "a cascade of " if state.kind == "cascade" else ""
     console.print(f"{kind}{len(state.architectures)} architectures, {100 * state.accuracy:.2f}% of the test split "
                   f"right; open http://{cfg.host}:{cfg.port}/ (Ctrl-C stops)")

@@ -8,9 +8,8 @@ from pathlib import Path
 from rich.console import Console
 
 from instanas_gym.cli.parse import parse, reported
-from instanas_gym.envs.config import EnvConfig
+from instanas_gym.envs.config import EnvConfig, JudgeConfig
 from instanas_gym.space.data import DataConfig
-from instanas_gym.utils.checks import check_int
 from instanas_gym.utils.run import RunConfig
 
 
@@ -25,10 +24,8 @@ class EvaluateConfig:
     run: RunConfig = field(default_factory=RunConfig)
     """Threads, device and the output folder: the bundled router's report (unset: runs/evaluate), or the
     family report of several folders (unset: a folder "family" beside the first)."""
-    measure: int = 200
-    """Searches: test images whose architectures are timed on the clock (0: none)."""
-    limit: int | None = None
-    """Judge on the first N test images only; unset, on all of them."""
+    judge: JudgeConfig = field(default_factory=lambda: JudgeConfig(measure=200))
+    """How the router or each search is judged on the test split."""
     reference: tuple[str, ...] = ()
     """Searches: also judge the MobileNetV2 path of these supernets, each given as NAME=CHECKPOINT[,TABLE]."""
     instance_aware: bool = False
@@ -41,8 +38,6 @@ class EvaluateConfig:
         for name in ("reference", "instance_aware"):
             if self.folders is None and getattr(self, name):
                 raise ValueError(f"{name} judges searches: give their --folders too")
-        check_int("measure", self.measure, minimum=0)
-        check_int("limit", self.limit, optional=True)
         parse_references(self.reference)
 
 
@@ -88,7 +83,7 @@ def _evaluate_bundled(cfg: EvaluateConfig, console: Console) -> None:
 
     out = cfg.run.out or "runs/evaluate"
     with console.status("judging the bundled router on the test split against the static frontier"):
-        report = judge_policy(load_router(BUNDLED_ROUTER), EnvConfig(data=cfg.data), out, cfg.run, cfg.limit)
+        report = judge_policy(load_router(BUNDLED_ROUTER), EnvConfig(data=cfg.data), out, cfg.run, cfg.judge)
     print_judgement(report, f"the bundled router: test split ({report['images']} images)", out, console)
     console.print("judge a search instead with `instanas-gym evaluate --folders FOLDER`")
 
@@ -105,8 +100,9 @@ def _evaluate_searches(cfg: EvaluateConfig, console: Console) -> None:
     evaluations = {}
     for folder in cfg.folders or ():
         with console.status(f"evaluating {folder} on the test split"):
-            ev = evaluate_search(folder, cfg.measure, cfg.limit, cfg.data.root, parse_references(cfg.reference),
-                                 cfg.instance_aware, cfg.run.device)
+            ev = evaluate_search(folder, cfg.judge.measure, cfg.judge.limit, cfg.data.root,
+                                 parse_references(cfg.reference), cfg.instance_aware, cfg.run.device,
+                                 cfg.judge.own_archs)
         console.print(results_table(ev["results"], f"{folder}: test split ({len(ev['labels'])} images)"))
         if ev["instance_aware"] is not None:
             console.print("\n".join(summary_lines(ev["instance_aware"])), highlight=False)

@@ -45,15 +45,15 @@ class CascadeState(DemoState):
         return self.engine.decision_ms(self.spec.image_shape)
 
     def _network_logits(self, arch: int, images: np.ndarray) -> np.ndarray:
-        return self.engine.arms[arch].run(None, {"images": images})[0]
+        return self.engine.run_arm(arch, images)[0]
 
     def _build_sessions(self) -> None:
         """Every architecture's session and the whole cascade, each run twice at batch 1."""
         one = self.test.images[:1]
         for _ in range(2):
             self.engine.predict(one)
-            for arm in self.engine.arms:
-                arm.run(None, {"images": one})
+            for k in range(self.engine.k):
+                self.engine.run_arm(k, one)
 
     def _judge_test_split(self, batch: int = BATCH) -> None:
         outs = [self.engine.predict(self.test.images[i : i + batch]) for i in range(0, len(self.test), batch)]

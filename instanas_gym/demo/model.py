@@ -82,13 +82,13 @@ def cascade_policy(path: str | os.PathLike) -> SavedPolicy | None:
 def default_controller(dataset: str) -> Path:
     """The controller the demo serves when none is given: the bundled router for the bundled data set."""
     if dataset != BUNDLED_DATASET:
-        raise ValueError(f"no controller ships for dataset {dataset!r}: pass --controller (a file of "
+        raise ValueError(f"no controller ships for dataset {dataset!r}: pass --policy (a file of "
                          "`instanas-gym train-reinforce` or `search`) or --export-folder")
     return BUNDLED_ROUTER
 
 
 #: Bumped when what an export folder holds changes, so older exports in the cache are not reused.
-EXPORT_LAYOUT = "2"
+EXPORT_LAYOUT = "3"  # 3: cascade arms fold in the next decision (instanas-cascade-v2)
 
 
 def _digest(*paths: Path) -> str:
@@ -116,17 +116,17 @@ def served_folder(
     reports the architectures exported."""
     if export_folder is not None:
         if controller is not None:
-            raise ValueError("pass --controller or --export-folder, not both")
+            raise ValueError("pass --policy or --export-folder, not both")
         folder = Path(export_folder)
         if not (folder / "manifest.json").is_file():
             raise FileNotFoundError(f"--export-folder {folder} holds no manifest.json; write one with "
-                                    "instanas_gym.deploy.export.export_model, or pass --controller")
+                                    "instanas_gym.deploy.export.export_model, or pass --policy")
         return folder
     ctrl = Path(controller) if controller is not None else default_controller(dataset)
     net = Path(supernet) if supernet is not None else default_supernet(dataset)
     cascade = cascade_policy(ctrl) if ctrl.is_file() else None
     table = page_latency_table(dataset, latency_table) if cascade is not None else None
-    for what, p in (("controller", ctrl), ("env.supernet", net), ("env.latency-table", table)):
+    for what, p in (("policy", ctrl), ("env.supernet", net), ("env.latency-table", table)):
         if p is not None and not p.is_file():
             raise FileNotFoundError(f"--{what} {p}: no such file")
     folder = cache_dir() / "demo" / f"{ctrl.stem}-{_digest(ctrl, net, *([table] if table else []))}"
@@ -151,7 +151,7 @@ def _export_cascade(folder: Path, model: Supernet, saved: SavedPolicy, table: La
     """Export the cascade policy ``saved`` (read from ``path``) on ``model`` into ``folder``."""
     family = saved.family
     if family.dataset not in (None, dataset):
-        raise ValueError(f"--controller {path}: its family is of a {family.dataset} supernet, not of a {dataset} one")
+        raise ValueError(f"--policy {path}: its family is of a {family.dataset} supernet, not of a {dataset} one")
     if progress is not None:
         progress(0, family.k)
     export_cascade(folder, model, family, family.network_ms(table), saved.network, saved.network.stages)
@@ -163,6 +163,6 @@ def serving_state(folder: str | os.PathLike, dataset: str, data_root: str | os.P
                   latency_table: str | os.PathLike | None = None, threads: int = 1) -> DemoState:
     """The page's state for the export ``folder`` (arguments: those of :class:`~.state.DemoState`): a
     :class:`~.cascade.CascadeState` for a cascade, else a :class:`~.state.DemoState`."""
-    manifest = load_json(Path(folder) / "manifest.json", "export manifest", "pass --controller or --export-folder")
+    manifest = load_json(Path(folder) / "manifest.json", "export manifest", "pass --policy or --export-folder")
     kind = CascadeState if manifest.get("format") == CASCADE_FORMAT else DemoState
     return kind(folder, dataset, data_root, latency_table, threads)

@@ -1,15 +1,21 @@
-"""A cascade policy deployed: its family's architectures as ONNX graphs that also give the softmax,
-its rule or policy network, and an engine that runs stage by stage on only the images still going.
+"""A cascade policy deployed: its family's architectures as ONNX graphs that also give the softmax
+and, for a learned policy, its next decision; and an engine that runs stage by stage on only the
+images still going.
 
-:func:`export_cascade` writes a folder: ``manifest.json`` (format ``"instanas-cascade-v1"``: the image
+:func:`export_cascade` writes a folder: ``manifest.json`` (format ``"instanas-cascade-v2"``: the image
 shape, the classes, the stages T, each architecture's mask, file and table latency, and the policy: a
-threshold rule's order and thresholds, or ``policy.onnx``), one ``arm_<k>.onnx`` per architecture
-(uint8 images -> ``logits`` and ``probs``), and for a learned policy ``policy.onnx`` (the cascade
-observation -> logits over the architectures and STOP). :class:`CascadeModel` serves it with ONNX
-Runtime, without PyTorch: stage 1 runs on the whole batch (grouped by the architecture chosen for
-each image), then only the images the policy did not stop go to stage 2, grouped by architecture, and
-so on. The softmax outputs are rounded to float16 before the policy sees them, as the cascade
-environment shows them, so the deployed policy decides exactly as it was trained and judged.
+threshold rule's order and thresholds, or ``policy.onnx``), and one ``arm_<k>.onnx`` per architecture.
+An arm's graph maps uint8 images to ``logits`` and ``probs``; under a learned policy it also takes
+what the cascade has seen so far (``stage``, ``arms``, ``summary``, ``latency_ms``, before this arm)
+and gives it back with this arm's answer added, and the policy's ``next`` logits on that: one graph
+call per stage, the decision folded in. ``policy.onnx`` (the cascade observation -> logits over the
+architectures and STOP) makes only the first decision, and only when the policy looks at the image:
+otherwise the first observation is the same for every image and so is the first action, decided once
+at load time. :class:`CascadeModel` serves the folder with ONNX Runtime, without PyTorch: stage 1
+runs on the whole batch (grouped by the architecture chosen for each image), then only the images
+the policy did not stop go to stage 2, grouped by architecture, and so on. The softmax outputs are
+rounded to float16 before the policy sees them, as the cascade environment shows them, so the
+deployed policy decides as it was trained and judged.
 """
 
 from __future__ import annotations
@@ -26,7 +32,6 @@ import torch
 from torch import nn
 
 from instanas_gym.latency.measure import median_ms
-from instanas_gym.model.outcomes import softmax_summary
 from instanas_gym.model.own_statistics import OwnStatistics
 from instanas_gym.model.subnetwork import OPSET, SubNetwork
 from instanas_gym.model.supernet import Supernet
@@ -35,18 +40,44 @@ from instanas_gym.utils.checks import check_threads
 from instanas_gym.utils.files import FileFormatError, atomic_write, atomic_write_text, load_json
 from instanas_gym.utils.runtime import session_options
 
-CASCADE_FORMAT = "instanas-cascade-v1"
+CASCADE_FORMAT = "instanas-cascade-v2"
 POLICY_INPUTS = ("image", "stage", "arms", "summary", "latency_ms")
+#: An arm graph's inputs under a learned policy besides the images: what the cascade has seen before it;
+#: its outputs besides the logits and probs: the same with its answer added (:data:`AFTER`), and ``next``.
+SEEN = ("stage", "arms", "summary", "latency_ms")
+AFTER = ("arms_after", "summary_after", "latency_ms_after")
 
 
-class _WithSoftmax(nn.Module):
-    def __init__(self, network: nn.Module) -> None:
+def summary_rows(probs: torch.Tensor) -> torch.Tensor:
+    """(B, C) softmax outputs -> (B, 3): top-1 probability, margin to the second, entropy (nats), of the
+    outputs rounded to float16 as the cascade environment shows them
+    (:func:`~instanas_gym.model.outcomes.softmax_summary` in graph form)."""
+    p = probs.half().float()
+    top2 = p.topk(2, dim=1).values
+    entropy = -(p * p.clamp(1e-12, 1.0).log()).sum(1)
+    return torch.stack([top2[:, 0], top2[:, 0] - top2[:, 1], entropy], 1)
+
+
+class _Arm(nn.Module):
+    """Architecture ``k`` (``network``) with its softmax and, under a learned ``policy``, the policy's
+    next decision on the observation this architecture's answer completes."""
+
+    def __init__(self, network: nn.Module, k: int, latency_ms: float, policy: nn.Module | None) -> None:
         super().__init__()
-        self.network = network
+        self.network, self.k, self.latency_ms, self.policy = network, k, latency_ms, policy
 
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, images: torch.Tensor, *seen: torch.Tensor) -> tuple[torch.Tensor, ...]:
         logits = self.network(images)
-        return logits, logits.softmax(1)
+        probs = logits.softmax(1)
+        if self.policy is None:
+            return logits, probs
+        stage, arms, summary, latency = seen
+        here = torch.arange(arms.shape[1]).reshape(1, -1) == stage.reshape(-1, 1)  # (B, T): this stage
+        arms = torch.where(here, torch.full_like(arms, self.k), arms)
+        summary = torch.where(here.unsqueeze(2), summary_rows(probs).unsqueeze(1), summary)
+        latency = latency + self.latency_ms
+        obs = {"image": images, "stage": stage + 1, "arms": arms, "summary": summary, "latency_ms": latency}
+        return logits, probs, arms, summary, latency, self.policy(obs)
 
 
 class _PolicyGraph(nn.Module):
@@ -86,23 +117,28 @@ def export_cascade(folder: str | os.PathLike, supernet: Supernet, family: Archit
     folder.mkdir(parents=True, exist_ok=True)
     s = supernet.space
     shape = (s.input_size, s.input_size, s.in_channels)
+    config = dict(policy.config)
+    learned = config.get("kind") != "thresholds"
     image = torch.zeros(1, *shape, dtype=torch.uint8)
+    seen = (torch.zeros(1, dtype=torch.long), torch.full((1, stages), family.k, dtype=torch.long),
+            torch.zeros(1, stages, 3), torch.zeros(1, 1))
     arms = []
     if own is not None:
         own.ensure(family.masks)
     for k, (name, mask) in enumerate(zip(family.names, family.masks)):
         network = SubNetwork(supernet if own is None else own.network(mask), mask)
-        _write_onnx(_WithSoftmax(network), (image,), ("images",), ("logits", "probs"), folder / f"arm_{k}.onnx")
+        arm = _Arm(network, k, float(network_ms[k]), policy if learned else None)
+        if learned:
+            _write_onnx(arm, (image, *seen), ("images", *SEEN), ("logits", "probs", *AFTER, "next"),
+                        folder / f"arm_{k}.onnx")
+        else:
+            _write_onnx(arm, (image,), ("images",), ("logits", "probs"), folder / f"arm_{k}.onnx")
         arms.append({"name": name, "mask": mask.tolist(), "file": f"arm_{k}.onnx", "latency_ms": float(network_ms[k])})
-    config = dict(policy.config)
-    if config.get("kind") == "thresholds":
-        rule = {"kind": "thresholds", "order": config["order"], "thresholds": config["thresholds"]}
-    else:
-        t, k = stages, family.k
-        example = (image, torch.zeros(1, dtype=torch.long), torch.full((1, t), k, dtype=torch.long),
-                   torch.zeros(1, t, 3), torch.zeros(1, 1))
-        _write_onnx(_PolicyGraph(policy), example, POLICY_INPUTS, ("logits",), folder / "policy.onnx")
+    if learned:
+        _write_onnx(_PolicyGraph(policy), (image, *seen), POLICY_INPUTS, ("logits",), folder / "policy.onnx")
         rule = {"kind": "network", "file": "policy.onnx"}
+    else:
+        rule = {"kind": "thresholds", "order": config["order"], "thresholds": config["thresholds"]}
     manifest = {"format": CASCADE_FORMAT, "image_shape": list(shape), "num_classes": s.num_classes, "stages": stages,
                 "architectures": arms, "policy": rule, "opset": OPSET,
                 "batchnorm": "shared" if own is None else {"statistics": "own", **own.settings}}
@@ -118,12 +154,19 @@ class CascadeModel:
         self.threads = check_threads("threads", threads)
         self.folder, self.manifest = Path(folder), manifest
         self.stages, self.k = int(manifest["stages"]), len(manifest["architectures"])
+        self.classes = int(manifest["num_classes"])
         self.latency_ms = np.array([a["latency_ms"] for a in manifest["architectures"]], dtype=np.float64)
         self.arms = [self._session(a["file"]) for a in manifest["architectures"]]
         rule = manifest["policy"]
         self.rule = rule if rule["kind"] == "thresholds" else None
         self.policy = None if self.rule else self._session(rule["file"])
         self._policy_inputs = set() if self.policy is None else {i.name for i in self.policy.get_inputs()}
+        self._arm_inputs = [{i.name for i in arm.get_inputs()} for arm in self.arms]
+        #: The first action of every image when it does not depend on the image (a rule, or a policy
+        #: that does not look at it), else None.
+        self.first_action = None
+        if "image" not in self._policy_inputs:
+            self.first_action = int(self._first(np.zeros((1, *manifest["image_shape"]), np.uint8))[0])
 
     def _session(self, name: str) -> ort.InferenceSession:
         path = (self.folder / name).resolve()
@@ -140,22 +183,35 @@ class CascadeModel:
         path = Path(folder) / "manifest.json"
         manifest = load_json(path, "cascade manifest", "write one with instanas_gym.deploy.cascade.export_cascade")
         if manifest.get("format") != CASCADE_FORMAT:
-            raise FileFormatError(f"{path} is not a cascade manifest ({CASCADE_FORMAT})")
+            raise FileFormatError(f"{path} is not a cascade manifest ({CASCADE_FORMAT}); export the policy again "
+                                  f"with instanas_gym.deploy.cascade.export_cascade")
         return cls(folder, manifest, threads)
 
-    def _decide(self, images: np.ndarray, stage: np.ndarray, arms: np.ndarray, summary: np.ndarray,
-                latency: np.ndarray) -> np.ndarray:
-        """The next action (K = STOP) of each image still going."""
+    def _seen(self, b: int) -> dict[str, np.ndarray]:
+        """What a cascade of ``b`` images has seen before its first stage."""
+        return {"stage": np.zeros(b, np.int64), "arms": np.full((b, self.stages), self.k, np.int64),
+                "summary": np.zeros((b, self.stages, 3), np.float32), "latency_ms": np.zeros((b, 1), np.float32)}
+
+    def _first(self, images: np.ndarray) -> np.ndarray:
+        """The first action of each image: the rule's first architecture, or the policy's choice."""
         if self.rule is not None:
-            order = np.append(np.asarray(self.rule["order"], np.int64), self.k)
-            limits = np.append(np.asarray(self.rule["thresholds"], np.float64), -np.inf)
-            prev = np.maximum(stage - 1, 0)
-            stop = (stage > 0) & (summary[np.arange(len(stage)), prev, 0] >= limits[prev])
-            return np.where(stop, self.k, order[np.minimum(stage, len(order) - 1)])
-        feed = {"image": images, "stage": stage, "arms": arms, "summary": summary.astype(np.float32),
-                "latency_ms": latency.reshape(-1, 1).astype(np.float32)}
+            return np.full(len(images), self.rule["order"][0], np.int64)
+        feed = {"image": images, **self._seen(len(images))}
         (logits,) = self.policy.run(None, {k: v for k, v in feed.items() if k in self._policy_inputs})
         return logits.argmax(1)
+
+    def _ruled(self, stage: int, top1: np.ndarray) -> np.ndarray:
+        """The threshold rule's next action after stage ``stage`` (0-based) given its top-1 probabilities."""
+        order, limits = self.rule["order"], self.rule["thresholds"]
+        if stage + 1 >= len(order):
+            return np.full(len(top1), self.k, np.int64)
+        return np.where(top1 >= limits[stage], self.k, order[stage + 1]).astype(np.int64)
+
+    def run_arm(self, k: int, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Architecture ``k`` alone on uint8 images (B, H, W, C): its ``logits`` and ``probs`` (B, C)."""
+        feed = {"images": images, **self._seen(len(images))}
+        logits, probs, *_ = self.arms[k].run(None, {n: v for n, v in feed.items() if n in self._arm_inputs[k]})
+        return logits, probs
 
     def decision_ms(self, image_shape: tuple[int, int, int], repeats: int = 200) -> float:
         """The policy's cost per decision at batch 1 (ms): 0 for a threshold rule (a comparison, as
@@ -163,10 +219,7 @@ class CascadeModel:
         ``repeats`` runs of the policy graph on a first-stage observation of one image."""
         if self.policy is None:
             return 0.0
-        t = self.stages
-        feed = {"image": np.zeros((1, *image_shape), np.uint8), "stage": np.zeros(1, np.int64),
-                "arms": np.full((1, t), self.k, np.int64), "summary": np.zeros((1, t, 3), np.float32),
-                "latency_ms": np.zeros((1, 1), np.float32)}
+        feed = {"image": np.zeros((1, *image_shape), np.uint8), **self._seen(1)}
         feed = {k: v for k, v in feed.items() if k in self._policy_inputs}
         return median_ms(lambda: self.policy.run(None, feed), repeats)
 
@@ -175,28 +228,49 @@ class CascadeModel:
         ``probs`` (B, C), ``stages`` (B,), ``arms`` (B, T; K where none ran), ``stage_prediction`` (B, T;
         -1 where none ran) each stage's answer, ``stage_confidence`` (B, T), ``table_ms`` (B,) the table's
         latency of each image's path, and ``stage_wall_ms`` (T,) the wall clock of each stage for the
-        batch (the decision, then the networks run; 0 once every image has stopped)."""
+        batch (the first decision with stage 1, then the networks run and their decisions; 0 once every
+        image has stopped)."""
         images = np.ascontiguousarray(images, dtype=np.uint8)
         b, t = len(images), self.stages
-        stage, arms, answers = np.zeros(b, np.int64), np.full((b, t), self.k, np.int64), np.full((b, t), -1, np.int64)
-        probs = np.zeros((b, t, self.manifest["num_classes"]), np.float32)
-        last = np.zeros((b, self.manifest["num_classes"]), np.float32)  # the last softmax run, unrounded
-        latency, going, walls = np.zeros(b), np.arange(b), np.zeros(t)
+        walls, start = np.zeros(t), time.perf_counter()
+        seen = self._seen(b)
+        answers, confidence = np.full((b, t), -1, np.int64), np.zeros((b, t), np.float32)
+        last = np.zeros((b, self.classes), np.float32)  # the last softmax run, unrounded
+        action = np.full(b, self.first_action, np.int64) if self.first_action is not None else self._first(images)
+        going = np.arange(b)
         for s in range(t):
-            if not len(going):  # every image has stopped: no more decisions to run
+            going, action = going[action < self.k], action[action < self.k]
+            if not len(going):  # every image has stopped
                 break
-            start = time.perf_counter()
-            action = self._decide(images[going], stage[going], arms[going], softmax_summary(probs[going]), latency[going])
-            going = going[action < self.k]
-            action = action[action < self.k]
+            after = np.full(len(going), self.k, np.int64)
             for k in np.unique(action):
-                rows = going[action == k]
-                _, p = self.arms[k].run(None, {"images": images[rows]})
-                probs[rows, s], arms[rows, s], last[rows] = p.astype(np.float16).astype(np.float32), k, p
-                answers[rows, s] = p.argmax(1)
-                latency[rows] += self.latency_ms[k]
-            stage[going] += 1
+                here = action == k
+                rows = going[here]
+                after[here] = self._stage(k, s, rows, images, seen, last, answers, confidence)
+            action = after
             walls[s] = 1e3 * (time.perf_counter() - start)
-        return {"prediction": last.argmax(1), "confidence": last.max(1), "probs": last, "stages": stage, "arms": arms,
-                "stage_prediction": answers, "stage_confidence": probs.max(2), "table_ms": latency,
-                "stage_wall_ms": walls}
+            start = time.perf_counter()
+        return {"prediction": last.argmax(1), "confidence": last.max(1), "probs": last, "stages": seen["stage"],
+                "arms": seen["arms"], "stage_prediction": answers, "stage_confidence": confidence,
+                "table_ms": np.append(self.latency_ms, 0.0)[seen["arms"]].sum(1), "stage_wall_ms": walls}
+
+    def _stage(self, k: int, s: int, rows: np.ndarray, images: np.ndarray, seen: dict[str, np.ndarray],
+               last: np.ndarray, answers: np.ndarray, confidence: np.ndarray) -> np.ndarray:
+        """Architecture ``k`` as stage ``s`` of the images ``rows``: what the cascade has seen updated in
+        place; returns their next actions."""
+        whole = len(rows) == len(images)
+        x = images if whole else images[rows]
+        if self.rule is not None:
+            _, p = self.arms[k].run(None, {"images": x})
+            seen["arms"][rows, s], seen["latency_ms"][rows, 0] = k, seen["latency_ms"][rows, 0] + self.latency_ms[k]
+            nxt = self._ruled(s, p.astype(np.float16).max(1).astype(np.float32))
+        else:
+            feed = {"images": x, **{n: v if whole else v[rows] for n, v in seen.items()}}
+            _, p, arms, summary, latency, logits = self.arms[k].run(None, {n: v for n, v in feed.items()
+                                                                           if n in self._arm_inputs[k]})
+            seen["arms"][rows], seen["summary"][rows], seen["latency_ms"][rows] = arms, summary, latency
+            nxt = logits.argmax(1)
+        seen["stage"][rows] = s + 1
+        last[rows], answers[rows, s] = p, p.argmax(1)
+        confidence[rows, s] = p.astype(np.float16).max(1)
+        return nxt

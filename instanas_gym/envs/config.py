@@ -132,3 +132,23 @@ class EnvConfig:
         from instanas_gym.envs.bandit import InstaNASBandit
 
         return InstaNASBandit(**{**instanas_gym.ENV_IDS[self.env_id], **self.kwargs(run), "split": split})
+
+
+@dataclass(frozen=True)
+class JudgeConfig:
+    """How a trained policy is judged on the environment's test split (nested as ``judge`` in every
+    command that judges one)."""
+
+    limit: int | None = None
+    """Judge on the first N test images only; unset, on all of them."""
+    measure: int = 0
+    """Test images whose architectures are also timed on the clock, at batch 1 in the latency table's
+    runtime and threads, beside the table's figure for the same images (0: none)."""
+    own_archs: int = 16
+    """Masks and family views: the policy's most used architectures scored beside the 18 probes (0: none);
+    a cascade is held against its whole family."""
+
+    def __post_init__(self) -> None:
+        check_int("judge.limit", self.limit, optional=True)
+        check_int("judge.measure", self.measure, minimum=0)
+        check_int("judge.own_archs", self.own_archs, minimum=0)

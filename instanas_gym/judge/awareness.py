@@ -27,7 +27,8 @@ from instanas_gym.agents.policy import Policy, SavedPolicy
 from instanas_gym.agents.router import router_latency_ms
 from instanas_gym.agents.router_file import SavedRouter
 from instanas_gym.envs.bandit import InstaNASBandit
-from instanas_gym.envs.config import EnvConfig
+from instanas_gym.envs.config import EnvConfig, JudgeConfig
+from instanas_gym.judge.evaluation import clock_against_table
 from instanas_gym.judge.frontier import frontier_accuracy, gain_over_frontier, oracle, static_frontier
 from instanas_gym.judge.information import (
     conditional_mutual_information_bits,
@@ -199,13 +200,15 @@ def jsonable(value: Any) -> Any:
 
 def judge_instance_awareness(
     policy: Policy, bandit: InstaNASBandit, controller_ms: float, out: str | Path, what: str = "policy",
-    limit: int | None = None, own_limit: int | None = None,
+    limit: int | None = None, own_limit: int | None = None, measure: int = 0,
 ) -> dict[str, Any]:
     """:func:`instance_awareness` against the 18 probe architectures of
     :func:`~instanas_gym.space.family.probe_masks` (seed 0, by ``bandit``'s table) plus the policy's own,
     written to ``out``: ``instance_aware.json`` (every figure and array), ``instance_aware.png`` (the
     frontier plot) and ``hardest_easiest.png`` (the easiest and hardest images by the all-ops loss,
-    with the architecture each got). ``own_limit``: as for :func:`instance_awareness`. Returns the report.
+    with the architecture each got). ``own_limit``: as for :func:`instance_awareness`. With ``measure`` > 0,
+    ``clock`` compares the networks of the first ``measure`` images on the clock with the table
+    (:func:`~instanas_gym.judge.evaluation.clock_against_table`). Returns the report.
 
     Single architectures' answers come from the supernet's outcomes file (the bundled supernet ships
     the probes' and its family's on the test split); those it lacks are computed and added."""
@@ -214,6 +217,10 @@ def judge_instance_awareness(
     report = instance_awareness(policy, bandit, refs, controller_ms=controller_ms, limit=limit, own_limit=own_limit)
     report["family_names"] = family_names(bandit, names, refs, report["family_masks"])
     report["policy"] = what
+    if measure:
+        arch = np.asarray(report["arch"][:measure])
+        report["clock"] = clock_against_table(bandit, np.asarray(report["family_masks"])[arch],
+                                              np.asarray(report["family_latency_ms"])[arch])
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "instance_aware.json", jsonable(report))
@@ -283,10 +290,12 @@ def frontier_results(r: dict[str, Any]) -> dict[str, dict[str, float]]:
 
 
 def judge_policy(saved: SavedPolicy | SavedRouter, env: EnvConfig, out: str | Path, run: RunConfig | None = None,
-                 limit: int | None = None, own_limit: int | None = None) -> dict[str, Any]:
+                 judge: JudgeConfig | None = None) -> dict[str, Any]:
     """A policy file's greedy choices (a REINFORCE policy, or a router's routed ones) judged on ``env``'s
     test split against the static frontier (:func:`judge_instance_awareness`, written to ``out``); its
-    network timed in the latency table's runtime and counted in the end-to-end latency."""
+    network timed in the latency table's runtime and counted in the end-to-end latency; ``judge``: the test
+    images judged, the policy's own architectures scored and the images timed on the clock."""
+    judge = judge or JudgeConfig()
     bandit = env.bandit("test", run)
     meta = bandit.table.meta
     runtime, threads, shape = meta.get("runtime", "torch"), bandit.table.threads, bandit.data.spec.image_shape
@@ -300,7 +309,7 @@ def judge_policy(saved: SavedPolicy | SavedRouter, env: EnvConfig, out: str | Pa
     else:
         ms = router_latency_ms(saved.network, shape, runtime, threads, latency_ms=saved.family.network_ms(bandit.table))
         what = "REINFORCE (family)"
-    return judge_instance_awareness(saved.policy(), bandit, ms, out, what, limit, own_limit)
+    return judge_instance_awareness(saved.policy(), bandit, ms, out, what, judge.limit, judge.own_archs, judge.measure)
 
 
 def print_judgement(report: dict[str, Any], title: str, out: str | Path, console: Console) -> None:
@@ -309,7 +318,16 @@ def print_judgement(report: dict[str, Any], title: str, out: str | Path, console
     names = report["family_names"]
     console.print("architectures used: " + ", ".join(
         f"{names[k]} {100 * share:.1f}%" for k, share in zip(report["arch_index"][:8], report["arch_share"][:8])))
+    print_clock(report, console)
     console.print(f"labels shuffled: MI cls {report['mi_class_null_bits']:.3f}, MI dif "
                   f"{report['mi_difficulty_null_bits']:.3f}, MI dif|cls {report['cmi_difficulty_class_null_bits']:.3f} "
                   f"(shuffled within classes) bits; the frontier: {report['references']} probes and the "
                   f"policy's architectures, each alone; plots and figures in {out}/instance_aware.*")
+
+
+def print_clock(report: dict[str, Any], console: Console) -> None:
+    """The report's clock check (``clock``), when it has one, as one line."""
+    c = report.get("clock")
+    if c:
+        console.print(f"on the clock: {c['clock_ms']:.3f} ms per image for the networks of the first {c['images']} "
+                      f"test images, against {c['table_ms']:.3f} ms by the latency table (ratio {c['ratio']:.2f})")

@@ -25,7 +25,8 @@ from rich.console import Console
 from instanas_gym.agents.cascade import CascadeActor, run_policy
 from instanas_gym.envs.bandit import InstaNASBandit
 from instanas_gym.envs.config import EnvConfig
-from instanas_gym.judge.awareness import jsonable
+from instanas_gym.judge.awareness import jsonable, print_clock
+from instanas_gym.judge.evaluation import clock_ms
 from instanas_gym.judge.frontier import (
     bootstrap_gain,
     frontier_latency,
@@ -57,10 +58,11 @@ def references(test: InstaNASBandit, family: ArchitectureFamily, pool: tuple[lis
 
 def judge_cascade(actor: CascadeActor, env: EnvConfig, family: ArchitectureFamily | None, controller_ms: float,
                   out: str | Path, what: str = "cascade", run: RunConfig | None = None,
-                  limit: int | None = None) -> dict[str, Any]:
+                  limit: int | None = None, measure: int = 0) -> dict[str, Any]:
     """``actor`` (greedy) on ``env``'s test split in the cascade view of ``family`` (None: the default),
     its own cost ``controller_ms`` counted per image, judged as the module docstring says; writes
-    ``out/cascade.json`` and returns the report."""
+    ``out/cascade.json`` and returns the report. With ``measure`` > 0, ``clock`` compares the networks
+    each of the first ``measure`` images ran, timed on the clock (each architecture once), with the table."""
     test_env = replace(env, split="test")
     size = test_env.bandit("test", run).num_images
     n = size if limit is None else min(limit, size)
@@ -72,6 +74,11 @@ def judge_cascade(actor: CascadeActor, env: EnvConfig, family: ArchitectureFamil
     report = _figures(res, refs, test.outcome_store().loss(n), env.stages, n)
     report |= {"policy": what, "controller_ms": controller_ms, "family": list(venv.cascade.family.names),
                "pool": {"size": POOL_SIZE, "images": POOL_IMAGES, "vertices": pool[0]}}
+    if measure:
+        arm_ms, m = clock_ms(test, venv.cascade.family.masks), min(measure, n)
+        clock = float(np.mean([arm_ms[list(arms)].sum() for arms in res["arms"][:m]]))
+        table = float(res["network_ms"][:m].mean())
+        report["clock"] = {"images": m, "clock_ms": clock, "table_ms": table, "ratio": clock / table}
     Path(out).mkdir(parents=True, exist_ok=True)
     atomic_write_json(Path(out) / "cascade.json", jsonable({k: v for k, v in report.items() if k != "per_image"}))
     return report
@@ -116,3 +123,4 @@ def print_cascade(report: dict[str, Any], title: str, console: Console) -> None:
     console.print(f"images stopping at each stage: {shares}; easiest fifth stop at stage 1 "
                   f"{100 * report['stop_share_by_difficulty'][0][0]:.1f}%, hardest fifth "
                   f"{100 * report['stop_share_by_difficulty'][4][0]:.1f}%")
+    print_clock(report, console)

@@ -15,7 +15,7 @@ latency-bound schedule; all are then judged on the test split with the final bou
 
 Two judgements per agent and seed: :func:`~instanas_gym.judge.evaluation.evaluate_policy` (accuracy,
 latency, reward) and :func:`~instanas_gym.judge.awareness.instance_awareness` against the 18
-probe architectures plus the policy's own (its ``own_archs`` most used): the gain over the static
+probe architectures plus the policy's own (its ``judge.own_archs`` most used): the gain over the static
 frontier at the end-to-end latency, distinct architectures, the most used one's share, and the mutual
 information of the choice with the class and the difficulty. The probes' correctness (and that of
 every architecture once scored) and the images' all-ops loss are computed once and shared, read from
@@ -211,12 +211,13 @@ def judged_agent(agent: str, seed: int, cfg: CompareConfig, judge: InstaNASBandi
     if agent in CASCADE_AGENTS:
         rows, actor, wall, ms, family = run_cascade_agent(agent, seed, cfg, judge)
         out = Path(cfg.run.out or "runs/compare") / f"{agent}_seed{seed}"
-        report = judge_cascade(actor, cfg.env, family, ms, out, agent, cfg.run, cfg.eval_limit)
+        report = judge_cascade(actor, cfg.env, family, ms, out, agent, cfg.run, cfg.judge.limit, cfg.judge.measure)
         return rows, cascade_figures(report) | {"controller_ms": ms, "wall_s": wall}
     rows, policy, wall, controller_ms = run_agent(agent, seed, cfg, judge, arms)
-    result = evaluate_policy(policy, judge, measure=cfg.measure, limit=cfg.eval_limit, controller_ms=controller_ms)
-    report = instance_awareness(policy, judge, probes, controller_ms or 0.0, limit=cfg.eval_limit,
-                                own_limit=cfg.own_archs, store=store)
+    result = evaluate_policy(policy, judge, measure=cfg.judge.measure, limit=cfg.judge.limit,
+                             controller_ms=controller_ms)
+    report = instance_awareness(policy, judge, probes, controller_ms or 0.0, limit=cfg.judge.limit,
+                                own_limit=cfg.judge.own_archs, store=store)
     return rows, result | aware_figures(report) | {"wall_s": wall}
 
 
@@ -227,7 +228,15 @@ def cascade_figures(report: dict[str, Any]) -> dict[str, float]:
             "e2e_ms": report["e2e_ms"], "gain_points": g["points"], "gain_low": g["low"], "gain_high": g["high"],
             "gain_latency_pct": g["latency_pct"], "saved_vs_single_pct": best["latency_pct"],
             "stages": float(np.dot(np.arange(1, len(report["stop_share"]) + 1), report["stop_share"])),
-            "stop_1_share": report["stop_share"][0]}
+            "stop_1_share": report["stop_share"][0], **_clock_figures(report)}
+
+
+def _clock_figures(report: dict[str, Any]) -> dict[str, float]:
+    """A cascade report's clock check (``judge.measure`` images) as the comparison's measured columns."""
+    if "clock" not in report:
+        return {}
+    measured = report["clock"]["clock_ms"]
+    return {"measured_ms": measured, "e2e_measured_ms": measured + report["e2e_ms"] - report["network_latency_ms"]}
 
 
 def aware_figures(report: dict[str, Any]) -> dict[str, float]:
@@ -311,7 +320,7 @@ def compare_agents(cfg: CompareConfig) -> dict[str, dict[str, float]]:
     atomic_write_text(
         out / "summary.md",
         f"{cfg.env.env_id}, {len(cfg.seeds)} seed{'s' * (len(cfg.seeds) != 1)}, {cfg.total_steps} env steps each{family}; test split"
-        f"{'' if cfg.eval_limit is None else f' (first {cfg.eval_limit} images)'}; mean over seeds\n\n"
+        f"{'' if cfg.judge.limit is None else f' (first {cfg.judge.limit} images)'}; mean over seeds\n\n"
         + markdown_table(summary) + f"\n\n{NOTE}\n"
     )
     return summary

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Literal, get_args
 
 from instanas_gym.agents.config import ControllerConfig, PolicyGradientConfig
-from instanas_gym.envs.config import EnvConfig
+from instanas_gym.envs.config import EnvConfig, JudgeConfig
 from instanas_gym.utils.checks import check_int, check_number
 from instanas_gym.utils.run import RunConfig, check_seed
 
@@ -47,12 +47,8 @@ class CompareConfig:
     """The REINFORCE agents' controller network."""
     router_epochs: int = 4
     """Passes of the router over its training images."""
-    measure: int = 100
-    """Test images whose architectures are timed on the clock (0: none)."""
-    eval_limit: int | None = None
-    """Judge on the first N test images only; unset, on all of them."""
-    own_archs: int = 16
-    """A policy's most used architectures scored beside the 18 probes when judging it (0: none)."""
+    judge: JudgeConfig = field(default_factory=lambda: JudgeConfig(measure=100))
+    """How each trained agent is judged on the test split."""
     cascade_budget_ms: float = 0.4
     """The threshold and router cascades' budget: mean milliseconds of the networks run per image."""
 
@@ -68,9 +64,6 @@ class CompareConfig:
             check_seed("seeds", seed)
         for name in ("total_steps", "num_envs", "router_epochs"):
             check_int(name, getattr(self, name))
-        check_int("measure", self.measure, minimum=0)
-        check_int("eval_limit", self.eval_limit, optional=True)
-        check_int("own_archs", self.own_archs, minimum=0)
         check_number("cascade_budget_ms", self.cascade_budget_ms, low=0, low_open=True)
         if "VW-family" in self.agents and importlib.util.find_spec("vowpalwabbit") is None:
             others = " ".join(a for a in self.agents if a != "VW-family") or "REINFORCE-family"

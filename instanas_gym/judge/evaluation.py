@@ -16,19 +16,30 @@ from instanas_gym.space.masks import mask_counts
 from instanas_gym.utils.devices import cpu_copy
 
 
-def measured_network_ms(bandit: InstaNASBandit, masks: np.ndarray, repeats: int = 5) -> float:
-    """Mean wall-clock ms at batch 1 of the masks (B, 17, 5) in the runtime the bandit's latency table
-    describes (eager dynamic execution, or each architecture's ONNX graph), the table's thread count;
-    each distinct mask is timed once and weighted by how often it occurs."""
-    distinct, counts = mask_counts(masks)
-    eff = bandit.model.space.effective_mask(distinct)
-    threads = bandit.table.threads
+def clock_ms(bandit: InstaNASBandit, masks: np.ndarray, repeats: int = 5) -> np.ndarray:
+    """Wall-clock ms at batch 1 of each mask (M, 17, 5), in the runtime the bandit's latency table
+    describes (eager dynamic execution, or each architecture's ONNX graph) with the table's thread count."""
+    eff = bandit.model.space.effective_mask(masks)
     model = cpu_copy(bandit.model)  # the tables describe the CPU, wherever the bandit runs
     if bandit.table.meta.get("runtime") == "onnxruntime":
-        ms = measure_onnx_masks(model, eff, threads, repeats=max(repeats, 20))
-    else:
-        ms = measure_masks(model, eff, threads, repeats=repeats)
+        return measure_onnx_masks(model, eff, bandit.table.threads, repeats=max(repeats, 20))
+    return measure_masks(model, eff, bandit.table.threads, repeats=repeats)
+
+
+def measured_network_ms(bandit: InstaNASBandit, masks: np.ndarray, repeats: int = 5) -> float:
+    """Mean wall-clock ms at batch 1 of the masks (B, 17, 5) (:func:`clock_ms`); each distinct mask is
+    timed once and weighted by how often it occurs."""
+    distinct, counts = mask_counts(masks)
+    ms = clock_ms(bandit, distinct, repeats)
     return float((ms * counts).sum() / counts.sum())
+
+
+def clock_against_table(bandit: InstaNASBandit, masks: np.ndarray, table_ms: np.ndarray) -> dict[str, float]:
+    """The networks of ``masks`` (M, 17, 5), one per image, timed on the clock (:func:`measured_network_ms`)
+    against their table latency ``table_ms`` (M,): ``images``, ``clock_ms``, ``table_ms`` (means per
+    image) and their ``ratio``."""
+    clock, table = measured_network_ms(bandit, masks), float(np.mean(table_ms))
+    return {"images": len(masks), "clock_ms": clock, "table_ms": table, "ratio": clock / table}
 
 
 def evaluate_policy(

@@ -77,6 +77,7 @@ def evaluate_search(
     references: dict[str, tuple[str, str | None]] | None = None,
     instance_aware: bool = False,
     device: str = "cpu",
+    own_limit: int | None = None,
 ) -> dict[str, Any]:
     """Everything the report of one search shows. Returns ``results`` (name -> metrics), per-image
     ``masks``, ``labels`` and ``network_ms`` of the searched model, and ``controller_ms``; with
@@ -113,7 +114,7 @@ def evaluate_search(
 
     n = bandit.num_images if limit is None else min(limit, bandit.num_images)
     aware = judge_instance_awareness(policy, bandit, ctrl_ms, folder, f"InstaNAS (searched) {Path(folder).name}",
-                                     limit) if instance_aware else None
+                                     limit, own_limit) if instance_aware else None
     masks = np.concatenate([policy(bandit.data.images[i : min(i + 500, n)]) for i in range(0, n, 500)])
     return {
         "results": results,

@@ -142,7 +142,7 @@ class SupernetTrainer:
 
     @property
     def memory_format(self) -> torch.memory_format:
-        return torch.channels_last if self.cfg.channels_last else torch.contiguous_format
+        return torch.channels_last if self.cfg.run.channels_last else torch.contiguous_format
 
     # ---- checkpoints -----------------------------------------------------------------------------
     def save(self) -> None:

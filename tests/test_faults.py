@@ -15,8 +15,10 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
+from instanas_gym.cli import main
 from instanas_gym.model.checkpoint import load_checkpoint
 from instanas_gym.utils.files import load_torch
 
@@ -57,12 +59,14 @@ def _same_tensors(a: dict, b: dict) -> None:
         assert torch.equal(a[k], b[k]), k
 
 
-def _full_and_killed(command: list[str], checkpoint: str, tmp_path: Path, rng: random.Random) -> str:
-    """Run ``command`` into tmp_path/full uninterrupted, and into tmp_path/cut killed once and resumed;
+def _full_and_killed(command: list[str], checkpoint: str, tmp_path: Path, rng: random.Random,
+                     monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run ``command`` into tmp_path/full uninterrupted (in this process: the same code on one thread,
+    without a second start-up), and into tmp_path/cut in a process of its own, killed once and resumed;
     returns what to say when they differ (the kill seed and delay)."""
     env = _env(tmp_path)
-    full = _run([*command, "--run.out", str(tmp_path / "full")], env)
-    assert full.returncode == 0, full.stderr[-2000:]
+    monkeypatch.setenv("INSTANAS_CACHE", env["INSTANAS_CACHE"])
+    main([*command, "--run.out", str(tmp_path / "full")])
     delay = _kill_midway([*command, "--run.out", str(tmp_path / "cut")], tmp_path / "cut" / checkpoint, env, rng)
     resumed = _run([*command, "--run.out", str(tmp_path / "cut"), "--resume"], env)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
@@ -70,23 +74,23 @@ def _full_and_killed(command: list[str], checkpoint: str, tmp_path: Path, rng: r
     return f"kill seed {KILL_SEED}, killed {delay:.2f} s after the first checkpoint"
 
 
-def test_supernet_training_survives_sigkill(fmnist_root, tmp_path):
+def test_supernet_training_survives_sigkill(fmnist_root, tmp_path, monkeypatch):
     command = ["train-supernet", "--data.root", str(fmnist_root), "--width-mult", "0.1", "--epochs", "3",
                "--batch-size", "16", "--train-subset", "128", "--eval-subset", "32", "--run.threads", "1",
                "--checkpoint-every", "3"]
-    why = _full_and_killed(command, "last.pt", tmp_path, random.Random(KILL_SEED))
+    why = _full_and_killed(command, "last.pt", tmp_path, random.Random(KILL_SEED), monkeypatch)
     a, b = load_checkpoint(tmp_path / "full" / "last.pt"), load_checkpoint(tmp_path / "cut" / "last.pt")
     _same_tensors(a["model"], b["model"])
     assert a["metrics"] == b["metrics"], why
 
 
-def test_search_survives_sigkill(tiny_assets, tmp_path):
+def test_search_survives_sigkill(tiny_assets, tmp_path, monkeypatch):
     command = ["search", "--env.split", "train", "--env.data.root", tiny_assets["data_root"], "--env.supernet",
                tiny_assets["supernet"], "--env.latency-table", tiny_assets["latency_table"], "--epochs", "2",
                "--controller.widths", "4", "8", "--controller-images", "96", "--batch-size", "16",
                "--supernet-images", "96", "--supernet-batch-size", "32", "--finetune-images", "96", "--run.threads", "1",
                "--checkpoint-every", "2", "--log-every", "1"]
-    why = _full_and_killed(command, "search.pt", tmp_path, random.Random(KILL_SEED + 1))
+    why = _full_and_killed(command, "search.pt", tmp_path, random.Random(KILL_SEED + 1), monkeypatch)
     a = load_torch(tmp_path / "full" / "search.pt", "search", "instanas-search-v1")
     b = load_torch(tmp_path / "cut" / "search.pt", "search", "instanas-search-v1")
     _same_tensors(a["supernet"]["model"], b["supernet"]["model"])

@@ -230,3 +230,34 @@ def test_the_command_line_lists_its_commands_and_reports_file_errors_in_one_line
     with pytest.raises(SystemExit) as exit_:
         main(["no-such-command"])
     assert exit_.value.code == 2
+
+
+def test_the_environment_the_first_command_and_judging_need_no_optional_extra(tmp_path):
+    """Without the ``plots`` and ``demo`` extras (matplotlib, flask, waitress blocked): the environments
+    step, the first command's modules import, a plot is skipped with a warning, and ``demo`` names its
+    extra in one line."""
+    script = textwrap.dedent("""
+        import sys, warnings
+        for name in ("matplotlib", "flask", "waitress"):
+            sys.modules[name] = None  # as if not installed: import fails, find_spec gives None
+        import gymnasium as gym
+        import instanas_gym
+        from instanas_gym.agents.reinforce import train_reinforce
+        from instanas_gym.judge.saved import judge_saved
+        from instanas_gym.judge import cascade, compare, plots
+        env = gym.make("InstaNAS-FashionMNIST-Cascade-v0")
+        env.reset(seed=0)
+        env.step(0)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            plots.instance_aware_plot({}, "never.png")
+        print("skipped" if plots.NO_MATPLOTLIB in str(caught[0].message) else "drew")
+        from instanas_gym.cli import main
+        main(["demo"])
+    """)
+    out = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "INSTANAS_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"})
+    assert out.stdout.split() == ["skipped"], out.stderr[-2000:]
+    assert not (tmp_path / "never.png").exists()
+    assert out.returncode == 2 and out.stderr.strip().splitlines() == [
+        "instanas-gym demo: the demo page needs flask and waitress: pip install 'instanas-gym[demo]'"]

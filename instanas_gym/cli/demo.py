@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -61,8 +62,15 @@ def export_progress(console: Console) -> Iterator[Callable[[int, int], None]]:
             bar.stop()
 
 
+#: What the demo's extra installs (``pip install 'instanas-gym[demo]'``).
+DEMO_EXTRA = ("flask", "waitress")
+
+
 def run_demo(argv: list[str], prog: str, description: str) -> None:
     cfg = parse(DemoConfig, argv, prog, description)
+    missing = [name for name in DEMO_EXTRA if importlib.util.find_spec(name) is None]
+    if missing:
+        fail(prog, f"the demo page needs {' and '.join(missing)}: pip install 'instanas-gym[demo]'", 2)
     from instanas_gym.demo.server import port_free
 
     if not port_free(cfg.host, cfg.port):

@@ -231,6 +231,8 @@ class CascadeModel:
         batch (the first decision with stage 1, then the networks run and their decisions; 0 once every
         image has stopped)."""
         images = np.ascontiguousarray(images, dtype=np.uint8)
+        if len(images) == 1 and self.rule is None:
+            return self._predict_one(images)
         b, t = len(images), self.stages
         walls, start = np.zeros(t), time.perf_counter()
         seen = self._seen(b)
@@ -239,14 +241,16 @@ class CascadeModel:
         action = np.full(b, self.first_action, np.int64) if self.first_action is not None else self._first(images)
         going = np.arange(b)
         for s in range(t):
-            going, action = going[action < self.k], action[action < self.k]
-            if not len(going):  # every image has stopped
-                break
-            after = np.full(len(going), self.k, np.int64)
-            for k in np.unique(action):
-                here = action == k
-                rows = going[here]
-                after[here] = self._stage(k, s, rows, images, seen, last, answers, confidence)
+            keep = action < self.k
+            if not keep.all():
+                going, action = going[keep], action[keep]
+                if not len(going):  # every image has stopped
+                    break
+            kinds = action[:1] if (action == action[0]).all() else np.unique(action)  # one call per architecture
+            after = np.empty(len(going), np.int64)
+            for k in kinds:
+                here = slice(None) if len(kinds) == 1 else action == k
+                after[here] = self._stage(int(k), s, going[here], images, seen, last, answers, confidence)
             action = after
             walls[s] = 1e3 * (time.perf_counter() - start)
             start = time.perf_counter()
@@ -254,21 +258,42 @@ class CascadeModel:
                 "arms": seen["arms"], "stage_prediction": answers, "stage_confidence": confidence,
                 "table_ms": np.append(self.latency_ms, 0.0)[seen["arms"]].sum(1), "stage_wall_ms": walls}
 
+    def _predict_one(self, image: np.ndarray) -> dict[str, Any]:
+        """:meth:`predict` of one image under a learned policy: the same outputs, with the least Python
+        work between the graph calls (what a one-image request waits for)."""
+        t, start = self.stages, time.perf_counter()
+        seen, walls = self._seen(1), np.zeros(t)
+        answers, confidence = np.full((1, t), -1, np.int64), np.zeros((1, t), np.float32)
+        action = self.first_action if self.first_action is not None else int(self._first(image)[0])
+        p, s = np.zeros((1, self.classes), np.float32), 0
+        while s < t and action < self.k:
+            feed = {"images": image, **seen}
+            _, p, seen["arms"], seen["summary"], seen["latency_ms"], logits = self.arms[action].run(
+                None, {n: v for n, v in feed.items() if n in self._arm_inputs[action]})
+            answers[0, s], confidence[0, s] = p[0].argmax(), p[0].astype(np.float16).max()
+            s, action = s + 1, int(logits[0].argmax())
+            seen["stage"] = np.full(1, s, np.int64)
+            walls[s - 1] = 1e3 * (time.perf_counter() - start)
+            start = time.perf_counter()
+        return {"prediction": p.argmax(1), "confidence": p.max(1), "probs": p, "stages": seen["stage"],
+                "arms": seen["arms"], "stage_prediction": answers, "stage_confidence": confidence,
+                "table_ms": np.append(self.latency_ms, 0.0)[seen["arms"]].sum(1), "stage_wall_ms": walls}
+
     def _stage(self, k: int, s: int, rows: np.ndarray, images: np.ndarray, seen: dict[str, np.ndarray],
                last: np.ndarray, answers: np.ndarray, confidence: np.ndarray) -> np.ndarray:
         """Architecture ``k`` as stage ``s`` of the images ``rows``: what the cascade has seen updated in
         place; returns their next actions."""
-        whole = len(rows) == len(images)
-        x = images if whole else images[rows]
+        whole = len(rows) == len(images)  # the whole batch: no copies
+        rows = slice(None) if whole else rows
+        x = images[rows]
         if self.rule is not None:
             _, p = self.arms[k].run(None, {"images": x})
-            seen["arms"][rows, s], seen["latency_ms"][rows, 0] = k, seen["latency_ms"][rows, 0] + self.latency_ms[k]
+            seen["arms"][rows, s] = k
             nxt = self._ruled(s, p.astype(np.float16).max(1).astype(np.float32))
         else:
-            feed = {"images": x, **{n: v if whole else v[rows] for n, v in seen.items()}}
-            _, p, arms, summary, latency, logits = self.arms[k].run(None, {n: v for n, v in feed.items()
-                                                                           if n in self._arm_inputs[k]})
-            seen["arms"][rows], seen["summary"][rows], seen["latency_ms"][rows] = arms, summary, latency
+            feed = {"images": x, **{n: v[rows] for n, v in seen.items()}}
+            _, p, seen["arms"][rows], seen["summary"][rows], seen["latency_ms"][rows], logits = self.arms[k].run(
+                None, {n: v for n, v in feed.items() if n in self._arm_inputs[k]})
             nxt = logits.argmax(1)
         seen["stage"][rows] = s + 1
         last[rows], answers[rows, s] = p, p.argmax(1)

@@ -1,17 +1,42 @@
-"""Plots written as PNG files (matplotlib, no display needed)."""
+"""Plots written as PNG files (matplotlib, no display needed). matplotlib comes with the ``plots``
+extra (``pip install 'instanas-gym[plots]'``); without it every plot is skipped with a warning, and
+whatever judges or measures goes on without its figures."""
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np
 
 from instanas_gym.space.masks import mask_counts
+
+try:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+except ImportError:  # the plots extra is not installed
+    plt = None
+
+#: What a plot says when matplotlib is missing.
+NO_MATPLOTLIB = "matplotlib is not installed, so no plot is written (pip install 'instanas-gym[plots]')"
+
+
+def _plot(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """A plot that is skipped (returning None), with a warning, when matplotlib is not installed."""
+
+    @functools.wraps(fn)
+    def plot_or_skip(*args: Any, **kwargs: Any) -> Any:
+        if plt is None:
+            warnings.warn(NO_MATPLOTLIB, stacklevel=2)
+            return None
+        return fn(*args, **kwargs)
+
+    return plot_or_skip
 
 
 def _save(fig: plt.Figure, path: str | os.PathLike) -> None:
@@ -20,6 +45,7 @@ def _save(fig: plt.Figure, path: str | os.PathLike) -> None:
     plt.close(fig)
 
 
+@_plot
 def latency_scatter(
     measured_ms: Sequence[float],
     predicted: dict[str, Sequence[float]],
@@ -46,6 +72,7 @@ def latency_scatter(
     _save(fig, path)
 
 
+@_plot
 def curves_with_bands(
     curves: dict[str, tuple[np.ndarray, np.ndarray]],
     path: str | os.PathLike,
@@ -69,6 +96,7 @@ def curves_with_bands(
     _save(fig, path)
 
 
+@_plot
 def pareto_plot(
     points: dict[str, tuple[float, float]],
     path: str | os.PathLike,
@@ -117,6 +145,7 @@ def embedding_2d(vectors: np.ndarray) -> tuple[np.ndarray, str]:
         return centred @ vt[:2].T, "PCA"
 
 
+@_plot
 def mask_embedding(
     masks: np.ndarray, labels: np.ndarray, class_names: Sequence[str], path: str | os.PathLike, title: str
 ) -> str:
@@ -146,6 +175,7 @@ def mask_embedding(
     return method
 
 
+@_plot
 def latency_histogram(
     per_image_ms: np.ndarray, references: dict[str, float], path: str | os.PathLike, title: str
 ) -> None:
@@ -161,6 +191,7 @@ def latency_histogram(
     _save(fig, path)
 
 
+@_plot
 def instance_aware_plot(report: dict, path: str | os.PathLike) -> None:
     """Accuracy (%) against latency (ms) of an instance-awareness report
     (``instanas_gym.judge.awareness.instance_awareness``): the family's single architectures,
@@ -193,6 +224,7 @@ def instance_aware_plot(report: dict, path: str | os.PathLike) -> None:
     _save(fig, path)
 
 
+@_plot
 def hardest_easiest_plot(
     images: np.ndarray, difficulty: np.ndarray, arch_ids: np.ndarray, labels: np.ndarray, path: str | os.PathLike,
     n: int = 8,

@@ -195,7 +195,12 @@ def _load_fashion_mnist(split: str, root: Path, download: bool) -> tuple[np.ndar
     if split == "search":
         return (*read_idx_pair(BUNDLED_FASHION_MNIST, "search"), f"bundled:{BUNDLED_FASHION_MNIST}")
     prefix = "train" if split == "train" else "t10k"
-    if download or (root / "FashionMNIST" / "raw").is_dir():
+    raw = root / "FashionMNIST" / "raw"
+    for suffix in ("", ".gz"):  # torchvision's files, read as it reads them (without importing it: seconds)
+        files = [raw / f"{prefix}-{kind}-idx{d}-ubyte{suffix}" for kind, d in (("images", 3), ("labels", 1))]
+        if not download and all(f.is_file() for f in files):
+            return read_idx(files[0])[..., None], read_idx(files[1]).astype(np.int64), f"torchvision:{root}"
+    if download or raw.is_dir():
         from torchvision import datasets
 
         try:
@@ -222,6 +227,9 @@ def read_idx(path: Path) -> np.ndarray:
     if zero != 0 or dtype != 0x08:
         raise ValueError(f"{path} is not an IDX file of unsigned bytes")
     dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    if len(data) != 4 + 4 * ndim + int(np.prod(dims)):
+        raise ValueError(f"{path} is a damaged IDX file: its header promises {dims} bytes, it holds "
+                         f"{len(data) - 4 - 4 * ndim}")
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims).copy()
 
 

@@ -22,17 +22,13 @@ from gymnasium.vector.utils import batch_space
 
 from instanas_gym.space.family import ArchitectureFamily, as_family, check_family_dataset
 from instanas_gym.space.search_space import MASK_SHAPE
+from instanas_gym.utils.checks import check_array
 
 
 def check_arms(arms: Any, k: int, shape: tuple[int, ...] = (), name: str = "action") -> np.ndarray:
     """``arms`` as int64 of ``shape`` (``()``: one arm), every value an integer in [0, k); a Python or
     numpy integer, or an integer array. Anything else raises ValueError naming ``name``."""
-    try:
-        arr = np.asarray(arms)
-    except (TypeError, ValueError, OverflowError) as err:
-        raise ValueError(f"{name} must be an arm index in [0, {k}); could not read it as one ({err})") from None
-    if arr.shape != shape:
-        raise ValueError(f"{name} must have shape {shape} (arm indices in [0, {k})), got {arr.shape}")
+    arr = check_array(name, arms, shape, f"arm indices in [0, {k})")
     if not np.issubdtype(arr.dtype, np.integer):
         raise ValueError(f"{name} must be integer arm indices in [0, {k}), got dtype {arr.dtype}")
     if arr.size and ((arr < 0) | (arr >= k)).any():

@@ -28,17 +28,13 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvS
 from instanas_gym.envs.family import FamilyAction, FamilyVectorAction, check_arms
 from instanas_gym.space.masks import FLAT_BITS
 from instanas_gym.space.search_space import MASK_SHAPE
+from instanas_gym.utils.checks import check_array
 
 
 def flat_actions(actions: Any, shape: tuple[int, ...], name: str = "action") -> np.ndarray:
     """Flat MultiBinary actions of ``shape`` as uint8: bool, integer, or float holding exactly 0.0 /
     1.0 (what Stable-Baselines3 samples for MultiBinary); anything else raises ValueError naming ``name``."""
-    try:
-        arr = np.asarray(actions)
-    except (TypeError, ValueError, OverflowError) as err:
-        raise ValueError(f"{name} must be a 0/1 array of shape {shape}; could not read it as one ({err})") from None
-    if arr.shape != shape:
-        raise ValueError(f"{name} must have shape {shape}, got {arr.shape}")
+    arr = check_array(name, actions, shape, "a 0/1 array")
     if not (arr.dtype == np.bool_ or np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
         raise ValueError(f"{name} must have a bool, integer or float dtype, got {arr.dtype}")
     if arr.dtype != np.bool_ and arr.size and not np.isin(arr, (0, 1)).all():

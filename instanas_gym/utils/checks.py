@@ -46,6 +46,18 @@ def check_number(
     return v
 
 
+def check_array(name: str, value: Any, shape: tuple[int, ...], what: str) -> np.ndarray:
+    """``value`` as a numpy array of ``shape``; ValueError naming ``name`` and ``what`` it should be
+    when it cannot be read as an array or has another shape."""
+    try:
+        arr = np.asarray(value)
+    except (TypeError, ValueError, OverflowError) as err:
+        raise ValueError(f"{name} must be {what}; could not read it as one ({err})") from None
+    if arr.shape != shape:
+        raise ValueError(f"{name} must have shape {shape} ({what}), got {arr.shape}")
+    return arr
+
+
 def available_cores() -> int:
     """The CPU cores this process may run on."""
     try:

@@ -425,3 +425,17 @@ def test_a_torch_file_with_compressed_members_is_refused(tmp_path):
             dest.writestr(info.filename, src.read(info.filename))
     with pytest.raises(FileFormatError, match=r"zipped\.pt is a damaged .* is compressed, which torch never writes"):
         load_checkpoint(tmp_path / "zipped.pt")
+
+
+@pytest.mark.parametrize("change", ["truncated", "extended"])
+def test_a_damaged_fashion_mnist_file_in_torchvisions_layout_is_named(fmnist_root, tmp_path, change):
+    from instanas_gym.space.data import load_split
+
+    root = tmp_path / "data"
+    shutil.copytree(fmnist_root, root)
+    path = root / "FashionMNIST" / "raw" / "t10k-images-idx3-ubyte"
+    data = path.read_bytes()
+    path.write_bytes(data[:1000] if change == "truncated" else data + b"\0" * 7)
+    with pytest.raises(ValueError, match=re.escape(str(path)) + " is a damaged IDX file"):
+        load_split("fashion_mnist", "test", root)
+    assert len(load_split("fashion_mnist", "train", root)) == 512  # the other split's files are whole

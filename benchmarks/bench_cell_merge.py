@@ -22,6 +22,7 @@ from instanas_gym.space.masks import all_ops_mask, mobilenetv2_mask, one_op_mask
 from instanas_gym.training.config import TrainConfig
 from instanas_gym.training.evaluation import evaluate
 from instanas_gym.training.trainer import train_supernet
+from instanas_gym.utils.run import RunConfig
 
 
 def main() -> None:
@@ -38,7 +39,7 @@ def main() -> None:
     for merge in ("mean", "sum"):
         with tempfile.TemporaryDirectory() as out:
             cfg = TrainConfig(width_mult=a.width, cell_merge=merge, epochs=a.epochs, train_subset=a.train_subset,
-                              threads=a.threads, out=out, checkpoint_every=10**9)
+                              run=RunConfig(threads=a.threads, out=out), checkpoint_every=10**9)
             train_supernet(cfg, console=Console(quiet=True))
             model, _ = load_supernet(f"{out}/last.pt")
         rng = np.random.default_rng(0)

@@ -31,9 +31,11 @@ import torch
 from rich.console import Console
 
 from instanas_gym.latency.onnx import measure_onnx_masks
+from instanas_gym.space.data import DataConfig
 from instanas_gym.space.masks import sandwich_masks, spread_masks
 from instanas_gym.training.config import PrepareConfig, TrainConfig
 from instanas_gym.training.trainer import SupernetTrainer
+from instanas_gym.utils.run import RunConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.fixtures import skip_cifar_checksums, write_cifar  # noqa: E402  (data in CIFAR's real layout)
@@ -53,9 +55,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         n = prep.batch_size * (args.steps + 2)
         write_cifar(tmp, args.dataset, n_train=n, n_test=10)
-        cfg = TrainConfig(dataset=args.dataset, data_root=tmp, width_mult=prep.width_mult, batch_size=prep.batch_size,
-                          mask_sampling="sandwich", sandwich_random=prep.sandwich_random, threads=args.threads,
-                          device="cpu", out=f"{tmp}/run")
+        cfg = TrainConfig(dataset=args.dataset, data=DataConfig(tmp), width_mult=prep.width_mult,
+                          batch_size=prep.batch_size, mask_sampling="sandwich", sandwich_random=prep.sandwich_random,
+                          run=RunConfig(threads=args.threads, device="cpu", out=f"{tmp}/run"))
         with skip_cifar_checksums():
             t = SupernetTrainer(cfg, Console(quiet=True))
         t.net.train()

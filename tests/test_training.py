@@ -35,13 +35,19 @@ def test_keep_prob_schedule():
     assert keep_prob(1.0, 0.3) == pytest.approx(0.3)
 
 
+@pytest.fixture(scope="module")
+def uninterrupted(fmnist_root, tmp_path_factory) -> Path:
+    """The folder of a run of :func:`_cfg` that nothing interrupted (one for both kinds of interruption)."""
+    out = tmp_path_factory.mktemp("full")
+    metrics = train_supernet(_cfg(fmnist_root, out))
+    assert set(metrics) == {"test_acc_mobilenetv2", "test_acc_all_ops", "test_acc_random"}
+    return out
+
+
 @pytest.mark.parametrize("interrupt", [KeyboardInterrupt, Crash])
-def test_resume_after_interruption_loses_nothing(fmnist_root, tmp_path, interrupt):
+def test_resume_after_interruption_loses_nothing(fmnist_root, tmp_path, interrupt, uninterrupted):
     """A run killed at step 5 (Ctrl-C saves there; a crash falls back to step 4) and resumed ends
     with exactly the weights of an uninterrupted run."""
-    full = _cfg(fmnist_root, tmp_path / "full")
-    metrics = train_supernet(full)
-    assert set(metrics) == {"test_acc_mobilenetv2", "test_acc_all_ops", "test_acc_random"}
 
     cut = _cfg(fmnist_root, tmp_path / "cut")
     with pytest.raises(interrupt):
@@ -50,7 +56,7 @@ def test_resume_after_interruption_loses_nothing(fmnist_root, tmp_path, interrup
     assert ckpt["epoch"] * 4 + ckpt["batch_in_epoch"] == (5 if interrupt is KeyboardInterrupt else 4)
     train_supernet(replace(cut, resume=True))
 
-    a, full_ckpt = load_supernet(tmp_path / "full" / "last.pt")
+    a, full_ckpt = load_supernet(uninterrupted / "last.pt")
     b, ckpt = load_supernet(tmp_path / "cut" / "last.pt")
     for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(pa, pb), name

@@ -29,7 +29,7 @@ def _policy(kind: str, venv: CascadeVectorEnv) -> torch.nn.Module:
     body = ControllerConfig((4, 8), 14) if kind == "image" else None
     policy = CascadePolicy(FAMILY.k, 3, 10, body)
     with torch.no_grad():  # a policy that stops where stage 1 was sure, so paths of several lengths occur
-        top1 = 4 + 3 * (FAMILY.k + 1)  # the feature: stage 1's top-1 probability
+        top1 = (3 + 1) + 3 * (FAMILY.k + 1)  # after the one-hots of the stage and the arms: stage 1's top-1
         policy.net[0].weight[:, top1] = 0.0  # the hidden layer ignores it...
         policy.net[0].weight[0].zero_()
         policy.net[0].weight[0, top1] = 1.0  # ...but for unit 0, which passes it on alone

@@ -38,7 +38,7 @@ def run_train_reinforce(argv: list[str], prog: str, description: str) -> None:
     with reported(prog, ReinforceCommand, argv):
         train_reinforce(cfg, console)
         judge_saved(load_policy(out / "policy.pt"), cfg.env, out, cfg.run, cfg.judge, console)
-    console.print(f"wrote {out / 'policy.pt'} (instanas-gym demo --controller {out / 'policy.pt'})")
+    console.print(f"wrote {out / 'policy.pt'} (instanas-gym demo --policy {out / 'policy.pt'})")
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@ supernet's data set would take minutes), and writes what its docstring says it w
 
 from __future__ import annotations
 
+import json
 import runpy
 import sys
 from pathlib import Path
@@ -88,11 +89,12 @@ def test_train_reinforce(trained_assets, tmp_path, monkeypatch, capsys, script, 
     family = ArchitectureFamily(np.stack([mobilenetv2_mask(), all_ops_mask(), single_op_mask(4)]), dataset="fashion_mnist")
     save_family(tmp_path / "family.json", family)
     run_example(script, *env_flags(trained_assets), "--env.family", str(tmp_path / "family.json"), *TINY_CONTROLLER,
-                "--total-steps", "64", "--batch-size", "16", "--judge.limit", "200", "--run.threads", "1", "--run.out",
-                str(tmp_path / "run"), monkeypatch=monkeypatch)
+                "--total-steps", "64", "--batch-size", "16", "--judge.limit", "200", "--judge.measure", "4",
+                "--run.threads", "1", "--run.out", str(tmp_path / "run"), monkeypatch=monkeypatch)
     assert load_policy(tmp_path / "run" / "policy.pt").view == view
-    report = "cascade.json" if view == "cascade" else "instance_aware.json"
-    assert (tmp_path / "run" / report).is_file()
+    report = json.loads((tmp_path / "run" / ("cascade.json" if view == "cascade" else "instance_aware.json")).read_text())
+    clock = report["clock"]  # the networks of the first 4 test images, on the clock beside the table
+    assert clock["images"] == 4 and clock["clock_ms"] > 0 and clock["ratio"] == clock["clock_ms"] / clock["table_ms"]
     assert ("gain over the static frontier" if view == "cascade" else "static frontier at") in capsys.readouterr().out
 
 

@@ -26,7 +26,7 @@ from instanas_gym.agents.cascade import CascadeActor, run_policy
 from instanas_gym.envs.bandit import InstaNASBandit
 from instanas_gym.envs.config import EnvConfig
 from instanas_gym.judge.awareness import jsonable, print_clock
-from instanas_gym.judge.evaluation import clock_ms
+from instanas_gym.judge.evaluation import clock_ms, clock_report
 from instanas_gym.judge.frontier import (
     bootstrap_gain,
     frontier_latency,
@@ -77,8 +77,7 @@ def judge_cascade(actor: CascadeActor, env: EnvConfig, family: ArchitectureFamil
     if measure:
         arm_ms, m = clock_ms(test, venv.cascade.family.masks), min(measure, n)
         clock = float(np.mean([arm_ms[list(arms)].sum() for arms in res["arms"][:m]]))
-        table = float(res["network_ms"][:m].mean())
-        report["clock"] = {"images": m, "clock_ms": clock, "table_ms": table, "ratio": clock / table}
+        report["clock"] = clock_report(m, clock, float(res["network_ms"][:m].mean()))
     Path(out).mkdir(parents=True, exist_ok=True)
     atomic_write_json(Path(out) / "cascade.json", jsonable({k: v for k, v in report.items() if k != "per_image"}))
     return report

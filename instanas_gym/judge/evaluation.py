@@ -34,12 +34,16 @@ def measured_network_ms(bandit: InstaNASBandit, masks: np.ndarray, repeats: int 
     return float((ms * counts).sum() / counts.sum())
 
 
+def clock_report(images: int, clock_ms: float, table_ms: float) -> dict[str, float]:
+    """A judging report's ``clock``: the networks of ``images`` test images, their mean wall-clock and
+    table latency per image (ms), and the ``ratio`` of the two."""
+    return {"images": images, "clock_ms": clock_ms, "table_ms": table_ms, "ratio": clock_ms / table_ms}
+
+
 def clock_against_table(bandit: InstaNASBandit, masks: np.ndarray, table_ms: np.ndarray) -> dict[str, float]:
     """The networks of ``masks`` (M, 17, 5), one per image, timed on the clock (:func:`measured_network_ms`)
-    against their table latency ``table_ms`` (M,): ``images``, ``clock_ms``, ``table_ms`` (means per
-    image) and their ``ratio``."""
-    clock, table = measured_network_ms(bandit, masks), float(np.mean(table_ms))
-    return {"images": len(masks), "clock_ms": clock, "table_ms": table, "ratio": clock / table}
+    against their table latency ``table_ms`` (M,): :func:`clock_report`."""
+    return clock_report(len(masks), measured_network_ms(bandit, masks), float(np.mean(table_ms)))
 
 
 def evaluate_policy(

@@ -438,14 +438,21 @@ def _open_page(browser, url: str, width: int):
     return wait, By
 
 
-@pytest.mark.parametrize("width", [420, 1000, 1400])
-def test_the_page_fits_a_phone_a_laptop_and_a_wide_screen(server, browser, width):
-    wait, By = _open_page(browser, server, width)
+def _assert_fits(browser, By, width: int) -> list[int]:
+    """No sideways scrolling at ``width`` px, and each of the page's three sections inside the window;
+    returns the page's [scroll width, client width] (px)."""
     page = browser.execute_script("return [document.documentElement.scrollWidth, document.documentElement.clientWidth]")
     assert page[0] <= page[1], f"{width} px: the page scrolls sideways ({page})"
     for section in ("inputs", "result", "panel"):
         box = browser.find_element(By.ID, section).rect
         assert box["width"] > 300 and box["x"] >= 0 and box["x"] + box["width"] <= page[1], (section, box)
+    return page
+
+
+@pytest.mark.parametrize("width", [420, 1000, 1400])
+def test_the_page_fits_a_phone_a_laptop_and_a_wide_screen(server, browser, width):
+    wait, By = _open_page(browser, server, width)
+    page = _assert_fits(browser, By, width)
     assert not browser.find_element(By.ID, "current-image").is_displayed()  # no broken image before the first
     assert browser.find_element(By.ID, "no-image").is_displayed()
     browser.find_elements(By.CSS_SELECTOR, "#gallery .thumb")[0].click()
@@ -745,11 +752,7 @@ def _gallery_index(state: CascadeState, stages: int) -> int:
 @pytest.mark.parametrize("width", [420, 1000, 1400])
 def test_the_cascade_page_fits_a_phone_a_laptop_and_a_wide_screen(cascade_server, cascade_state, browser, width):
     wait, By = _open_page(browser, cascade_server, width)
-    page = browser.execute_script("return [document.documentElement.scrollWidth, document.documentElement.clientWidth]")
-    assert page[0] <= page[1], f"{width} px: the page scrolls sideways ({page})"
-    for section in ("inputs", "result", "panel"):
-        box = browser.find_element(By.ID, section).rect
-        assert box["width"] > 300 and box["x"] >= 0 and box["x"] + box["width"] <= page[1], (section, box)
+    page = _assert_fits(browser, By, width)
     _click(browser, By, wait, _gallery_index(cascade_state, 3))
     cards = browser.find_elements(By.CSS_SELECTOR, "#path .stage-card")
     assert len(cards) == 3

@@ -7,7 +7,9 @@ cascade's own cost, each of the family's architectures is also timed the way the
 (its plain graph at batch 1, median of 30 runs, :func:`~instanas_gym.latency.onnx.time_onnx_ms`),
 and the images' paths summed by those times. The three are timed in ``--rounds`` interleaved rounds
 (so a change of the machine's speed during the run moves all three alike); each ratio is the median
-over rounds, with its range. Also checks that the engine's paths and answers equal the environment's
+over rounds, with its range. Then one image that stops after stage 1 is timed three ways in
+interleaved calls: its plain graph, its graph with the decision folded in, and the whole
+``predict``. Also checks that the engine's paths and answers equal the environment's
 (lookup) for every image timed.
 
     python benchmarks/bench_cascade_deploy.py --policy runs/reinforce_cascade/policy.pt --images 500
@@ -57,6 +59,8 @@ def main() -> None:
             b64 = np.sum([_timed(model, images[i : i + 64]) for i in range(0, a.images, 64)]) / a.images
             today = np.array([time_onnx_ms(g, shape, a.threads) for g in plain])
             rounds.append((b1, b64, today))
+        first = int(np.flatnonzero(out["stages"] == 1)[0])
+        one_image = _one_image(model, images[first : first + 1], int(out["arms"][first, 0]), plain, a.threads)
     same_path = float(np.mean(out["stages"] == res["stages"]))
     agree = bool(np.array_equal(out["prediction"] == bandit.data.labels[: a.images], res["correct"].astype(bool)))
     decisions = cost * (out["stages"] + (out["stages"] < cascade.stages))
@@ -72,6 +76,28 @@ def main() -> None:
            cascade.family.names)
     _ratio("batch 1, clock / the paths by the plain graphs timed today (the cascade's own cost)",
            [r[0] for r in rounds], now)
+    print("one image that stops after stage 1, interleaved calls, medians: " +
+          ", ".join(f"{name} {ms:.4f} ms" for name, ms in one_image.items()))
+
+
+def _one_image(model: CascadeModel, image: np.ndarray, k: int, plain: list[bytes], threads: int,
+               calls: int = 3000) -> dict[str, float]:
+    """Median ms, over ``calls`` interleaved calls each, of one image that stops after architecture ``k``:
+    its plain graph, its graph with the decision folded in, and the whole :meth:`CascadeModel.predict`."""
+    import onnxruntime as ort
+
+    from instanas_gym.utils.runtime import session_options
+
+    session = ort.InferenceSession(plain[k], session_options(threads), providers=["CPUExecutionProvider"])
+    runs = {"plain graph": lambda: session.run(None, {"images": image}), "graph and decision": lambda: model.run_arm(k, image),
+            "predict": lambda: model.predict(image)}
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(calls):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            times[name].append(1e3 * (time.perf_counter() - start))
+    return {name: float(np.median(t)) for name, t in times.items()}
 
 
 def _ratio(what: str, clock: list, table: list, names: tuple[str, ...] | None = None) -> None:

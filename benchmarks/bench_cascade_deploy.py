@@ -13,6 +13,7 @@ interleaved calls: its plain graph, its graph with the decision folded in, and t
 (lookup) for every image timed.
 
     python benchmarks/bench_cascade_deploy.py --policy runs/reinforce_cascade/policy.pt --images 500
+    python benchmarks/bench_cascade_deploy.py --policy ... --table runs/latency_onnx/latency_onnxruntime.json
 
 Close other programs first (pause background jobs: ``kill -STOP``): this is a measurement of the machine.
 """
@@ -40,9 +41,10 @@ def main() -> None:
     p.add_argument("--images", type=int, default=500, help="test images timed")
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds of the three timings")
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads")
+    p.add_argument("--table", default=None, help="the latency table judged (default: the bundled ONNX Runtime one)")
     a = p.parse_args()
     saved = load_policy(a.policy)
-    venv = EnvConfig(split="test").make_cascade_vec(a.images, saved.family, RunConfig(threads=a.threads), progress=False)
+    venv = EnvConfig(split="test", latency_table=a.table).make_cascade_vec(a.images, saved.family, RunConfig(threads=a.threads), progress=False)
     cascade, bandit = venv.cascade, venv.bandit
     shape = bandit.data.spec.image_shape
     cost = decision_ms(saved.network, shape, "onnxruntime", a.threads)

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from instanas_gym.model.checkpoint import load_supernet
-from instanas_gym.space.data import load_split
+from instanas_gym.space.data import SubsetConfig, load_split
 from instanas_gym.space.masks import all_ops_mask, mobilenetv2_mask, one_op_masks, random_masks
 from instanas_gym.training.config import TrainConfig
 from instanas_gym.training.evaluation import evaluate
@@ -29,7 +29,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--width", type=float, default=0.1)
     p.add_argument("--epochs", type=int, default=4)
-    p.add_argument("--train-subset", type=int, default=10_000)
+    p.add_argument("--subset.train", type=int, default=10_000)
     p.add_argument("--threads", type=int, default=2)
     a = p.parse_args()
     test = load_split("fashion_mnist", "test")
@@ -38,7 +38,7 @@ def main() -> None:
         table.add_column(col, justify="right")
     for merge in ("mean", "sum"):
         with tempfile.TemporaryDirectory() as out:
-            cfg = TrainConfig(width_mult=a.width, cell_merge=merge, epochs=a.epochs, train_subset=a.train_subset,
+            cfg = TrainConfig(width_mult=a.width, cell_merge=merge, epochs=a.epochs, subset=SubsetConfig(train=a.train_subset),
                               run=RunConfig(threads=a.threads, out=out), checkpoint_every=10**9)
             train_supernet(cfg, console=Console(quiet=True))
             model, _ = load_supernet(f"{out}/last.pt")

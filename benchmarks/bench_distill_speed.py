@@ -35,7 +35,7 @@ def worker(a: argparse.Namespace) -> None:
     """One training job (a torchrun rank or a lone process): per-step wall and CPU clocks to ``--timings``."""
     import torch
 
-    from instanas_gym.space.data import DataConfig
+    from instanas_gym.space.data import DataConfig, SubsetConfig
     from instanas_gym.training.config import TrainConfig
     from instanas_gym.training.trainer import train_supernet
     from instanas_gym.utils.run import RunConfig
@@ -44,7 +44,7 @@ def worker(a: argparse.Namespace) -> None:
     torch.set_num_threads(1)
     clock: list[tuple[float, float]] = []
     cfg = TrainConfig(data=DataConfig(a.data_root), run=RunConfig(threads=1, out=a.out, seed=0), width_mult=0.25,
-                      epochs=1, batch_size=a.batch_size, train_subset=a.steps * a.batch_size * world, eval_subset=256,
+                      epochs=1, batch_size=a.batch_size, subset=SubsetConfig(a.steps * a.batch_size * world, 256),
                       mask_sampling="sandwich", sandwich_random=2, teacher=a.teacher, init_from=a.init_from,
                       checkpoint_every=10**6)
     train_supernet(cfg, on_step=lambda _: clock.append((time.perf_counter(), time.process_time())))

@@ -20,7 +20,7 @@ from rich.console import Console
 
 from instanas_gym.judge.plots import latency_scatter
 from instanas_gym.latency.table import LatencyTable
-from instanas_gym.latency.validation import build_validated_table, validate
+from instanas_gym.latency.validation import TableConfig, build_validated_table, validate
 from instanas_gym.model.checkpoint import load_supernet
 from instanas_gym.utils.display import validation_table
 from instanas_gym.utils.paths import BUNDLED_SUPERNET
@@ -44,7 +44,8 @@ def main() -> None:
                         f"batch 1: Spearman {report['spearman']:.3f}, MAPE {report['mape_pct']:.2f}%, "
                         f"within +-10% {report['within_10pct']:.1f}%")
         return
-    table, measured, predicted = build_validated_table(model, a.passes, a.threads, a.masks, a.repeats, a.seed)
+    settings = TableConfig(passes=a.passes, repeats=a.repeats, timed_threads=a.threads, validate_masks=a.masks)
+    table, measured, predicted = build_validated_table(model, settings, a.seed)
     console = Console()
     console.print(validation_table(table, f"LUT vs clock: {a.masks} masks, {a.threads} thread(s), batch 1"))
     console.print(f"rebuild vs first build: MAPE {table.validation['rebuild_vs_first_mape_pct']:.2f}%, "

@@ -26,19 +26,11 @@ ENV_IDS: dict[str, dict[str, str]] = {
 #: The cascade view of each (:mod:`instanas_gym.envs.cascade`): up to 3 architectures of a family per image.
 CASCADE_IDS: dict[str, str] = {name.replace("-v0", "-Cascade-v0"): name for name in ENV_IDS}
 
-for _id, _kwargs in ENV_IDS.items():
+_VIEWS = {  # env id -> (module:class of the env, of its vector env, the data set's kwargs)
+    **{_id: ("instanas_env:InstaNASEnv", "vector:InstaNASVectorEnv", _kw) for _id, _kw in ENV_IDS.items()},
+    **{_id: ("cascade:CascadeEnv", "cascade_vector:CascadeVectorEnv", ENV_IDS[_b]) for _id, _b in CASCADE_IDS.items()},
+}
+for _id, (_env, _vector, _kw) in _VIEWS.items():
     if _id not in registry:
-        register(
-            id=_id,
-            entry_point="instanas_gym.envs.instanas_env:InstaNASEnv",
-            vector_entry_point="instanas_gym.envs.vector:InstaNASVectorEnv",
-            kwargs=dict(_kwargs),
-        )
-for _id, _base in CASCADE_IDS.items():
-    if _id not in registry:
-        register(
-            id=_id,
-            entry_point="instanas_gym.envs.cascade:CascadeEnv",
-            vector_entry_point="instanas_gym.envs.cascade_vector:CascadeVectorEnv",
-            kwargs=dict(ENV_IDS[_base]),
-        )
+        register(id=_id, entry_point=f"instanas_gym.envs.{_env}", vector_entry_point=f"instanas_gym.envs.{_vector}",
+                 kwargs=dict(_kw))

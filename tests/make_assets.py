@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from instanas_gym.model.checkpoint import load_checkpoint
-from instanas_gym.space.data import DataConfig
+from instanas_gym.space.data import DataConfig, SubsetConfig
 from instanas_gym.training.config import TrainConfig
 from instanas_gym.training.trainer import train_supernet
 from instanas_gym.utils.files import atomic_save
@@ -33,7 +33,7 @@ def main() -> None:
         root = write_fashion_mnist(Path(tmp) / "fmnist", n_train=512, n_test=256)
         out = Path(tmp) / "run"
         train_supernet(TrainConfig(data=DataConfig(str(root)), run=RunConfig(threads=1, out=str(out)), width_mult=0.1,
-                                   epochs=6, batch_size=32, train_subset=512, eval_subset=64, lr=0.05))
+                                   epochs=6, batch_size=32, subset=SubsetConfig(512, 64), lr=0.05))
         ckpt = load_checkpoint(out / "last.pt")
     ckpt["model"] = {k: v.half() if v.is_floating_point() else v for k, v in ckpt["model"].items()}
     atomic_save({k: ckpt[k] for k in KEEP}, TRAINED)

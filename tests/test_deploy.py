@@ -18,6 +18,7 @@ from instanas_gym.deploy.export import export_model
 from instanas_gym.envs.config import EnvConfig
 from instanas_gym.latency import onnx as onnx_latency
 from instanas_gym.latency.calibration import calibrate
+from instanas_gym.latency.config import TableConfig
 from instanas_gym.latency.onnx import build_onnx_table, fit_costs, measure_onnx_masks
 from instanas_gym.latency.table import LatencyTable
 from instanas_gym.model.subnetwork import SubNetwork, onnx_bytes
@@ -141,10 +142,11 @@ def test_the_fit_recovers_known_costs_and_calibration_finds_the_scale():
     ops_ms, fixed_ms, _, _ = fit_costs(masks, measured)
     np.testing.assert_allclose(ops_ms, truth, atol=1e-6)
     assert fixed_ms == pytest.approx(0.3)
-    table = LatencyTable(ops_ms, fixed_ms, space.opens_stage.copy(), {})
+    table = LatencyTable(ops_ms, fixed_ms, space.opens_stage.copy(), {}, {}, rng.uniform(0, 0.05, 17),
+                         rng.uniform(0, 0.05, 17))  # per-cell terms too: calibration scales them alike
     scaled, report = calibrate(table, lambda m: 2.0 * np.asarray(table.network_ms(m)), masks[:20])
     assert report["scale"] == pytest.approx(2.0) and report["mape_after_pct"] < 1e-6 < report["mape_before_pct"]
-    assert scaled.network_ms(masks[0]) == pytest.approx(2 * table.network_ms(masks[0]))
+    np.testing.assert_allclose(scaled.network_ms(masks), 2 * np.asarray(table.network_ms(masks)))
     with pytest.raises(ValueError, match="20"):
         calibrate(table, lambda m: m, masks[:21])
 
@@ -157,13 +159,13 @@ def test_a_tiny_onnx_table_builds_and_predicts_its_own_runtime(monkeypatch):
     measured = measure_onnx_masks(model, np.stack([mobilenetv2_mask(), all_ops_mask()]), repeats=1)
     assert measured.shape == (2,) and (measured > 0).all()
     monkeypatch.setattr(onnx_latency, "measure_onnx_masks", macs_runtime_ms)
-    table = build_onnx_table(model, passes=120, repeats=1)
+    table = build_onnx_table(model, TableConfig(passes=120, repeats=1))
     assert (table.ops_ms >= 0).all() and table.fixed_ms >= 0
     assert table.meta["runtime"] == "onnxruntime" and table.meta["threads"] == 1 and table.meta["passes"] == 120
     assert table.validation["fit"]["spearman"] == pytest.approx(1.0) and table.validation["fit"]["mape_pct"] < 1e-6
     table.check(model.space)
     with pytest.raises(ValueError, match="passes must be >= 120"):
-        build_onnx_table(model, passes=119)
+        build_onnx_table(model, TableConfig(passes=119))
 
 
 def test_the_latency_backend_picks_the_default_table():

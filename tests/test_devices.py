@@ -12,7 +12,7 @@ from instanas_gym.agents.search import search
 from instanas_gym.envs.bandit import InstaNASBandit
 from instanas_gym.latency.machine import cpu_model
 from instanas_gym.latency.measure import build_table
-from instanas_gym.space.data import DataConfig
+from instanas_gym.space.data import DataConfig, SubsetConfig
 from instanas_gym.training import distributed
 from instanas_gym.training.config import TrainConfig
 from instanas_gym.training.trainer import SupernetTrainer
@@ -62,7 +62,7 @@ def test_bf16_training_step_on_cpu(fmnist_root, tmp_path):
     for sampling in ("sandwich", "paper"):
         run = RunConfig(threads=1, out=str(tmp_path / sampling), device="auto", precision="bf16")
         cfg = TrainConfig(data=DataConfig(str(fmnist_root)), run=run, width_mult=0.1, epochs=1, batch_size=16,
-                          train_subset=32, eval_subset=16, mask_sampling=sampling)
+                          subset=SubsetConfig(32, 16), mask_sampling=sampling)
         t = SupernetTrainer(cfg, Console(quiet=True))
         assert t.device.type == ("cuda" if torch.cuda.is_available() else "cpu")
         before = t.model.classifier.weight.detach().clone()

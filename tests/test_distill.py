@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from instanas_gym.model.checkpoint import load_checkpoint, supernet_state
-from instanas_gym.space.data import DataConfig, load_split
+from instanas_gym.space.data import DataConfig, SubsetConfig, load_split
 from instanas_gym.space.masks import all_ops_mask, mobilenetv2_mask, save_mask, single_op_mask
 from instanas_gym.training.config import TrainConfig
 from instanas_gym.training.sandwich import distillation_loss, member_loss, sandwich_step
@@ -38,7 +38,7 @@ def teachers(tmp_path_factory) -> dict[str, str]:
 def _cfg(root, out, teacher: str | None, table: str | None = None, **kw) -> TrainConfig:
     """Six steps (2 epochs x 3 batches of 16), a checkpoint after each."""
     return TrainConfig(data=DataConfig(str(root)), run=RunConfig(threads=1, out=str(out)), width_mult=0.1, epochs=2,
-                       batch_size=16, train_subset=48, eval_subset=32, lr=0.05, mask_sampling="sandwich",
+                       batch_size=16, subset=SubsetConfig(48, 32), lr=0.05, mask_sampling="sandwich",
                        sandwich_random=1, teacher=teacher, checkpoint_every=1, probe_images=16 if table else 0,
                        probe_table=table, **kw)
 

@@ -78,7 +78,7 @@ def _kill_after_first_checkpoint(args: list[str], watch: Path, env: dict[str, st
 def test_two_process_distillation_survives_sigkill(fmnist_root, tiny_assets, tmp_path):
     atomic_save(supernet_state(trained_like(tiny_supernet(1)), "fashion_mnist"), tmp_path / "teacher.pt")
     command = [*TORCHRUN, "--data.root", str(fmnist_root), "--width-mult", "0.1", "--epochs", "2",
-               "--batch-size", "16", "--train-subset", "64", "--eval-subset", "32", "--run.threads", "1",
+               "--batch-size", "16", "--subset.train", "64", "--subset.eval", "32", "--run.threads", "1",
                "--mask-sampling", "sandwich", "--sandwich-random", "1", "--teacher", str(tmp_path / "teacher.pt"),
                "--checkpoint-every", "1", "--probe-images", "16", "--probe-table", tiny_assets["latency_table"]]
     # 2 ranks x 32 images: 2 steps per epoch, 4 in all; each rank scores half the probes after each epoch

@@ -45,7 +45,7 @@ def test_every_example_is_tested():
 
 def test_train_supernet(fmnist_root, tmp_path, monkeypatch):
     run_example("train_supernet.py", "--data.root", str(fmnist_root), "--width-mult", "0.1", "--epochs", "1",
-                "--batch-size", "16", "--train-subset", "32", "--eval-subset", "16", "--run.threads", "1",
+                "--batch-size", "16", "--subset.train", "32", "--subset.eval", "16", "--run.threads", "1",
                 "--run.out", str(tmp_path), monkeypatch=monkeypatch)
     assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 1
 
@@ -64,8 +64,8 @@ def test_build_latency_table(tiny_assets, tmp_path, monkeypatch, backend):
 def test_prepare(fmnist_root, tmp_path, monkeypatch):
     monkeypatch.setattr(onnx_latency, "measure_onnx_masks", macs_runtime_ms)  # ONNX Runtime's clock, at once
     run_example("prepare.py", "fashion-mnist", "--data.root", str(fmnist_root), "--width-mult", "0.1", "--epochs", "1",
-                "--frozen-epochs", "1", "--batch-size", "16", "--train-subset", "32", "--eval-subset", "16",
-                "--bn-batches", "2", "--table.passes", "120", "--table.repeats", "1", "--table.validate-masks", "3",
+                "--frozen-epochs", "1", "--batch-size", "16", "--subset.train", "32", "--subset.eval", "16",
+                "--frozen-bn-batches", "2", "--table.passes", "120", "--table.repeats", "1", "--table.validate-masks", "3",
                 "--run.threads", "1", "--run.out", str(tmp_path / "work"), monkeypatch=monkeypatch)
     installed = cache_dir() / "fashion_mnist"
     assert (installed / "last.pt").is_file() and (installed / "latency_onnxruntime.json").is_file()

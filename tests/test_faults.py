@@ -76,7 +76,7 @@ def _full_and_killed(command: list[str], checkpoint: str, tmp_path: Path, rng: r
 
 def test_supernet_training_survives_sigkill(fmnist_root, tmp_path, monkeypatch):
     command = ["train-supernet", "--data.root", str(fmnist_root), "--width-mult", "0.1", "--epochs", "3",
-               "--batch-size", "16", "--train-subset", "128", "--eval-subset", "32", "--run.threads", "1",
+               "--batch-size", "16", "--subset.train", "128", "--subset.eval", "32", "--run.threads", "1",
                "--checkpoint-every", "3"]
     why = _full_and_killed(command, "last.pt", tmp_path, random.Random(KILL_SEED), monkeypatch)
     a, b = load_checkpoint(tmp_path / "full" / "last.pt"), load_checkpoint(tmp_path / "cut" / "last.pt")

@@ -13,7 +13,7 @@ from rich.console import Console
 import instanas_gym  # noqa: F401 (registers the ids)
 from instanas_gym.latency import onnx as onnx_latency
 from instanas_gym.latency.config import TableConfig
-from instanas_gym.space.data import DataConfig
+from instanas_gym.space.data import DataConfig, SubsetConfig
 from instanas_gym.training import prepare as prep
 from instanas_gym.utils.paths import cache_dir, data_root, default_latency_table, default_supernet
 from instanas_gym.utils.run import RunConfig
@@ -22,8 +22,9 @@ from tests.fixtures import macs_runtime_ms, skip_cifar_checksums, write_cifar
 
 def tiny(root, work, **over) -> prep.PrepareConfig:
     settings = {"data": DataConfig(str(root), download=False), "run": RunConfig(threads=1, device="auto", out=str(work)),
-                "width_mult": 0.1, "epochs": 1, "frozen_epochs": 1, "batch_size": 16, "train_subset": 32,
-                "eval_subset": 16, "bn_batches": 2, "table": TableConfig(passes=120, repeats=1, validate_masks=3)}
+                "width_mult": 0.1, "epochs": 1, "frozen_epochs": 1, "batch_size": 16,
+                "subset": SubsetConfig(32, 16), "frozen_bn_batches": 2,
+                "table": TableConfig(passes=120, repeats=1, validate_masks=3)}
     return prep.PrepareConfig("cifar10", **(settings | over))
 
 

@@ -28,7 +28,7 @@ from instanas_gym.envs.vector import InstaNASVectorEnv
 from instanas_gym.envs.wrappers import make_sb3_env
 from instanas_gym.latency.table import LatencyTable
 from instanas_gym.model.checkpoint import load_checkpoint, supernet_state
-from instanas_gym.space.data import DataConfig
+from instanas_gym.space.data import DataConfig, SubsetConfig
 from instanas_gym.space.masks import load_mask
 from instanas_gym.space.search_space import SearchSpace
 from instanas_gym.training.config import TrainConfig
@@ -42,7 +42,7 @@ from .conftest import env_config, tiny_supernet
 def _train(root, out, **kw) -> TrainConfig:
     """A one-epoch run of the tiny supernet on 32 images."""
     return TrainConfig(data=DataConfig(str(root)), run=RunConfig(threads=1, out=str(out)), width_mult=0.1, epochs=1,
-                       batch_size=16, train_subset=32, eval_subset=16, **kw)
+                       batch_size=16, subset=SubsetConfig(32, 16), **kw)
 
 
 class Payload:
@@ -269,13 +269,15 @@ def test_resume_with_other_settings_is_refused(fmnist_root, tmp_path, change):
         train_supernet(replace(cfg, resume=True, **change))
 
 
-@pytest.mark.parametrize("field, value", [("epochs", 0), ("batch_size", 0), ("train_subset", -5), ("lr", float("nan")),
+@pytest.mark.parametrize("field, value", [("epochs", 0), ("batch_size", 0), ("subset.train", -5), ("lr", float("nan")),
                                           ("run.threads", 0), ("momentum", 1.5), ("checkpoint_every", 0),
                                           ("run.seed", -1), ("run.threads", 10**6)])
 def test_training_settings_are_checked_before_anything_runs(field, value):
     with pytest.raises(ValueError, match=field.replace(".", r"\.")):
         if field.startswith("run."):
             TrainConfig(run=RunConfig(**{field[4:]: value}))
+        elif field.startswith("subset."):
+            TrainConfig(subset=SubsetConfig(**{field[7:]: value}))
         else:
             TrainConfig(**{field: value})
 

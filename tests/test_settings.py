@@ -1,6 +1,7 @@
 """Every setting is defined in one place. The settings objects of one concept each (the run's, the
-data's, the environment's, the reward's, the judging's) are nested whole, never repeated field by field; any other
-field name that several config classes share is a per-algorithm hyperparameter of the short list below."""
+data's, the subset's, the environment's, the reward's, the judging's) are nested whole, never repeated field by
+field; any other flag name that several config classes share is a per-algorithm hyperparameter of the short list
+below. A positional argument (``prepare``'s data set) is the command's subject, not a setting."""
 
 from __future__ import annotations
 
@@ -10,21 +11,22 @@ import pkgutil
 import typing
 from collections import defaultdict
 
-import pytest
+import tyro
 
 import instanas_gym
 from instanas_gym.envs.config import EnvConfig, JudgeConfig
 from instanas_gym.envs.reward import RewardConfig
-from instanas_gym.space.data import DataConfig
+from instanas_gym.space.data import DataConfig, SubsetConfig
 from instanas_gym.utils.run import RunConfig
 
 #: Settings objects of one concept each: their fields appear in no other config class.
-CONCEPTS = (RunConfig, DataConfig, EnvConfig, RewardConfig, JudgeConfig)
+CONCEPTS = (RunConfig, DataConfig, SubsetConfig, EnvConfig, RewardConfig, JudgeConfig)
 #: Field names several config classes may each have, each its own algorithm's value of the same kind
 #: of setting.
 PER_ALGORITHM = {
-    "lr": "each optimizer's learning rate (REINFORCE's Adam, the supernet's SGD)",
-    "epochs": "passes of each training loop (supernet training, the search's phase 2)",
+    "lr": "each optimizer's learning rate (REINFORCE's Adam, the supernet's SGD, prepare's sandwich stage)",
+    "epochs": "passes of each training loop (supernet training, prepare's sandwich stage, the search's phase 2)",
+    "width_mult": "the supernet's width in each recipe (train-supernet's 0.25, prepare's paper-scale 1.0)",
     "batch_size": "images per step of each training loop",
     "momentum": "SGD momentum of the supernet in its training and in the search",
     "weight_decay": "SGD weight decay of the supernet in its training and in the search",
@@ -52,11 +54,15 @@ def config_classes() -> dict[str, type]:
 
 
 def fields_by_name() -> dict[str, list[tuple[str, type | None]]]:
-    """Field name -> (class name, the config class the field nests, or None) of every config class."""
+    """Field name -> (class name, the config class the field nests, or None) of every config class's
+    flags (positional arguments left out)."""
     out: dict[str, list[tuple[str, type | None]]] = defaultdict(list)
     for cls in config_classes().values():
         hints = typing.get_type_hints(cls)
+        extras = typing.get_type_hints(cls, include_extras=True)
         for f in dataclasses.fields(cls):
+            if tyro.conf.Positional in getattr(extras[f.name], "__metadata__", ()):
+                continue
             nested = hints[f.name] if dataclasses.is_dataclass(hints[f.name]) else None
             out[f.name].append((cls.__name__, nested))
     return out
@@ -75,11 +81,6 @@ def test_every_config_class_is_found():
     assert fields_by_name()["run"] and nested_alike(fields_by_name()["run"])
 
 
-#: Repeats still to remove: ``prepare``'s recipe repeats seven of the supernet trainer's fields (its two
-#: stages, each a trainer run with prepare's own defaults). Strict: the test fails once they are gone.
-KNOWN_REPEATS = pytest.mark.xfail(strict=True, reason="prepare's recipe still repeats the trainer's fields")
-
-
 def test_the_run_data_env_and_reward_settings_are_defined_once():
     by_name = fields_by_name()
     repeated = []
@@ -92,7 +93,6 @@ def test_the_run_data_env_and_reward_settings_are_defined_once():
     assert not repeated, "nest the settings object instead of repeating its fields: " + "; ".join(repeated)
 
 
-@KNOWN_REPEATS
 def test_other_shared_field_names_are_per_algorithm_hyperparameters():
     concept_fields = {f.name for concept in CONCEPTS for f in dataclasses.fields(concept)}
     shared = {name: sorted(cls for cls, _ in owners) for name, owners in fields_by_name().items()

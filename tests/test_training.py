@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from instanas_gym.model.checkpoint import export_supernet, load_checkpoint, load_supernet
-from instanas_gym.space.data import DataConfig
+from instanas_gym.space.data import DataConfig, SubsetConfig
 from instanas_gym.space.masks import mobilenetv2_mask, one_op_masks, save_mask
 from instanas_gym.space.search_space import SearchSpace
 from instanas_gym.training.config import TrainConfig
@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 def _cfg(root, out, **kw) -> TrainConfig:
     return TrainConfig(
         dataset="fashion_mnist", data=DataConfig(str(root)), run=RunConfig(threads=1, out=str(out)), width_mult=0.1,
-        epochs=2, batch_size=16, train_subset=64, eval_subset=64, checkpoint_every=2, **kw,
+        epochs=2, batch_size=16, subset=SubsetConfig(64, 64), checkpoint_every=2, **kw,
     )
 
 
@@ -74,7 +74,7 @@ def test_ddp_two_processes(fmnist_root, tmp_path):
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
         str(REPO / "examples" / "train_supernet.py"), "--data.root", str(fmnist_root), "--width-mult", "0.1",
-        "--epochs", "1", "--batch-size", "16", "--train-subset", "64", "--eval-subset", "32", "--run.threads", "1",
+        "--epochs", "1", "--batch-size", "16", "--subset.train", "64", "--subset.eval", "32", "--run.threads", "1",
         "--run.out", str(tmp_path / "ddp"),
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}  # this checkout's package

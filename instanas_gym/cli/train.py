@@ -94,8 +94,7 @@ def _onnx_table(model, cfg: LatencyTableConfig, console: Console) -> None:
     passes, repeats = t.n_passes("onnxruntime"), t.n_repeats("onnxruntime")
     with progress_bar(console) as progress:
         task = progress.add_task("export, time, fit", total=passes, stats="")
-        table = build_onnx_table(model, passes, t.timed_threads, repeats, seed,
-                                 progress=lambda done, _t: progress.update(task, completed=done))
+        table = build_onnx_table(model, t, seed, progress=lambda done, _t: progress.update(task, completed=done))
         masks = validation_masks(model.space, t.validate_masks, seed + 1)
         check = progress.add_task("validation (clock)", total=len(masks), stats="")
         measured = measure_onnx_masks(model, masks, t.timed_threads, repeats,
@@ -126,9 +125,7 @@ def _torch_table(model, cfg: LatencyTableConfig, cuda: bool, console: Console) -
             task = progress.add_task(name, total=total, stats="")
             return lambda done, _total: progress.update(task, completed=done)
 
-        table, measured, predicted = build_validated_table(model, t.n_passes("torch"), t.timed_threads,
-                                                           t.validate_masks, t.n_repeats("torch"), cfg.run.seed,
-                                                           progress=bar)
+        table, measured, predicted = build_validated_table(model, t, cfg.run.seed, progress=bar)
     table.save(out)
     png = out.with_suffix(".png")
     where = f"{table.meta['device_name']}" if cuda else f"{t.timed_threads} thread(s)"

@@ -26,7 +26,8 @@ def calibrate(
     predicted = np.asarray(table.network_ms(space_masks), dtype=float)
     scale = float(np.median(measured / predicted))
     scaled = LatencyTable(table.ops_ms * scale, table.fixed_ms * scale, table.opens_stage.copy(),
-                          table.meta | {"calibration_scale": scale}, dict(table.validation))
+                          table.meta | {"calibration_scale": scale}, dict(table.validation),
+                          table.cell_ms * scale, table.merge_ms * scale)
     before = compare(predicted, measured)["mape_pct"]
     after = compare(predicted * scale, measured)["mape_pct"]
     return scaled, {"scale": scale, "mape_before_pct": before, "mape_after_pct": after, "n_masks": len(measured)}

@@ -19,6 +19,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
+from instanas_gym.latency.config import TableConfig
 from instanas_gym.latency.machine import device_meta
 from instanas_gym.latency.measure import Progress, median_ms, torch_threads
 from instanas_gym.latency.table import LatencyTable
@@ -83,17 +84,13 @@ def fit_costs(masks: np.ndarray, measured_ms: np.ndarray,
     return ops, float(coef[-1]), cells, merges
 
 
-def build_onnx_table(
-    model: Supernet,
-    passes: int = 300,
-    threads: int = 1,
-    repeats: int = 30,
-    seed: int = 0,
-    progress: Progress | None = None,
-    cell_terms: bool = True,
-) -> LatencyTable:
-    """Measure the deployment runtime's table (see module doc): ``passes`` exported masks, fitted
-    (with per-cell terms unless ``cell_terms`` is False, :func:`fit_costs`)."""
+def build_onnx_table(model: Supernet, settings: TableConfig = TableConfig(), seed: int = 0,
+                     progress: Progress | None = None, cell_terms: bool = True) -> LatencyTable:
+    """Measure the deployment runtime's table (see module doc): ``settings.passes`` exported masks
+    timed ``settings.repeats`` times each on ``settings.timed_threads`` threads, fitted (with per-cell
+    terms unless ``cell_terms`` is False, :func:`fit_costs`)."""
+    passes, repeats = settings.n_passes(RUNTIME), settings.n_repeats(RUNTIME)
+    threads = settings.timed_threads
     entries = MASK_SHAPE[0] * MASK_SHAPE[1] + 1 + (2 * MASK_SHAPE[0] if cell_terms else 0)
     if passes < entries:
         raise ValueError(f"passes must be >= {entries} (one per entry and the fixed cost), got {passes}")

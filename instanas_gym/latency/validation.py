@@ -63,20 +63,18 @@ def validate(
 
 
 def build_validated_table(
-    model: Supernet,
-    passes: int = 2000,
-    threads: int = 1,
-    n_masks: int = 200,
-    repeats: int = 15,
-    seed: int = 0,
+    model: Supernet, settings: TableConfig = TableConfig(), seed: int = 0,
     progress: Callable[[str, int], Progress | None] | None = None,
 ) -> tuple[LatencyTable, np.ndarray, dict[str, np.ndarray]]:
-    """Build the in-place table twice (stability) and the isolated-op table, time ``n_masks`` fresh
-    masks, and store the comparison in ``table.validation``.
+    """Build the eager PyTorch table in place twice (stability, ``settings.passes`` passes each) and the
+    isolated-op table, time ``settings.validate_masks`` fresh masks ``settings.repeats`` times each, all on
+    ``settings.timed_threads`` threads, and store the comparison in ``table.validation``.
 
     ``progress(name, total)`` returns a (done, total) callback per phase. Returns the table, the
     measured ms of the masks and the predictions ``{"in-place": ..., "isolated ops": ...}``.
     """
+    passes, repeats, n_masks = settings.n_passes("torch"), settings.n_repeats("torch"), settings.validate_masks
+    threads = settings.timed_threads
     bar = progress or (lambda name, total: None)
     table = build_table(model, passes, threads=threads, seed=seed, progress=bar("in-place table", passes))
     again = build_table(model, passes, threads=threads, seed=seed + 100, progress=bar("rebuild (stability)", passes))

@@ -27,6 +27,7 @@ from urllib.error import URLError
 
 import numpy as np
 
+from instanas_gym.utils.checks import check_int
 from instanas_gym.utils.paths import BUNDLED_FASHION_MNIST, DEBIAN_FASHION_MNIST, data_root
 
 if TYPE_CHECKING:  # torch is imported where tensors are made: the command line parses DataConfig without it
@@ -96,6 +97,20 @@ class DataConfig:
         check_data_root("data.root", self.root)
         if not isinstance(self.download, bool):
             raise TypeError(f"data.download must be True or False, got {self.download!r}")
+
+
+@dataclass
+class SubsetConfig:
+    """How many images of each split a training run uses: the first N (unset: all)."""
+
+    train: int | None = None
+    """Train on the first N training images only; unset, on all of them."""
+    eval: int | None = None
+    """Evaluate on the first N test images only; unset, on all of them."""
+
+    def __post_init__(self) -> None:
+        for name in ("train", "eval"):
+            check_int(f"subset.{name}", getattr(self, name), optional=True)
 
 
 @dataclass

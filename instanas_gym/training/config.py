@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 import tyro
 
 from instanas_gym.latency.config import TableConfig
-from instanas_gym.space.data import DataConfig, get_spec
+from instanas_gym.space.data import DataConfig, SubsetConfig, get_spec
 from instanas_gym.utils.checks import check_int, check_number
 from instanas_gym.utils.files import FileFormatError
 from instanas_gym.utils.paths import cache_dir, data_root
@@ -23,12 +23,13 @@ from instanas_gym.utils.run import RunConfig, flat_settings
 MaskSampling = Literal["paper", "mixed", "mobilenetv2", "fixed", "sandwich"]
 MASK_SAMPLING = ("paper", "mixed", "mobilenetv2", "fixed", "sandwich")
 #: Settings that may differ between a run and its resume; every other one must match.
-RESUMABLE_CHANGES = ("resume", "run.out", "run.threads", "run.device", "checkpoint_every", "eval_subset",
+RESUMABLE_CHANGES = ("resume", "run.out", "run.threads", "run.device", "checkpoint_every", "subset.eval",
                      "eval_batch_size", "data.root", "data.download", "probe_images", "probe_table",
                      "teacher", "teacher_mask")  # the teacher's file and architecture are checked by content
 #: Where settings of older checkpoints (flat) live now.
 MOVED = {"seed": "run.seed", "threads": "run.threads", "device": "run.device", "precision": "run.precision",
-         "out": "run.out", "data_root": "data.root", "download": "data.download", "channels_last": "run.channels_last"}
+         "out": "run.out", "data_root": "data.root", "download": "data.download", "channels_last": "run.channels_last",
+         "train_subset": "subset.train", "eval_subset": "subset.eval"}
 
 
 @dataclass
@@ -39,6 +40,8 @@ class TrainConfig:
     """The data set the supernet learns."""
     data: DataConfig = field(default_factory=DataConfig)
     """Where the images are."""
+    subset: SubsetConfig = field(default_factory=SubsetConfig)
+    """The first N images of each split only (quick runs); unset, all of them."""
     run: RunConfig = field(default_factory=lambda: RunConfig(out="runs/supernet"))
     """Seed, threads, device, precision, memory format and the output folder (last.pt, the checkpoint)."""
     width_mult: float = 0.25
@@ -89,10 +92,6 @@ class TrainConfig:
     """Mask file for --mask-sampling fixed (a JSON mask, see instanas_gym.space.masks.save_mask)."""
     init_from: str | None = None
     """Start from this checkpoint's weights (fine-tuning); unset, from random weights."""
-    train_subset: int | None = None
-    """Train on the first N training images only; unset, on all of them."""
-    eval_subset: int | None = None
-    """Evaluate on the first N test images only; unset, on all of them."""
     eval_batch_size: int = 256
     """Images per batch of the final evaluation."""
     probe_images: int = 0
@@ -111,8 +110,6 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "eval_batch_size", "checkpoint_every", "bn_batches"):
             check_int(name, getattr(self, name))
         check_int("sandwich_random", self.sandwich_random, minimum=0)
-        for name in ("train_subset", "eval_subset"):
-            check_int(name, getattr(self, name), optional=True)
         for name in ("lr", "width_mult"):
             check_number(name, getattr(self, name), low=0, low_open=True)
         check_number("grad_clip", self.grad_clip, low=0)
@@ -163,6 +160,8 @@ class PrepareConfig:
     """The data set to prepare."""
     data: DataConfig = field(default_factory=lambda: DataConfig(download=True))
     """Where the images are (downloaded when missing); the folder is recorded in prepared.json."""
+    subset: SubsetConfig = field(default_factory=SubsetConfig)
+    """The first N images of each split only, in both stages (quick runs); unset, all of them."""
     run: RunConfig = field(default_factory=RunConfig)
     """Seed, threads, device and memory format of training, and the work folder; unset,
     $INSTANAS_CACHE/<dataset>/prepare."""
@@ -179,16 +178,10 @@ class PrepareConfig:
     """Peak learning rate of the sandwich stage, cosine to 0."""
     frozen_lr: float = 0.005
     """Peak learning rate of the frozen stage."""
-    sandwich_random: int = 2
-    """Random networks per sandwich step."""
-    bn_batches: int = 200
+    frozen_bn_batches: int = 200
     """Batches the frozen stage estimates its BatchNorm statistics on."""
-    grad_clip: float = 2.0
+    frozen_grad_clip: float = 2.0
     """Gradient-norm clip of the frozen stage."""
-    train_subset: int | None = None
-    """Train on the first N training images only; unset, on all of them."""
-    eval_subset: int | None = None
-    """Evaluate each stage on the first N test images only; unset, on all of them."""
     table: TableConfig = field(default_factory=lambda: TableConfig(repeats=30))
     """How the ONNX Runtime latency table is measured."""
     torch_table: bool = False
@@ -196,14 +189,11 @@ class PrepareConfig:
 
     def __post_init__(self) -> None:
         get_spec(self.name)
-        for name in ("epochs", "frozen_epochs", "batch_size", "bn_batches"):
+        for name in ("epochs", "frozen_epochs", "batch_size", "frozen_bn_batches"):
             check_int(name, getattr(self, name))
-        check_int("sandwich_random", self.sandwich_random, minimum=0)
-        for name in ("train_subset", "eval_subset"):
-            check_int(name, getattr(self, name), optional=True)
         for name in ("lr", "frozen_lr", "width_mult"):
             check_number(name, getattr(self, name), low=0, low_open=True)
-        check_number("grad_clip", self.grad_clip, low=0)
+        check_number("frozen_grad_clip", self.frozen_grad_clip, low=0)
         self.table.check_backend("onnxruntime")
 
     @property
@@ -225,10 +215,9 @@ class PrepareConfig:
         common: dict[str, Any] = {
             "dataset": self.name, "data": DataConfig(str(self.root)), "run": replace(self.run, out=str(out)),
             "width_mult": self.width_mult, "batch_size": self.batch_size, "mask_sampling": "sandwich",
-            "sandwich_random": self.sandwich_random, "distill": True, "train_subset": self.train_subset,
-            "eval_subset": self.eval_subset, "resume": True}
+            "distill": True, "subset": self.subset, "resume": True}
         if stage == "supernet":
             return TrainConfig(**common, epochs=self.epochs, lr=self.lr)
         return TrainConfig(**common, epochs=self.frozen_epochs, lr=self.frozen_lr, bn_stats="frozen",
-                           bn_batches=self.bn_batches, grad_clip=self.grad_clip,
+                           bn_batches=self.frozen_bn_batches, grad_clip=self.frozen_grad_clip,
                            init_from=str(self.work_dir / "sandwich" / "last.pt"))

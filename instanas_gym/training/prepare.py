@@ -105,9 +105,7 @@ class Preparation:
         model, _ = load_supernet(self.work / "frozen" / "last.pt")
         with progress_bar(self.console) as progress:
             fit = progress.add_task("ONNX Runtime table: export, time, fit", total=cfg.table.n_passes("onnxruntime"), stats="")
-            table = build_onnx_table(model, cfg.table.n_passes("onnxruntime"), cfg.table.timed_threads,
-                                     cfg.table.n_repeats("onnxruntime"), cfg.run.seed,
-                                     progress=lambda done, _t: progress.update(fit, completed=done))
+            table = build_onnx_table(model, cfg.table, cfg.run.seed, progress=lambda done, _t: progress.update(fit, completed=done))
             check = progress.add_task("ONNX Runtime table: validation", total=cfg.table.validate_masks, stats="")
             table.validation["onnxruntime"] = validate_onnx(
                 table, model, cfg.table.validate_masks, cfg.run.seed + 1, cfg.table.n_repeats("onnxruntime"),
@@ -121,9 +119,7 @@ class Preparation:
                     task = progress.add_task(f"torch table: {name}", total=total, stats="")
                     return lambda done, _total: progress.update(task, completed=done)
 
-                torch_table, *_ = build_validated_table(model, cfg.table.n_passes("torch"), cfg.table.timed_threads,
-                                                        cfg.table.validate_masks, cfg.table.n_repeats("torch"),
-                                                        cfg.run.seed, progress=bar)
+                torch_table, *_ = build_validated_table(model, cfg.table, cfg.run.seed, progress=bar)
                 torch_table.save(self.work / "latency.json")
                 record["torch"] = torch_table.validation
         v = record["onnxruntime"]

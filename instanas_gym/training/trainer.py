@@ -97,9 +97,9 @@ class SupernetTrainer:
         tune_allocator()
         torch.set_num_threads(cfg.run.threads)
         self.ckpt_path = Path(cfg.run.out) / "last.pt"
-        self.train = _subset(load_split(cfg.dataset, "train", cfg.data.root, cfg.data.download), cfg.train_subset)
+        self.train = _subset(load_split(cfg.dataset, "train", cfg.data.root, cfg.data.download), cfg.subset.train)
         test = load_split(cfg.dataset, "test", cfg.data.root, cfg.data.download)
-        self.test, self.probe_test = _subset(test, cfg.eval_subset), _subset(test, cfg.probe_images)
+        self.test, self.probe_test = _subset(test, cfg.subset.eval), _subset(test, cfg.probe_images)
         self.fixed = load_mask(cfg.fixed_mask) if cfg.fixed_mask else None
         self.model = self._build_model()
         self.probe_table = None if not cfg.probe_images else LatencyTable.load(

@@ -168,6 +168,21 @@ def test_a_tiny_onnx_table_builds_and_predicts_its_own_runtime(monkeypatch):
         build_onnx_table(model, TableConfig(passes=119))
 
 
+def test_masks_are_timed_beside_a_reference_so_a_drift_of_the_machine_cancels(monkeypatch):
+    """Stand-in sessions whose ms are each graph's own times the machine's speed, which doubles and
+    halves again while the masks are timed: the masks' times keep their true ratios exactly, at the
+    reference's median speed."""
+    model = tiny_supernet()
+    masks = np.stack([mobilenetv2_mask(), all_ops_mask(), all_ops_mask()])
+    true_ms = [0.5, 0.5, 2.0, 2.0]  # the reference (the MobileNetV2 path) first, then each mask
+    sessions, speed = iter(range(len(true_ms))), iter(np.tile([1.0, 1.0, 2.0, 2.0, 1.0, 1.0], 100))
+    monkeypatch.setattr(onnx_latency, "_session", lambda graph, threads, feed: next(sessions))
+    monkeypatch.setattr(onnx_latency, "_block_ms", lambda session, feed, runs: true_ms[session] * next(speed))
+    measured = measure_onnx_masks(model, masks, repeats=30)
+    np.testing.assert_allclose(measured / measured[0], [1.0, 4.0, 4.0])
+    assert measured[0] == pytest.approx(0.5)  # the reference's median speed over the call: 1.0
+
+
 def test_the_latency_backend_picks_the_default_table():
     assert default_latency_table("fashion_mnist").name == "latency_fashion_mnist_onnxruntime.json"  # the default
     assert default_latency_table("fashion_mnist", "torch").name == "latency_fashion_mnist.json"

@@ -4,7 +4,8 @@
 Build (:func:`build_onnx_table`): ``passes`` masks from sparse to dense
 (:func:`~instanas_gym.space.masks.spread_masks`) are each exported as a static graph holding only their
 ops (:class:`~instanas_gym.model.subnetwork.SubNetwork`) and timed at batch 1 in ONNX Runtime (median
-of ``repeats`` runs, fixed thread count). The table is the non-negative least-squares fit of those
+of ``repeats`` runs, fixed thread count, each run beside a reference graph's so that a drift of the
+machine's speed cancels: :func:`measure_onnx_masks`). The table is the non-negative least-squares fit of those
 whole-network times on which ops each network runs (the effective mask: fallbacks included) plus a
 fixed cost, so its sums predict the runtime's clock. Unlike eager PyTorch, ONNX Runtime fuses
 convolutions with their BatchNorm and activations and has no per-call Python, so its costs follow
@@ -13,6 +14,7 @@ the arithmetic much more closely.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -26,35 +28,67 @@ from instanas_gym.latency.table import LatencyTable
 from instanas_gym.latency.validation import compare, validation_masks
 from instanas_gym.model.subnetwork import SubNetwork, onnx_bytes
 from instanas_gym.model.supernet import Supernet
-from instanas_gym.space.masks import spread_masks
+from instanas_gym.space.masks import mobilenetv2_mask, spread_masks
 from instanas_gym.space.search_space import MASK_SHAPE
 from instanas_gym.utils.devices import cpu_copy
 from instanas_gym.utils.runtime import session_options
 
 RUNTIME = "onnxruntime"
+#: Runs of a mask, and of the reference beside it, per block of :func:`measure_onnx_masks`.
+BLOCK_RUNS = 5
 
 
 def time_onnx_ms(graph: bytes, image_shape: tuple[int, int, int], threads: int = 1, repeats: int = 30) -> float:
     """Median wall-clock ms of one batch-1 run of an ONNX graph (uint8 images in) in ONNX Runtime."""
-    session = ort.InferenceSession(graph, session_options(threads), providers=["CPUExecutionProvider"])
     feed = {"images": np.zeros((1, *image_shape), np.uint8)}
+    session = _session(graph, threads, feed)
+    return median_ms(lambda: session.run(None, feed), repeats)
+
+
+def _session(graph: bytes, threads: int, feed: dict[str, np.ndarray]) -> ort.InferenceSession:
+    """A session of ``graph``, run 3 times to warm it up."""
+    session = ort.InferenceSession(graph, session_options(threads), providers=["CPUExecutionProvider"])
     for _ in range(3):
         session.run(None, feed)
-    return median_ms(lambda: session.run(None, feed), repeats)
+    return session
+
+
+def _block_ms(session: ort.InferenceSession, feed: dict[str, np.ndarray], runs: int) -> float:
+    """Median ms of ``runs`` back-to-back runs of ``session`` (the first run after a switch of graph included)."""
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        session.run(None, feed)
+        times.append(1e3 * (time.perf_counter() - start))
+    return float(np.median(times))
 
 
 def measure_onnx_masks(
     model: Supernet, masks: np.ndarray, threads: int = 1, repeats: int = 30, progress: Progress | None = None
 ) -> np.ndarray:
-    """ONNX Runtime ms at batch 1 of each mask's exported sub-network, shape (len(masks),)."""
+    """ONNX Runtime ms at batch 1 of each mask's exported sub-network, shape (len(masks),).
+
+    The machine's speed drifts while masks are timed one after another (on a shared virtual machine
+    by 20-40% within seconds), so each mask's ``repeats`` runs alternate, in blocks of
+    :data:`BLOCK_RUNS`, with runs of a reference graph, the MobileNetV2 path: a mask's time is the
+    median ratio of its blocks to the reference's blocks beside them, times the reference's median
+    over the whole call. Masks timed in one call are so timed at one speed of the machine."""
     s = model.space
     shape = (s.input_size, s.input_size, s.in_channels)
-    out = np.zeros(len(masks))
+    per_block = min(repeats, BLOCK_RUNS)
+    blocks = -(-repeats // per_block)
+    feed = {"images": np.zeros((1, *shape), np.uint8)}
+    reference = _session(onnx_bytes(SubNetwork(model, mobilenetv2_mask()), shape), threads, feed)
+    ratios, reference_ms = np.zeros(len(masks)), []
     for i, mask in enumerate(masks):
-        out[i] = time_onnx_ms(onnx_bytes(SubNetwork(model, mask), shape), shape, threads, repeats)
+        session = _session(onnx_bytes(SubNetwork(model, mask), shape), threads, feed)
+        pairs = [(_block_ms(reference, feed, per_block), _block_ms(session, feed, per_block)) for _ in range(blocks)]
+        ref, own = np.array(pairs).T
+        ratios[i] = float(np.median(own / ref))
+        reference_ms.extend(ref)
         if progress is not None:
             progress(i + 1, len(masks))
-    return out
+    return ratios * float(np.median(reference_ms))
 
 
 def fit_costs(masks: np.ndarray, measured_ms: np.ndarray,

@@ -246,9 +246,9 @@ def test_reset_accepts_numpy_integers_and_refuses_other_seeds(tiny_assets):
 def test_sb3_trains_on_the_wrapped_env_and_on_make_vec_env(tiny_assets, algo):
     """SB3 samples MultiBinary actions as 0./1. floats: the flat-action wrapper takes them."""
     kwargs = {"n_steps": 16} | ({"batch_size": 32} if algo is PPO else {})
-    algo("MlpPolicy", make_sb3_env("InstaNAS-FashionMNIST-v0", **tiny_assets), seed=0, device="cpu", **kwargs).learn(200)
+    algo("MlpPolicy", make_sb3_env("InstaNAS-FashionMNIST-v0", **tiny_assets), seed=0, device="cpu", **kwargs).learn(48)
     venv = make_vec_env(make_sb3_env, n_envs=2, env_kwargs={"env_id": "InstaNAS-FashionMNIST-v0", **tiny_assets})
-    algo("MlpPolicy", venv, seed=0, device="cpu", **kwargs).learn(200)
+    algo("MlpPolicy", venv, seed=0, device="cpu", **kwargs).learn(48)
 
 
 def test_the_flat_action_wrapper_refuses_floats_other_than_0_and_1(tiny_assets):

@@ -5,8 +5,10 @@ timed end to end at batch 1 (one call per image) and in batches of 64, against t
 the same images' paths (the networks and the policy's decisions). To tell a stale table from the
 cascade's own cost, each of the family's architectures is also timed the way the table was built
 (its plain graph at batch 1, median of 30 runs, :func:`~instanas_gym.latency.onnx.time_onnx_ms`),
-and the images' paths summed by those times. The three are timed in ``--rounds`` interleaved rounds
-(so a change of the machine's speed during the run moves all three alike); each ratio is the median
+and the images' paths summed by those times; and, as the machine's speed drifts, the table is
+calibrated in every round on 10 fresh masks (:func:`~instanas_gym.latency.calibration.calibrate`),
+giving the table's sum at that round's speed. All are timed in ``--rounds`` interleaved rounds
+(so a change of the machine's speed during the run moves them alike); each ratio is the median
 over rounds, with its range. Then one image that stops after stage 1 is timed three ways in
 interleaved calls: its plain graph, its graph with the decision folded in, and the whole
 ``predict``. Also checks that the engine's paths and answers equal the environment's
@@ -30,7 +32,9 @@ from instanas_gym.agents.cascade import decision_ms, run_policy
 from instanas_gym.agents.policy import load_policy
 from instanas_gym.deploy.cascade import CascadeModel, export_cascade
 from instanas_gym.envs.config import EnvConfig
-from instanas_gym.latency.onnx import time_onnx_ms
+from instanas_gym.latency.calibration import calibrate
+from instanas_gym.latency.onnx import measure_onnx_masks, time_onnx_ms
+from instanas_gym.latency.validation import validation_masks
 from instanas_gym.model.subnetwork import SubNetwork, onnx_bytes
 from instanas_gym.utils.run import RunConfig
 
@@ -44,12 +48,14 @@ def main() -> None:
     p.add_argument("--table", default=None, help="the latency table judged (default: the bundled ONNX Runtime one)")
     a = p.parse_args()
     saved = load_policy(a.policy)
-    venv = EnvConfig(split="test", latency_table=a.table).make_cascade_vec(a.images, saved.family, RunConfig(threads=a.threads), progress=False)
+    env = EnvConfig(split="test", latency_table=a.table)
+    venv = env.make_cascade_vec(a.images, saved.family, RunConfig(threads=a.threads), progress=False)
     cascade, bandit = venv.cascade, venv.bandit
     shape = bandit.data.spec.image_shape
     cost = decision_ms(saved.network, shape, "onnxruntime", a.threads)
     res = run_policy(saved.actor(), venv, np.arange(a.images))
     plain = [onnx_bytes(SubNetwork(bandit.model, m), shape) for m in cascade.family.masks]
+    calib = validation_masks(bandit.model.space, 10, 7)  # fresh masks: the table's level in each round
     rounds = []
     with tempfile.TemporaryDirectory() as folder:
         export_cascade(folder, bandit.model, cascade.family, cascade.network_ms, saved.network, cascade.stages)
@@ -60,7 +66,8 @@ def main() -> None:
             b1 = np.mean([_timed(model, images[i : i + 1]) for i in range(a.images)])
             b64 = np.sum([_timed(model, images[i : i + 64]) for i in range(0, a.images, 64)]) / a.images
             today = np.array([time_onnx_ms(g, shape, a.threads) for g in plain])
-            rounds.append((b1, b64, today))
+            _, report = calibrate(bandit.table, lambda m: measure_onnx_masks(bandit.model, m, a.threads), calib)
+            rounds.append((b1, b64, report["scale"], today))
         first = int(np.flatnonzero(out["stages"] == 1)[0])
         one_image = _one_image(model, images[first : first + 1], int(out["arms"][first, 0]), plain, a.threads)
     same_path = float(np.mean(out["stages"] == res["stages"]))
@@ -73,8 +80,11 @@ def main() -> None:
           f"{table:.4f} ms per image")
     now = [float(np.mean(np.append(t, 0.0)[out["arms"]].sum(1) + decisions)) for *_, t in rounds]
     _ratio("batch 1, clock / table", [r[0] for r in rounds], [table] * a.rounds)
+    at_speed = [float(np.mean(out["table_ms"] * r[2] + decisions)) for r in rounds]
+    _ratio("batch 1, clock / the table at the round's speed (calibrated on 10 fresh masks in the round)",
+           [r[0] for r in rounds], at_speed)
     _ratio("batch 64, clock / table", [r[1] for r in rounds], [table] * a.rounds)
-    _ratio("each architecture's plain graph today / table", [r[2] for r in rounds], [cascade.network_ms] * a.rounds,
+    _ratio("each architecture's plain graph today / table", [r[3] for r in rounds], [cascade.network_ms] * a.rounds,
            cascade.family.names)
     _ratio("batch 1, clock / the paths by the plain graphs timed today (the cascade's own cost)",
            [r[0] for r in rounds], now)

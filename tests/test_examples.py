@@ -43,17 +43,18 @@ def test_every_example_is_tested():
     assert {p.name for p in EXAMPLES.glob("*.py")} == tested
 
 
-def test_train_supernet(fmnist_root, tmp_path, monkeypatch):
-    run_example("train_supernet.py", "--data.root", str(fmnist_root), "--width-mult", "0.1", "--epochs", "1",
+def test_train_supernet(fmnist_root, tmp_path, monkeypatch, capsys):
+    run_example("train_supernet.py", "--data.root", str(fmnist_root), "--width-mult", "0.25", "--epochs", "1",
                 "--batch-size", "16", "--subset.train", "32", "--subset.eval", "16", "--run.threads", "1",
                 "--run.out", str(tmp_path), monkeypatch=monkeypatch)
     assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 1
+    assert f"the environment on {tmp_path / 'last.pt'}: MobileNetV2 path" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
 def test_build_latency_table(tiny_assets, tmp_path, monkeypatch, backend):
     monkeypatch.setattr(onnx_latency, "measure_onnx_masks", macs_runtime_ms)  # ONNX Runtime's clock, at once
-    run_example("build_latency_table.py", "--env.supernet", tiny_assets["supernet"], "--backend", backend,
+    run_example("build_latency_table.py", "--supernet", tiny_assets["supernet"], "--backend", backend,
                 "--table.passes", "120" if backend == "onnxruntime" else "20", "--table.repeats", "1",
                 "--table.validate-masks", "3", "--run.out", str(tmp_path), monkeypatch=monkeypatch)
     name = "latency.json" if backend == "torch" else "latency_onnxruntime.json"

@@ -167,15 +167,15 @@ class PrepareConfig:
     $INSTANAS_CACHE/<dataset>/prepare."""
     width_mult: float = 1.0
     """Width multiplier of the supernet's channels (1.0: MobileNetV2's)."""
+    batch_size: int = 128
+    """Images per training step, in both stages."""
     epochs: int = 200
     """Epochs of the sandwich stage (the defaults cost an estimated 2-12 GPU-hours; try --epochs 10
     --width-mult 0.5 first)."""
-    frozen_epochs: int = 10
-    """Epochs of fine-tuning with the BatchNorm statistics frozen."""
-    batch_size: int = 128
-    """Images per training step."""
     lr: float = 0.1
     """Peak learning rate of the sandwich stage, cosine to 0."""
+    frozen_epochs: int = 10
+    """Epochs of fine-tuning with the BatchNorm statistics frozen."""
     frozen_lr: float = 0.005
     """Peak learning rate of the frozen stage."""
     frozen_bn_batches: int = 200
